@@ -1,0 +1,166 @@
+//! [`ApiError`]: a XenAPI failure, `[CODE, param, ...]` on the wire.
+//!
+//! Every module below the API has its own error enum; this file holds the
+//! single mapping from those enums to XenAPI codes, so a client sees one
+//! code per cause and never a path, a secret or a request body.
+
+use std::fmt;
+
+/// A XenAPI error: code plus string parameters, in the order the idl
+/// declares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Bad user name or password: `[user, message]`.
+    SessionAuthenticationFailed { user: String, message: String },
+    /// Unknown or expired session: `[handle]`.
+    SessionInvalid(String),
+    /// A ref that is not an object of that class: `[class, handle]`.
+    HandleInvalid { class: String, handle: String },
+    /// `get_by_uuid` found nothing: `[class, uuid]`.
+    UuidInvalid { class: String, uuid: String },
+    /// No such method: `[method]`.
+    MessageMethodUnknown(String),
+    /// Wrong number of parameters: `[method, expected, received]`.
+    MessageParameterCountMismatch { method: String, expected: usize, received: i64 },
+    /// A parameter of the wrong type: `[field]`, with the reason.
+    FieldTypeError { field: String, reason: String },
+    /// The session's role is too low: `[permission, message]`.
+    RbacPermissionDenied { permission: String, message: String },
+    /// A value that is well-typed but not acceptable: `[field, value]`.
+    InvalidValue { field: String, value: String },
+    /// `add_to_<map>` with an existing key: `[class, field, ref, key]`.
+    MapDuplicateKey { class: String, field: String, handle: String, key: String },
+    /// Hiding a device on the path of a boot disk: `[device]`.
+    BootDevicePassthroughDisallowed(String),
+    /// The boot configuration's hide value does not parse: `[value, reason]`.
+    BootConfigHideListMalformed { value: String, reason: String },
+    /// The boot configuration cannot be read or edited: `[reason]`.
+    BootConfigUnavailable(String),
+    /// `host.reboot` on an enabled host: `[]`.
+    HostNotDisabled,
+    /// An operation that cannot be done now: `[reason]`.
+    OperationNotAllowed(String),
+    /// `event.from` token that does not parse: `[token]`.
+    EventFromTokenParseFailure(String),
+    /// `event.next` without `event.register`: `[handle]`.
+    SessionNotRegistered(String),
+    /// The events a client asked for were dropped: `[]`.
+    EventsLost,
+    /// The task was cancelled: `[task]`.
+    TaskCancelled(String),
+    /// Not implemented on this host: `[function]`.
+    NotImplemented(String),
+    /// Async call of a message that has no async form: xapi's `Fault`.
+    NoAsyncMode(String),
+    /// Anything else. The message is ours and names no path or secret.
+    Internal(String),
+}
+
+impl ApiError {
+    /// The XenAPI error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::SessionAuthenticationFailed { .. } => "SESSION_AUTHENTICATION_FAILED",
+            ApiError::SessionInvalid(_) => "SESSION_INVALID",
+            ApiError::HandleInvalid { .. } => "HANDLE_INVALID",
+            ApiError::UuidInvalid { .. } => "UUID_INVALID",
+            ApiError::MessageMethodUnknown(_) => "MESSAGE_METHOD_UNKNOWN",
+            ApiError::MessageParameterCountMismatch { .. } => "MESSAGE_PARAMETER_COUNT_MISMATCH",
+            ApiError::FieldTypeError { .. } => "FIELD_TYPE_ERROR",
+            ApiError::RbacPermissionDenied { .. } => "RBAC_PERMISSION_DENIED",
+            ApiError::InvalidValue { .. } => "INVALID_VALUE",
+            ApiError::MapDuplicateKey { .. } => "MAP_DUPLICATE_KEY",
+            ApiError::BootDevicePassthroughDisallowed(_) => "BOOT_DEVICE_PASSTHROUGH_DISALLOWED",
+            ApiError::BootConfigHideListMalformed { .. } => "BOOT_CONFIG_HIDE_LIST_MALFORMED",
+            ApiError::BootConfigUnavailable(_) => "BOOT_CONFIG_UNAVAILABLE",
+            ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
+            ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
+            ApiError::EventFromTokenParseFailure(_) => "EVENT_FROM_TOKEN_PARSE_FAILURE",
+            ApiError::SessionNotRegistered(_) => "SESSION_NOT_REGISTERED",
+            ApiError::EventsLost => "EVENTS_LOST",
+            ApiError::TaskCancelled(_) => "TASK_CANCELLED",
+            ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
+            ApiError::NoAsyncMode(_) => "Fault",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Every code this enum can produce (checked against the idl by a test).
+    pub const CODES: &'static [&'static str] = &[
+        "SESSION_AUTHENTICATION_FAILED",
+        "SESSION_INVALID",
+        "HANDLE_INVALID",
+        "UUID_INVALID",
+        "MESSAGE_METHOD_UNKNOWN",
+        "MESSAGE_PARAMETER_COUNT_MISMATCH",
+        "FIELD_TYPE_ERROR",
+        "RBAC_PERMISSION_DENIED",
+        "INVALID_VALUE",
+        "MAP_DUPLICATE_KEY",
+        "BOOT_DEVICE_PASSTHROUGH_DISALLOWED",
+        "BOOT_CONFIG_HIDE_LIST_MALFORMED",
+        "BOOT_CONFIG_UNAVAILABLE",
+        "HOST_NOT_DISABLED",
+        "OPERATION_NOT_ALLOWED",
+        "EVENT_FROM_TOKEN_PARSE_FAILURE",
+        "SESSION_NOT_REGISTERED",
+        "EVENTS_LOST",
+        "TASK_CANCELLED",
+        "NOT_IMPLEMENTED",
+        "INTERNAL_ERROR",
+    ];
+
+    /// The error parameters, in declared order.
+    pub fn params(&self) -> Vec<String> {
+        match self {
+            ApiError::SessionAuthenticationFailed { user, message } => vec![user.clone(), message.clone()],
+            ApiError::SessionInvalid(h)
+            | ApiError::MessageMethodUnknown(h)
+            | ApiError::BootDevicePassthroughDisallowed(h)
+            | ApiError::BootConfigUnavailable(h)
+            | ApiError::OperationNotAllowed(h)
+            | ApiError::EventFromTokenParseFailure(h)
+            | ApiError::SessionNotRegistered(h)
+            | ApiError::TaskCancelled(h)
+            | ApiError::NotImplemented(h)
+            | ApiError::NoAsyncMode(h)
+            | ApiError::Internal(h) => vec![h.clone()],
+            ApiError::HandleInvalid { class, handle } => vec![class.clone(), handle.clone()],
+            ApiError::UuidInvalid { class, uuid } => vec![class.clone(), uuid.clone()],
+            ApiError::MessageParameterCountMismatch { method, expected, received } => {
+                vec![method.clone(), expected.to_string(), received.to_string()]
+            }
+            ApiError::FieldTypeError { field, reason } => vec![field.clone(), reason.clone()],
+            ApiError::RbacPermissionDenied { permission, message } => vec![permission.clone(), message.clone()],
+            ApiError::InvalidValue { field, value } => vec![field.clone(), value.clone()],
+            ApiError::MapDuplicateKey { class, field, handle, key } => {
+                vec![class.clone(), field.clone(), handle.clone(), key.clone()]
+            }
+            ApiError::BootConfigHideListMalformed { value, reason } => vec![value.clone(), reason.clone()],
+            ApiError::HostNotDisabled | ApiError::EventsLost => vec![],
+        }
+    }
+
+    /// `[CODE, params...]`, the wire form.
+    pub fn description(&self) -> Vec<String> {
+        let mut d = vec![self.code().to_owned()];
+        d.extend(self.params());
+        d
+    }
+
+    /// A handle-invalid error for `class`.
+    pub fn handle_invalid(class: &str, handle: &str) -> ApiError {
+        ApiError::HandleInvalid {
+            class: class.to_owned(),
+            handle: handle.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.description().join(" "))
+    }
+}
+
+impl std::error::Error for ApiError {}

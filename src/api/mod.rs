@@ -1,0 +1,9 @@
+//! The XenAPI classes: one module per class, the protocol-neutral
+//! [`Value`], and [`ApiError`], the one place where errors become XenAPI
+//! error codes.
+
+pub mod error;
+pub mod value;
+
+pub use error::ApiError;
+pub use value::Value;

@@ -1,0 +1,16 @@
+//! The domain: what a PCI device is, how the kernel reads the hide list, how
+//! the boot configuration is edited, and how dom0 access is judged. Pure
+//! functions over data; file access goes through [`crate::host`].
+
+pub mod bootcfg;
+pub mod bootdev;
+pub mod cmdline;
+pub mod devices;
+pub mod dom0_access;
+pub mod grub;
+pub mod hide;
+pub mod pci_address;
+pub mod pciids;
+
+pub use dom0_access::Dom0Access;
+pub use pci_address::PciAddress;
