@@ -3,7 +3,9 @@
 //! error codes.
 
 pub mod error;
+pub mod role;
 pub mod value;
 
 pub use error::ApiError;
+pub use role::Role;
 pub use value::Value;

@@ -1,1 +1,3 @@
-//! (placeholder)
+//! The store: the SQLite object database and the users file.
+
+pub mod users;
