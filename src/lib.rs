@@ -22,4 +22,5 @@ pub mod domain;
 pub mod host;
 pub mod idl;
 pub mod store;
+pub mod value;
 pub mod wire;

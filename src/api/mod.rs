@@ -4,8 +4,7 @@
 
 pub mod error;
 pub mod role;
-pub mod value;
 
 pub use error::ApiError;
 pub use role::Role;
-pub use value::Value;
+pub use crate::value::Value;

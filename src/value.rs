@@ -11,7 +11,7 @@
 use std::fmt;
 
 /// A XenAPI value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// A string; also enums, refs and (on input) ints sent as strings.
     String(String),
