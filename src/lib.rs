@@ -18,6 +18,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod host;
 pub mod idl;

@@ -164,3 +164,16 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!("store: {e}");
+        match e {
+            crate::store::StoreError::NoSuchObject(handle) => ApiError::HandleInvalid {
+                class: String::new(),
+                handle,
+            },
+            _ => ApiError::Internal("database error".into()),
+        }
+    }
+}

@@ -1,10 +1,27 @@
 //! The XenAPI classes: one module per class, the protocol-neutral
 //! [`Value`], and [`ApiError`], the one place where errors become XenAPI
 //! error codes.
+//!
+//! A call enters at [`invoke::invoke`], which resolves the method in the
+//! idl, checks the parameter count and types, the session and the role,
+//! then runs either a generic implicit message ([`objects`]) or the class
+//! module's handler ([`session`], [`host`], [`pci`], [`pgpu`], [`task`],
+//! [`event`]).
 
+pub mod context;
 pub mod error;
+pub mod event;
+pub mod host;
+pub mod invoke;
+pub mod objects;
+pub mod pci;
+pub mod pgpu;
 pub mod role;
+pub mod session;
+pub mod sync;
+pub mod task;
 
+pub use crate::value::Value;
+pub use context::{Caller, Context, Origin};
 pub use error::ApiError;
 pub use role::Role;
-pub use crate::value::Value;

@@ -1,0 +1,132 @@
+//! [`Context`]: the daemon state every API call sees, and [`Caller`], who
+//! is calling.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{ApiError, Role};
+use crate::domain::bootcfg::Dom0AccessEngine;
+use crate::host::HostRoot;
+use crate::store::{Object, Store};
+
+/// Settings of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Sessions idle longer than this are invalid.
+    pub session_idle_timeout: Duration,
+    /// Most sessions one user may hold; the oldest is dropped beyond it.
+    pub max_sessions_per_user: usize,
+    /// Finished tasks are destroyed after this long.
+    pub task_retention: Duration,
+    /// Command that reboots a real host (`host.reboot`).
+    pub reboot_command: Vec<String>,
+    /// Where the users file lives.
+    pub state_dir: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            session_idle_timeout: Duration::from_secs(24 * 3600),
+            max_sessions_per_user: 500,
+            task_retention: Duration::from_secs(65 * 60),
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            state_dir: PathBuf::from("/var/lib/pcipass"),
+        }
+    }
+}
+
+/// The shared state of the daemon.
+#[derive(Debug)]
+pub struct Context {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// The host's files.
+    pub host_root: HostRoot,
+    /// Dom0 access: hide-list status and edits.
+    pub dom0: Dom0AccessEngine,
+    /// Settings.
+    pub config: ApiConfig,
+    /// This host's ref.
+    pub host_ref: String,
+    /// The pool's ref.
+    pub pool_ref: String,
+    /// Serialises host-wide operations (reboot, sync).
+    pub host_lock: tokio::sync::Mutex<()>,
+    /// Failed-login throttle.
+    pub login_throttle: crate::api::session::LoginThrottle,
+    /// Sessions registered for `event.next`.
+    pub event_registrations: crate::api::event::Registrations,
+    /// Encodes a task result the way xapi stores it (an XML-RPC `<value>`
+    /// fragment); supplied by the wire layer, which owns the encoding.
+    pub task_result_encoder: fn(&crate::api::Value) -> String,
+}
+
+/// Where a call came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// TCP (or TLS) from this address.
+    Network(String),
+    /// A Unix-socket peer with this uid (if known).
+    Local(Option<u32>),
+    /// Inside the daemon (tasks, start-up).
+    Internal,
+}
+
+/// The authenticated caller of a message.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The session ref ("" for session-less calls).
+    pub session: String,
+    /// User name.
+    pub user: String,
+    /// Role.
+    pub role: Role,
+    /// Local superuser: bypasses RBAC.
+    pub superuser: bool,
+    /// Where the call came from.
+    pub origin: Origin,
+}
+
+impl Caller {
+    /// A caller with no session yet (login).
+    pub fn anonymous(origin: Origin) -> Caller {
+        Caller {
+            session: String::new(),
+            user: String::new(),
+            role: Role::ReadOnly,
+            superuser: false,
+            origin,
+        }
+    }
+
+    /// True when this caller may call a message whose minimum role is `role`.
+    pub fn may(&self, role: Role) -> bool {
+        self.superuser || self.role.allows(role)
+    }
+
+    /// Check the minimum role of `permission`.
+    pub fn require(&self, role: Role, permission: &str) -> Result<(), ApiError> {
+        if self.may(role) {
+            return Ok(());
+        }
+        let holders: Vec<&str> = Role::holders(role).into_iter().map(Role::as_str).collect();
+        Err(ApiError::RbacPermissionDenied {
+            permission: permission.to_lowercase(),
+            message: format!(
+                "No permission in user session. (Roles with this permission: {})",
+                holders.join(", ")
+            ),
+        })
+    }
+}
+
+impl Context {
+    /// The object of `class` behind `reference`, or HANDLE_INVALID.
+    pub fn object(&self, class: &str, reference: &str) -> Result<Arc<Object>, ApiError> {
+        self.store
+            .get_of(class, reference)
+            .ok_or_else(|| ApiError::handle_invalid(class, reference))
+    }
+}

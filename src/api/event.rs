@@ -1,0 +1,378 @@
+//! The `event` class: `event.from` (blocking, token based), `event.inject`,
+//! `event.get_current_id`, and the legacy `register`/`next`/`unregister`.
+//! Events come from the store's log: one per changed object, with the new
+//! snapshot, coalesced per object within one batch.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::context::{Caller, Context};
+use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::objects::record;
+use crate::api::{ApiError, Role, Value, pgpu};
+use crate::idl;
+use crate::store::{Change, Event, Operation};
+
+/// The custom messages this module handles.
+pub const MESSAGES: &[&str] = &["from", "register", "unregister", "next", "get_current_id", "inject"];
+
+/// The handler of a custom message.
+pub fn handler(name: &str) -> Option<Handler> {
+    Some(match name {
+        "from" => from,
+        "register" => register,
+        "unregister" => unregister,
+        "next" => next,
+        "get_current_id" => get_current_id,
+        "inject" => inject,
+        _ => return None,
+    })
+}
+
+/// Longest an `event.from` or `event.next` call blocks.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// `event.next` returns an empty batch after this long without events.
+const NEXT_WAIT: Duration = Duration::from_secs(60);
+
+/// Legacy `event.register` state: per session, its classes and position.
+#[derive(Debug, Default)]
+pub struct Registrations {
+    sessions: Mutex<HashMap<String, (BTreeSet<String>, u64)>>,
+}
+
+/// Format an event.from token.
+pub fn token(generation: u64) -> String {
+    format!("{generation:020},{:020}", 0)
+}
+
+/// Parse an event.from token (`""` is the beginning).
+pub fn parse_token(token: &str) -> Result<Option<u64>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || ApiError::EventFromTokenParseFailure(token.to_owned());
+    let (db, _messages) = token.split_once(',').ok_or_else(bad)?;
+    db.trim().parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+/// A subscription: `*`, a class, or `class/ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    class: Option<String>,
+    reference: Option<String>,
+}
+
+fn parse_subscriptions(classes: &[Value]) -> Vec<Subscription> {
+    classes
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|entry| {
+            if entry == "*" {
+                return Subscription { class: None, reference: None };
+            }
+            let (class, reference) = match entry.split_once('/') {
+                Some((c, r)) => (c, Some(r.to_owned())),
+                None => (entry, None),
+            };
+            Subscription {
+                class: Some(class.to_lowercase()),
+                reference,
+            }
+        })
+        .collect()
+}
+
+fn matches(subs: &[Subscription], class: &str, reference: &str) -> bool {
+    subs.iter().any(|s| {
+        s.class.as_deref().is_none_or(|c| c == class.to_lowercase())
+            && s.reference.as_deref().is_none_or(|r| r == reference)
+    })
+}
+
+fn may_see(caller: &Caller, class: &str, snapshot_owner: Option<&str>, reference: &str) -> bool {
+    match class {
+        "session" => caller.may(Role::PoolAdmin) || reference == caller.session,
+        "task" => caller.may(Role::PoolOperator) || snapshot_owner.is_none_or(|o| o == caller.user),
+        _ => true,
+    }
+}
+
+fn event_value(event: &Event, operation: Operation) -> Value {
+    let mut members = vec![
+        ("id".to_owned(), Value::String(event.id.to_string())),
+        ("timestamp".to_owned(), Value::str("0.0")),
+        ("class".to_owned(), Value::String(event.class.to_lowercase())),
+        ("operation".to_owned(), Value::str(operation.as_str())),
+        ("ref".to_owned(), Value::String(event.reference.clone())),
+    ];
+    if operation != Operation::Del
+        && let (Some(snapshot), Some(class)) = (&event.snapshot, idl::datamodel().class(&event.class))
+    {
+        members.push(("snapshot".to_owned(), record(class, snapshot)));
+    }
+    Value::Struct(members)
+}
+
+/// Coalesce events per object: the newest state wins; an object created
+/// and changed in the batch is an `add`, one created and destroyed is
+/// dropped.
+fn coalesce(events: Vec<Event>) -> Vec<(Event, Operation)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut latest: HashMap<String, (Event, Operation)> = HashMap::new();
+    for event in events {
+        let op = event.operation;
+        match latest.get_mut(&event.reference) {
+            Some((slot, slot_op)) => {
+                let merged = match (*slot_op, op) {
+                    (Operation::Add, Operation::Mod) => Operation::Add,
+                    (Operation::Add, Operation::Del) => Operation::Del,
+                    (_, op) => op,
+                };
+                *slot = event;
+                *slot_op = merged;
+            }
+            None => {
+                order.push(event.reference.clone());
+                latest.insert(event.reference.clone(), (event, op));
+            }
+        }
+    }
+    order.into_iter().filter_map(|r| latest.remove(&r)).collect()
+}
+
+fn valid_ref_counts(ctx: &Context) -> Value {
+    let counts = ctx.store.counts();
+    Value::Struct(
+        idl::datamodel()
+            .classes
+            .iter()
+            .filter(|c| c.is_stored())
+            .map(|c| {
+                let n = counts.iter().find(|(k, _)| *k == c.name).map(|(_, n)| *n).unwrap_or(0);
+                (c.name.to_lowercase(), Value::Int32(i32::try_from(n).unwrap_or(i32::MAX)))
+            })
+            .collect(),
+    )
+}
+
+fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Value> {
+    coalesce(events)
+        .into_iter()
+        .filter(|(e, _)| matches(subs, &e.class, &e.reference))
+        .filter(|(e, _)| {
+            let owner = e.snapshot.as_ref().map(|s| s.get_str("owner"));
+            may_see(caller, &e.class, owner, &e.reference)
+        })
+        .filter(|(e, op)| !(e.class == "session" && *op == Operation::Del && e.reference == caller.session))
+        .map(|(e, op)| event_value(&e, op))
+        .collect()
+}
+
+fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> Vec<Value> {
+    pgpu::refresh_dom0_access(ctx);
+    let generation = ctx.store.generation();
+    let mut events = Vec::new();
+    for class in idl::datamodel().classes.iter().filter(|c| c.is_stored()) {
+        for object in ctx.store.all(&class.name) {
+            if !matches(subs, &class.name, &object.reference)
+                || !may_see(caller, &class.name, Some(object.get_str("owner")), &object.reference)
+            {
+                continue;
+            }
+            events.push(event_value(
+                &Event {
+                    id: generation,
+                    class: class.name.clone(),
+                    operation: Operation::Add,
+                    reference: object.reference.clone(),
+                    snapshot: Some(object),
+                },
+                Operation::Add,
+            ));
+        }
+    }
+    events
+}
+
+fn timeout_of(value: Option<&Value>) -> Duration {
+    let seconds = match value {
+        Some(Value::Float(x)) => *x,
+        Some(Value::Int(n)) => *n as f64,
+        _ => 0.0,
+    };
+    if seconds.is_finite() && seconds >= 0.0 {
+        Duration::from_secs_f64(seconds).min(MAX_WAIT)
+    } else {
+        MAX_WAIT
+    }
+}
+
+/// Wait until the log holds events after `since` that `keep` accepts, or
+/// the deadline passes; returns them (possibly empty) and the generation
+/// they reach.
+async fn wait_for(
+    ctx: &Context,
+    since: u64,
+    wait: Duration,
+    keep: impl Fn(&[Event]) -> bool,
+) -> Result<(Vec<Event>, u64), ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = ctx.store.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let generation = ctx.store.generation();
+        let events = ctx.store.events_since(since).ok_or(ApiError::EventsLost)?;
+        if keep(&events) {
+            return Ok((events, generation));
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok((Vec::new(), generation)),
+        }
+    }
+}
+
+fn from(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let classes = match args.first() {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let subs = parse_subscriptions(&classes);
+        let since = parse_token(args.get(1).and_then(Value::as_str).unwrap_or(""))?;
+        let wait = timeout_of(args.get(2));
+        let (events, generation) = match since {
+            None => (snapshot_all(&ctx, &caller, &subs), ctx.store.generation()),
+            Some(since) => {
+                let (raw, generation) = wait_for(&ctx, since, wait, |events| {
+                    !batch(&caller, &subs, events.to_vec()).is_empty()
+                })
+                .await?;
+                (batch(&caller, &subs, raw), generation)
+            }
+        };
+        Ok(Value::Struct(vec![
+            ("events".into(), Value::Array(events)),
+            ("valid_ref_counts".into(), valid_ref_counts(&ctx)),
+            ("token".into(), Value::String(token(generation))),
+        ]))
+    })
+}
+
+fn inject(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let class = args.first().and_then(Value::as_str).unwrap_or("");
+        let reference = args.get(1).and_then(Value::as_str).unwrap_or("");
+        let canonical = idl::datamodel()
+            .class_ci(class)
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| class.to_owned());
+        ctx.object(&canonical, reference)?;
+        let generation = ctx.store.apply(vec![Change::Touch(reference.to_owned())])?;
+        Ok(Value::String(token(generation)))
+    })
+}
+
+fn get_current_id(ctx: Arc<Context>, _caller: Caller, _args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move { Ok(Value::Int(i64::try_from(ctx.store.generation()).unwrap_or(i64::MAX))) })
+}
+
+fn class_set(args: &[Value]) -> BTreeSet<String> {
+    match args.first() {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_lowercase).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn register(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let generation = ctx.store.generation();
+        let mut sessions = ctx
+            .event_registrations
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("event registrations poisoned".into()))?;
+        let entry = sessions.entry(caller.session.clone()).or_insert((BTreeSet::new(), generation));
+        entry.0.extend(class_set(&args));
+        Ok(Value::void())
+    })
+}
+
+fn unregister(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let remove = class_set(&args);
+        let mut sessions = ctx
+            .event_registrations
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("event registrations poisoned".into()))?;
+        if let Some(entry) = sessions.get_mut(&caller.session) {
+            entry.0.retain(|c| !remove.contains(c));
+        }
+        Ok(Value::void())
+    })
+}
+
+fn next(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let registration = ctx
+            .event_registrations
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("event registrations poisoned".into()))?
+            .get(&caller.session)
+            .cloned();
+        let Some((classes, since)) = registration else {
+            return Err(ApiError::SessionNotRegistered(caller.session.clone()));
+        };
+        let subs: Vec<Subscription> = parse_subscriptions(&classes.iter().map(|c| Value::str(c.as_str())).collect::<Vec<_>>());
+        let (raw, generation) = wait_for(&ctx, since, NEXT_WAIT, |events| {
+            !batch(&caller, &subs, events.to_vec()).is_empty()
+        })
+        .await?;
+        if let Ok(mut sessions) = ctx.event_registrations.sessions.lock()
+            && let Some(entry) = sessions.get_mut(&caller.session)
+        {
+            entry.1 = generation;
+        }
+        Ok(Value::Array(batch(&caller, &subs, raw)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_in_xapi_format() {
+        assert_eq!(token(10), "00000000000000000010,00000000000000000000");
+        assert_eq!(parse_token(&token(10)).unwrap(), Some(10));
+        assert_eq!(parse_token("").unwrap(), None);
+        assert!(matches!(parse_token("garbage"), Err(ApiError::EventFromTokenParseFailure(_))));
+    }
+
+    #[test]
+    fn subscriptions_match_case_insensitively() {
+        let subs = parse_subscriptions(&[Value::str("PCI"), Value::str("host/OpaqueRef:h")]);
+        assert!(matches(&subs, "PCI", "OpaqueRef:x"));
+        assert!(matches(&subs, "host", "OpaqueRef:h"));
+        assert!(!matches(&subs, "host", "OpaqueRef:other"));
+        assert!(!matches(&subs, "PGPU", "OpaqueRef:x"));
+        assert!(matches(&parse_subscriptions(&[Value::str("*")]), "task", "r"));
+    }
+
+    #[test]
+    fn coalescing_keeps_latest_state() {
+        let e = |id, op, r: &str| Event {
+            id,
+            class: "PCI".into(),
+            operation: op,
+            reference: r.into(),
+            snapshot: None,
+        };
+        let out = coalesce(vec![e(1, Operation::Add, "a"), e(2, Operation::Mod, "a"), e(3, Operation::Mod, "b")]);
+        let summary: Vec<_> = out.iter().map(|(e, op)| (e.id, *op)).collect();
+        assert_eq!(summary, vec![(2, Operation::Add), (3, Operation::Mod)]);
+    }
+}

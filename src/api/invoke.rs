@@ -1,0 +1,264 @@
+//! [`invoke`]: one XenAPI call, from method name and raw parameters to a
+//! result, in xapi's order of checks: method lookup, parameter count,
+//! parameter types (from the idl), session, role, then the class module.
+//! `Async.` calls return a task at once and run the same path in it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::api::context::{Caller, Context, Origin};
+use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, task};
+use crate::idl::{self, Method, MethodKind, Type};
+
+/// The future a message handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>;
+
+/// A custom-message handler: context, caller, decoded parameters.
+pub type Handler = fn(Arc<Context>, Caller, Vec<Value>) -> HandlerFuture;
+
+/// The handler of a custom message, from the class modules' tables.
+pub fn custom_handler(class: &str, message: &str) -> Option<Handler> {
+    match class {
+        "session" => session::handler(message),
+        "host" => host::handler(message),
+        "PCI" => pci::handler(message),
+        "PGPU" => pgpu::handler(message),
+        "task" => task::handler(message),
+        "event" => event::handler(message),
+        _ => None,
+    }
+}
+
+/// Run blocking work (file edits, fsync, child processes) off the reactor.
+pub fn blocking<F>(ctx: Arc<Context>, work: F) -> HandlerFuture
+where
+    F: FnOnce(&Context) -> Result<Value, ApiError> + Send + 'static,
+{
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || work(&ctx))
+            .await
+            .map_err(|_| ApiError::Internal("worker failed".into()))?
+    })
+}
+
+/// Every method name `system.listMethods` reports: all sync methods plus
+/// the `Async.` forms, as xapi lists them.
+pub fn list_methods() -> Vec<String> {
+    let dm = idl::datamodel();
+    let mut names: Vec<String> = dm.methods().map(|m| m.wire_name.clone()).collect();
+    names.extend(dm.methods().filter(|m| m.async_ok).map(|m| format!("Async.{}", m.wire_name)));
+    names
+}
+
+fn resolve(name: &str) -> Option<&'static Method> {
+    let dm = idl::datamodel();
+    if let Some(m) = dm.method(name) {
+        return Some(m);
+    }
+    // xapi also accepts `Class_method` for synchronous calls.
+    if name.contains('.') {
+        return None;
+    }
+    name.match_indices('_')
+        .find_map(|(i, _)| dm.method(&format!("{}.{}", &name[..i], &name[i + 1..])))
+}
+
+/// Call `name` with `params` for a caller from `origin`.
+pub async fn invoke(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin: Origin) -> Result<Value, ApiError> {
+    if let Some(inner) = name.strip_prefix("Async.") {
+        return invoke_async(ctx, inner, params, origin).await;
+    }
+    let (method, caller, args) = prepare(ctx, name, params, origin)?;
+    run(ctx.clone(), method, caller, args).await
+}
+
+async fn invoke_async(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin: Origin) -> Result<Value, ApiError> {
+    let method = resolve(name).ok_or_else(|| ApiError::MessageMethodUnknown(format!("Async.{name}")))?;
+    if !method.async_ok {
+        return Err(ApiError::NoAsyncMode(format!(
+            "No async mode for this operation (rpc: {})",
+            method.wire_name
+        )));
+    }
+    // Count, types and session are checked now; role and work fail into the task.
+    let (method, caller, args) = prepare_unchecked_role(ctx, method, params, origin)?;
+    let task_ref = task::create_for_async(ctx, &caller, &format!("Async.{}", method.wire_name))?;
+    let ctx = ctx.clone();
+    let task_for_run = task_ref.clone();
+    tokio::spawn(async move {
+        let outcome = match caller.require(method.role, &method.wire_name) {
+            Ok(()) => run(ctx.clone(), method, caller, args).await,
+            Err(e) => Err(e),
+        };
+        task::complete(&ctx, &task_for_run, outcome);
+    });
+    Ok(Value::String(task_ref))
+}
+
+type Prepared = (&'static Method, Caller, Vec<Value>);
+
+fn prepare(ctx: &Context, name: &str, params: Vec<Value>, origin: Origin) -> Result<Prepared, ApiError> {
+    let Some(method) = resolve(name) else {
+        // xapi checks the session of an unknown method before saying so.
+        if let Some(Value::String(s)) = params.first() {
+            session::check(ctx, s, origin)?;
+        }
+        return Err(ApiError::MessageMethodUnknown(name.to_owned()));
+    };
+    let (method, caller, args) = prepare_unchecked_role(ctx, method, params, origin)?;
+    caller.require(method.role, &method.wire_name)?;
+    Ok((method, caller, args))
+}
+
+fn prepare_unchecked_role(
+    ctx: &Context,
+    method: &'static Method,
+    mut params: Vec<Value>,
+    origin: Origin,
+) -> Result<Prepared, ApiError> {
+    let session_count = usize::from(method.session);
+    let received = params.len() as i64 - session_count as i64;
+    let required = method.required_params();
+    if received < required as i64 {
+        return Err(ApiError::MessageParameterCountMismatch {
+            method: method.wire_name.clone(),
+            expected: required,
+            received,
+        });
+    }
+    let session_value = if method.session { Some(params.remove(0)) } else { None };
+    // Extra trailing parameters are ignored, as xapi does.
+    params.truncate(method.params.len());
+    let mut args = Vec::with_capacity(method.params.len());
+    let mut supplied = params.into_iter();
+    for param in &method.params {
+        let value = match supplied.next() {
+            Some(v) => coerce(&param.ty, v).map_err(|reason| ApiError::FieldTypeError {
+                field: param.name.clone(),
+                reason,
+            })?,
+            None => param.default.clone().unwrap_or(Value::Nil),
+        };
+        args.push(value);
+    }
+    let caller = match session_value {
+        Some(Value::String(s)) => session::check(ctx, &s, origin)?,
+        Some(other) => return Err(ApiError::SessionInvalid(other.to_string())),
+        None => Caller::anonymous(origin),
+    };
+    Ok((method, caller, args))
+}
+
+async fn run(ctx: Arc<Context>, method: &'static Method, caller: Caller, args: Vec<Value>) -> Result<Value, ApiError> {
+    match &method.kind {
+        MethodKind::Custom => match custom_handler(&method.class, &method.name) {
+            Some(handler) => handler(ctx, caller, args).await,
+            None => Err(ApiError::NotImplemented(method.wire_name.clone())),
+        },
+        kind => objects::implicit(&ctx, &caller, method, kind, args),
+    }
+}
+
+/// Convert a decoded wire value to the idl type `ty`, accepting every
+/// spelling xapi accepts (ints as strings, enums in any case, ...).
+pub fn coerce(ty: &Type, value: Value) -> Result<Value, String> {
+    let wrong = |v: &Value| format!("expected {ty}, got {}", v.kind());
+    match (ty, value) {
+        (Type::String | Type::Ref(_), Value::String(s)) => Ok(Value::String(s)),
+        (Type::Int, Value::Int(n)) => Ok(Value::Int(n)),
+        (Type::Int, Value::Int32(n)) => Ok(Value::Int(n.into())),
+        (Type::Int, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| format!("expected int, got {s:?}")),
+        (Type::Float, Value::Float(x)) => Ok(Value::Float(x)),
+        (Type::Float, Value::Int(n)) => Ok(Value::Float(n as f64)),
+        (Type::Float, Value::Int32(n)) => Ok(Value::Float(n.into())),
+        (Type::Float, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| format!("expected float, got {s:?}")),
+        (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (Type::DateTime, Value::DateTime(s) | Value::String(s)) => Ok(Value::DateTime(s)),
+        (Type::Enum(name), Value::String(s)) => {
+            let values = idl::datamodel()
+                .enum_def(name)
+                .map(|e| e.values.as_slice())
+                .unwrap_or_default();
+            values
+                .iter()
+                .find(|v| v.eq_ignore_ascii_case(&s))
+                .map(|v| Value::String(v.clone()))
+                .ok_or_else(|| format!("{s:?} is not one of {}", values.join(", ")))
+        }
+        (Type::Set(inner), Value::Array(items)) => items
+            .into_iter()
+            .map(|v| coerce(inner, v))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (Type::Option(inner), Value::Array(items)) if items.len() <= 1 => items
+            .into_iter()
+            .map(|v| coerce(inner, v))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (Type::Map(_, v_ty), Value::Struct(members)) => members
+            .into_iter()
+            .map(|(k, v)| coerce(v_ty, v).map(|v| (k, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Struct),
+        (Type::Record(_) | Type::Struct, Value::Struct(members)) => Ok(Value::Struct(members)),
+        (_, v) => Err(wrong(&v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coerce_accepts_xapi_spellings() {
+        assert_eq!(coerce(&Type::Int, Value::str("42")), Ok(Value::Int(42)));
+        assert_eq!(coerce(&Type::Float, Value::Int(2)), Ok(Value::Float(2.0)));
+        assert_eq!(
+            coerce(&Type::Enum("pci_dom0_access".into()), Value::str("DISABLED")),
+            Ok(Value::str("disabled"))
+        );
+        assert!(coerce(&Type::Bool, Value::str("true")).is_err());
+        assert!(coerce(&Type::String, Value::Int(5)).is_err());
+        assert!(coerce(&Type::Enum("pci_dom0_access".into()), Value::str("disabled_on_reboot")).is_err());
+    }
+
+    #[test]
+    fn underscore_form_resolves() {
+        assert_eq!(resolve("PCI_get_record").unwrap().wire_name, "PCI.get_record");
+        assert!(resolve("PCI.get_recordx").is_none());
+    }
+
+    #[test]
+    fn every_custom_message_has_a_handler() {
+        for m in idl::datamodel().methods().filter(|m| m.kind == MethodKind::Custom) {
+            assert!(custom_handler(&m.class, &m.name).is_some(), "{} has no handler", m.wire_name);
+        }
+    }
+
+    #[test]
+    fn every_handler_is_declared() {
+        for (class, names) in [
+            ("session", session::MESSAGES),
+            ("host", host::MESSAGES),
+            ("PCI", pci::MESSAGES),
+            ("PGPU", pgpu::MESSAGES),
+            ("task", task::MESSAGES),
+            ("event", event::MESSAGES),
+        ] {
+            for name in names {
+                let m = idl::datamodel().method(&format!("{class}.{name}"));
+                assert!(m.is_some_and(|m| m.kind == MethodKind::Custom), "{class}.{name} not in idl");
+                assert!(custom_handler(class, name).is_some());
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The `PCI` class: dom0 access of one PCI function. Status is computed
+//! from the boot configuration and `/proc/cmdline` on every call; edits go
+//! to the boot configuration and take effect at the next boot.
+
+use std::sync::Arc;
+
+use crate::api::context::{Caller, Context};
+use crate::api::invoke::{Handler, HandlerFuture, blocking};
+use crate::api::{ApiError, Value, pgpu};
+use crate::domain::{Dom0Access, PciAddress, bootdev};
+use crate::store::Object;
+
+/// The custom messages this module handles.
+pub const MESSAGES: &[&str] = &["disable_dom0_access", "enable_dom0_access", "get_dom0_access_status"];
+
+/// The handler of a custom message.
+pub fn handler(name: &str) -> Option<Handler> {
+    Some(match name {
+        "disable_dom0_access" => disable_dom0_access,
+        "enable_dom0_access" => enable_dom0_access,
+        "get_dom0_access_status" => get_dom0_access_status,
+        _ => return None,
+    })
+}
+
+/// The PCI address of a PCI object.
+pub fn address(pci: &Object) -> Result<PciAddress, ApiError> {
+    pci.get_str("pci_id")
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("PCI {} has no valid pci_id", pci.uuid)))
+}
+
+fn self_ref(args: &[Value]) -> String {
+    args.first().and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Refuse to hide a function dom0 needs to boot.
+pub fn refuse_boot_device(ctx: &Context, addr: &PciAddress) -> Result<(), ApiError> {
+    let disks = bootdev::boot_devices(&ctx.host_root).map_err(|e| {
+        tracing::warn!("boot devices unknown, refusing to hide {addr}: {e}");
+        ApiError::BootConfigUnavailable("the devices holding the root file system cannot be determined".into())
+    })?;
+    if let Some(disk) = bootdev::find_boot_disk_for(&disks, addr) {
+        return Err(ApiError::BootDevicePassthroughDisallowed(disk.block_device.clone()));
+    }
+    Ok(())
+}
+
+/// Hide `pci` from dom0 at the next boot; returns the new status.
+pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
+    let addr = address(pci)?;
+    refuse_boot_device(ctx, &addr)?;
+    let status = ctx.dom0.disable(&addr)?;
+    tracing::info!(pci = %addr, %status, "dom0 access disabled in the boot configuration");
+    pgpu::refresh_dom0_access(ctx);
+    Ok(status)
+}
+
+/// Give `pci` back to dom0 at the next boot; returns the new status.
+pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
+    let addr = address(pci)?;
+    let status = ctx.dom0.enable(&addr)?;
+    tracing::info!(pci = %addr, %status, "dom0 access enabled in the boot configuration");
+    pgpu::refresh_dom0_access(ctx);
+    Ok(status)
+}
+
+/// The live status of `pci`.
+pub fn status(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
+    Ok(ctx.dom0.status(&address(pci)?)?)
+}
+
+fn disable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        Ok(Value::str(disable(ctx, &pci)?.as_str()))
+    })
+}
+
+fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        Ok(Value::str(enable(ctx, &pci)?.as_str()))
+    })
+}
+
+fn get_dom0_access_status(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        let status = status(&ctx, &pci)?;
+        pgpu::refresh_one(&ctx, &pci.reference, status);
+        Ok(Value::str(status.as_str()))
+    })
+}

@@ -1,0 +1,295 @@
+//! The `session` class: login, logout, and the session check every call
+//! goes through. Sessions live in the store, so they survive a daemon
+//! restart; a session idle longer than the configured timeout is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::context::{Caller, Context, Origin};
+use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::objects::new_object;
+use crate::api::{ApiError, Role, Value};
+use crate::store::users::UsersFile;
+use crate::store::{Change, Object, db};
+
+/// The custom messages this module handles.
+pub const MESSAGES: &[&str] = &["login_with_password", "logout", "local_logout"];
+
+/// The handler of a custom message.
+pub fn handler(name: &str) -> Option<Handler> {
+    Some(match name {
+        "login_with_password" => login_with_password,
+        "logout" | "local_logout" => logout,
+        _ => return None,
+    })
+}
+
+/// How often `last_active` is written back at most.
+const LAST_ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
+
+/// Slows repeated failed logins, per user name and per client address.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl LoginThrottle {
+    /// The delay to impose before answering a login attempt for these keys.
+    pub fn delay(&self, keys: &[String]) -> Duration {
+        let Ok(failures) = self.failures.lock() else { return Duration::ZERO };
+        let count = keys
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .filter(|(_, at)| at.elapsed() < Duration::from_secs(300))
+            .map(|(n, _)| *n)
+            .max()
+            .unwrap_or(0);
+        if count == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100u64.saturating_mul(1 << count.min(6))).min(Duration::from_secs(5))
+        }
+    }
+
+    /// Record a failure for these keys.
+    pub fn failed(&self, keys: &[String]) {
+        if let Ok(mut failures) = self.failures.lock() {
+            if failures.len() > 10_000 {
+                failures.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(300));
+            }
+            for k in keys {
+                let entry = failures.entry(k.clone()).or_insert((0, Instant::now()));
+                entry.0 = entry.0.saturating_add(1);
+                entry.1 = Instant::now();
+            }
+        }
+    }
+
+    /// Forget failures after a success.
+    pub fn succeeded(&self, keys: &[String]) {
+        if let Ok(mut failures) = self.failures.lock() {
+            for k in keys {
+                failures.remove(k);
+            }
+        }
+    }
+}
+
+/// Now as a XenAPI datetime.
+pub fn now_datetime() -> Value {
+    Value::DateTime(format_datetime(std::time::SystemTime::now()))
+}
+
+/// Format a time as `YYYYMMDDTHH:MM:SSZ` (UTC).
+pub fn format_datetime(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (proleptic Gregorian), Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let arg = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or("").to_owned();
+        let (user, password, originator) = (arg(0), arg(1), arg(3));
+        let local_root = matches!(caller.origin, Origin::Local(Some(0)));
+        let (role, superuser, name) = if local_root {
+            (Role::PoolAdmin, true, if user.is_empty() { "root".to_owned() } else { user.clone() })
+        } else {
+            let keys = throttle_keys(&user, &caller.origin);
+            let delay = ctx.login_throttle.delay(&keys);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let state_dir = ctx.config.state_dir.clone();
+            let (u, p) = (user.clone(), password);
+            let verified = tokio::task::spawn_blocking(move || {
+                UsersFile::load(&state_dir).ok().and_then(|users| users.verify(&u, &p))
+            })
+            .await
+            .ok()
+            .flatten();
+            match verified {
+                Some(role) => {
+                    ctx.login_throttle.succeeded(&keys);
+                    (role, false, user.clone())
+                }
+                None => {
+                    ctx.login_throttle.failed(&keys);
+                    tracing::warn!(user = %user, origin = ?caller.origin, "login failed");
+                    return Err(ApiError::SessionAuthenticationFailed {
+                        user,
+                        message: "Authentication failure".into(),
+                    });
+                }
+            }
+        };
+        let reference = create_session(&ctx, &name, role, superuser, &originator)?;
+        tracing::info!(user = %name, role = %role, origin = ?caller.origin, "session opened");
+        Ok(Value::String(reference))
+    })
+}
+
+fn throttle_keys(user: &str, origin: &Origin) -> Vec<String> {
+    let mut keys = vec![format!("user:{user}")];
+    if let Origin::Network(addr) = origin {
+        let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
+        keys.push(format!("addr:{ip}"));
+    }
+    keys
+}
+
+/// Create a session for `user` and return its ref.
+pub fn create_session(ctx: &Context, user: &str, role: Role, superuser: bool, originator: &str) -> Result<String, ApiError> {
+    let reference = db::new_ref();
+    let now = now_datetime();
+    let session = new_object(
+        "session",
+        reference.clone(),
+        db::new_uuid(),
+        vec![
+            ("this_host", Value::String(ctx.host_ref.clone())),
+            ("this_user", Value::str("OpaqueRef:NULL")),
+            ("last_active", now.clone()),
+            ("validation_time", now),
+            ("is_local_superuser", Value::Bool(superuser)),
+            ("auth_user_name", Value::str(user)),
+            ("originator", Value::str(originator)),
+            ("role", Value::str(role.as_str())),
+            ("last_active_unix", Value::Int(unix_seconds())),
+        ],
+    );
+    let mut changes = vec![Change::Create(session)];
+    // Keep each user's sessions bounded: drop the least recently active.
+    let mut own: Vec<Arc<Object>> = ctx
+        .store
+        .all("session")
+        .into_iter()
+        .filter(|s| s.get_str("auth_user_name") == user)
+        .collect();
+    if own.len() >= ctx.config.max_sessions_per_user {
+        own.sort_by_key(|s| last_active_unix(s));
+        let excess = own.len() + 1 - ctx.config.max_sessions_per_user;
+        changes.extend(own.iter().take(excess).map(|s| Change::Delete(s.reference.clone())));
+    }
+    ctx.store.apply(changes)?;
+    Ok(reference)
+}
+
+fn last_active_unix(session: &Object) -> i64 {
+    match session.get("last_active_unix") {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// Check a session ref and return the caller it stands for.
+pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::SessionInvalid(reference.to_owned());
+    let session = ctx.store.get_of("session", reference).ok_or_else(invalid)?;
+    let now = unix_seconds();
+    let idle = now.saturating_sub(last_active_unix(&session));
+    if idle > ctx.config.session_idle_timeout.as_secs() as i64 {
+        ctx.store.apply(vec![Change::Delete(reference.to_owned())])?;
+        tracing::info!(user = session.get_str("auth_user_name"), "session expired after {idle} s idle");
+        return Err(invalid());
+    }
+    if idle > LAST_ACTIVE_GRANULARITY.as_secs() as i64 {
+        ctx.store.apply(vec![Change::Update {
+            reference: reference.to_owned(),
+            fields: vec![
+                ("last_active".into(), now_datetime()),
+                ("last_active_unix".into(), Value::Int(now)),
+            ],
+        }])?;
+    }
+    Ok(Caller {
+        session: reference.to_owned(),
+        user: session.get_str("auth_user_name").to_owned(),
+        role: session.get_str("role").parse().unwrap_or(Role::ReadOnly),
+        superuser: matches!(session.get("is_local_superuser"), Some(Value::Bool(true))),
+        origin,
+    })
+}
+
+fn logout(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        ctx.store.apply(vec![Change::Delete(caller.session.clone())])?;
+        tracing::info!(user = %caller.user, "session closed");
+        Ok(Value::void())
+    })
+}
+
+/// Drop every session (a host reboot does this).
+pub fn invalidate_all(ctx: &Context) -> Result<usize, ApiError> {
+    let sessions = ctx.store.all("session");
+    let count = sessions.len();
+    ctx.store
+        .apply(sessions.iter().map(|s| Change::Delete(s.reference.clone())).collect())?;
+    Ok(count)
+}
+
+/// Drop sessions idle longer than the timeout; returns how many.
+pub fn expire_idle(ctx: &Context) -> Result<usize, ApiError> {
+    let now = unix_seconds();
+    let limit = ctx.config.session_idle_timeout.as_secs() as i64;
+    let stale: Vec<Change> = ctx
+        .store
+        .all("session")
+        .iter()
+        .filter(|s| now.saturating_sub(last_active_unix(s)) > limit)
+        .map(|s| Change::Delete(s.reference.clone()))
+        .collect();
+    let count = stale.len();
+    ctx.store.apply(stale)?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_are_xapi_basic_form() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_742_357_784);
+        assert_eq!(format_datetime(t), "20250319T04:16:24Z");
+        assert_eq!(format_datetime(std::time::UNIX_EPOCH), "19700101T00:00:00Z");
+    }
+
+    #[test]
+    fn throttle_grows_and_resets() {
+        let t = LoginThrottle::default();
+        let keys = vec!["user:a".to_owned()];
+        assert_eq!(t.delay(&keys), Duration::ZERO);
+        t.failed(&keys);
+        t.failed(&keys);
+        assert_eq!(t.delay(&keys), Duration::from_millis(400));
+        t.succeeded(&keys);
+        assert_eq!(t.delay(&keys), Duration::ZERO);
+    }
+}

@@ -1,0 +1,156 @@
+//! The `task` class: `Async.` calls run in a task whose record carries the
+//! progress, status, result (an XML-RPC `<value>` fragment, as xapi stores
+//! it whatever the client's protocol) and error. Tasks are visible to their
+//! owner and to pool operators; finished ones are collected after the
+//! configured retention.
+
+use std::sync::Arc;
+
+use crate::api::context::{Caller, Context};
+use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::objects::new_object;
+use crate::api::session::now_datetime;
+use crate::api::{ApiError, Role, Value};
+use crate::store::{Change, Object, db};
+
+/// The custom messages this module handles.
+pub const MESSAGES: &[&str] = &["create", "destroy", "cancel"];
+
+/// The handler of a custom message.
+pub fn handler(name: &str) -> Option<Handler> {
+    Some(match name {
+        "create" => create,
+        "destroy" => destroy,
+        "cancel" => cancel,
+        _ => return None,
+    })
+}
+
+fn new_task(ctx: &Context, caller: &Caller, label: &str, description: &str) -> Result<String, ApiError> {
+    let reference = db::new_ref();
+    let task = new_object(
+        "task",
+        reference.clone(),
+        db::new_uuid(),
+        vec![
+            ("name_label", Value::str(label)),
+            ("name_description", Value::str(description)),
+            ("created", now_datetime()),
+            ("resident_on", Value::String(ctx.host_ref.clone())),
+            ("allowed_operations", Value::strings(["cancel"])),
+            ("owner", Value::str(&caller.user)),
+            ("finished_unix", Value::Int(0)),
+        ],
+    );
+    ctx.store.apply(vec![Change::Create(task)])?;
+    Ok(reference)
+}
+
+/// Create the task of an `Async.` call.
+pub fn create_for_async(ctx: &Context, caller: &Caller, name: &str) -> Result<String, ApiError> {
+    new_task(ctx, caller, name, "")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Record the outcome of a task's work. A cancelled task stays cancelled.
+pub fn complete(ctx: &Context, reference: &str, outcome: Result<Value, ApiError>) {
+    let Some(task) = ctx.store.get_of("task", reference) else { return };
+    if task.get_str("status") != "pending" {
+        return;
+    }
+    let mut fields = vec![
+        ("progress".to_owned(), Value::Float(1.0)),
+        ("finished".to_owned(), now_datetime()),
+        ("finished_unix".to_owned(), Value::Int(unix_now())),
+        ("allowed_operations".to_owned(), Value::Array(vec![])),
+    ];
+    match outcome {
+        Ok(value) => {
+            fields.push(("status".into(), Value::str("success")));
+            fields.push(("result".into(), Value::String((ctx.task_result_encoder)(&value))));
+        }
+        Err(error) => {
+            let status = if matches!(error, ApiError::TaskCancelled(_)) { "cancelled" } else { "failure" };
+            fields.push(("status".into(), Value::str(status)));
+            fields.push(("error_info".into(), Value::strings(error.description())));
+        }
+    }
+    if let Err(e) = ctx.store.apply(vec![Change::Update {
+        reference: reference.to_owned(),
+        fields,
+    }]) {
+        tracing::warn!("task {reference} not completed: {e}");
+    }
+}
+
+fn owned_task(ctx: &Context, caller: &Caller, reference: &str) -> Result<Arc<Object>, ApiError> {
+    let task = ctx.object("task", reference)?;
+    if task.get_str("owner") != caller.user {
+        caller.require(Role::PoolOperator, "task.destroy/any")?;
+    }
+    Ok(task)
+}
+
+fn arg(args: &[Value], i: usize) -> String {
+    args.get(i).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+fn create(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move { Ok(Value::String(new_task(&ctx, &caller, &arg(&args, 0), &arg(&args, 1))?)) })
+}
+
+fn destroy(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let task = owned_task(&ctx, &caller, &arg(&args, 0))?;
+        ctx.store.apply(vec![Change::Delete(task.reference.clone())])?;
+        Ok(Value::void())
+    })
+}
+
+fn cancel(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let task = owned_task(&ctx, &caller, &arg(&args, 0))?;
+        if task.get_str("status") != "pending" {
+            return Err(ApiError::OperationNotAllowed(format!(
+                "task {} is {}, not pending",
+                task.uuid,
+                task.get_str("status")
+            )));
+        }
+        ctx.store.apply(vec![Change::Update {
+            reference: task.reference.clone(),
+            fields: vec![
+                ("status".into(), Value::str("cancelled")),
+                ("progress".into(), Value::Float(1.0)),
+                ("finished".into(), now_datetime()),
+                ("finished_unix".into(), Value::Int(unix_now())),
+                ("error_info".into(), Value::strings(["TASK_CANCELLED", task.reference.as_str()])),
+                ("allowed_operations".into(), Value::Array(vec![])),
+            ],
+        }])?;
+        Ok(Value::void())
+    })
+}
+
+/// Destroy finished tasks older than the retention; returns how many.
+pub fn collect_finished(ctx: &Context) -> Result<usize, ApiError> {
+    let limit = ctx.config.task_retention.as_secs() as i64;
+    let now = unix_now();
+    let old: Vec<Change> = ctx
+        .store
+        .all("task")
+        .iter()
+        .filter(|t| t.get_str("status") != "pending")
+        .filter(|t| matches!(t.get("finished_unix"), Some(Value::Int(f)) if now - f > limit))
+        .map(|t| Change::Delete(t.reference.clone()))
+        .collect();
+    let count = old.len();
+    ctx.store.apply(old)?;
+    Ok(count)
+}
