@@ -1,0 +1,158 @@
+"""Issue 2: login, objects, errors, sessions and the HTTP edge cases,
+through the unmodified Python XenAPI SDK and raw sockets."""
+
+import http.client
+import socket
+import time
+import xmlrpc.client
+from urllib.parse import urlparse
+
+import XenAPI
+
+from conftest import failure
+
+
+def test_login_pool_host_and_api_version(daemon):
+    s = daemon.session("admin")
+    pools = s.xenapi.pool.get_all()
+    assert len(pools) == 1
+    master = s.xenapi.pool.get_master(pools[0])
+    host = s.xenapi.host.get_record(master)
+    assert host["API_version_major"] == "2"
+    assert host["enabled"] is True
+    assert master in s.xenapi.host.get_all()
+    assert s.API_version == "2.21"
+    s.xenapi.session.logout()
+
+
+def test_pci_and_pgpu_records(daemon):
+    s = daemon.session("reader")
+    pcis = s.xenapi.PCI.get_all_records()
+    assert len(pcis) >= 10
+    for ref, rec in pcis.items():
+        assert ref.startswith("OpaqueRef:")
+        for field in ("uuid", "class_id", "class_name", "vendor_id", "vendor_name", "device_id", "device_name",
+                      "host", "pci_id", "dependencies", "other_config", "subsystem_vendor_id",
+                      "subsystem_vendor_name", "subsystem_device_id", "subsystem_device_name", "driver_name"):
+            assert field in rec, field
+    pgpus = s.xenapi.PGPU.get_all_records()
+    assert len(pgpus) >= 2
+    for rec in pgpus.values():
+        assert rec["PCI"] in pcis
+        assert rec["dom0_access"] in ("enabled", "disable_on_reboot", "disabled", "enable_on_reboot")
+
+
+def test_session_of_own_record_and_this_host(daemon):
+    s = daemon.session("operator")
+    ref = s._session
+    assert s.xenapi.session.get_this_host(ref) == s.xenapi.pool.get_master(s.xenapi.pool.get_all()[0])
+    assert s.xenapi.session.get_this_user(ref) == "OpaqueRef:NULL"
+    rec = s.xenapi.session.get_record(ref)
+    assert rec["auth_user_name"] == "operator"
+    assert "role" not in rec, "internal fields never reach the wire"
+
+
+def test_every_error_has_its_description(daemon):
+    bad = XenAPI.Session(daemon.url)
+    assert failure(bad.xenapi.login_with_password, "admin", "wrong") == [
+        "SESSION_AUTHENTICATION_FAILED", "admin", "Authentication failure"]
+    s = daemon.session("admin")
+    proxy = s.xenapi_request  # raw access without automatic re-login
+    assert failure(proxy, "PCI.get_record", ("OpaqueRef:nope",)) == ["HANDLE_INVALID", "PCI", "OpaqueRef:nope"]
+    host = s.xenapi.host.get_all()[0]
+    assert failure(proxy, "PCI.get_record", (host,)) == ["HANDLE_INVALID", "PCI", host]
+    assert failure(proxy, "PCI.get_by_uuid", ("no-such-uuid",)) == ["UUID_INVALID", "PCI", "no-such-uuid"]
+    assert failure(proxy, "PCI.get_frobnicated", ()) == ["MESSAGE_METHOD_UNKNOWN", "PCI.get_frobnicated"]
+    assert failure(proxy, "PCI.get_record", ()) == ["MESSAGE_PARAMETER_COUNT_MISMATCH", "PCI.get_record", "1", "0"]
+    details = failure(proxy, "PCI.get_record", (5,))
+    assert details[0:2] == ["FIELD_TYPE_ERROR", "self"]
+    raw = xmlrpc.client.ServerProxy(daemon.url)
+    result = raw.PCI.get_all("OpaqueRef:stale")
+    assert result == {"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", "OpaqueRef:stale"]}
+
+
+def test_read_only_role_is_refused_edits(daemon):
+    s = daemon.session("reader")
+    pci = s.xenapi.PCI.get_all()[0]
+    details = failure(s.xenapi.PCI.disable_dom0_access, pci)
+    assert details[0] == "RBAC_PERMISSION_DENIED"
+    assert details[1] == "pci.disable_dom0_access"
+    assert "pool-operator" in details[2]
+    # Reading the status is allowed to read-only (xapi wrongly demands pool-operator).
+    assert s.xenapi.PCI.get_dom0_access_status(pci) == "enabled"
+
+
+def test_session_survives_daemon_restart(daemon):
+    s = daemon.session("admin")
+    before = s._session
+    daemon.restart()
+    s2 = XenAPI.Session(daemon.url)
+    s2._session = before
+    assert len(s2.xenapi.pool.get_all()) == 1
+    assert s2._session == before, "no re-login happened: the old session is still valid"
+
+
+def test_refs_and_uuids_stable_across_restart(daemon):
+    s = daemon.session("admin")
+    before = s.xenapi.PCI.get_all_records()
+    pool = s.xenapi.pool.get_all()
+    daemon.restart()
+    s = daemon.session("admin")
+    assert s.xenapi.pool.get_all() == pool
+    after = s.xenapi.PCI.get_all_records()
+    assert {r: v["uuid"] for r, v in before.items()} == {r: v["uuid"] for r, v in after.items()}
+
+
+def test_unix_socket_root_peer_is_superuser(daemon):
+    s = daemon.local_session()
+    rec = s.xenapi.session.get_record(s._session)
+    assert rec["is_local_superuser"] is True
+    assert len(s.xenapi.PCI.get_all()) >= 10
+
+
+def test_logout_invalidates(daemon):
+    s = daemon.session("admin")
+    ref = s._session
+    s.xenapi.session.logout()
+    raw = xmlrpc.client.ServerProxy(daemon.url)
+    assert raw.pool.get_all(ref)["ErrorDescription"] == ["SESSION_INVALID", ref]
+
+
+def test_list_methods_is_unwrapped(daemon):
+    s = XenAPI.Session(daemon.url)
+    methods = s.system.listMethods()
+    assert "PCI.get_dom0_access_status" in methods
+    assert "PGPU.get_all_records" in methods
+    assert not any(m.startswith("Async.") and m.endswith("get_all_records") for m in methods)
+
+
+def _post(url, body, headers=None):
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("POST", "/", body=body, headers=headers or {"Content-Type": "text/xml"})
+    resp = conn.getresponse()
+    return resp.status, resp.getheader("Content-Type"), resp.read()
+
+
+def test_malformed_xml_gets_an_answer_and_daemon_serves_on(daemon):
+    status, ctype, body = _post(daemon.url, b"<methodCall><methodName>PCI.get_all</methodName><params><param>")
+    assert status == 200 and ctype == "text/xml"
+    assert b"<value>Failure</value>" in body
+    assert b"<param>" not in body.split(b"ErrorDescription")[1][:200], "the request is not echoed"
+    assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
+
+
+def test_huge_body_is_refused_with_413(daemon):
+    status, _, _ = _post(daemon.url, b"<" + b"x" * (20 * 1024 * 1024))
+    assert status == 413
+    assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
+
+
+def test_body_that_never_finishes_does_not_block_others(daemon):
+    u = urlparse(daemon.url)
+    stuck = socket.create_connection((u.hostname, u.port))
+    stuck.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 1000\r\n\r\n<metho")
+    started = time.time()
+    assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
+    assert time.time() - started < 5
+    stuck.close()
