@@ -2,6 +2,7 @@
 //! ([`users`]).
 
 pub mod db;
+pub mod tls;
 pub mod users;
 
 pub use db::{Change, Event, Object, Operation, Store, StoreError};

@@ -4,4 +4,5 @@
 pub mod dispatch;
 pub mod http;
 pub mod jsonrpc;
+pub mod tls;
 pub mod xmlrpc;
