@@ -177,3 +177,17 @@ impl From<crate::store::StoreError> for ApiError {
         }
     }
 }
+
+impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
+    fn from(e: crate::domain::bootcfg::BootConfigError) -> ApiError {
+        use crate::domain::bootcfg::BootConfigError;
+        tracing::warn!("boot configuration: {e}");
+        match &e {
+            BootConfigError::HideListMalformed(parse) => ApiError::BootConfigHideListMalformed {
+                value: parse.value.clone(),
+                reason: format!("{} at {}", parse.reason, parse.offending),
+            },
+            _ => ApiError::BootConfigUnavailable(e.client_reason()),
+        }
+    }
+}

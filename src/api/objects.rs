@@ -98,7 +98,7 @@ pub fn implicit(
         .class(class_name)
         .ok_or_else(|| ApiError::Internal(format!("class {class_name} missing from idl")))?;
     match kind {
-        MethodKind::GetRecord => Ok(record(class, &checked_object(ctx, caller, class_name, arg_str(&args, 0))?)),
+        MethodKind::GetRecord => Ok(record(class, &*checked_object(ctx, caller, class_name, arg_str(&args, 0))?)),
         MethodKind::GetByUuid => {
             let uuid = arg_str(&args, 0);
             ctx.store

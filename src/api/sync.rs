@@ -85,11 +85,16 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
         .collect();
     // First pass: a ref for every wanted device (kept or new).
     let mut ref_of: BTreeMap<String, (String, Option<Arc<Object>>)> = BTreeMap::new();
+    let mut replaced = Vec::new();
     for w in wanted {
-        let kept = by_id
-            .remove(w.pci_id.as_str())
-            .filter(|o| identity(o) == w.identity)
-            .cloned();
+        let kept = match by_id.remove(w.pci_id.as_str()) {
+            Some(o) if identity(o) == w.identity => Some(o.clone()),
+            Some(o) => {
+                replaced.push(o.reference.clone());
+                None
+            }
+            None => None,
+        };
         let reference = kept.as_ref().map(|o| o.reference.clone()).unwrap_or_else(db::new_ref);
         ref_of.insert(w.pci_id.clone(), (reference, kept));
     }
@@ -123,7 +128,7 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
         }
     }
     // Vanished (or replaced) devices.
-    let removed: Vec<String> = by_id.values().map(|o| o.reference.clone()).collect();
+    let removed: Vec<String> = by_id.values().map(|o| o.reference.clone()).chain(replaced).collect();
     changes.extend(removed.iter().map(|r| Change::Delete(r.clone())));
 
     // PGPUs: one per display PCI without a physical function.
@@ -195,4 +200,98 @@ pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
         "PCI devices synchronised"
     );
     Ok((created, updated, destroyed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(pci_id: &str, device: &str, physfn: Option<&str>, pgpu: Option<bool>) -> WantedPci {
+        WantedPci {
+            pci_id: pci_id.into(),
+            identity: ["10de".into(), device.into(), "".into(), "".into()],
+            fields: vec![
+                ("pci_id", Value::str(pci_id)),
+                ("vendor_id", Value::str("10de")),
+                ("device_id", Value::str(device)),
+                ("subsystem_vendor_id", Value::str("")),
+                ("subsystem_device_id", Value::str("")),
+            ],
+            physfn: physfn.map(str::to_owned),
+            dependencies: vec![],
+            pgpu,
+        }
+    }
+
+    fn apply(store: &crate::store::Store, changes: Vec<Change>) {
+        store.apply(changes).unwrap();
+    }
+
+    fn setup() -> crate::store::Store {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let host = new_object("host", "OpaqueRef:host".into(), "h".into(), vec![]);
+        store.apply(vec![Change::Create(host)]).unwrap();
+        store
+    }
+
+    fn sync_with(store: &crate::store::Store, w: &[WantedPci]) {
+        apply(store, plan("OpaqueRef:host", &store.all("PCI"), &store.all("PGPU"), w));
+    }
+
+    fn refs_by_id(store: &crate::store::Store) -> BTreeMap<String, (String, String)> {
+        store
+            .all("PCI")
+            .iter()
+            .map(|o| (o.get_str("pci_id").to_owned(), (o.reference.clone(), o.uuid.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_devices_keep_refs_and_uuids() {
+        let store = setup();
+        let devices = [wanted("0000:01:00.0", "1eb8", None, Some(false)), wanted("0000:02:00.0", "1234", None, None)];
+        sync_with(&store, &devices);
+        let before = refs_by_id(&store);
+        let pgpu_before = store.all("PGPU")[0].reference.clone();
+        let generation = store.generation();
+        sync_with(&store, &devices);
+        assert_eq!(refs_by_id(&store), before);
+        assert_eq!(store.all("PGPU")[0].reference, pgpu_before);
+        assert_eq!(store.generation(), generation, "a sync with nothing new changes nothing");
+    }
+
+    #[test]
+    fn added_removed_and_replaced_devices() {
+        let store = setup();
+        sync_with(&store, &[wanted("0000:01:00.0", "1eb8", None, Some(false)), wanted("0000:02:00.0", "1234", None, None)]);
+        let before = refs_by_id(&store);
+        sync_with(&store, &[wanted("0000:01:00.0", "2204", None, Some(false)), wanted("0000:03:00.0", "5678", None, None)]);
+        let after = refs_by_id(&store);
+        assert!(!after.contains_key("0000:02:00.0"), "vanished device destroyed");
+        assert_ne!(after["0000:01:00.0"], before["0000:01:00.0"], "a different device at the same address is new");
+        assert!(after.contains_key("0000:03:00.0"));
+        assert_eq!(store.all("PGPU").len(), 1);
+        assert_eq!(store.all("PGPU")[0].get_str("PCI"), after["0000:01:00.0"].0);
+        let host = store.get("OpaqueRef:host").unwrap();
+        assert_eq!(host.get("PCIs").map(|v| match v { Value::Array(a) => a.len(), _ => 0 }), Some(2));
+    }
+
+    #[test]
+    fn sriov_relations_both_ways() {
+        let store = setup();
+        sync_with(&store, &[
+            wanted("0000:05:00.0", "1572", None, None),
+            wanted("0000:05:02.0", "154c", Some("0000:05:00.0"), None),
+            wanted("0000:05:02.1", "154c", Some("0000:05:00.0"), None),
+        ]);
+        let ids = refs_by_id(&store);
+        let pf = store.get(&ids["0000:05:00.0"].0).unwrap();
+        let vf = store.get(&ids["0000:05:02.1"].0).unwrap();
+        assert_eq!(vf.get_str("physical_function"), pf.reference);
+        assert_eq!(
+            pf.get("virtual_functions"),
+            Some(&Value::strings([ids["0000:05:02.0"].0.clone(), ids["0000:05:02.1"].0.clone()]))
+        );
+        assert_eq!(pf.get_str("physical_function"), "OpaqueRef:NULL");
+    }
 }

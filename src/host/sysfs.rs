@@ -1,1 +1,97 @@
-//! (placeholder: filled in by its owner)
+//! sysfs under the root: the raw attributes of every PCI function in
+//! `sys/bus/pci/devices`, and the host's `pci.ids`.
+
+use crate::host::HostRoot;
+
+/// What sysfs says about one function, as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawPciFunction {
+    /// Directory name, e.g. `0000:03:00.0`.
+    pub name: String,
+    /// `vendor`, e.g. `0x10de`.
+    pub vendor: String,
+    /// `device`.
+    pub device: String,
+    /// `class`, e.g. `0x030000`.
+    pub class: String,
+    /// `subsystem_vendor` (may be absent).
+    pub subsystem_vendor: Option<String>,
+    /// `subsystem_device` (may be absent).
+    pub subsystem_device: Option<String>,
+    /// `revision`.
+    pub revision: Option<String>,
+    /// Basename of the `driver` link.
+    pub driver: Option<String>,
+    /// Basename of the `physfn` link (a VF).
+    pub physfn: Option<String>,
+    /// Basenames of the `virtfnN` links, by N.
+    pub virtfns: Vec<String>,
+    /// `boot_vga`.
+    pub boot_vga: Option<String>,
+    /// The resolved device path below `sys/devices`.
+    pub device_path: String,
+}
+
+fn basename(target: &str) -> String {
+    target.rsplit('/').next().unwrap_or(target).to_owned()
+}
+
+/// Scan every function. A function whose required attributes (vendor,
+/// device, class) cannot be read, for instance because it disappeared
+/// mid-scan, is logged and skipped.
+pub fn scan_pci(host: &HostRoot) -> Vec<RawPciFunction> {
+    let names = match host.list_dir("sys/bus/pci/devices") {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("no PCI devices found: {e}");
+            return Vec::new();
+        }
+    };
+    names.into_iter().filter_map(|name| read_function(host, name)).collect()
+}
+
+fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {
+    let dir = format!("sys/bus/pci/devices/{name}");
+    let attr = |a: &str| host.read_to_string(&format!("{dir}/{a}")).ok().map(|s| s.trim().to_owned());
+    let required = |a: &str| match attr(a) {
+        Some(v) => Some(v),
+        None => {
+            tracing::warn!(device = %name, attribute = a, "PCI function skipped: attribute unreadable");
+            None
+        }
+    };
+    let (vendor, device, class) = (required("vendor")?, required("device")?, required("class")?);
+    let link = |l: &str| host.read_link(&format!("{dir}/{l}")).ok().map(|t| basename(&t));
+    let mut virtfns: Vec<(u32, String)> = host
+        .list_dir(&dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let n = entry.strip_prefix("virtfn")?.parse::<u32>().ok()?;
+            Some((n, link(&entry)?))
+        })
+        .collect();
+    virtfns.sort();
+    let device_path = host.read_link(&dir).unwrap_or_default();
+    Some(RawPciFunction {
+        vendor,
+        device,
+        class,
+        subsystem_vendor: attr("subsystem_vendor"),
+        subsystem_device: attr("subsystem_device"),
+        revision: attr("revision"),
+        driver: link("driver"),
+        physfn: link("physfn"),
+        virtfns: virtfns.into_iter().map(|(_, v)| v).collect(),
+        boot_vga: attr("boot_vga"),
+        device_path,
+        name,
+    })
+}
+
+/// The host's `pci.ids`, if it has one.
+pub fn read_pci_ids(host: &HostRoot) -> Option<String> {
+    ["usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids"]
+        .into_iter()
+        .find_map(|p| host.read_to_string(p).ok())
+}

@@ -1,1 +1,385 @@
-//! (placeholder: filled in by its owner)
+//! HTTP: the TCP, TLS and Unix-socket listeners and the request routing.
+//!
+//! POST `/jsonrpc` is JSON-RPC; every other POST path (`/`, `/RPC2`,
+//! `/xmlrpc`, ...) is XML-RPC, as xapi routes them. GET `/health` answers
+//! `ok`. Limits: body size (413), time to send the headers and the body
+//! (the connection is closed or 408), connections served at once (further
+//! ones wait in the kernel's accept queue). Responses go out in one write
+//! with TCP_NODELAY. On shutdown the listeners close and in-flight calls
+//! get up to ten seconds to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+/// Listener and limit settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// TCP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Unix-socket listeners.
+    pub unix: Vec<PathBuf>,
+    /// Group allowed on the Unix sockets (name or gid); mode 0660 then.
+    pub unix_group: Option<String>,
+    /// TLS for the TCP listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time allowed for the request headers (also the keep-alive idle time).
+    pub header_timeout: Duration,
+    /// Time allowed for the request body.
+    pub body_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: Vec::new(),
+            unix: Vec::new(),
+            unix_group: None,
+            tls: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP (or TLS) client.
+    Tcp(SocketAddr),
+    /// A Unix-socket client and its credentials.
+    Unix {
+        /// Peer uid.
+        uid: Option<u32>,
+        /// Peer pid.
+        pid: Option<i32>,
+    },
+}
+
+/// Which codec a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// XML-RPC.
+    XmlRpc,
+    /// JSON-RPC.
+    JsonRpc,
+}
+
+impl Protocol {
+    fn content_type(self) -> &'static str {
+        match self {
+            Protocol::XmlRpc => "text/xml",
+            Protocol::JsonRpc => "application/json",
+        }
+    }
+}
+
+/// One RPC request.
+#[derive(Debug, Clone)]
+pub struct RpcRequest {
+    /// Codec.
+    pub protocol: Protocol,
+    /// Request path.
+    pub path: String,
+    /// Caller.
+    pub peer: Peer,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// The encoded reply.
+#[derive(Debug, Clone)]
+pub struct RpcResponse {
+    /// Body, in the request's protocol.
+    pub body: Vec<u8>,
+}
+
+/// What answers RPC requests (the dispatcher).
+pub trait RpcHandler: Send + Sync + 'static {
+    /// Answer one request.
+    fn handle(&self, request: RpcRequest) -> Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>>;
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A listener could not be set up.
+    #[error("cannot listen on {what}: {source}")]
+    Bind { what: String, source: std::io::Error },
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    response
+}
+
+async fn route(
+    request: Request<Incoming>,
+    peer: Peer,
+    config: Arc<HttpConfig>,
+    handler: Arc<dyn RpcHandler>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path().to_owned();
+    match *request.method() {
+        Method::GET if path == "/health" => return Ok(plain(StatusCode::OK, "ok")),
+        Method::OPTIONS => {
+            let mut response = plain(StatusCode::NO_CONTENT, "");
+            let headers = response.headers_mut();
+            for (k, v) in [
+                ("access-control-allow-origin", "*"),
+                ("access-control-allow-methods", "POST, GET, OPTIONS"),
+                ("access-control-allow-headers", "content-type"),
+            ] {
+                headers.insert(k, hyper::header::HeaderValue::from_static(v));
+            }
+            return Ok(response);
+        }
+        Method::POST => {}
+        Method::GET => return Ok(plain(StatusCode::NOT_FOUND, "not found\n")),
+        _ => return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")),
+    }
+    let too_large = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > config.max_body_bytes as u64);
+    if too_large {
+        return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+    }
+    let body = Limited::new(request.into_body(), config.max_body_bytes);
+    let body = match tokio::time::timeout(config.body_timeout, body.collect()).await {
+        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+        }
+        Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST, "request body unreadable\n")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let protocol = if path == "/jsonrpc" { Protocol::JsonRpc } else { Protocol::XmlRpc };
+    let reply = handler
+        .handle(RpcRequest {
+            protocol,
+            path,
+            peer,
+            body,
+        })
+        .await;
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(protocol.content_type()),
+    );
+    headers.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
+    Ok(response)
+}
+
+struct Shared {
+    config: Arc<HttpConfig>,
+    handler: Arc<dyn RpcHandler>,
+    permits: Arc<Semaphore>,
+    graceful: GracefulShutdown,
+}
+
+impl Shared {
+    fn serve<IO>(&self, io: IO, peer: Peer, permit: tokio::sync::OwnedSemaphorePermit)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (config, handler) = (self.config.clone(), self.handler.clone());
+        let service = service_fn(move |request| route(request, peer.clone(), config.clone(), handler.clone()));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn bind_unix(path: &PathBuf, group: Option<&str>) -> Result<UnixListener, HttpError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| HttpError::Bind {
+        what: format!("unix:{}", path.display()),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    // A socket file left by a previous run would make bind fail.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    }) {
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    if let Some(group) = group {
+        let gid = group_id(group).ok_or_else(|| {
+            err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group {group}")))
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(err)?;
+    }
+    Ok(listener)
+}
+
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut parts = line.split(':');
+            (parts.next()? == group).then(|| parts.nth(1)?.parse().ok())?
+        })
+}
+
+/// Serve until `shutdown` completes, then drain in-flight calls.
+pub async fn serve(
+    config: HttpConfig,
+    handler: Arc<dyn RpcHandler>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        handler,
+        permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        graceful: GracefulShutdown::new(),
+    });
+    let mut tcp = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
+        let local = listener.local_addr().map_err(|source| HttpError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        tcp.push((listener, format!("{scheme}://{local}/")));
+    }
+    let mut unix = Vec::new();
+    for path in &config.unix {
+        unix.push((bind_unix(path, config.unix_group.as_deref())?, path.clone()));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut accepters = tokio::task::JoinSet::new();
+    let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    for (listener, url) in tcp {
+        println!("listening on {url}");
+        let (shared, mut stop, acceptor) = (shared.clone(), stop_rx.clone(), acceptor.clone());
+        accepters.spawn(async move {
+            loop {
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.changed() => return,
+                };
+                let (stream, addr) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                match &acceptor {
+                    None => shared.serve(stream, Peer::Tcp(addr), permit),
+                    Some(acceptor) => {
+                        let (acceptor, shared, limit) = (acceptor.clone(), shared.clone(), shared.config.header_timeout);
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), permit),
+                                Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
+                                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+        });
+    }
+    for (listener, path) in unix {
+        println!("listening on unix:{}", path.display());
+        let (shared, mut stop) = (shared.clone(), stop_rx.clone());
+        accepters.spawn(async move {
+            loop {
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.changed() => return,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let cred = stream.peer_cred().ok();
+                        let peer = Peer::Unix {
+                            uid: cred.map(|c| c.uid()),
+                            pid: cred.and_then(|c| c.pid()),
+                        };
+                        shared.serve(stream, peer, permit);
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while accepters.join_next().await.is_some() {}
+    for path in &config.unix {
+        let _ = std::fs::remove_file(path);
+    }
+    let Ok(shared) = Arc::try_unwrap(shared) else {
+        tracing::warn!("connections still referenced at shutdown");
+        return Ok(());
+    };
+    if tokio::time::timeout(Duration::from_secs(10), shared.graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight calls did not finish within 10 s; closing");
+    }
+    Ok(())
+}

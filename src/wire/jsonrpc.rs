@@ -1,1 +1,193 @@
-//! (placeholder: filled in by its owner)
+//! JSON-RPC 1.0 and 2.0 as xapi speaks them on `/jsonrpc`: version from the
+//! `jsonrpc` member, `id` required (integer or string), v1 `params` an
+//! array, v2 `params` absent, an array or one object; replies in the
+//! request's version with xapi's error shapes.
+
+use serde_json::{Map, Number, Value as Json};
+
+use crate::value::Value;
+
+/// The protocol version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// No `jsonrpc` member.
+    V1,
+    /// `"jsonrpc": "2.0"`.
+    V2,
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonCall {
+    /// Version.
+    pub version: Version,
+    /// The request id, echoed in the reply.
+    pub id: Json,
+    /// `Class.message`.
+    pub method: String,
+    /// Positional parameters.
+    pub params: Vec<Value>,
+}
+
+/// Why a body is not a JSON-RPC request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonRpcError {
+    /// Not JSON (or not UTF-8).
+    #[error("the request is not valid JSON")]
+    Malformed,
+    /// Not an object with a string `method`.
+    #[error("the request has no method")]
+    NoMethod,
+    /// `jsonrpc` is present but not "2.0".
+    #[error("unsupported jsonrpc version")]
+    BadVersion,
+    /// `id` missing, null or not an integer or string.
+    #[error("the request id must be an integer or a string")]
+    BadId,
+    /// `params` of the wrong shape.
+    #[error("params must be an array (or, in 2.0, an object)")]
+    BadParams,
+    /// Nested deeper than the limit.
+    #[error("the request is nested too deeply")]
+    TooDeep,
+}
+
+/// Deepest nesting accepted in parameters.
+const MAX_DEPTH: usize = 64;
+
+fn to_value(json: Json, depth: usize) -> Result<Value, JsonRpcError> {
+    if depth > MAX_DEPTH {
+        return Err(JsonRpcError::TooDeep);
+    }
+    Ok(match json {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Bool(b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Json::String(s) => Value::String(s),
+        Json::Array(items) => Value::Array(items.into_iter().map(|v| to_value(v, depth + 1)).collect::<Result<_, _>>()?),
+        Json::Object(map) => Value::Struct(
+            map.into_iter()
+                .map(|(k, v)| to_value(v, depth + 1).map(|v| (k, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// The JSON form of a value.
+pub fn to_json(value: &Value) -> Json {
+    match value {
+        Value::String(s) | Value::DateTime(s) => Json::String(s.clone()),
+        Value::Int(n) => Json::Number((*n).into()),
+        Value::Int32(n) => Json::Number((*n).into()),
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Float(x) => Number::from_f64(*x).map(Json::Number).unwrap_or(Json::Number(0.into())),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Struct(members) => Json::Object(members.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<Map<_, _>>()),
+        Value::Nil => Json::Null,
+    }
+}
+
+/// Parse a request body.
+pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
+    // serde_json's own recursion limit (128) guards the parse itself.
+    let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Malformed)?;
+    let Json::Object(mut object) = json else { return Err(JsonRpcError::NoMethod) };
+    let version = match object.remove("jsonrpc") {
+        None => Version::V1,
+        Some(Json::String(v)) if v == "2.0" => Version::V2,
+        Some(_) => return Err(JsonRpcError::BadVersion),
+    };
+    let id = match object.remove("id") {
+        Some(id @ (Json::String(_) | Json::Number(_))) if !id.is_f64() => id,
+        _ => return Err(JsonRpcError::BadId),
+    };
+    let Some(Json::String(method)) = object.remove("method") else { return Err(JsonRpcError::NoMethod) };
+    let params = match (version, object.remove("params")) {
+        (_, Some(Json::Array(items))) => items,
+        (Version::V2, None | Some(Json::Null)) => Vec::new(),
+        (Version::V2, Some(obj @ Json::Object(_))) => vec![obj],
+        _ => return Err(JsonRpcError::BadParams),
+    };
+    Ok(JsonCall {
+        version,
+        id,
+        method,
+        params: params.into_iter().map(|p| to_value(p, 1)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// A success reply.
+pub fn write_success(version: Version, id: &Json, result: &Value) -> Vec<u8> {
+    let reply = match version {
+        Version::V1 => serde_json::json!({"result": to_json(result), "error": null, "id": id}),
+        Version::V2 => serde_json::json!({"jsonrpc": "2.0", "result": to_json(result), "id": id}),
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+/// A failure reply for `[CODE, params...]`.
+pub fn write_failure(version: Version, id: &Json, description: &[String]) -> Vec<u8> {
+    let reply = match version {
+        Version::V1 => serde_json::json!({"result": null, "error": description, "id": id}),
+        Version::V2 => {
+            let (code, data) = description.split_first().map(|(c, d)| (c.as_str(), d)).unwrap_or(("INTERNAL_ERROR", &[]));
+            serde_json::json!({"jsonrpc": "2.0", "error": {"code": 1, "message": code, "data": data}, "id": id})
+        }
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+/// The reply to a body that is not a request at all: a 2.0 error with id
+/// 0 (xapi answers such requests with HTTP 500; a JSON reply is kinder to
+/// clients and carries the reason).
+pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
+    write_failure(
+        Version::V2,
+        &Json::Number(0.into()),
+        &["INTERNAL_ERROR".into(), format!("JSON-RPC request: {error}")],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_ids_and_params() {
+        let c = parse_request(br#"{"id":0,"jsonrpc":"2.0","method":"event.from","params":["s",["pool"],"t",60.1]}"#).unwrap();
+        assert_eq!(c.version, Version::V2);
+        assert_eq!(c.params[3], Value::Float(60.1));
+        let c = parse_request(br#"{"id":"a","method":"m","params":[1]}"#).unwrap();
+        assert_eq!((c.version, c.params.clone()), (Version::V1, vec![Value::Int(1)]));
+        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"m"}"#).unwrap().params, vec![]);
+        assert_eq!(parse_request(br#"{"id":1,"method":"m"}"#), Err(JsonRpcError::BadParams));
+        assert_eq!(parse_request(br#"{"jsonrpc":"1.5","id":1,"method":"m","params":[]}"#), Err(JsonRpcError::BadVersion));
+        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":null,"method":"m"}"#), Err(JsonRpcError::BadId));
+        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#), Err(JsonRpcError::BadId));
+        assert_eq!(parse_request(b"{\"id\":1,"), Err(JsonRpcError::Malformed));
+    }
+
+    #[test]
+    fn reply_shapes_match_xapi() {
+        let id = Json::Number(0.into());
+        assert_eq!(
+            String::from_utf8(write_success(Version::V2, &id, &Value::str("x"))).unwrap(),
+            r#"{"id":0,"jsonrpc":"2.0","result":"x"}"#
+        );
+        let v2: Json = serde_json::from_slice(&write_failure(Version::V2, &id, &["HANDLE_INVALID".into(), "PCI".into(), "r".into()])).unwrap();
+        assert_eq!(v2, serde_json::json!({"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["PCI","r"]},"id":0}));
+        let v1: Json = serde_json::from_slice(&write_failure(Version::V1, &Json::String("a".into()), &["X".into()])).unwrap();
+        assert_eq!(v1, serde_json::json!({"result":null,"error":["X"],"id":"a"}));
+        let ok: Json = serde_json::from_slice(&write_success(Version::V1, &id, &Value::Int(2))).unwrap();
+        assert_eq!(ok, serde_json::json!({"result":2,"error":null,"id":0}));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!(r#"{{"id":1,"method":"m","params":[{}{}]}}"#, "[".repeat(100), "]".repeat(100));
+        assert_eq!(parse_request(deep.as_bytes()), Err(JsonRpcError::TooDeep));
+    }
+}

@@ -1,1 +1,288 @@
-//! (placeholder: filled in by its owner)
+//! XML-RPC: requests parsed with dxr (after smoothing the forms xapi
+//! accepts but dxr rejects), responses written by a compact writer in
+//! xapi's exact style: no whitespace, bare `<value>text</value>` strings,
+//! ints as bare decimals, the Status/Value/ErrorDescription envelope.
+
+use crate::value::Value;
+
+/// A decoded method call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// `Class.message`.
+    pub method: String,
+    /// Positional parameters.
+    pub params: Vec<Value>,
+}
+
+/// Why a request body is not an XML-RPC call. Messages are short and never
+/// contain the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlRpcError {
+    /// The body is not UTF-8.
+    #[error("the request body is not valid UTF-8")]
+    InvalidUtf8,
+    /// Not a well-formed `methodCall`.
+    #[error("the request is not a well-formed XML-RPC methodCall")]
+    Malformed,
+    /// `methodName` is missing or empty.
+    #[error("the request has no methodName")]
+    NoMethodName,
+}
+
+/// Stand-in for an empty struct member name, which dxr refuses.
+const EMPTY_NAME: &str = "\u{E000}pcipass-empty-name\u{E000}";
+
+/// Rewrite the forms dxr rejects into ones it reads.
+fn smooth(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs_z = text.contains("Z</dateTime.iso8601>");
+    let needs_name = text.contains("<name></name>") || text.contains("<name/>") || text.contains("<name />");
+    if !needs_z && !needs_name {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let empty = format!("<name>{EMPTY_NAME}</name>");
+    let mut s = text.replace("Z</dateTime.iso8601>", "</dateTime.iso8601>");
+    if needs_name {
+        s = s
+            .replace("<name></name>", &empty)
+            .replace("<name/>", &empty)
+            .replace("<name />", &empty);
+    }
+    std::borrow::Cow::Owned(s)
+}
+
+fn convert(value: dxr::Value) -> Value {
+    match value {
+        dxr::Value::Integer(n) => Value::Int(n.into()),
+        dxr::Value::Long(n) => Value::Int(n),
+        dxr::Value::Boolean(b) => Value::Bool(b),
+        dxr::Value::String(s) => Value::String(s),
+        dxr::Value::Double(x) => Value::Float(x),
+        dxr::Value::DateTime(d) => Value::DateTime(format!("{}Z", d.to_string().replace('-', ""))),
+        dxr::Value::Base64(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+        dxr::Value::Struct(members) => Value::Struct(
+            members
+                .into_iter()
+                .map(|(k, v)| (if k == EMPTY_NAME { String::new() } else { k }, convert(v)))
+                .collect(),
+        ),
+        dxr::Value::Array(items) => Value::Array(items.into_iter().map(convert).collect()),
+        dxr::Value::Nil => Value::Nil,
+        _ => Value::Nil,
+    }
+}
+
+/// Parse a request body.
+pub fn parse_call(body: &[u8]) -> Result<Call, XmlRpcError> {
+    let text = std::str::from_utf8(body).map_err(|_| XmlRpcError::InvalidUtf8)?;
+    let text = text.trim_start_matches('\u{feff}');
+    let call = dxr::MethodCall::from_xml(&smooth(text)).map_err(|_| XmlRpcError::Malformed)?;
+    let method = call.name.trim().to_owned();
+    if method.is_empty() {
+        return Err(XmlRpcError::NoMethodName);
+    }
+    Ok(Call {
+        method,
+        params: call.params.into_iter().map(convert).collect(),
+    })
+}
+
+/// Append `text` escaped for XML character data. Characters XML 1.0
+/// cannot carry are replaced by U+FFFD so that every client can parse the
+/// reply; `\r` is written as `&#13;` so it survives.
+pub fn escape_into(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        let replacement: &[u8] = match c {
+            '&' => b"&amp;",
+            '<' => b"&lt;",
+            '>' => b"&gt;",
+            '\r' => b"&#13;",
+            '\t' | '\n' => continue,
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => "\u{fffd}".as_bytes(),
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(replacement);
+        start = i + c.len_utf8();
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn write_float(x: f64, out: &mut Vec<u8>) {
+    // XML-RPC has no NaN or infinity; xapi would not send them either.
+    let x = if x.is_finite() { x } else { 0.0 };
+    out.extend_from_slice(format!("{x:?}").as_bytes());
+}
+
+/// Append a `<value>…</value>` fragment.
+pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<value>");
+    match value {
+        Value::String(s) => escape_into(s, out),
+        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Int32(n) => {
+            out.extend_from_slice(b"<i4>");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"</i4>");
+        }
+        Value::Bool(b) => out.extend_from_slice(if *b { b"<boolean>1</boolean>" } else { b"<boolean>0</boolean>" }),
+        Value::Float(x) => {
+            out.extend_from_slice(b"<double>");
+            write_float(*x, out);
+            out.extend_from_slice(b"</double>");
+        }
+        Value::DateTime(d) => {
+            out.extend_from_slice(b"<dateTime.iso8601>");
+            escape_into(d, out);
+            out.extend_from_slice(b"</dateTime.iso8601>");
+        }
+        Value::Array(items) => {
+            out.extend_from_slice(b"<array><data>");
+            for item in items {
+                write_value(item, out);
+            }
+            out.extend_from_slice(b"</data></array>");
+        }
+        Value::Struct(members) => {
+            out.extend_from_slice(b"<struct>");
+            for (name, v) in members {
+                out.extend_from_slice(b"<member><name>");
+                escape_into(name, out);
+                out.extend_from_slice(b"</name>");
+                write_value(v, out);
+                out.extend_from_slice(b"</member>");
+            }
+            out.extend_from_slice(b"</struct>");
+        }
+        Value::Nil => out.extend_from_slice(b"<nil/>"),
+    }
+    out.extend_from_slice(b"</value>");
+}
+
+const HEAD: &[u8] = b"<?xml version=\"1.0\"?><methodResponse><params><param>";
+const TAIL: &[u8] = b"</param></params></methodResponse>";
+
+/// `{Status: Success, Value: value}`.
+pub fn write_success(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(b"<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>");
+    write_value(value, &mut out);
+    out.extend_from_slice(b"</member></struct></value>");
+    out.extend_from_slice(TAIL);
+    out
+}
+
+/// `{Status: Failure, ErrorDescription: [CODE, params...]}`.
+pub fn write_failure(description: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(
+        b"<value><struct><member><name>Status</name><value>Failure</value></member><member><name>ErrorDescription</name><value><array><data>",
+    );
+    for item in description {
+        out.extend_from_slice(b"<value>");
+        escape_into(item, &mut out);
+        out.extend_from_slice(b"</value>");
+    }
+    out.extend_from_slice(b"</data></array></value></member></struct></value>");
+    out.extend_from_slice(TAIL);
+    out
+}
+
+/// An unwrapped result (`system.listMethods`).
+pub fn write_bare(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(HEAD);
+    write_value(value, &mut out);
+    out.extend_from_slice(TAIL);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Call {
+        parse_call(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn python_pretty_request() {
+        let call = parse(
+            "<?xml version='1.0'?>\n<methodCall>\n<methodName>PCI.get_record</methodName>\n<params>\n<param>\n<value><string>OpaqueRef:a</string></value>\n</param>\n<param>\n<value><int>5</int></value>\n</param>\n</params>\n</methodCall>\n",
+        );
+        assert_eq!(call.method, "PCI.get_record");
+        assert_eq!(call.params, vec![Value::str("OpaqueRef:a"), Value::Int(5)]);
+    }
+
+    #[test]
+    fn xen_orchestra_compact_request() {
+        let call = parse("<?xml version=\"1.0\" encoding=\"UTF-8\"?><methodCall><methodName>system.listMethods</methodName><params /></methodCall>");
+        assert!(call.params.is_empty());
+        let call = parse("<methodCall><methodName>event.from</methodName><params><param><value>s</value></param><param><value><array><data><value>pool</value></data></array></value></param><param><value></value></param><param><value><double>60.1</double></value></param><param><value><nil /></value></param></params></methodCall>");
+        assert_eq!(
+            call.params,
+            vec![Value::str("s"), Value::strings(["pool"]), Value::str(""), Value::Float(60.1), Value::Nil]
+        );
+    }
+
+    #[test]
+    fn xapi_forms_dxr_rejects() {
+        let call = parse("<methodCall><methodName>m</methodName><params><param><value><dateTime.iso8601>20240101T00:00:00Z</dateTime.iso8601></value></param><param><value><struct><member><name></name><value>v</value></member></struct></value></param><param><value><i8>9000000000</i8></value></param></params></methodCall>");
+        assert_eq!(call.params[0], Value::DateTime("20240101T00:00:00Z".into()));
+        assert_eq!(call.params[1], Value::Struct(vec![(String::new(), Value::str("v"))]));
+        assert_eq!(call.params[2], Value::Int(9_000_000_000));
+    }
+
+    #[test]
+    fn bad_requests_have_short_errors() {
+        assert_eq!(parse_call(b"\xff\xfe"), Err(XmlRpcError::InvalidUtf8));
+        let err = parse_call(b"<methodCall><methodName>x</methodName><params><param>").unwrap_err();
+        assert_eq!(err, XmlRpcError::Malformed);
+        let bomb = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]><methodCall><methodName>&b;</methodName><params/></methodCall>";
+        assert!(parse_call(bomb.as_bytes()).is_err());
+        let deep = format!("<methodCall><methodName>m</methodName><params><param>{}{}</param></params></methodCall>", "<value><array><data>".repeat(500), "</data></array></value>".repeat(500));
+        assert!(parse_call(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn writer_is_compact_and_xapi_shaped() {
+        let v = Value::Struct(vec![
+            ("s".into(), Value::str("a<b&c")),
+            ("e".into(), Value::str("")),
+            ("n".into(), Value::Int(2)),
+            ("c".into(), Value::Int32(3)),
+            ("b".into(), Value::Bool(true)),
+            ("l".into(), Value::Array(vec![])),
+        ]);
+        let out = String::from_utf8(write_success(&v)).unwrap();
+        assert_eq!(
+            out,
+            "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value><struct><member><name>s</name><value>a&lt;b&amp;c</value></member><member><name>e</name><value></value></member><member><name>n</name><value>2</value></member><member><name>c</name><value><i4>3</i4></value></member><member><name>b</name><value><boolean>1</boolean></value></member><member><name>l</name><value><array><data></data></array></value></member></struct></value></member></struct></value></param></params></methodResponse>"
+        );
+        let fail = String::from_utf8(write_failure(&["HANDLE_INVALID".into(), "PCI".into(), "x".into()])).unwrap();
+        assert!(fail.contains("<value>Failure</value>"));
+        assert!(fail.contains("<data><value>HANDLE_INVALID</value><value>PCI</value><value>x</value></data>"));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_wire() {
+        let mut out = Vec::new();
+        escape_into("a\u{1}b\rc\u{ffff}", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "a\u{fffd}b&#13;c\u{fffd}");
+    }
+
+    #[test]
+    fn round_trip_through_our_parser() {
+        let v = Value::Struct(vec![("k".into(), Value::strings(["x", "  y  "])), ("".into(), Value::Float(1.5))]);
+        let mut body = b"<methodCall><methodName>m</methodName><params><param>".to_vec();
+        write_value(&v, &mut body);
+        body.extend_from_slice(b"</param></params></methodCall>");
+        let call = parse_call(&body).unwrap();
+        let Value::Struct(mut members) = call.params[0].clone() else { panic!() };
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(members, vec![("".into(), Value::Float(1.5)), ("k".into(), Value::strings(["x", "  y  "]))]);
+    }
+}
