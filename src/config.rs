@@ -133,7 +133,10 @@ pub struct Settings {
 pub enum ConfigError {
     /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// The config file is not valid TOML for these keys.
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
@@ -145,7 +148,9 @@ pub enum ConfigError {
 impl Settings {
     /// Command-line settings merged over the `--config` file, if any.
     pub fn load(cli: Settings) -> Result<Settings, ConfigError> {
-        let Some(path) = cli.config.clone() else { return Ok(cli) };
+        let Some(path) = cli.config.clone() else {
+            return Ok(cli);
+        };
         let file = Settings::from_file(&path)?;
         Ok(cli.over(file))
     }
@@ -197,7 +202,9 @@ impl Settings {
 
     /// The state directory.
     pub fn state_dir(&self) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/pcipass"))
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/pcipass"))
     }
 
     /// The host root.
@@ -244,7 +251,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_file() {
-        let file: Settings = toml::from_str("state-dir = \"/srv/p\"\nlisten = [\"0.0.0.0:80\"]\nmax-body-bytes = 10").unwrap();
+        let file: Settings = toml::from_str(
+            "state-dir = \"/srv/p\"\nlisten = [\"0.0.0.0:80\"]\nmax-body-bytes = 10",
+        )
+        .unwrap();
         let cli = Settings::try_parse_from(["pcipassd", "--max-body-bytes", "20"]).unwrap();
         let merged = cli.over(file);
         assert_eq!(merged.state_dir(), PathBuf::from("/srv/p"));

@@ -39,7 +39,8 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     crate::store::prepare_state_dir(&state_dir).map_err(state_err)?;
     let host_root = HostRoot::new(settings.root());
     if settings.demo && !host_root.root().exists() {
-        crate::host::mock::create(host_root.root(), crate::host::mock::Profile::Demo).map_err(state_err)?;
+        crate::host::mock::create(host_root.root(), crate::host::mock::Profile::Demo)
+            .map_err(state_err)?;
         tracing::info!(root = %host_root.root().display(), "created the demo mock host");
     }
     let store = Arc::new(Store::open(&state_dir.join("pcipass.db")).map_err(state_err)?);
@@ -59,7 +60,11 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
-    let address = settings.listen_addrs()?.first().map(|a| a.ip().to_string()).unwrap_or_default();
+    let address = settings
+        .listen_addrs()?
+        .first()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let (host_ref, pool_ref) = host::bootstrap(&store, &hostname, &address).map_err(state_err)?;
     let config = ApiConfig {
         session_idle_timeout: Settings::seconds(settings.session_idle_timeout, 24 * 3600),
@@ -103,7 +108,8 @@ fn demo_credentials(settings: &Settings) -> Result<(String, String), DaemonError
             .map_err(state_err)?;
         crate::store::write_private(&password_file, password.as_bytes()).map_err(state_err)?;
     }
-    let password = std::fs::read_to_string(&password_file).unwrap_or_else(|_| "(set by user-add)".into());
+    let password =
+        std::fs::read_to_string(&password_file).unwrap_or_else(|_| "(set by user-add)".into());
     Ok(("root".into(), password.trim().to_owned()))
 }
 
@@ -139,7 +145,9 @@ fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
             let now = ctx.dom0.fingerprint();
             if now != last {
                 last = now;
-                tracing::info!("boot configuration or /proc/cmdline changed; refreshing PGPU dom0 access");
+                tracing::info!(
+                    "boot configuration or /proc/cmdline changed; refreshing PGPU dom0 access"
+                );
                 let work = ctx.clone();
                 let _ = tokio::task::spawn_blocking(move || pgpu::refresh_dom0_access(&work)).await;
             }
@@ -149,7 +157,10 @@ fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -182,10 +193,17 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         max_connections: settings.max_connections.unwrap_or(1024),
         ..HttpConfig::default()
     };
-    spawn_background(ctx.clone(), Duration::from_millis(settings.watch_interval_ms.unwrap_or(500)));
-    http::serve(http_config, Arc::new(Dispatcher::new(ctx)), shutdown_signal())
-        .await
-        .map_err(|e| DaemonError::Http(e.to_string()))?;
+    spawn_background(
+        ctx.clone(),
+        Duration::from_millis(settings.watch_interval_ms.unwrap_or(500)),
+    );
+    http::serve(
+        http_config,
+        Arc::new(Dispatcher::new(ctx)),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| DaemonError::Http(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
 }

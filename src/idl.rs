@@ -305,7 +305,9 @@ impl Datamodel {
 
     /// A class by name, case-insensitively (event subscriptions).
     pub fn class_ci(&self, name: &str) -> Option<&Class> {
-        self.classes.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.classes
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// An enum by name.
@@ -346,14 +348,28 @@ impl Datamodel {
             "Generated from `idl/xenapi.idl`; do not edit. Regenerate with \
              `PCIPASS_BLESS=1 cargo test --test idl_docs`.\n"
         );
-        let _ = writeln!(md, "API version {}.{}.\n", self.api_version.0, self.api_version.1);
+        let _ = writeln!(
+            md,
+            "API version {}.{}.\n",
+            self.api_version.0, self.api_version.1
+        );
         let _ = writeln!(md, "## Roles (highest first)\n");
         for role in &self.roles {
             let _ = writeln!(md, "- `{role}`");
         }
         let _ = writeln!(md, "\n## Enums\n");
         for e in &self.enums {
-            let _ = writeln!(md, "- `{}`: {} ({})", e.name, e.values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "), e.doc);
+            let _ = writeln!(
+                md,
+                "- `{}`: {} ({})",
+                e.name,
+                e.values
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.doc
+            );
         }
         let _ = writeln!(md, "\n## Errors\n");
         let _ = writeln!(md, "| code | parameters | meaning |\n|---|---|---|");
@@ -363,15 +379,38 @@ impl Datamodel {
         for class in &self.classes {
             let _ = writeln!(md, "\n## Class `{}`\n\n{}\n", class.name, class.doc);
             if class.is_stored() {
-                let _ = writeln!(md, "| field | type | qualifier | default | description |\n|---|---|---|---|---|");
+                let _ = writeln!(
+                    md,
+                    "| field | type | qualifier | default | description |\n|---|---|---|---|---|"
+                );
                 for f in class.public_fields() {
-                    let default = f.default.as_ref().map(|d| format!("`{d}`")).unwrap_or_default();
-                    let deprecated = f.deprecated.as_ref().map(|v| format!(" **Deprecated {v}.**")).unwrap_or_default();
-                    let _ = writeln!(md, "| `{}` | `{}` | {} | {} | {}{} |", f.name, f.ty, f.qualifier.as_str(), default, f.doc, deprecated);
+                    let default = f
+                        .default
+                        .as_ref()
+                        .map(|d| format!("`{d}`"))
+                        .unwrap_or_default();
+                    let deprecated = f
+                        .deprecated
+                        .as_ref()
+                        .map(|v| format!(" **Deprecated {v}.**"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        md,
+                        "| `{}` | `{}` | {} | {} | {}{} |",
+                        f.name,
+                        f.ty,
+                        f.qualifier.as_str(),
+                        default,
+                        f.doc,
+                        deprecated
+                    );
                 }
                 let _ = writeln!(md);
             }
-            let _ = writeln!(md, "| message | parameters | result | minimum role | async |\n|---|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| message | parameters | result | minimum role | async |\n|---|---|---|---|---|"
+            );
             for m in self.methods().filter(|m| m.class == class.name) {
                 let params: Vec<String> = m
                     .params
@@ -382,7 +421,11 @@ impl Datamodel {
                     })
                     .collect();
                 let session = if m.session { "session, " } else { "" };
-                let deprecated = m.deprecated.as_ref().map(|v| format!(" **Deprecated {v}.**")).unwrap_or_default();
+                let deprecated = m
+                    .deprecated
+                    .as_ref()
+                    .map(|v| format!(" **Deprecated {v}.**"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     md,
                     "| `{}`{} | {}{} | `{}` | `{}` | {} |",
@@ -466,7 +509,10 @@ pub fn parse_type(text: &str, enums: &[Enum]) -> Result<Type, String> {
                 Type::Option(Box::new(parse_type(inner, enums)?))
             } else if let Some(inner) = generic("map") {
                 match split_top(inner).as_slice() {
-                    [k, v] => Type::Map(Box::new(parse_type(k, enums)?), Box::new(parse_type(v, enums)?)),
+                    [k, v] => Type::Map(
+                        Box::new(parse_type(k, enums)?),
+                        Box::new(parse_type(v, enums)?),
+                    ),
                     _ => return Err(format!("map needs two types: {text}")),
                 }
             } else if enums.iter().any(|e| e.name == text) {
@@ -510,7 +556,10 @@ fn parse_literal(text: &str, ty: &Type, enums: &[Enum]) -> Result<Value, String>
 impl Parser {
     fn parse(mut self, text: &str) -> Result<Datamodel, IdlError> {
         for (index, raw) in text.lines().enumerate() {
-            let err = |reason: String| IdlError { line: index + 1, reason };
+            let err = |reason: String| IdlError {
+                line: index + 1,
+                reason,
+            };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -520,8 +569,13 @@ impl Parser {
             let rest = rest.trim();
             match keyword {
                 "api_version" => {
-                    let (maj, min) = rest.split_once('.').ok_or_else(|| err("want MAJOR.MINOR".into()))?;
-                    let parse = |s: &str| s.parse::<i64>().map_err(|_| err(format!("bad version {rest}")));
+                    let (maj, min) = rest
+                        .split_once('.')
+                        .ok_or_else(|| err("want MAJOR.MINOR".into()))?;
+                    let parse = |s: &str| {
+                        s.parse::<i64>()
+                            .map_err(|_| err(format!("bad version {rest}")))
+                    };
                     self.api_version = Some((parse(maj)?, parse(min)?));
                 }
                 "role" => {
@@ -529,7 +583,9 @@ impl Parser {
                     self.roles.push(rest.to_owned());
                 }
                 "enum" => {
-                    let (name, values) = rest.split_once('=').ok_or_else(|| err("want enum NAME = a | b".into()))?;
+                    let (name, values) = rest
+                        .split_once('=')
+                        .ok_or_else(|| err("want enum NAME = a | b".into()))?;
                     self.enums.push(Enum {
                         name: name.trim().to_owned(),
                         values: values.split('|').map(|v| v.trim().to_owned()).collect(),
@@ -537,8 +593,12 @@ impl Parser {
                     });
                 }
                 "error" => {
-                    let (code, params) = rest.split_once('(').ok_or_else(|| err("want error CODE(params)".into()))?;
-                    let params = params.strip_suffix(')').ok_or_else(|| err("missing )".into()))?;
+                    let (code, params) = rest
+                        .split_once('(')
+                        .ok_or_else(|| err("want error CODE(params)".into()))?;
+                    let params = params
+                        .strip_suffix(')')
+                        .ok_or_else(|| err("missing )".into()))?;
                     self.errors.push(ErrorDecl {
                         code: code.trim().to_owned(),
                         params: split_top(params).into_iter().map(str::to_owned).collect(),
@@ -568,7 +628,8 @@ impl Parser {
                             other => return Err(err(format!("unknown implicit message {other}"))),
                         },
                         "field" => {
-                            let field = parse_field(rest, doc, class.default_role, enums).map_err(err)?;
+                            let field =
+                                parse_field(rest, doc, class.default_role, enums).map_err(err)?;
                             class.fields.push(field);
                         }
                         _ => {
@@ -607,8 +668,15 @@ fn attributes(words: &[&str]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-fn parse_field(rest: &str, doc: String, default_role: Role, enums: &[Enum]) -> Result<Field, String> {
-    let (name, rest) = rest.split_once(':').ok_or("want field NAME : TYPE QUALIFIER")?;
+fn parse_field(
+    rest: &str,
+    doc: String,
+    default_role: Role,
+    enums: &[Enum],
+) -> Result<Field, String> {
+    let (name, rest) = rest
+        .split_once(':')
+        .ok_or("want field NAME : TYPE QUALIFIER")?;
     let words: Vec<&str> = rest.split_whitespace().collect();
     let [ty, qualifier, attrs @ ..] = words.as_slice() else {
         return Err("want field NAME : TYPE QUALIFIER".into());
@@ -643,7 +711,9 @@ fn parse_field(rest: &str, doc: String, default_role: Role, enums: &[Enum]) -> R
 }
 
 fn parse_message(rest: &str, doc: String, enums: &[Enum]) -> Result<Message, String> {
-    let (name, rest) = rest.split_once('(').ok_or("want message NAME(params) -> TYPE")?;
+    let (name, rest) = rest
+        .split_once('(')
+        .ok_or("want message NAME(params) -> TYPE")?;
     let (params, rest) = rest.split_once(')').ok_or("missing ) after parameters")?;
     let rest = rest.trim().strip_prefix("->").ok_or("missing -> TYPE")?;
     let words: Vec<&str> = rest.split_whitespace().collect();
@@ -666,7 +736,9 @@ fn parse_message(rest: &str, doc: String, enums: &[Enum]) -> Result<Message, Str
             Some((d, v)) => (d, Some(v)),
             None => (param, None),
         };
-        let (pname, ty) = decl.split_once(':').ok_or_else(|| format!("want NAME: TYPE in {param:?}"))?;
+        let (pname, ty) = decl
+            .split_once(':')
+            .ok_or_else(|| format!("want NAME: TYPE in {param:?}"))?;
         let ty = parse_type(ty, enums)?;
         let default = default.map(|v| parse_literal(v, &ty, enums)).transpose()?;
         message.params.push(Param {
@@ -700,7 +772,12 @@ fn derive_methods(classes: &[Class]) -> BTreeMap<String, Method> {
     let mut methods = BTreeMap::new();
     for class in classes {
         let c = class.name.as_str();
-        let mut add = |name: String, params: Vec<Param>, result: Type, role: Role, kind: MethodKind, doc: String| {
+        let mut add = |name: String,
+                       params: Vec<Param>,
+                       result: Type,
+                       role: Role,
+                       kind: MethodKind,
+                       doc: String| {
             let wire_name = format!("{c}.{name}");
             methods.insert(
                 wire_name.clone(),
@@ -753,10 +830,15 @@ fn derive_methods(classes: &[Class]) -> BTreeMap<String, Method> {
                 add(
                     "get_all_records".into(),
                     vec![],
-                    Type::Map(Box::new(reference.clone()), Box::new(Type::Record(c.to_owned()))),
+                    Type::Map(
+                        Box::new(reference.clone()),
+                        Box::new(Type::Record(c.to_owned())),
+                    ),
                     Role::ReadOnly,
                     MethodKind::GetAllRecords,
-                    format!("Return a map of {c} references to {c} records for all {c}s known to the system."),
+                    format!(
+                        "Return a map of {c} references to {c} records for all {c}s known to the system."
+                    ),
                 );
             }
             if class.has_get_by_name_label {
@@ -824,7 +906,9 @@ fn derive_methods(classes: &[Class]) -> BTreeMap<String, Method> {
                         Type::Void,
                         field.writer,
                         MethodKind::RemoveFromMap(f.to_owned()),
-                        format!("Remove the given key and its corresponding value from the {f} field of the given {c}. If the key is not in that Map, then do nothing."),
+                        format!(
+                            "Remove the given key and its corresponding value from the {f} field of the given {c}. If the key is not in that Map, then do nothing."
+                        ),
                     );
                 }
             }
@@ -879,8 +963,14 @@ mod tests {
         assert!(dm.method("PCI.add_to_other_config").is_some());
         assert!(dm.method("PCI.set_pci_id").is_none());
         assert!(dm.method("session.get_all").is_none());
-        assert!(dm.method("session.get_role").is_none(), "internal fields have no getter");
-        assert_eq!(dm.method("PCI.set_other_config").unwrap().role, Role::PoolOperator);
+        assert!(
+            dm.method("session.get_role").is_none(),
+            "internal fields have no getter"
+        );
+        assert_eq!(
+            dm.method("PCI.set_other_config").unwrap().role,
+            Role::PoolOperator
+        );
         assert_eq!(dm.method("host.set_tags").unwrap().role, Role::VmOperator);
         assert!(dm.method("event.get_record").is_none());
     }
@@ -902,7 +992,8 @@ mod tests {
 
     #[test]
     fn bad_lines_name_their_line() {
-        let err = Datamodel::parse("api_version 2.21\nclass X\n  field a : strin RW\n").unwrap_err();
+        let err =
+            Datamodel::parse("api_version 2.21\nclass X\n  field a : strin RW\n").unwrap_err();
         assert_eq!(err.line, 3);
         let err = Datamodel::parse("api_version 2.21\n  field a : string RW\n").unwrap_err();
         assert_eq!(err.line, 2);

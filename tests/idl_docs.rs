@@ -22,22 +22,44 @@ fn api_reference_matches_idl() {
 fn every_error_the_code_raises_is_declared_with_its_arity() {
     let dm = datamodel();
     for code in ApiError::CODES {
-        assert!(dm.error(code).is_some(), "{code} is raised but not declared in the idl");
+        assert!(
+            dm.error(code).is_some(),
+            "{code} is raised but not declared in the idl"
+        );
     }
     for decl in &dm.errors {
-        assert!(ApiError::CODES.contains(&decl.code.as_str()), "{} is declared but never raised", decl.code);
+        assert!(
+            ApiError::CODES.contains(&decl.code.as_str()),
+            "{} is declared but never raised",
+            decl.code
+        );
     }
     let samples = [
         ApiError::SessionInvalid("x".into()),
         ApiError::handle_invalid("PCI", "r"),
         ApiError::HostNotDisabled,
-        ApiError::MessageParameterCountMismatch { method: "m".into(), expected: 1, received: 0 },
-        ApiError::BootConfigHideListMalformed { value: "v".into(), reason: "r".into() },
-        ApiError::RbacPermissionDenied { permission: "p".into(), message: "m".into() },
+        ApiError::MessageParameterCountMismatch {
+            method: "m".into(),
+            expected: 1,
+            received: 0,
+        },
+        ApiError::BootConfigHideListMalformed {
+            value: "v".into(),
+            reason: "r".into(),
+        },
+        ApiError::RbacPermissionDenied {
+            permission: "p".into(),
+            message: "m".into(),
+        },
     ];
     for e in samples {
         let decl = dm.error(e.code()).unwrap();
-        assert_eq!(decl.params.len(), e.params().len(), "{} arity differs from the idl", e.code());
+        assert_eq!(
+            decl.params.len(),
+            e.params().len(),
+            "{} arity differs from the idl",
+            e.code()
+        );
     }
 }
 
@@ -47,7 +69,12 @@ fn messages_name_declared_errors_and_classes() {
     for class in &dm.classes {
         for m in &class.messages {
             for e in &m.errors {
-                assert!(dm.error(e).is_some(), "{}.{} names undeclared error {e}", class.name, m.name);
+                assert!(
+                    dm.error(e).is_some(),
+                    "{}.{} names undeclared error {e}",
+                    class.name,
+                    m.name
+                );
             }
         }
     }

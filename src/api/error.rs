@@ -21,7 +21,11 @@ pub enum ApiError {
     /// No such method: `[method]`.
     MessageMethodUnknown(String),
     /// Wrong number of parameters: `[method, expected, received]`.
-    MessageParameterCountMismatch { method: String, expected: usize, received: i64 },
+    MessageParameterCountMismatch {
+        method: String,
+        expected: usize,
+        received: i64,
+    },
     /// A parameter of the wrong type: `[field]`, with the reason.
     FieldTypeError { field: String, reason: String },
     /// The session's role is too low: `[permission, message]`.
@@ -29,7 +33,12 @@ pub enum ApiError {
     /// A value that is well-typed but not acceptable: `[field, value]`.
     InvalidValue { field: String, value: String },
     /// `add_to_<map>` with an existing key: `[class, field, ref, key]`.
-    MapDuplicateKey { class: String, field: String, handle: String, key: String },
+    MapDuplicateKey {
+        class: String,
+        field: String,
+        handle: String,
+        key: String,
+    },
     /// Hiding a device on the path of a boot disk: `[device]`.
     BootDevicePassthroughDisallowed(String),
     /// The boot configuration's hide value does not parse: `[value, reason]`.
@@ -113,7 +122,9 @@ impl ApiError {
     /// The error parameters, in declared order.
     pub fn params(&self) -> Vec<String> {
         match self {
-            ApiError::SessionAuthenticationFailed { user, message } => vec![user.clone(), message.clone()],
+            ApiError::SessionAuthenticationFailed { user, message } => {
+                vec![user.clone(), message.clone()]
+            }
             ApiError::SessionInvalid(h)
             | ApiError::MessageMethodUnknown(h)
             | ApiError::BootDevicePassthroughDisallowed(h)
@@ -127,16 +138,30 @@ impl ApiError {
             | ApiError::Internal(h) => vec![h.clone()],
             ApiError::HandleInvalid { class, handle } => vec![class.clone(), handle.clone()],
             ApiError::UuidInvalid { class, uuid } => vec![class.clone(), uuid.clone()],
-            ApiError::MessageParameterCountMismatch { method, expected, received } => {
+            ApiError::MessageParameterCountMismatch {
+                method,
+                expected,
+                received,
+            } => {
                 vec![method.clone(), expected.to_string(), received.to_string()]
             }
             ApiError::FieldTypeError { field, reason } => vec![field.clone(), reason.clone()],
-            ApiError::RbacPermissionDenied { permission, message } => vec![permission.clone(), message.clone()],
+            ApiError::RbacPermissionDenied {
+                permission,
+                message,
+            } => vec![permission.clone(), message.clone()],
             ApiError::InvalidValue { field, value } => vec![field.clone(), value.clone()],
-            ApiError::MapDuplicateKey { class, field, handle, key } => {
+            ApiError::MapDuplicateKey {
+                class,
+                field,
+                handle,
+                key,
+            } => {
                 vec![class.clone(), field.clone(), handle.clone(), key.clone()]
             }
-            ApiError::BootConfigHideListMalformed { value, reason } => vec![value.clone(), reason.clone()],
+            ApiError::BootConfigHideListMalformed { value, reason } => {
+                vec![value.clone(), reason.clone()]
+            }
             ApiError::HostNotDisabled | ApiError::EventsLost => vec![],
         }
     }

@@ -15,7 +15,14 @@ use crate::idl;
 use crate::store::{Change, Event, Operation};
 
 /// The custom messages this module handles.
-pub const MESSAGES: &[&str] = &["from", "register", "unregister", "next", "get_current_id", "inject"];
+pub const MESSAGES: &[&str] = &[
+    "from",
+    "register",
+    "unregister",
+    "next",
+    "get_current_id",
+    "inject",
+];
 
 /// The handler of a custom message.
 pub fn handler(name: &str) -> Option<Handler> {
@@ -69,7 +76,10 @@ fn parse_subscriptions(classes: &[Value]) -> Vec<Subscription> {
         .filter_map(Value::as_str)
         .map(|entry| {
             if entry == "*" {
-                return Subscription { class: None, reference: None };
+                return Subscription {
+                    class: None,
+                    reference: None,
+                };
             }
             let (class, reference) = match entry.split_once('/') {
                 Some((c, r)) => (c, Some(r.to_owned())),
@@ -102,12 +112,16 @@ fn event_value(event: &Event, operation: Operation) -> Value {
     let mut members = vec![
         ("id".to_owned(), Value::String(event.id.to_string())),
         ("timestamp".to_owned(), Value::str("0.0")),
-        ("class".to_owned(), Value::String(event.class.to_lowercase())),
+        (
+            "class".to_owned(),
+            Value::String(event.class.to_lowercase()),
+        ),
         ("operation".to_owned(), Value::str(operation.as_str())),
         ("ref".to_owned(), Value::String(event.reference.clone())),
     ];
     if operation != Operation::Del
-        && let (Some(snapshot), Some(class)) = (&event.snapshot, idl::datamodel().class(&event.class))
+        && let (Some(snapshot), Some(class)) =
+            (&event.snapshot, idl::datamodel().class(&event.class))
     {
         members.push(("snapshot".to_owned(), record(class, snapshot)));
     }
@@ -138,7 +152,10 @@ fn coalesce(events: Vec<Event>) -> Vec<(Event, Operation)> {
             }
         }
     }
-    order.into_iter().filter_map(|r| latest.remove(&r)).collect()
+    order
+        .into_iter()
+        .filter_map(|r| latest.remove(&r))
+        .collect()
 }
 
 fn valid_ref_counts(ctx: &Context) -> Value {
@@ -149,8 +166,15 @@ fn valid_ref_counts(ctx: &Context) -> Value {
             .iter()
             .filter(|c| c.is_stored())
             .map(|c| {
-                let n = counts.iter().find(|(k, _)| *k == c.name).map(|(_, n)| *n).unwrap_or(0);
-                (c.name.to_lowercase(), Value::Int32(i32::try_from(n).unwrap_or(i32::MAX)))
+                let n = counts
+                    .iter()
+                    .find(|(k, _)| *k == c.name)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                (
+                    c.name.to_lowercase(),
+                    Value::Int32(i32::try_from(n).unwrap_or(i32::MAX)),
+                )
             })
             .collect(),
     )
@@ -164,7 +188,9 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
             let owner = e.snapshot.as_ref().map(|s| s.get_str("owner"));
             may_see(caller, &e.class, owner, &e.reference)
         })
-        .filter(|(e, op)| !(e.class == "session" && *op == Operation::Del && e.reference == caller.session))
+        .filter(|(e, op)| {
+            !(e.class == "session" && *op == Operation::Del && e.reference == caller.session)
+        })
         .map(|(e, op)| event_value(&e, op))
         .collect()
 }
@@ -176,7 +202,12 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> Vec<Va
     for class in idl::datamodel().classes.iter().filter(|c| c.is_stored()) {
         for object in ctx.store.all(&class.name) {
             if !matches(subs, &class.name, &object.reference)
-                || !may_see(caller, &class.name, Some(object.get_str("owner")), &object.reference)
+                || !may_see(
+                    caller,
+                    &class.name,
+                    Some(object.get_str("owner")),
+                    &object.reference,
+                )
             {
                 continue;
             }
@@ -275,12 +306,20 @@ fn inject(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture
 }
 
 fn get_current_id(ctx: Arc<Context>, _caller: Caller, _args: Vec<Value>) -> HandlerFuture {
-    Box::pin(async move { Ok(Value::Int(i64::try_from(ctx.store.generation()).unwrap_or(i64::MAX))) })
+    Box::pin(async move {
+        Ok(Value::Int(
+            i64::try_from(ctx.store.generation()).unwrap_or(i64::MAX),
+        ))
+    })
 }
 
 fn class_set(args: &[Value]) -> BTreeSet<String> {
     match args.first() {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_lowercase).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_lowercase)
+            .collect(),
         _ => BTreeSet::new(),
     }
 }
@@ -293,7 +332,9 @@ fn register(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFutur
             .sessions
             .lock()
             .map_err(|_| ApiError::Internal("event registrations poisoned".into()))?;
-        let entry = sessions.entry(caller.session.clone()).or_insert((BTreeSet::new(), generation));
+        let entry = sessions
+            .entry(caller.session.clone())
+            .or_insert((BTreeSet::new(), generation));
         entry.0.extend(class_set(&args));
         Ok(Value::void())
     })
@@ -326,7 +367,12 @@ fn next(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
         let Some((classes, since)) = registration else {
             return Err(ApiError::SessionNotRegistered(caller.session.clone()));
         };
-        let subs: Vec<Subscription> = parse_subscriptions(&classes.iter().map(|c| Value::str(c.as_str())).collect::<Vec<_>>());
+        let subs: Vec<Subscription> = parse_subscriptions(
+            &classes
+                .iter()
+                .map(|c| Value::str(c.as_str()))
+                .collect::<Vec<_>>(),
+        );
         let (raw, generation) = wait_for(&ctx, since, NEXT_WAIT, |events| {
             !batch(&caller, &subs, events.to_vec()).is_empty()
         })
@@ -349,7 +395,10 @@ mod tests {
         assert_eq!(token(10), "00000000000000000010,00000000000000000000");
         assert_eq!(parse_token(&token(10)).unwrap(), Some(10));
         assert_eq!(parse_token("").unwrap(), None);
-        assert!(matches!(parse_token("garbage"), Err(ApiError::EventFromTokenParseFailure(_))));
+        assert!(matches!(
+            parse_token("garbage"),
+            Err(ApiError::EventFromTokenParseFailure(_))
+        ));
     }
 
     #[test]
@@ -359,7 +408,11 @@ mod tests {
         assert!(matches(&subs, "host", "OpaqueRef:h"));
         assert!(!matches(&subs, "host", "OpaqueRef:other"));
         assert!(!matches(&subs, "PGPU", "OpaqueRef:x"));
-        assert!(matches(&parse_subscriptions(&[Value::str("*")]), "task", "r"));
+        assert!(matches(
+            &parse_subscriptions(&[Value::str("*")]),
+            "task",
+            "r"
+        ));
     }
 
     #[test]
@@ -371,7 +424,11 @@ mod tests {
             reference: r.into(),
             snapshot: None,
         };
-        let out = coalesce(vec![e(1, Operation::Add, "a"), e(2, Operation::Mod, "a"), e(3, Operation::Mod, "b")]);
+        let out = coalesce(vec![
+            e(1, Operation::Add, "a"),
+            e(2, Operation::Mod, "a"),
+            e(3, Operation::Mod, "b"),
+        ]);
         let summary: Vec<_> = out.iter().map(|(e, op)| (e.id, *op)).collect();
         assert_eq!(summary, vec![(2, Operation::Add), (3, Operation::Mod)]);
     }

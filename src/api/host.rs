@@ -34,13 +34,25 @@ fn host_arg(ctx: &Context, args: &[Value]) -> Result<String, ApiError> {
 
 fn set_enabled(ctx: &Context, reference: &str, enabled: bool) -> Result<(), ApiError> {
     let allowed = if enabled {
-        Value::strings(["provision", "evacuate", "shutdown", "reboot", "power_on", "vm_start", "vm_resume", "vm_migrate"])
+        Value::strings([
+            "provision",
+            "evacuate",
+            "shutdown",
+            "reboot",
+            "power_on",
+            "vm_start",
+            "vm_resume",
+            "vm_migrate",
+        ])
     } else {
         Value::strings(["shutdown", "reboot", "enable"])
     };
     ctx.store.apply(vec![Change::Update {
         reference: reference.to_owned(),
-        fields: vec![("enabled".into(), Value::Bool(enabled)), ("allowed_operations".into(), allowed)],
+        fields: vec![
+            ("enabled".into(), Value::Bool(enabled)),
+            ("allowed_operations".into(), allowed),
+        ],
     }])?;
     Ok(())
 }
@@ -100,7 +112,9 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
 
 fn reboot_real_host(ctx: &Context, caller: &Caller) -> Result<Value, ApiError> {
     let Some((program, args)) = ctx.config.reboot_command.split_first() else {
-        return Err(ApiError::OperationNotAllowed("no reboot command is configured".into()));
+        return Err(ApiError::OperationNotAllowed(
+            "no reboot command is configured".into(),
+        ));
     };
     tracing::warn!(user = %caller.user, command = ?ctx.config.reboot_command, "rebooting the host");
     crate::host::exec::spawn_detached(program, args)
@@ -129,7 +143,11 @@ fn software_version(hostname: &str) -> Value {
 /// Find or create this host's `host` object and the one-host `pool`;
 /// refresh the fields that describe this build. Returns (host, pool) refs,
 /// stable across restarts.
-pub fn bootstrap(store: &Store, hostname: &str, address: &str) -> Result<(String, String), ApiError> {
+pub fn bootstrap(
+    store: &Store,
+    hostname: &str,
+    address: &str,
+) -> Result<(String, String), ApiError> {
     let (major, minor) = idl::datamodel().api_version;
     let common = vec![
         ("API_version_major", Value::Int(major)),
@@ -138,14 +156,20 @@ pub fn bootstrap(store: &Store, hostname: &str, address: &str) -> Result<(String
         ("software_version", software_version(hostname)),
         ("hostname", Value::str(hostname)),
         ("address", Value::str(address)),
-        ("capabilities", Value::strings(["xen-3.0-x86_64", "hvm-3.0-x86_64"])),
+        (
+            "capabilities",
+            Value::strings(["xen-3.0-x86_64", "hvm-3.0-x86_64"]),
+        ),
     ];
     let mut changes = Vec::new();
     let host_ref = match store.all("host").first() {
         Some(host) => {
             changes.push(Change::Update {
                 reference: host.reference.clone(),
-                fields: common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+                fields: common
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
             });
             host.reference.clone()
         }
@@ -154,7 +178,12 @@ pub fn bootstrap(store: &Store, hostname: &str, address: &str) -> Result<(String
             let mut fields = common.clone();
             fields.push(("name_label", Value::str(hostname)));
             fields.push(("enabled", Value::Bool(true)));
-            changes.push(Change::Create(new_object("host", reference.clone(), db::new_uuid(), fields)));
+            changes.push(Change::Create(new_object(
+                "host",
+                reference.clone(),
+                db::new_uuid(),
+                fields,
+            )));
             reference
         }
     };

@@ -47,7 +47,11 @@ where
 pub fn list_methods() -> Vec<String> {
     let dm = idl::datamodel();
     let mut names: Vec<String> = dm.methods().map(|m| m.wire_name.clone()).collect();
-    names.extend(dm.methods().filter(|m| m.async_ok).map(|m| format!("Async.{}", m.wire_name)));
+    names.extend(
+        dm.methods()
+            .filter(|m| m.async_ok)
+            .map(|m| format!("Async.{}", m.wire_name)),
+    );
     names
 }
 
@@ -65,7 +69,12 @@ fn resolve(name: &str) -> Option<&'static Method> {
 }
 
 /// Call `name` with `params` for a caller from `origin`.
-pub async fn invoke(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin: Origin) -> Result<Value, ApiError> {
+pub async fn invoke(
+    ctx: &Arc<Context>,
+    name: &str,
+    params: Vec<Value>,
+    origin: Origin,
+) -> Result<Value, ApiError> {
     if let Some(inner) = name.strip_prefix("Async.") {
         return invoke_async(ctx, inner, params, origin).await;
     }
@@ -73,8 +82,14 @@ pub async fn invoke(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin: 
     run(ctx.clone(), method, caller, args).await
 }
 
-async fn invoke_async(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin: Origin) -> Result<Value, ApiError> {
-    let method = resolve(name).ok_or_else(|| ApiError::MessageMethodUnknown(format!("Async.{name}")))?;
+async fn invoke_async(
+    ctx: &Arc<Context>,
+    name: &str,
+    params: Vec<Value>,
+    origin: Origin,
+) -> Result<Value, ApiError> {
+    let method =
+        resolve(name).ok_or_else(|| ApiError::MessageMethodUnknown(format!("Async.{name}")))?;
     if !method.async_ok {
         return Err(ApiError::NoAsyncMode(format!(
             "No async mode for this operation (rpc: {})",
@@ -98,7 +113,12 @@ async fn invoke_async(ctx: &Arc<Context>, name: &str, params: Vec<Value>, origin
 
 type Prepared = (&'static Method, Caller, Vec<Value>);
 
-fn prepare(ctx: &Context, name: &str, params: Vec<Value>, origin: Origin) -> Result<Prepared, ApiError> {
+fn prepare(
+    ctx: &Context,
+    name: &str,
+    params: Vec<Value>,
+    origin: Origin,
+) -> Result<Prepared, ApiError> {
     let Some(method) = resolve(name) else {
         // xapi checks the session of an unknown method before saying so.
         if let Some(Value::String(s)) = params.first() {
@@ -127,7 +147,11 @@ fn prepare_unchecked_role(
             received,
         });
     }
-    let session_value = if method.session { Some(params.remove(0)) } else { None };
+    let session_value = if method.session {
+        Some(params.remove(0))
+    } else {
+        None
+    };
     // Extra trailing parameters are ignored, as xapi does.
     params.truncate(method.params.len());
     let mut args = Vec::with_capacity(method.params.len());
@@ -150,7 +174,12 @@ fn prepare_unchecked_role(
     Ok((method, caller, args))
 }
 
-async fn run(ctx: Arc<Context>, method: &'static Method, caller: Caller, args: Vec<Value>) -> Result<Value, ApiError> {
+async fn run(
+    ctx: Arc<Context>,
+    method: &'static Method,
+    caller: Caller,
+    args: Vec<Value>,
+) -> Result<Value, ApiError> {
     match &method.kind {
         MethodKind::Custom => match custom_handler(&method.class, &method.name) {
             Some(handler) => handler(ctx, caller, args).await,
@@ -223,24 +252,43 @@ mod tests {
         assert_eq!(coerce(&Type::Int, Value::str("42")), Ok(Value::Int(42)));
         assert_eq!(coerce(&Type::Float, Value::Int(2)), Ok(Value::Float(2.0)));
         assert_eq!(
-            coerce(&Type::Enum("pci_dom0_access".into()), Value::str("DISABLED")),
+            coerce(
+                &Type::Enum("pci_dom0_access".into()),
+                Value::str("DISABLED")
+            ),
             Ok(Value::str("disabled"))
         );
         assert!(coerce(&Type::Bool, Value::str("true")).is_err());
         assert!(coerce(&Type::String, Value::Int(5)).is_err());
-        assert!(coerce(&Type::Enum("pci_dom0_access".into()), Value::str("disabled_on_reboot")).is_err());
+        assert!(
+            coerce(
+                &Type::Enum("pci_dom0_access".into()),
+                Value::str("disabled_on_reboot")
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn underscore_form_resolves() {
-        assert_eq!(resolve("PCI_get_record").unwrap().wire_name, "PCI.get_record");
+        assert_eq!(
+            resolve("PCI_get_record").unwrap().wire_name,
+            "PCI.get_record"
+        );
         assert!(resolve("PCI.get_recordx").is_none());
     }
 
     #[test]
     fn every_custom_message_has_a_handler() {
-        for m in idl::datamodel().methods().filter(|m| m.kind == MethodKind::Custom) {
-            assert!(custom_handler(&m.class, &m.name).is_some(), "{} has no handler", m.wire_name);
+        for m in idl::datamodel()
+            .methods()
+            .filter(|m| m.kind == MethodKind::Custom)
+        {
+            assert!(
+                custom_handler(&m.class, &m.name).is_some(),
+                "{} has no handler",
+                m.wire_name
+            );
         }
     }
 
@@ -256,7 +304,10 @@ mod tests {
         ] {
             for name in names {
                 let m = idl::datamodel().method(&format!("{class}.{name}"));
-                assert!(m.is_some_and(|m| m.kind == MethodKind::Custom), "{class}.{name} not in idl");
+                assert!(
+                    m.is_some_and(|m| m.kind == MethodKind::Custom),
+                    "{class}.{name} not in idl"
+                );
                 assert!(custom_handler(class, name).is_some());
             }
         }

@@ -27,7 +27,12 @@ pub fn record(class: &Class, object: &Object) -> Value {
 }
 
 /// A complete new object of `class` from the idl defaults and `fields`.
-pub fn new_object(class: &str, reference: String, uuid: String, fields: Vec<(&str, Value)>) -> Object {
+pub fn new_object(
+    class: &str,
+    reference: String,
+    uuid: String,
+    fields: Vec<(&str, Value)>,
+) -> Object {
     let mut object = Object {
         class: class.to_owned(),
         reference,
@@ -67,7 +72,12 @@ fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Objec
         .collect()
 }
 
-fn checked_object(ctx: &Context, caller: &Caller, class: &str, reference: &str) -> Result<Arc<Object>, ApiError> {
+fn checked_object(
+    ctx: &Context,
+    caller: &Caller,
+    class: &str,
+    reference: &str,
+) -> Result<Arc<Object>, ApiError> {
     if class == "PGPU" {
         pgpu::refresh_dom0_access(ctx);
     }
@@ -98,7 +108,10 @@ pub fn implicit(
         .class(class_name)
         .ok_or_else(|| ApiError::Internal(format!("class {class_name} missing from idl")))?;
     match kind {
-        MethodKind::GetRecord => Ok(record(class, &*checked_object(ctx, caller, class_name, arg_str(&args, 0))?)),
+        MethodKind::GetRecord => Ok(record(
+            class,
+            &*checked_object(ctx, caller, class_name, arg_str(&args, 0))?,
+        )),
         MethodKind::GetByUuid => {
             let uuid = arg_str(&args, 0);
             ctx.store
@@ -135,7 +148,11 @@ pub fn implicit(
         MethodKind::GetField(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
             let default = class.field(field).and_then(|f| f.default.clone());
-            Ok(object.get(field).cloned().or(default).unwrap_or_else(Value::void))
+            Ok(object
+                .get(field)
+                .cloned()
+                .or(default)
+                .unwrap_or_else(Value::void))
         }
         MethodKind::SetField(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
@@ -144,7 +161,10 @@ pub fn implicit(
         }
         MethodKind::AddToMap(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
-            let (key, value) = (arg_str(&args, 1).to_owned(), args.get(2).cloned().unwrap_or(Value::Nil));
+            let (key, value) = (
+                arg_str(&args, 1).to_owned(),
+                args.get(2).cloned().unwrap_or(Value::Nil),
+            );
             let mut members = map_members(&object, field);
             if members.iter().any(|(k, _)| *k == key) {
                 return Err(ApiError::MapDuplicateKey {
@@ -164,7 +184,9 @@ pub fn implicit(
             members.retain(|(k, _)| k != key);
             update(ctx, &object, field, Value::Struct(members))
         }
-        MethodKind::Custom => Err(ApiError::Internal("custom message routed as implicit".into())),
+        MethodKind::Custom => Err(ApiError::Internal(
+            "custom message routed as implicit".into(),
+        )),
     }
 }
 

@@ -11,7 +11,11 @@ use crate::domain::{Dom0Access, PciAddress, bootdev};
 use crate::store::Object;
 
 /// The custom messages this module handles.
-pub const MESSAGES: &[&str] = &["disable_dom0_access", "enable_dom0_access", "get_dom0_access_status"];
+pub const MESSAGES: &[&str] = &[
+    "disable_dom0_access",
+    "enable_dom0_access",
+    "get_dom0_access_status",
+];
 
 /// The handler of a custom message.
 pub fn handler(name: &str) -> Option<Handler> {
@@ -31,17 +35,24 @@ pub fn address(pci: &Object) -> Result<PciAddress, ApiError> {
 }
 
 fn self_ref(args: &[Value]) -> String {
-    args.first().and_then(Value::as_str).unwrap_or("").to_owned()
+    args.first()
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Refuse to hide a function dom0 needs to boot.
 pub fn refuse_boot_device(ctx: &Context, addr: &PciAddress) -> Result<(), ApiError> {
     let disks = bootdev::boot_devices(&ctx.host_root).map_err(|e| {
         tracing::warn!("boot devices unknown, refusing to hide {addr}: {e}");
-        ApiError::BootConfigUnavailable("the devices holding the root file system cannot be determined".into())
+        ApiError::BootConfigUnavailable(
+            "the devices holding the root file system cannot be determined".into(),
+        )
     })?;
     if let Some(disk) = bootdev::find_boot_disk_for(&disks, addr) {
-        return Err(ApiError::BootDevicePassthroughDisallowed(disk.block_device.clone()));
+        return Err(ApiError::BootDevicePassthroughDisallowed(
+            disk.block_device.clone(),
+        ));
     }
     Ok(())
 }

@@ -30,11 +30,19 @@ fn pci_of(ctx: &Context, args: &[Value]) -> Result<Arc<Object>, ApiError> {
 }
 
 fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    blocking(ctx, move |ctx| Ok(Value::str(pci::enable(ctx, &*pci_of(ctx, &args)?)?.as_str())))
+    blocking(ctx, move |ctx| {
+        Ok(Value::str(
+            pci::enable(ctx, &*pci_of(ctx, &args)?)?.as_str(),
+        ))
+    })
 }
 
 fn disable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    blocking(ctx, move |ctx| Ok(Value::str(pci::disable(ctx, &*pci_of(ctx, &args)?)?.as_str())))
+    blocking(ctx, move |ctx| {
+        Ok(Value::str(
+            pci::disable(ctx, &*pci_of(ctx, &args)?)?.as_str(),
+        ))
+    })
 }
 
 /// Bring every PGPU's `dom0_access` in line with its PCI's live status.
@@ -47,7 +55,11 @@ pub fn refresh_dom0_access(ctx: &Context) {
     }
     let mut targets = Vec::with_capacity(pgpus.len());
     for pgpu in &pgpus {
-        if let Some(addr) = ctx.store.get_of("PCI", pgpu.get_str("PCI")).and_then(|p| pci::address(&p).ok()) {
+        if let Some(addr) = ctx
+            .store
+            .get_of("PCI", pgpu.get_str("PCI"))
+            .and_then(|p| pci::address(&p).ok())
+        {
             targets.push((pgpu.clone(), addr));
         }
     }

@@ -66,7 +66,10 @@ impl Role {
     /// The roles that hold a permission whose minimum is `minimum`, highest
     /// first, as xapi lists them in RBAC_PERMISSION_DENIED.
     pub fn holders(minimum: Role) -> Vec<Role> {
-        Role::ALL.into_iter().filter(|r| r.allows(minimum)).collect()
+        Role::ALL
+            .into_iter()
+            .filter(|r| r.allows(minimum))
+            .collect()
     }
 }
 
@@ -96,7 +99,10 @@ mod tests {
         assert!(Role::PoolAdmin.allows(Role::PoolOperator));
         assert!(!Role::ReadOnly.allows(Role::PoolOperator));
         assert!(Role::VmOperator.allows(Role::ReadOnly));
-        assert_eq!(Role::holders(Role::PoolOperator), vec![Role::PoolAdmin, Role::PoolOperator]);
+        assert_eq!(
+            Role::holders(Role::PoolOperator),
+            vec![Role::PoolAdmin, Role::PoolOperator]
+        );
         assert_eq!("Pool-Operator".parse::<Role>(), Ok(Role::PoolOperator));
     }
 }

@@ -37,7 +37,9 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// The delay to impose before answering a login attempt for these keys.
     pub fn delay(&self, keys: &[String]) -> Duration {
-        let Ok(failures) = self.failures.lock() else { return Duration::ZERO };
+        let Ok(failures) = self.failures.lock() else {
+            return Duration::ZERO;
+        };
         let count = keys
             .iter()
             .filter_map(|k| failures.get(k))
@@ -48,7 +50,8 @@ impl LoginThrottle {
         if count == 0 {
             Duration::ZERO
         } else {
-            Duration::from_millis(100u64.saturating_mul(1 << count.min(6))).min(Duration::from_secs(5))
+            Duration::from_millis(100u64.saturating_mul(1 << count.min(6)))
+                .min(Duration::from_secs(5))
         }
     }
 
@@ -119,7 +122,15 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
         let (user, password, originator) = (arg(0), arg(1), arg(3));
         let local_root = matches!(caller.origin, Origin::Local(Some(0)));
         let (role, superuser, name) = if local_root {
-            (Role::PoolAdmin, true, if user.is_empty() { "root".to_owned() } else { user.clone() })
+            (
+                Role::PoolAdmin,
+                true,
+                if user.is_empty() {
+                    "root".to_owned()
+                } else {
+                    user.clone()
+                },
+            )
         } else {
             let keys = throttle_keys(&user, &caller.origin);
             let delay = ctx.login_throttle.delay(&keys);
@@ -129,7 +140,9 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
             let verified = tokio::task::spawn_blocking(move || {
-                UsersFile::load(&state_dir).ok().and_then(|users| users.verify(&u, &p))
+                UsersFile::load(&state_dir)
+                    .ok()
+                    .and_then(|users| users.verify(&u, &p))
             })
             .await
             .ok()
@@ -165,7 +178,13 @@ fn throttle_keys(user: &str, origin: &Origin) -> Vec<String> {
 }
 
 /// Create a session for `user` and return its ref.
-pub fn create_session(ctx: &Context, user: &str, role: Role, superuser: bool, originator: &str) -> Result<String, ApiError> {
+pub fn create_session(
+    ctx: &Context,
+    user: &str,
+    role: Role,
+    superuser: bool,
+    originator: &str,
+) -> Result<String, ApiError> {
     let reference = db::new_ref();
     let now = now_datetime();
     let session = new_object(
@@ -195,7 +214,11 @@ pub fn create_session(ctx: &Context, user: &str, role: Role, superuser: bool, or
     if own.len() >= ctx.config.max_sessions_per_user {
         own.sort_by_key(|s| last_active_unix(s));
         let excess = own.len() + 1 - ctx.config.max_sessions_per_user;
-        changes.extend(own.iter().take(excess).map(|s| Change::Delete(s.reference.clone())));
+        changes.extend(
+            own.iter()
+                .take(excess)
+                .map(|s| Change::Delete(s.reference.clone())),
+        );
     }
     ctx.store.apply(changes)?;
     Ok(reference)
@@ -215,8 +238,12 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
     let now = unix_seconds();
     let idle = now.saturating_sub(last_active_unix(&session));
     if idle > ctx.config.session_idle_timeout.as_secs() as i64 {
-        ctx.store.apply(vec![Change::Delete(reference.to_owned())])?;
-        tracing::info!(user = session.get_str("auth_user_name"), "session expired after {idle} s idle");
+        ctx.store
+            .apply(vec![Change::Delete(reference.to_owned())])?;
+        tracing::info!(
+            user = session.get_str("auth_user_name"),
+            "session expired after {idle} s idle"
+        );
         return Err(invalid());
     }
     if idle > LAST_ACTIVE_GRANULARITY.as_secs() as i64 {
@@ -239,7 +266,8 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
 
 fn logout(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
-        ctx.store.apply(vec![Change::Delete(caller.session.clone())])?;
+        ctx.store
+            .apply(vec![Change::Delete(caller.session.clone())])?;
         tracing::info!(user = %caller.user, "session closed");
         Ok(Value::void())
     })
@@ -249,8 +277,12 @@ fn logout(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture
 pub fn invalidate_all(ctx: &Context) -> Result<usize, ApiError> {
     let sessions = ctx.store.all("session");
     let count = sessions.len();
-    ctx.store
-        .apply(sessions.iter().map(|s| Change::Delete(s.reference.clone())).collect())?;
+    ctx.store.apply(
+        sessions
+            .iter()
+            .map(|s| Change::Delete(s.reference.clone()))
+            .collect(),
+    )?;
     Ok(count)
 }
 

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::api::context::Context;
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Value, pgpu};
-use crate::api::context::Context;
 use crate::domain::devices::{self, PciFunction};
 use crate::store::{Change, Object, db};
 
@@ -44,11 +44,26 @@ impl WantedPci {
             ("device_id", Value::String(f.device_id_hex())),
             ("device_name", Value::String(f.names.device.clone())),
             ("pci_id", Value::String(f.address.to_string())),
-            ("subsystem_vendor_id", Value::String(f.subsystem_vendor_id_hex())),
-            ("subsystem_vendor_name", Value::String(f.names.subsystem_vendor.clone())),
-            ("subsystem_device_id", Value::String(f.subsystem_device_id_hex())),
-            ("subsystem_device_name", Value::String(f.names.subsystem_device.clone())),
-            ("driver_name", Value::String(f.driver.clone().unwrap_or_default())),
+            (
+                "subsystem_vendor_id",
+                Value::String(f.subsystem_vendor_id_hex()),
+            ),
+            (
+                "subsystem_vendor_name",
+                Value::String(f.names.subsystem_vendor.clone()),
+            ),
+            (
+                "subsystem_device_id",
+                Value::String(f.subsystem_device_id_hex()),
+            ),
+            (
+                "subsystem_device_name",
+                Value::String(f.names.subsystem_device.clone()),
+            ),
+            (
+                "driver_name",
+                Value::String(f.driver.clone().unwrap_or_default()),
+            ),
         ];
         WantedPci {
             pci_id: f.address.to_string(),
@@ -60,14 +75,23 @@ impl WantedPci {
             ],
             fields,
             physfn: f.physfn.map(|a| a.to_string()),
-            dependencies: devices::dependencies(f, all).iter().map(|a| a.to_string()).collect(),
+            dependencies: devices::dependencies(f, all)
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             pgpu: (f.is_display() && f.physfn.is_none()).then_some(f.boot_vga),
         }
     }
 }
 
 fn identity(o: &Object) -> [String; 4] {
-    ["vendor_id", "device_id", "subsystem_vendor_id", "subsystem_device_id"].map(|k| o.get_str(k).to_owned())
+    [
+        "vendor_id",
+        "device_id",
+        "subsystem_vendor_id",
+        "subsystem_device_id",
+    ]
+    .map(|k| o.get_str(k).to_owned())
 }
 
 fn refs(values: impl IntoIterator<Item = String>) -> Value {
@@ -76,7 +100,12 @@ fn refs(values: impl IntoIterator<Item = String>) -> Value {
 
 /// The changes that make the stored PCI and PGPU objects of `host_ref`
 /// match `wanted`, and the host's `PCIs`/`PGPUs` lists.
-pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Object>], wanted: &[WantedPci]) -> Vec<Change> {
+pub fn plan(
+    host_ref: &str,
+    stored_pcis: &[Arc<Object>],
+    stored_pgpus: &[Arc<Object>],
+    wanted: &[WantedPci],
+) -> Vec<Change> {
     let mut changes = Vec::new();
     let mut by_id: HashMap<&str, &Arc<Object>> = stored_pcis
         .iter()
@@ -95,26 +124,43 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
             }
             None => None,
         };
-        let reference = kept.as_ref().map(|o| o.reference.clone()).unwrap_or_else(db::new_ref);
+        let reference = kept
+            .as_ref()
+            .map(|o| o.reference.clone())
+            .unwrap_or_else(db::new_ref);
         ref_of.insert(w.pci_id.clone(), (reference, kept));
     }
     let reference_for = |pci_id: &str| ref_of.get(pci_id).map(|(r, _)| r.clone());
     // Second pass: full field sets, including relations by ref.
     for w in wanted {
-        let Some((reference, kept)) = ref_of.get(&w.pci_id) else { continue };
+        let Some((reference, kept)) = ref_of.get(&w.pci_id) else {
+            continue;
+        };
         let vfs: Vec<String> = wanted
             .iter()
             .filter(|v| v.physfn.as_deref() == Some(w.pci_id.as_str()))
             .filter_map(|v| reference_for(&v.pci_id))
             .collect();
-        let mut fields: Vec<(String, Value)> = w.fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let mut fields: Vec<(String, Value)> = w
+            .fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         fields.push(("host".into(), Value::str(host_ref)));
         fields.push(("functions".into(), Value::Int(1)));
-        fields.push(("dependencies".into(), refs(w.dependencies.iter().filter_map(|d| reference_for(d)))));
+        fields.push((
+            "dependencies".into(),
+            refs(w.dependencies.iter().filter_map(|d| reference_for(d))),
+        ));
         fields.push(("virtual_functions".into(), refs(vfs)));
         fields.push((
             "physical_function".into(),
-            Value::String(w.physfn.as_deref().and_then(reference_for).unwrap_or_else(|| "OpaqueRef:NULL".into())),
+            Value::String(
+                w.physfn
+                    .as_deref()
+                    .and_then(reference_for)
+                    .unwrap_or_else(|| "OpaqueRef:NULL".into()),
+            ),
         ));
         match kept {
             Some(_) => changes.push(Change::Update {
@@ -122,13 +168,25 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
                 fields,
             }),
             None => {
-                let pairs = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-                changes.push(Change::Create(new_object("PCI", reference.clone(), db::new_uuid(), pairs)));
+                let pairs = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                changes.push(Change::Create(new_object(
+                    "PCI",
+                    reference.clone(),
+                    db::new_uuid(),
+                    pairs,
+                )));
             }
         }
     }
     // Vanished (or replaced) devices.
-    let removed: Vec<String> = by_id.values().map(|o| o.reference.clone()).chain(replaced).collect();
+    let removed: Vec<String> = by_id
+        .values()
+        .map(|o| o.reference.clone())
+        .chain(replaced)
+        .collect();
     changes.extend(removed.iter().map(|r| Change::Delete(r.clone())));
 
     // PGPUs: one per display PCI without a physical function.
@@ -139,7 +197,9 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
         .collect();
     let mut pgpu_refs = Vec::new();
     for w in wanted {
-        let (Some(boot_vga), Some((pci_ref, _))) = (w.pgpu, ref_of.get(&w.pci_id)) else { continue };
+        let (Some(boot_vga), Some((pci_ref, _))) = (w.pgpu, ref_of.get(&w.pci_id)) else {
+            continue;
+        };
         let fields = vec![("is_system_display_device".to_owned(), Value::Bool(boot_vga))];
         match pgpu_by_pci.remove(pci_ref.as_str()) {
             Some(existing) => {
@@ -165,11 +225,18 @@ pub fn plan(host_ref: &str, stored_pcis: &[Arc<Object>], stored_pgpus: &[Arc<Obj
             }
         }
     }
-    changes.extend(pgpu_by_pci.values().map(|p| Change::Delete(p.reference.clone())));
+    changes.extend(
+        pgpu_by_pci
+            .values()
+            .map(|p| Change::Delete(p.reference.clone())),
+    );
     let pci_refs: Vec<String> = ref_of.values().map(|(r, _)| r.clone()).collect();
     changes.push(Change::Update {
         reference: host_ref.to_owned(),
-        fields: vec![("PCIs".into(), refs(pci_refs)), ("PGPUs".into(), refs(pgpu_refs))],
+        fields: vec![
+            ("PCIs".into(), refs(pci_refs)),
+            ("PGPUs".into(), refs(pgpu_refs)),
+        ],
     });
     changes
 }
@@ -180,8 +247,16 @@ pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
     let started = std::time::Instant::now();
     let found = devices::discover(&ctx.host_root);
     let listed: Vec<PciFunction> = found.iter().filter(|f| f.is_listed()).cloned().collect();
-    let wanted: Vec<WantedPci> = listed.iter().map(|f| WantedPci::from_function(f, &listed)).collect();
-    let changes = plan(&ctx.host_ref, &ctx.store.all("PCI"), &ctx.store.all("PGPU"), &wanted);
+    let wanted: Vec<WantedPci> = listed
+        .iter()
+        .map(|f| WantedPci::from_function(f, &listed))
+        .collect();
+    let changes = plan(
+        &ctx.host_ref,
+        &ctx.store.all("PCI"),
+        &ctx.store.all("PGPU"),
+        &wanted,
+    );
     let count = |pred: fn(&Change) -> bool| changes.iter().filter(|c| pred(c)).count();
     let created = count(|c| matches!(c, Change::Create(o) if o.class == "PCI"));
     let destroyed = changes
@@ -235,21 +310,32 @@ mod tests {
     }
 
     fn sync_with(store: &crate::store::Store, w: &[WantedPci]) {
-        apply(store, plan("OpaqueRef:host", &store.all("PCI"), &store.all("PGPU"), w));
+        apply(
+            store,
+            plan("OpaqueRef:host", &store.all("PCI"), &store.all("PGPU"), w),
+        );
     }
 
     fn refs_by_id(store: &crate::store::Store) -> BTreeMap<String, (String, String)> {
         store
             .all("PCI")
             .iter()
-            .map(|o| (o.get_str("pci_id").to_owned(), (o.reference.clone(), o.uuid.clone())))
+            .map(|o| {
+                (
+                    o.get_str("pci_id").to_owned(),
+                    (o.reference.clone(), o.uuid.clone()),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn unchanged_devices_keep_refs_and_uuids() {
         let store = setup();
-        let devices = [wanted("0000:01:00.0", "1eb8", None, Some(false)), wanted("0000:02:00.0", "1234", None, None)];
+        let devices = [
+            wanted("0000:01:00.0", "1eb8", None, Some(false)),
+            wanted("0000:02:00.0", "1234", None, None),
+        ];
         sync_with(&store, &devices);
         let before = refs_by_id(&store);
         let pgpu_before = store.all("PGPU")[0].reference.clone();
@@ -257,40 +343,74 @@ mod tests {
         sync_with(&store, &devices);
         assert_eq!(refs_by_id(&store), before);
         assert_eq!(store.all("PGPU")[0].reference, pgpu_before);
-        assert_eq!(store.generation(), generation, "a sync with nothing new changes nothing");
+        assert_eq!(
+            store.generation(),
+            generation,
+            "a sync with nothing new changes nothing"
+        );
     }
 
     #[test]
     fn added_removed_and_replaced_devices() {
         let store = setup();
-        sync_with(&store, &[wanted("0000:01:00.0", "1eb8", None, Some(false)), wanted("0000:02:00.0", "1234", None, None)]);
+        sync_with(
+            &store,
+            &[
+                wanted("0000:01:00.0", "1eb8", None, Some(false)),
+                wanted("0000:02:00.0", "1234", None, None),
+            ],
+        );
         let before = refs_by_id(&store);
-        sync_with(&store, &[wanted("0000:01:00.0", "2204", None, Some(false)), wanted("0000:03:00.0", "5678", None, None)]);
+        sync_with(
+            &store,
+            &[
+                wanted("0000:01:00.0", "2204", None, Some(false)),
+                wanted("0000:03:00.0", "5678", None, None),
+            ],
+        );
         let after = refs_by_id(&store);
-        assert!(!after.contains_key("0000:02:00.0"), "vanished device destroyed");
-        assert_ne!(after["0000:01:00.0"], before["0000:01:00.0"], "a different device at the same address is new");
+        assert!(
+            !after.contains_key("0000:02:00.0"),
+            "vanished device destroyed"
+        );
+        assert_ne!(
+            after["0000:01:00.0"], before["0000:01:00.0"],
+            "a different device at the same address is new"
+        );
         assert!(after.contains_key("0000:03:00.0"));
         assert_eq!(store.all("PGPU").len(), 1);
         assert_eq!(store.all("PGPU")[0].get_str("PCI"), after["0000:01:00.0"].0);
         let host = store.get("OpaqueRef:host").unwrap();
-        assert_eq!(host.get("PCIs").map(|v| match v { Value::Array(a) => a.len(), _ => 0 }), Some(2));
+        assert_eq!(
+            host.get("PCIs").map(|v| match v {
+                Value::Array(a) => a.len(),
+                _ => 0,
+            }),
+            Some(2)
+        );
     }
 
     #[test]
     fn sriov_relations_both_ways() {
         let store = setup();
-        sync_with(&store, &[
-            wanted("0000:05:00.0", "1572", None, None),
-            wanted("0000:05:02.0", "154c", Some("0000:05:00.0"), None),
-            wanted("0000:05:02.1", "154c", Some("0000:05:00.0"), None),
-        ]);
+        sync_with(
+            &store,
+            &[
+                wanted("0000:05:00.0", "1572", None, None),
+                wanted("0000:05:02.0", "154c", Some("0000:05:00.0"), None),
+                wanted("0000:05:02.1", "154c", Some("0000:05:00.0"), None),
+            ],
+        );
         let ids = refs_by_id(&store);
         let pf = store.get(&ids["0000:05:00.0"].0).unwrap();
         let vf = store.get(&ids["0000:05:02.1"].0).unwrap();
         assert_eq!(vf.get_str("physical_function"), pf.reference);
         assert_eq!(
             pf.get("virtual_functions"),
-            Some(&Value::strings([ids["0000:05:02.0"].0.clone(), ids["0000:05:02.1"].0.clone()]))
+            Some(&Value::strings([
+                ids["0000:05:02.0"].0.clone(),
+                ids["0000:05:02.1"].0.clone()
+            ]))
         );
         assert_eq!(pf.get_str("physical_function"), "OpaqueRef:NULL");
     }

@@ -26,7 +26,12 @@ pub fn handler(name: &str) -> Option<Handler> {
     })
 }
 
-fn new_task(ctx: &Context, caller: &Caller, label: &str, description: &str) -> Result<String, ApiError> {
+fn new_task(
+    ctx: &Context,
+    caller: &Caller,
+    label: &str,
+    description: &str,
+) -> Result<String, ApiError> {
     let reference = db::new_ref();
     let task = new_object(
         "task",
@@ -60,7 +65,9 @@ fn unix_now() -> i64 {
 
 /// Record the outcome of a task's work. A cancelled task stays cancelled.
 pub fn complete(ctx: &Context, reference: &str, outcome: Result<Value, ApiError>) {
-    let Some(task) = ctx.store.get_of("task", reference) else { return };
+    let Some(task) = ctx.store.get_of("task", reference) else {
+        return;
+    };
     if task.get_str("status") != "pending" {
         return;
     }
@@ -73,10 +80,17 @@ pub fn complete(ctx: &Context, reference: &str, outcome: Result<Value, ApiError>
     match outcome {
         Ok(value) => {
             fields.push(("status".into(), Value::str("success")));
-            fields.push(("result".into(), Value::String((ctx.task_result_encoder)(&value))));
+            fields.push((
+                "result".into(),
+                Value::String((ctx.task_result_encoder)(&value)),
+            ));
         }
         Err(error) => {
-            let status = if matches!(error, ApiError::TaskCancelled(_)) { "cancelled" } else { "failure" };
+            let status = if matches!(error, ApiError::TaskCancelled(_)) {
+                "cancelled"
+            } else {
+                "failure"
+            };
             fields.push(("status".into(), Value::str(status)));
             fields.push(("error_info".into(), Value::strings(error.description())));
         }
@@ -102,13 +116,21 @@ fn arg(args: &[Value], i: usize) -> String {
 }
 
 fn create(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    Box::pin(async move { Ok(Value::String(new_task(&ctx, &caller, &arg(&args, 0), &arg(&args, 1))?)) })
+    Box::pin(async move {
+        Ok(Value::String(new_task(
+            &ctx,
+            &caller,
+            &arg(&args, 0),
+            &arg(&args, 1),
+        )?))
+    })
 }
 
 fn destroy(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
         let task = owned_task(&ctx, &caller, &arg(&args, 0))?;
-        ctx.store.apply(vec![Change::Delete(task.reference.clone())])?;
+        ctx.store
+            .apply(vec![Change::Delete(task.reference.clone())])?;
         Ok(Value::void())
     })
 }
@@ -130,7 +152,10 @@ fn cancel(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
                 ("progress".into(), Value::Float(1.0)),
                 ("finished".into(), now_datetime()),
                 ("finished_unix".into(), Value::Int(unix_now())),
-                ("error_info".into(), Value::strings(["TASK_CANCELLED", task.reference.as_str()])),
+                (
+                    "error_info".into(),
+                    Value::strings(["TASK_CANCELLED", task.reference.as_str()]),
+                ),
                 ("allowed_operations".into(), Value::Array(vec![])),
             ],
         }])?;

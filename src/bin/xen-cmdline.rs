@@ -47,7 +47,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "--root" => {
-                let Some(dir) = iter.next() else { return fail("--root needs a directory") };
+                let Some(dir) = iter.next() else {
+                    return fail("--root needs a directory");
+                };
                 root = dir;
                 continue;
             }
@@ -99,7 +101,11 @@ fn get(host: &HostRoot, target: Target, keys: &[String]) -> Result<(), BootConfi
     let config = GrubConfig::parse(&text)?;
     for key in keys {
         match config.get(target, key)? {
-            Some(value) if value.is_empty() && !config.args(target)?.contains(&format!("{key}=")) => println!("{key}"),
+            Some(value)
+                if value.is_empty() && !config.args(target)?.contains(&format!("{key}=")) =>
+            {
+                println!("{key}")
+            }
             Some(value) => println!("{key}={value}"),
             None => {}
         }

@@ -69,7 +69,11 @@ fn state_dir(args: &[String]) -> PathBuf {
 }
 
 /// Run an admin command; `None` when `command` is not one.
-pub fn run(command: &str, args: &[String], stdout: &mut dyn std::io::Write) -> Option<Result<(), AdminError>> {
+pub fn run(
+    command: &str,
+    args: &[String],
+    stdout: &mut dyn std::io::Write,
+) -> Option<Result<(), AdminError>> {
     Some(match command {
         "user-add" => user_add(args),
         "user-del" => user_del(args),
@@ -80,20 +84,27 @@ pub fn run(command: &str, args: &[String], stdout: &mut dyn std::io::Write) -> O
 }
 
 fn user_add(args: &[String]) -> Result<(), AdminError> {
-    let [name] = positional(args)[..] else { return Err(usage("user-add NAME --role ROLE [--state-dir DIR]")) };
+    let [name] = positional(args)[..] else {
+        return Err(usage("user-add NAME --role ROLE [--state-dir DIR]"));
+    };
     let role: Role = option(args, "role")
         .ok_or_else(|| usage("user-add needs --role ROLE"))?
         .parse()
         .map_err(usage)?;
     let mut password = String::new();
-    std::io::stdin().lock().read_line(&mut password).map_err(failure)?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(failure)?;
     let password = password.trim_end_matches(['\n', '\r']);
     let mut users = UsersFile::load(&state_dir(args)).map_err(failure)?;
     users.add(name, role, password).map_err(failure)
 }
 
 fn user_del(args: &[String]) -> Result<(), AdminError> {
-    let [name] = positional(args)[..] else { return Err(usage("user-del NAME [--state-dir DIR]")) };
+    let [name] = positional(args)[..] else {
+        return Err(usage("user-del NAME [--state-dir DIR]"));
+    };
     let mut users = UsersFile::load(&state_dir(args)).map_err(failure)?;
     users.remove(name).map_err(failure)
 }
@@ -109,13 +120,19 @@ fn user_list(args: &[String], stdout: &mut dyn std::io::Write) -> Result<(), Adm
 fn mock_host(args: &[String], stdout: &mut dyn std::io::Write) -> Result<(), AdminError> {
     match positional(args)[..] {
         [action, dir] if action == "create" => {
-            let profile: Profile = option(args, "profile").as_deref().unwrap_or("demo").parse().map_err(usage)?;
+            let profile: Profile = option(args, "profile")
+                .as_deref()
+                .unwrap_or("demo")
+                .parse()
+                .map_err(usage)?;
             mock::create(Path::new(dir), profile).map_err(failure)
         }
         [action, dir] if action == "reboot" => {
             let cmdline = mock_boot::reboot(&HostRoot::new(dir)).map_err(failure)?;
             writeln!(stdout, "{cmdline}").map_err(failure)
         }
-        _ => Err(usage("mock-host create DIR --profile demo|large | mock-host reboot DIR")),
+        _ => Err(usage(
+            "mock-host create DIR --profile demo|large | mock-host reboot DIR",
+        )),
     }
 }

@@ -42,7 +42,9 @@ impl BootConfigError {
     /// A reason fit for a client: no paths.
     pub fn client_reason(&self) -> String {
         match self {
-            BootConfigError::Host(e) if e.is_not_found() => "the boot configuration or /proc/cmdline is missing".into(),
+            BootConfigError::Host(e) if e.is_not_found() => {
+                "the boot configuration or /proc/cmdline is missing".into()
+            }
             BootConfigError::Host(e) => format!("cannot {} the boot configuration", e.op),
             BootConfigError::Grub(e) => e.to_string(),
             BootConfigError::HideListMalformed(e) => e.reason.clone(),
@@ -126,14 +128,19 @@ impl BootConfig for NativeBootConfig {
             let current = config.get(Target::Dom0, key)?;
             Ok(match edit(current.as_deref())? {
                 HideEdit::Unchanged => (None, current),
-                HideEdit::Set(value) => (Some(config.set(Target::Dom0, key, Some(&value))?), Some(value)),
+                HideEdit::Set(value) => (
+                    Some(config.set(Target::Dom0, key, Some(&value))?),
+                    Some(value),
+                ),
                 HideEdit::Delete => (Some(config.delete(Target::Dom0, key)?), None),
             })
         })
     }
 
     fn fingerprint(&self) -> Option<Fingerprint> {
-        boot::locate(&self.host).ok().and_then(|rel| boot::fingerprint(&self.host, rel).ok())
+        boot::locate(&self.host)
+            .ok()
+            .and_then(|rel| boot::fingerprint(&self.host, rel).ok())
     }
 
     fn cacheable(&self) -> bool {
@@ -177,7 +184,9 @@ impl ExecBootConfig {
         match out.code {
             Some(0) => Ok(out.stdout),
             code => Err(BootConfigError::Exec {
-                status: code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed".into()),
+                status: code
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_else(|| "killed".into()),
                 stderr: out.stderr.trim().to_owned(),
             }),
         }
@@ -213,7 +222,9 @@ impl BootConfig for ExecBootConfig {
     }
 
     fn fingerprint(&self) -> Option<Fingerprint> {
-        boot::locate(&self.host).ok().and_then(|rel| boot::fingerprint(&self.host, rel).ok())
+        boot::locate(&self.host)
+            .ok()
+            .and_then(|rel| boot::fingerprint(&self.host, rel).ok())
     }
 }
 
@@ -261,7 +272,11 @@ impl Dom0AccessEngine {
 
     /// The hide list the next boot will use.
     pub fn boot_view(&self) -> Result<HideView, BootConfigError> {
-        let print = if self.cache_boot { self.boot.fingerprint() } else { None };
+        let print = if self.cache_boot {
+            self.boot.fingerprint()
+        } else {
+            None
+        };
         if let Some(print) = print {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((p, view)) = &cache.boot
@@ -293,15 +308,17 @@ impl Dom0AccessEngine {
 
     /// Hide `addr` from dom0 at the next boot; the new status.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
-        self.boot.update_dom0(HIDE_KEY, &mut |current| hide::plan_disable(current, addr))?;
+        self.boot
+            .update_dom0(HIDE_KEY, &mut |current| hide::plan_disable(current, addr))?;
         self.status(addr)
     }
 
     /// Give `addr` back to dom0 at the next boot; the new status.
     pub fn enable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let existing = self.existing_functions();
-        self.boot
-            .update_dom0(HIDE_KEY, &mut |current| hide::plan_enable(current, addr, &existing))?;
+        self.boot.update_dom0(HIDE_KEY, &mut |current| {
+            hide::plan_enable(current, addr, &existing)
+        })?;
         self.status(addr)
     }
 
@@ -317,7 +334,10 @@ impl Dom0AccessEngine {
 
     /// Changes whenever grub.cfg or `/proc/cmdline` changes.
     pub fn fingerprint(&self) -> (Option<Fingerprint>, Option<Fingerprint>) {
-        (self.boot.fingerprint(), procfs::cmdline_fingerprint(&self.host).ok())
+        (
+            self.boot.fingerprint(),
+            procfs::cmdline_fingerprint(&self.host).ok(),
+        )
     }
 }
 
@@ -340,12 +360,17 @@ mod tests {
     #[test]
     fn status_cycle_through_edits_and_reboot() {
         let (dir, host) = host_with(GRUB, "root=LABEL=x ro\n");
-        let engine = Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone());
+        let engine =
+            Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone());
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
         assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
         assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
-        std::fs::write(dir.path().join("proc/cmdline"), "ro xen-pciback.hide=(0000:01:00.0)\n").unwrap();
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "ro xen-pciback.hide=(0000:01:00.0)\n",
+        )
+        .unwrap();
         assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Disabled);
         assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::EnableOnReboot);
         let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
@@ -354,13 +379,22 @@ mod tests {
 
     #[test]
     fn malformed_value_refuses_edits_and_hides_nothing() {
-        let broken = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(0000:01:00.0)(0b::00.1) vga=785");
+        let broken = GRUB.replace(
+            "quiet vga=785",
+            "quiet xen-pciback.hide=(0000:01:00.0)(0b::00.1) vga=785",
+        );
         let (dir, host) = host_with(&broken, "ro\n");
         let engine = Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host);
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
-        assert!(matches!(engine.disable(&gpu), Err(BootConfigError::HideListMalformed(_))));
-        assert_eq!(std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap(), broken);
+        assert!(matches!(
+            engine.disable(&gpu),
+            Err(BootConfigError::HideListMalformed(_))
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap(),
+            broken
+        );
     }
 
     #[test]
@@ -373,7 +407,9 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..8u8 {
                         let addr = PciAddress::new(0, t + 1, i, 0).unwrap();
-                        backend.update_dom0(HIDE_KEY, &mut |c| hide::plan_disable(c, &addr)).unwrap();
+                        backend
+                            .update_dom0(HIDE_KEY, &mut |c| hide::plan_disable(c, &addr))
+                            .unwrap();
                     }
                 })
             })
@@ -382,7 +418,11 @@ mod tests {
             t.join().unwrap();
         }
         let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
-        let value = GrubConfig::parse(&text).unwrap().get(Target::Dom0, HIDE_KEY).unwrap().unwrap();
+        let value = GrubConfig::parse(&text)
+            .unwrap()
+            .get(Target::Dom0, HIDE_KEY)
+            .unwrap()
+            .unwrap();
         assert_eq!(hide::parse_value(&value).unwrap().len(), 32);
     }
 }

@@ -89,7 +89,9 @@ fn unescape(field: &str) -> String {
 
 /// The PCI addresses named in a sysfs device path.
 pub fn pci_functions_in_path(path: &str) -> Vec<PciAddress> {
-    path.split('/').filter_map(|c| c.parse::<PciAddress>().ok()).collect()
+    path.split('/')
+        .filter_map(|c| c.parse::<PciAddress>().ok())
+        .collect()
 }
 
 fn source_name(host: &HostRoot, mount: &Mount) -> Option<String> {
@@ -97,9 +99,17 @@ fn source_name(host: &HostRoot, mount: &Mount) -> Option<String> {
     let from_source = if let Some(dm) = source.strip_prefix("/dev/mapper/") {
         block::dm_device(host, dm)
     } else {
-        source.strip_prefix("/dev/").map(str::to_owned).filter(|n| block::exists(host, n))
+        source
+            .strip_prefix("/dev/")
+            .map(str::to_owned)
+            .filter(|n| block::exists(host, n))
     };
-    from_source.or_else(|| mount.dev.as_deref().and_then(|d| block::by_dev_number(host, d)))
+    from_source.or_else(|| {
+        mount
+            .dev
+            .as_deref()
+            .and_then(|d| block::by_dev_number(host, d))
+    })
 }
 
 /// The disks beneath block device `name`, recursively.
@@ -132,8 +142,12 @@ pub fn boot_devices(host: &HostRoot) -> Result<Vec<BootDisk>, BootDevError> {
     let mut result = Vec::new();
     for point in BOOT_MOUNTS {
         // The last mount on a point is the visible one.
-        let Some(mount) = mounts.iter().rev().find(|m| m.mount_point == point) else { continue };
-        let Some(name) = source_name(host, mount) else { continue };
+        let Some(mount) = mounts.iter().rev().find(|m| m.mount_point == point) else {
+            continue;
+        };
+        let Some(name) = source_name(host, mount) else {
+            continue;
+        };
         let mut found = BTreeSet::new();
         disks(host, &name, 0, &mut found);
         let mut functions = BTreeSet::new();
@@ -165,7 +179,14 @@ mod tests {
     fn parses_mountinfo_and_mounts() {
         let info = "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n23 22 259:1 / /boot/efi rw - vfat /dev/nvme0n1p1 rw\n24 22 0:5 / /mnt/a\\040b rw - tmpfs tmpfs rw\n";
         let m = parse_mounts(MountFormat::MountInfo, info);
-        assert_eq!(m[0], Mount { source: "/dev/nvme0n1p2".into(), mount_point: "/".into(), dev: Some("259:2".into()) });
+        assert_eq!(
+            m[0],
+            Mount {
+                source: "/dev/nvme0n1p2".into(),
+                mount_point: "/".into(),
+                dev: Some("259:2".into())
+            }
+        );
         assert_eq!(m[2].mount_point, "/mnt/a b");
         let m = parse_mounts(MountFormat::Mounts, "/dev/sda1 / ext4 rw 0 0\n");
         assert_eq!(m[0].source, "/dev/sda1");
@@ -174,7 +195,10 @@ mod tests {
     #[test]
     fn path_components_give_every_function() {
         let path = "../../devices/pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0/nvme0n1";
-        let want: Vec<PciAddress> = vec!["0000:00:1d.0".parse().unwrap(), "0000:02:00.0".parse().unwrap()];
+        let want: Vec<PciAddress> = vec![
+            "0000:00:1d.0".parse().unwrap(),
+            "0000:02:00.0".parse().unwrap(),
+        ];
         assert_eq!(pci_functions_in_path(path), want);
     }
 }

@@ -89,8 +89,15 @@ pub fn get_last<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn check_key(key: &str) -> Result<(), CmdlineError> {
-    let ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-,".contains(&b));
-    if ok { Ok(()) } else { Err(CmdlineError::BadKey(key.to_owned())) }
+    let ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-,".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(CmdlineError::BadKey(key.to_owned()))
+    }
 }
 
 /// Refuse values that would change meaning in grub.cfg or on the kernel
@@ -143,7 +150,10 @@ pub fn delete(line: &str, key: &str) -> String {
         cursor = arg.end;
         if out.is_empty() {
             let rest = &line[cursor..];
-            cursor += rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
+            cursor += rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_whitespace())
+                    .len();
         }
     }
     out.push_str(&line[cursor..]);
@@ -175,14 +185,28 @@ mod tests {
     fn names_treat_dash_and_underscore_alike() {
         assert!(param_eq("xen-pciback.hide", "xen_pciback.hide"));
         assert!(!param_eq("pciback.hide", "xen-pciback.hide"));
-        assert_eq!(get_last("xen_pciback.hide=(a) xen-pciback.hide=(b)", "xen-pciback.hide"), Some("(b)"));
+        assert_eq!(
+            get_last(
+                "xen_pciback.hide=(a) xen-pciback.hide=(b)",
+                "xen-pciback.hide"
+            ),
+            Some("(b)")
+        );
     }
 
     #[test]
     fn set_rewrites_last_occurrence_in_place() {
         assert_eq!(set("a=1 b c=2", "b", Some("x")).unwrap(), "a=1 b=x c=2");
         assert_eq!(set("k=1 m k=2 z", "k", Some("3")).unwrap(), "k=1 m k=3 z");
-        assert_eq!(set("root=/dev/sda ro", "xen-pciback.hide", Some("(0000:01:00.0)")).unwrap(), "root=/dev/sda ro xen-pciback.hide=(0000:01:00.0)");
+        assert_eq!(
+            set(
+                "root=/dev/sda ro",
+                "xen-pciback.hide",
+                Some("(0000:01:00.0)")
+            )
+            .unwrap(),
+            "root=/dev/sda ro xen-pciback.hide=(0000:01:00.0)"
+        );
         assert_eq!(set("", "k", Some("v")).unwrap(), "k=v");
     }
 

@@ -56,14 +56,21 @@ pub struct PciFunction {
 pub enum DeviceError {
     /// An attribute is not the number it should be.
     #[error("{device}: attribute {attribute} = {value:?} is not a number")]
-    BadAttribute { device: String, attribute: &'static str, value: String },
+    BadAttribute {
+        device: String,
+        attribute: &'static str,
+        value: String,
+    },
     /// The directory name is not an address.
     #[error("{0} is not a PCI address")]
     BadAddress(String),
 }
 
 fn number(device: &str, attribute: &'static str, value: &str) -> Result<u32, DeviceError> {
-    let digits = value.trim().trim_start_matches("0x").trim_start_matches("0X");
+    let digits = value
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X");
     u32::from_str_radix(digits, 16).map_err(|_| DeviceError::BadAttribute {
         device: device.to_owned(),
         attribute,
@@ -74,10 +81,16 @@ fn number(device: &str, attribute: &'static str, value: &str) -> Result<u32, Dev
 impl PciFunction {
     /// Build a function from raw sysfs text (names left empty).
     pub fn from_raw(raw: &RawPciFunction) -> Result<PciFunction, DeviceError> {
-        let address: PciAddress = raw.name.parse().map_err(|_| DeviceError::BadAddress(raw.name.clone()))?;
+        let address: PciAddress = raw
+            .name
+            .parse()
+            .map_err(|_| DeviceError::BadAddress(raw.name.clone()))?;
         let n = |attribute, value: &str| number(&raw.name, attribute, value);
         let short = |attribute, value: &Option<String>| -> Result<Option<u16>, DeviceError> {
-            value.as_deref().map(|v| n(attribute, v).map(|x| x as u16)).transpose()
+            value
+                .as_deref()
+                .map(|v| n(attribute, v).map(|x| x as u16))
+                .transpose()
         };
         let parse_addr = |s: &String| s.parse::<PciAddress>().ok();
         Ok(PciFunction {
@@ -166,7 +179,9 @@ impl PciFunction {
                 _ => String::new(),
             },
             subsystem_device: match (self.subsystem_vendor_id, self.subsystem_device_id) {
-                (Some(v), Some(d)) if !self.is_bridge() => names.subsystem(self.vendor_id, self.device_id, v, d),
+                (Some(v), Some(d)) if !self.is_bridge() => {
+                    names.subsystem(self.vendor_id, self.device_id, v, d)
+                }
                 _ => String::new(),
             },
         };
@@ -179,7 +194,12 @@ pub fn dependencies(f: &PciFunction, all: &[PciFunction]) -> Vec<PciAddress> {
         return Vec::new();
     }
     all.iter()
-        .filter(|o| o.address != f.address && o.physfn.is_none() && o.is_listed() && o.address.same_slot(&f.address))
+        .filter(|o| {
+            o.address != f.address
+                && o.physfn.is_none()
+                && o.is_listed()
+                && o.address.same_slot(&f.address)
+        })
         .map(|o| o.address)
         .collect()
 }
@@ -225,7 +245,10 @@ mod tests {
     #[test]
     fn formats_ids_like_xapi() {
         let f = PciFunction::from_raw(&raw("0000:3b:00.0", "0x030200")).unwrap();
-        assert_eq!((f.class_id(), f.vendor_id_hex(), f.device_id_hex()), ("0302".into(), "10de".into(), "1eb8".into()));
+        assert_eq!(
+            (f.class_id(), f.vendor_id_hex(), f.device_id_hex()),
+            ("0302".into(), "10de".into(), "1eb8".into())
+        );
         assert_eq!(f.subsystem_device_id_hex(), "12a2");
         assert!(f.is_display() && f.is_listed());
         let bridge = PciFunction::from_raw(&raw("0000:00:01.0", "0x060400")).unwrap();
@@ -237,7 +260,13 @@ mod tests {
     fn bad_attributes_are_errors() {
         let mut r = raw("0000:3b:00.0", "0x030200");
         r.vendor = "zz".into();
-        assert!(matches!(PciFunction::from_raw(&r), Err(DeviceError::BadAttribute { attribute: "vendor", .. })));
+        assert!(matches!(
+            PciFunction::from_raw(&r),
+            Err(DeviceError::BadAttribute {
+                attribute: "vendor",
+                ..
+            })
+        ));
         assert!(PciFunction::from_raw(&raw("garbage", "0x030000")).is_err());
     }
 

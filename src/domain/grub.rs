@@ -21,7 +21,9 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrubError {
     /// No menuentry boots Xen.
-    #[error("grub.cfg has no Xen boot entry (no multiboot2/xen_hypervisor line followed by a module2/xen_module dom0 kernel)")]
+    #[error(
+        "grub.cfg has no Xen boot entry (no multiboot2/xen_hypervisor line followed by a module2/xen_module dom0 kernel)"
+    )]
     NoXenEntry,
     /// `set default=` names an entry that does not exist or is not Xen.
     #[error("the default boot entry ({0}) is not a Xen entry")]
@@ -107,7 +109,9 @@ impl GrubConfig {
             offset += raw.len();
             let line = raw.trim_end_matches(['\n', '\r']);
             let w = words(line);
-            let Some((_, command)) = w.first() else { continue };
+            let Some((_, command)) = w.first() else {
+                continue;
+            };
             if command.starts_with('#') {
                 continue;
             }
@@ -201,7 +205,11 @@ impl GrubConfig {
     /// whose title is the default's base title plus ` (Serial)`.
     fn managed(&self) -> Result<Vec<&Entry>, GrubError> {
         let default = self.default_entry()?;
-        let base = default.title.strip_suffix(" (Serial)").unwrap_or(&default.title).to_owned();
+        let base = default
+            .title
+            .strip_suffix(" (Serial)")
+            .unwrap_or(&default.title)
+            .to_owned();
         let serial = format!("{base} (Serial)");
         Ok(self
             .entries
@@ -212,8 +220,16 @@ impl GrubConfig {
 
     /// The file text after applying `edit` to the arguments of every
     /// managed entry. Bytes outside those arguments are unchanged.
-    pub fn edited(&self, target: Target, edit: impl Fn(&str) -> Result<String, CmdlineError>) -> Result<String, GrubError> {
-        let mut spans: Vec<Span> = self.managed()?.into_iter().filter_map(|e| Self::span(e, target)).collect();
+    pub fn edited(
+        &self,
+        target: Target,
+        edit: impl Fn(&str) -> Result<String, CmdlineError>,
+    ) -> Result<String, GrubError> {
+        let mut spans: Vec<Span> = self
+            .managed()?
+            .into_iter()
+            .filter_map(|e| Self::span(e, target))
+            .collect();
         spans.sort_by_key(|s| s.start);
         let mut out = String::with_capacity(self.text.len() + 64);
         let mut cursor = 0;
@@ -261,34 +277,75 @@ mod tests {
         for text in [XCPNG, XEN_BOOT] {
             let cfg = GrubConfig::parse(text).unwrap();
             assert_eq!(cfg.default_entry().unwrap().title, "XCP-ng");
-            assert_eq!(cfg.get(Target::Dom0, "root").unwrap().as_deref(), Some("LABEL=root-vgdorj"));
-            assert_eq!(cfg.get(Target::Xen, "dom0_mem").unwrap().as_deref(), Some("7584M,max:7584M"));
-            assert!(cfg.args(Target::Dom0).unwrap().ends_with("plymouth.ignore-serial-consoles"));
+            assert_eq!(
+                cfg.get(Target::Dom0, "root").unwrap().as_deref(),
+                Some("LABEL=root-vgdorj")
+            );
+            assert_eq!(
+                cfg.get(Target::Xen, "dom0_mem").unwrap().as_deref(),
+                Some("7584M,max:7584M")
+            );
+            assert!(
+                cfg.args(Target::Dom0)
+                    .unwrap()
+                    .ends_with("plymouth.ignore-serial-consoles")
+            );
             assert_eq!(cfg.get(Target::Dom0, "xen-pciback.hide").unwrap(), None);
         }
     }
 
     #[test]
     fn broken_files_are_refused() {
-        for name in ["xcpng-grub-no-multiboot.cfg", "xcpng-grub-no-hypervisor.cfg", "xcpng-grub-linux.cfg"] {
-            let text = std::fs::read_to_string(format!("{}/tests/fixtures/grub/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            assert_eq!(GrubConfig::parse(&text), Err(GrubError::NoXenEntry), "{name}");
+        for name in [
+            "xcpng-grub-no-multiboot.cfg",
+            "xcpng-grub-no-hypervisor.cfg",
+            "xcpng-grub-linux.cfg",
+        ] {
+            let text = std::fs::read_to_string(format!(
+                "{}/tests/fixtures/grub/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            assert_eq!(
+                GrubConfig::parse(&text),
+                Err(GrubError::NoXenEntry),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn edit_changes_only_the_managed_dom0_lines() {
         let cfg = GrubConfig::parse(XCPNG).unwrap();
-        let out = cfg.set(Target::Dom0, "xen-pciback.hide", Some("(0000:01:00.0)")).unwrap();
-        let changed: Vec<(&str, &str)> = XCPNG.lines().zip(out.lines()).filter(|(a, b)| a != b).collect();
-        assert_eq!(changed.len(), 2, "the XCP-ng and XCP-ng (Serial) dom0 lines");
+        let out = cfg
+            .set(Target::Dom0, "xen-pciback.hide", Some("(0000:01:00.0)"))
+            .unwrap();
+        let changed: Vec<(&str, &str)> = XCPNG
+            .lines()
+            .zip(out.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(
+            changed.len(),
+            2,
+            "the XCP-ng and XCP-ng (Serial) dom0 lines"
+        );
         for (before, after) in changed {
             assert_eq!(format!("{before} xen-pciback.hide=(0000:01:00.0)"), after);
         }
         assert_eq!(XCPNG.lines().count(), out.lines().count());
         let again = GrubConfig::parse(&out).unwrap();
-        assert_eq!(again.get(Target::Dom0, "xen-pciback.hide").unwrap().as_deref(), Some("(0000:01:00.0)"));
-        assert_eq!(again.delete(Target::Dom0, "xen-pciback.hide").unwrap(), XCPNG);
+        assert_eq!(
+            again
+                .get(Target::Dom0, "xen-pciback.hide")
+                .unwrap()
+                .as_deref(),
+            Some("(0000:01:00.0)")
+        );
+        assert_eq!(
+            again.delete(Target::Dom0, "xen-pciback.hide").unwrap(),
+            XCPNG
+        );
     }
 
     #[test]
@@ -297,6 +354,9 @@ mod tests {
         let cfg = GrubConfig::parse(&text).unwrap();
         assert_eq!(cfg.default_entry().unwrap().title, "XCP-ng (Serial)");
         let text = XCPNG.replace("set default=0", "set default=9");
-        assert!(matches!(GrubConfig::parse(&text), Err(GrubError::DefaultNotXen(_))));
+        assert!(matches!(
+            GrubConfig::parse(&text),
+            Err(GrubError::DefaultNotXen(_))
+        ));
     }
 }

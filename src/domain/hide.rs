@@ -9,8 +9,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::domain::cmdline;
 use crate::domain::PciAddress;
+use crate::domain::cmdline;
 
 /// The parameter pcipass manages.
 pub const HIDE_KEY: &str = "xen-pciback.hide";
@@ -66,7 +66,10 @@ struct Spanned {
 }
 
 fn hex_field(text: &str) -> Option<u32> {
-    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -97,7 +100,10 @@ fn parse_entry(inner: &str) -> Result<HideEntry, String> {
         ("*", "*") => (None, None),
         ("*", _) => return Err("a wildcard slot needs a wildcard function".into()),
         (s, "*") => (Some(field(s, 0x1f, "slot")? as u8), None),
-        (s, f) => (Some(field(s, 0x1f, "slot")? as u8), Some(field(f, 7, "function")? as u8)),
+        (s, f) => (
+            Some(field(s, 0x1f, "slot")? as u8),
+            Some(field(f, 7, "function")? as u8),
+        ),
     };
     Ok(HideEntry {
         domain,
@@ -126,7 +132,10 @@ fn parse_spanned(value: &str) -> Result<Vec<Spanned>, HideParseError> {
         if bytes[i] != b'(' {
             return Err(fail(i, "expected '('".into()));
         }
-        let close = value[i..].find(')').ok_or_else(|| fail(i, "missing ')'".into()))? + i;
+        let close = value[i..]
+            .find(')')
+            .ok_or_else(|| fail(i, "missing ')'".into()))?
+            + i;
         let entry = parse_entry(&value[i + 1..close]).map_err(|reason| fail(i, reason))?;
         entries.push(Spanned {
             entry,
@@ -171,7 +180,9 @@ impl HideView {
 
     /// True when the kernel hides `addr` with this list.
     pub fn hides(&self, addr: &PciAddress) -> bool {
-        self.entries.as_ref().is_ok_and(|e| e.iter().any(|x| x.matches(addr)))
+        self.entries
+            .as_ref()
+            .is_ok_and(|e| e.iter().any(|x| x.matches(addr)))
     }
 
     /// The parse error when the value is malformed (the kernel hides nothing).
@@ -205,7 +216,10 @@ pub fn plan_disable(current: Option<&str>, addr: &PciAddress) -> Result<HideEdit
     if entries.iter().any(|e| e.matches(addr)) {
         return Ok(HideEdit::Unchanged);
     }
-    Ok(HideEdit::Set(without_whitespace(&format!("{value}{}", addr.hide_entry()))))
+    Ok(HideEdit::Set(without_whitespace(&format!(
+        "{value}{}",
+        addr.hide_entry()
+    ))))
 }
 
 /// Unhide `addr`: remove every entry covering it; a wildcard is replaced by
@@ -215,7 +229,9 @@ pub fn plan_enable(
     addr: &PciAddress,
     existing: &BTreeSet<PciAddress>,
 ) -> Result<HideEdit, HideParseError> {
-    let Some(value) = current else { return Ok(HideEdit::Unchanged) };
+    let Some(value) = current else {
+        return Ok(HideEdit::Unchanged);
+    };
     let spanned = parse_spanned(value)?;
     if !spanned.iter().any(|s| s.entry.matches(addr)) {
         return Ok(HideEdit::Unchanged);
@@ -233,7 +249,11 @@ pub fn plan_enable(
     }
     out.push_str(&value[cursor..]);
     let out = without_whitespace(&out);
-    if out.is_empty() { Ok(HideEdit::Delete) } else { Ok(HideEdit::Set(out)) }
+    if out.is_empty() {
+        Ok(HideEdit::Delete)
+    } else {
+        Ok(HideEdit::Set(out))
+    }
 }
 
 /// Whitespace between entries is legal for the kernel but cannot be
@@ -268,13 +288,26 @@ mod tests {
             ("(03:*.*)", "0000:04:00.0", false),
         ];
         for (value, addr, hidden) in cases {
-            assert_eq!(HideView::from_value(Some(value)).hides(&a(addr)), hidden, "{value} vs {addr}");
+            assert_eq!(
+                HideView::from_value(Some(value)).hides(&a(addr)),
+                hidden,
+                "{value} vs {addr}"
+            );
         }
     }
 
     #[test]
     fn one_typo_hides_nothing() {
-        for value in ["(0000:03:00.1)(0b::00.1)", "(0000.02:00.3)", "(0000:03:00.1),(0000:04:00.0)", "(0000:03:00.8)", "(0000:03:20.0)", "(0000:03:*.1)", "0000:03:00.1", "(0000:03:00.1"] {
+        for value in [
+            "(0000:03:00.1)(0b::00.1)",
+            "(0000.02:00.3)",
+            "(0000:03:00.1),(0000:04:00.0)",
+            "(0000:03:00.8)",
+            "(0000:03:20.0)",
+            "(0000:03:*.1)",
+            "0000:03:00.1",
+            "(0000:03:00.1",
+        ] {
             let view = HideView::from_value(Some(value));
             assert!(!view.hides(&a("0000:03:00.1")), "{value}");
             assert!(view.malformed().is_some(), "{value}");
@@ -285,7 +318,9 @@ mod tests {
 
     #[test]
     fn last_occurrence_wins_and_legacy_is_ignored() {
-        let view = HideView::from_cmdline("xen-pciback.hide=(0000:01:00.0) ro xen_pciback.hide=(0000:02:00.0) pciback.hide=(0000:03:00.0)");
+        let view = HideView::from_cmdline(
+            "xen-pciback.hide=(0000:01:00.0) ro xen_pciback.hide=(0000:02:00.0) pciback.hide=(0000:03:00.0)",
+        );
         assert!(!view.hides(&a("0000:01:00.0")));
         assert!(view.hides(&a("0000:02:00.0")));
         assert!(!view.hides(&a("0000:03:00.0")));
@@ -295,33 +330,67 @@ mod tests {
     #[test]
     fn disable_appends_canonical_entry_once() {
         let x = a("0000:0a:00.0");
-        assert_eq!(plan_disable(None, &x), Ok(HideEdit::Set("(0000:0a:00.0)".into())));
-        assert_eq!(plan_disable(Some("(01:00.0)"), &x), Ok(HideEdit::Set("(01:00.0)(0000:0a:00.0)".into())));
-        assert_eq!(plan_disable(Some("(0000:0A:00.0)"), &x), Ok(HideEdit::Unchanged));
-        assert_eq!(plan_disable(Some("(0000:0a:*.*)"), &x), Ok(HideEdit::Unchanged));
+        assert_eq!(
+            plan_disable(None, &x),
+            Ok(HideEdit::Set("(0000:0a:00.0)".into()))
+        );
+        assert_eq!(
+            plan_disable(Some("(01:00.0)"), &x),
+            Ok(HideEdit::Set("(01:00.0)(0000:0a:00.0)".into()))
+        );
+        assert_eq!(
+            plan_disable(Some("(0000:0A:00.0)"), &x),
+            Ok(HideEdit::Unchanged)
+        );
+        assert_eq!(
+            plan_disable(Some("(0000:0a:*.*)"), &x),
+            Ok(HideEdit::Unchanged)
+        );
         assert!(plan_disable(Some("(0b::00.1)"), &x).is_err());
     }
 
     #[test]
     fn enable_removes_matches_and_expands_wildcards() {
-        let existing: BTreeSet<PciAddress> = ["0000:03:00.0", "0000:03:00.1", "0000:03:00.2", "0000:04:00.0"].iter().map(|s| a(s)).collect();
+        let existing: BTreeSet<PciAddress> = [
+            "0000:03:00.0",
+            "0000:03:00.1",
+            "0000:03:00.2",
+            "0000:04:00.0",
+        ]
+        .iter()
+        .map(|s| a(s))
+        .collect();
         let x = a("0000:03:00.1");
-        assert_eq!(plan_enable(Some("(0000:03:00.1)"), &x, &existing), Ok(HideEdit::Delete));
         assert_eq!(
-            plan_enable(Some("(04:00.0) (0000:03:00.1) (0000:03:00.1)"), &x, &existing),
+            plan_enable(Some("(0000:03:00.1)"), &x, &existing),
+            Ok(HideEdit::Delete)
+        );
+        assert_eq!(
+            plan_enable(
+                Some("(04:00.0) (0000:03:00.1) (0000:03:00.1)"),
+                &x,
+                &existing
+            ),
             Ok(HideEdit::Set("(04:00.0)".into()))
         );
         assert_eq!(
             plan_enable(Some("(0000:03:00.*)(04:00.0)"), &x, &existing),
-            Ok(HideEdit::Set("(0000:03:00.0)(0000:03:00.2)(04:00.0)".into()))
+            Ok(HideEdit::Set(
+                "(0000:03:00.0)(0000:03:00.2)(04:00.0)".into()
+            ))
         );
-        assert_eq!(plan_enable(Some("(04:00.0)"), &x, &existing), Ok(HideEdit::Unchanged));
+        assert_eq!(
+            plan_enable(Some("(04:00.0)"), &x, &existing),
+            Ok(HideEdit::Unchanged)
+        );
         assert_eq!(plan_enable(None, &x, &existing), Ok(HideEdit::Unchanged));
     }
 
     #[test]
     fn edits_reparse_to_the_intended_set() {
-        let existing: BTreeSet<PciAddress> = (0..4u8).flat_map(|s| (0..3u8).map(move |f| PciAddress::new(0, 5, s, f).unwrap())).collect();
+        let existing: BTreeSet<PciAddress> = (0..4u8)
+            .flat_map(|s| (0..3u8).map(move |f| PciAddress::new(0, 5, s, f).unwrap()))
+            .collect();
         let values = ["(05:*.*)", "(0000:05:01.*)(05:02.2)", "(05:00.0) (05:03.1)"];
         for value in values {
             let before = HideView::from_value(Some(value));

@@ -24,7 +24,10 @@ pub enum MockBootError {
 pub fn reboot(host: &HostRoot) -> Result<String, MockBootError> {
     let (_, text, _) = boot::read(host).map_err(BootConfigError::from)?;
     let config = GrubConfig::parse(&text).map_err(BootConfigError::from)?;
-    let cmdline = config.args(Target::Dom0).map_err(BootConfigError::from)?.to_owned();
+    let cmdline = config
+        .args(Target::Dom0)
+        .map_err(BootConfigError::from)?
+        .to_owned();
     let view = HideView::from_cmdline(&cmdline);
     mock::reboot(host, &cmdline, &|addr| view.hides(addr))?;
     Ok(cmdline)

@@ -70,7 +70,8 @@ fn hex<T: TryFrom<u32>>(text: &str, max_digits: usize, whole: &str) -> Result<T,
     if text.is_empty() || text.len() > max_digits || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(PciAddressError::Malformed(whole.to_owned()));
     }
-    let n = u32::from_str_radix(text, 16).map_err(|_| PciAddressError::Malformed(whole.to_owned()))?;
+    let n =
+        u32::from_str_radix(text, 16).map_err(|_| PciAddressError::Malformed(whole.to_owned()))?;
     T::try_from(n).map_err(|_| PciAddressError::OutOfRange(whole.to_owned()))
 }
 
@@ -90,7 +91,8 @@ impl FromStr for PciAddress {
         let bus = hex::<u8>(parts[0], 2, s)?;
         let slot = hex::<u8>(parts[1], 2, s)?;
         let function = hex::<u8>(function, 1, s)?;
-        PciAddress::new(domain, bus, slot, function).ok_or_else(|| PciAddressError::OutOfRange(s.to_owned()))
+        PciAddress::new(domain, bus, slot, function)
+            .ok_or_else(|| PciAddressError::OutOfRange(s.to_owned()))
     }
 }
 
@@ -109,14 +111,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_components() {
-        for bad in ["", "0000:03:00", "0000:03:20.0", "0000:03:00.8", "0000.03:00.0", "0b::00.1", "00000:03:00.0", "0000:03:00.g"] {
+        for bad in [
+            "",
+            "0000:03:00",
+            "0000:03:20.0",
+            "0000:03:00.8",
+            "0000.03:00.0",
+            "0b::00.1",
+            "00000:03:00.0",
+            "0000:03:00.g",
+        ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad} parsed");
         }
     }
 
     #[test]
     fn orders_by_domain_bus_slot_function() {
-        let mut v: Vec<PciAddress> = ["0001:00:00.0", "0000:03:00.1", "0000:03:00.0"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut v: Vec<PciAddress> = ["0001:00:00.0", "0000:03:00.1", "0000:03:00.0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         v.sort();
         assert_eq!(v[0].to_string(), "0000:03:00.0");
         assert_eq!(v[2].to_string(), "0001:00:00.0");

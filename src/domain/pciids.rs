@@ -17,7 +17,9 @@ pub struct PciIds {
 }
 
 fn hex<T: TryFrom<u32>>(s: &str) -> Option<T> {
-    u32::from_str_radix(s, 16).ok().and_then(|n| T::try_from(n).ok())
+    u32::from_str_radix(s, 16)
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
 }
 
 impl PciIds {
@@ -93,14 +95,20 @@ impl DeviceNames {
     pub fn vendor(&self, vendor: u16) -> String {
         match &self.host {
             Some(ids) => ids.vendors.get(&vendor).cloned().unwrap_or_default(),
-            None => pci_ids::Vendor::from_id(vendor).map(|v| v.name().to_owned()).unwrap_or_default(),
+            None => pci_ids::Vendor::from_id(vendor)
+                .map(|v| v.name().to_owned())
+                .unwrap_or_default(),
         }
     }
 
     /// Device name, "" when unknown.
     pub fn device(&self, vendor: u16, device: u16) -> String {
         match &self.host {
-            Some(ids) => ids.devices.get(&(vendor, device)).cloned().unwrap_or_default(),
+            Some(ids) => ids
+                .devices
+                .get(&(vendor, device))
+                .cloned()
+                .unwrap_or_default(),
             None => pci_ids::Device::from_vid_pid(vendor, device)
                 .map(|d| d.name().to_owned())
                 .unwrap_or_default(),
@@ -110,9 +118,16 @@ impl DeviceNames {
     /// Subsystem name (as libpci gives it), "" when unknown.
     pub fn subsystem(&self, vendor: u16, device: u16, sub_vendor: u16, sub_device: u16) -> String {
         match &self.host {
-            Some(ids) => ids.subsystems.get(&(vendor, device, sub_vendor, sub_device)).cloned().unwrap_or_default(),
+            Some(ids) => ids
+                .subsystems
+                .get(&(vendor, device, sub_vendor, sub_device))
+                .cloned()
+                .unwrap_or_default(),
             None => pci_ids::Device::from_vid_pid(vendor, device)
-                .and_then(|d| d.subsystems().find(|s| s.subvendor() == sub_vendor && s.subdevice() == sub_device))
+                .and_then(|d| {
+                    d.subsystems()
+                        .find(|s| s.subvendor() == sub_vendor && s.subdevice() == sub_device)
+                })
                 .map(|s| s.name().to_owned())
                 .unwrap_or_default(),
         }
@@ -121,7 +136,10 @@ impl DeviceNames {
     /// Class name: the subclass name, else the base class name.
     pub fn class(&self, base: u8, sub: u8) -> String {
         let (subclass, class) = match &self.host {
-            Some(ids) => (ids.subclasses.get(&(base, sub)).cloned(), ids.classes.get(&base).cloned()),
+            Some(ids) => (
+                ids.subclasses.get(&(base, sub)).cloned(),
+                ids.classes.get(&base).cloned(),
+            ),
             None => (
                 pci_ids::Subclass::from_cid_sid(base, sub).map(|s| s.name().to_owned()),
                 pci_ids::Class::from_id(base).map(|c| c.name().to_owned()),

@@ -6,15 +6,20 @@ use crate::host::{HostError, HostRoot};
 
 /// The name of the dm device called `dm_name` (`/dev/mapper/<dm_name>`).
 pub fn dm_device(host: &HostRoot, dm_name: &str) -> Option<String> {
-    host.list_dir("sys/class/block").ok()?.into_iter().find(|dev| {
-        host.read_to_string(&format!("sys/class/block/{dev}/dm/name"))
-            .is_ok_and(|n| n.trim() == dm_name)
-    })
+    host.list_dir("sys/class/block")
+        .ok()?
+        .into_iter()
+        .find(|dev| {
+            host.read_to_string(&format!("sys/class/block/{dev}/dm/name"))
+                .is_ok_and(|n| n.trim() == dm_name)
+        })
 }
 
 /// The block device with `major:minor`.
 pub fn by_dev_number(host: &HostRoot, major_minor: &str) -> Option<String> {
-    let target = host.read_link(&format!("sys/dev/block/{major_minor}")).ok()?;
+    let target = host
+        .read_link(&format!("sys/dev/block/{major_minor}"))
+        .ok()?;
     target.rsplit('/').next().map(str::to_owned)
 }
 
@@ -25,7 +30,8 @@ pub fn exists(host: &HostRoot, name: &str) -> bool {
 
 /// The devices `name` is built on (dm, md), empty for a plain disk.
 pub fn slaves(host: &HostRoot, name: &str) -> Vec<String> {
-    host.list_dir(&format!("sys/class/block/{name}/slaves")).unwrap_or_default()
+    host.list_dir(&format!("sys/class/block/{name}/slaves"))
+        .unwrap_or_default()
 }
 
 /// The disk of a partition (`None` when `name` is not a partition).

@@ -9,7 +9,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use crate::host::{HostError, HostRoot};
 
 /// Where XenServer/XCP-ng keep grub.cfg, in the order xen-cmdline tries them.
-pub const GRUB_CANDIDATES: [&str; 3] = ["boot/efi/EFI/xenserver/grub.cfg", "boot/grub/grub.cfg", "boot/grub2/grub.cfg"];
+pub const GRUB_CANDIDATES: [&str; 3] = [
+    "boot/efi/EFI/xenserver/grub.cfg",
+    "boot/grub/grub.cfg",
+    "boot/grub2/grub.cfg",
+];
 
 /// Identity of a file's content for caching: size, modification time, inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,13 +38,19 @@ pub fn fingerprint(host: &HostRoot, rel: &str) -> Result<Fingerprint, HostError>
 
 /// The host-relative path of grub.cfg (first candidate that exists).
 pub fn locate(host: &HostRoot) -> Result<&'static str, HostError> {
-    GRUB_CANDIDATES.into_iter().find(|c| host.path(c).is_file()).ok_or_else(|| {
-        HostRoot::err(
-            "find",
-            "boot/grub/grub.cfg",
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no grub.cfg in any known location"),
-        )
-    })
+    GRUB_CANDIDATES
+        .into_iter()
+        .find(|c| host.path(c).is_file())
+        .ok_or_else(|| {
+            HostRoot::err(
+                "find",
+                "boot/grub/grub.cfg",
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no grub.cfg in any known location",
+                ),
+            )
+        })
 }
 
 /// Read grub.cfg with its fingerprint.
@@ -77,10 +87,15 @@ pub fn lock(host: &HostRoot) -> Result<BootLock, HostError> {
 pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), HostError> {
     let path = host.path(rel);
     let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.pcipass-tmp-{}", std::process::id()));
     let fail = |op, e| HostRoot::err(op, rel, e);
-    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0o644);
+    let mode = std::fs::metadata(&path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o644);
     let result = (|| {
         let mut file = OpenOptions::new()
             .create(true)
@@ -88,11 +103,15 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
             .write(true)
             .open(&tmp)
             .map_err(|e| fail("create", e))?;
-        file.write_all(text.as_bytes()).map_err(|e| fail("write", e))?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| fail("chmod", e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| fail("write", e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail("chmod", e))?;
         file.sync_all().map_err(|e| fail("fsync", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| fail("rename", e))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| fail("fsync dir", e))
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("fsync dir", e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

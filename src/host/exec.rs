@@ -50,7 +50,11 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
         std::thread::sleep(Duration::from_millis(1));
     };
     let stderr = reader.join().unwrap_or_default();
-    Ok(Output { code, stdout, stderr })
+    Ok(Output {
+        code,
+        stdout,
+        stderr,
+    })
 }
 
 /// Start `program args...` in the background.

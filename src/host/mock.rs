@@ -21,7 +21,10 @@ use crate::host::{HostRoot, MOCK_HOST_MARKER};
 pub enum MockError {
     /// A file could not be written.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The directory is not a mock host.
     #[error("{0} is not a mock host (no {MOCK_HOST_MARKER})")]
     NotMockHost(String),
@@ -80,7 +83,12 @@ impl MockDevice {
     /// A device with defaults for everything but address, ids and class.
     pub fn new(address: &str, vendor: u16, device: u16, class: u32) -> MockDevice {
         MockDevice {
-            address: address.parse().unwrap_or(PciAddress { domain: 0, bus: 0, slot: 0, function: 0 }),
+            address: address.parse().unwrap_or(PciAddress {
+                domain: 0,
+                bus: 0,
+                slot: 0,
+                function: 0,
+            }),
             parent: None,
             vendor,
             device,
@@ -229,7 +237,13 @@ impl MockHostBuilder {
     }
 
     /// Add a disk.
-    pub fn disk(mut self, name: &str, controller: &str, subpath: &str, partitions: &[&str]) -> MockHostBuilder {
+    pub fn disk(
+        mut self,
+        name: &str,
+        controller: &str,
+        subpath: &str,
+        partitions: &[&str],
+    ) -> MockHostBuilder {
         if let Ok(controller) = controller.parse() {
             self.disks.push(MockDisk {
                 name: name.into(),
@@ -242,7 +256,12 @@ impl MockHostBuilder {
     }
 
     /// Add a dm (`dm_name` set) or md device.
-    pub fn virtual_disk(mut self, name: &str, dm_name: Option<&str>, slaves: &[&str]) -> MockHostBuilder {
+    pub fn virtual_disk(
+        mut self,
+        name: &str,
+        dm_name: Option<&str>,
+        slaves: &[&str],
+    ) -> MockHostBuilder {
         self.virtual_disks.push(MockVirtualDisk {
             name: name.into(),
             dm_name: dm_name.map(str::to_owned),
@@ -253,16 +272,21 @@ impl MockHostBuilder {
 
     /// Mount `source` on `point`.
     pub fn mount(mut self, source: &str, point: &str, fstype: &str) -> MockHostBuilder {
-        self.mounts.push((source.into(), point.into(), fstype.into()));
+        self.mounts
+            .push((source.into(), point.into(), fstype.into()));
         self
     }
 
     fn device_dirs(&self) -> BTreeMap<PciAddress, String> {
-        let by_addr: BTreeMap<PciAddress, &MockDevice> = self.devices.iter().map(|d| (d.address, d)).collect();
+        let by_addr: BTreeMap<PciAddress, &MockDevice> =
+            self.devices.iter().map(|d| (d.address, d)).collect();
         let mut dirs = BTreeMap::new();
         for d in &self.devices {
             let mut chain = vec![d.address];
-            let mut cursor = d.parent.or_else(|| d.physfn.and_then(|pf| by_addr.get(&pf).and_then(|p| p.parent)));
+            let mut cursor = d.parent.or_else(|| {
+                d.physfn
+                    .and_then(|pf| by_addr.get(&pf).and_then(|p| p.parent))
+            });
             while let Some(p) = cursor {
                 if chain.contains(&p) || chain.len() > 16 {
                     break;
@@ -315,11 +339,18 @@ impl MockHostBuilder {
             if let Some(vga) = d.boot_vga {
                 write(&dev.join("boot_vga"), if vga { "1\n" } else { "0\n" })?;
             }
-            symlink(&relative("sys/bus/pci/devices", rel), &at(&format!("sys/bus/pci/devices/{}", d.address)))?;
+            symlink(
+                &relative("sys/bus/pci/devices", rel),
+                &at(&format!("sys/bus/pci/devices/{}", d.address)),
+            )?;
             if let Some(driver) = &d.driver {
                 write(&dev.join(".pcipass-driver"), &format!("{driver}\n"))?;
-                std::fs::create_dir_all(at(&format!("sys/bus/pci/drivers/{driver}"))).map_err(io(dir))?;
-                symlink(&relative(rel, &format!("sys/bus/pci/drivers/{driver}")), &dev.join("driver"))?;
+                std::fs::create_dir_all(at(&format!("sys/bus/pci/drivers/{driver}")))
+                    .map_err(io(dir))?;
+                symlink(
+                    &relative(rel, &format!("sys/bus/pci/drivers/{driver}")),
+                    &dev.join("driver"),
+                )?;
             }
             if let Some(pf) = d.physfn.and_then(|pf| dirs.get(&pf)) {
                 symlink(&relative(rel, pf), &dev.join("physfn"))?;
@@ -332,7 +363,9 @@ impl MockHostBuilder {
         let mut minor = 0;
         let mut block_dirs: BTreeMap<String, String> = BTreeMap::new();
         for disk in &self.disks {
-            let Some(ctrl) = dirs.get(&disk.controller) else { continue };
+            let Some(ctrl) = dirs.get(&disk.controller) else {
+                continue;
+            };
             let disk_rel = format!("{ctrl}/{}", disk.subpath);
             block_dirs.insert(disk.name.clone(), disk_rel.clone());
             for part in &disk.partitions {
@@ -340,7 +373,10 @@ impl MockHostBuilder {
             }
         }
         for v in &self.virtual_disks {
-            block_dirs.insert(v.name.clone(), format!("sys/devices/virtual/block/{}", v.name));
+            block_dirs.insert(
+                v.name.clone(),
+                format!("sys/devices/virtual/block/{}", v.name),
+            );
         }
         for (name, rel) in &block_dirs {
             let path = at(rel);
@@ -349,8 +385,14 @@ impl MockHostBuilder {
             if self.disks.iter().any(|d| d.partitions.contains(name)) {
                 write(&path.join("partition"), "1\n")?;
             }
-            symlink(&relative("sys/class/block", rel), &at(&format!("sys/class/block/{name}")))?;
-            symlink(&relative("sys/dev/block", rel), &at(&format!("sys/dev/block/259:{minor}")))?;
+            symlink(
+                &relative("sys/class/block", rel),
+                &at(&format!("sys/class/block/{name}")),
+            )?;
+            symlink(
+                &relative("sys/dev/block", rel),
+                &at(&format!("sys/dev/block/259:{minor}")),
+            )?;
         }
         for v in &self.virtual_disks {
             let path = at(&block_dirs[&v.name]);
@@ -360,13 +402,18 @@ impl MockHostBuilder {
             std::fs::create_dir_all(path.join("slaves")).map_err(io(&path))?;
             for s in &v.slaves {
                 if let Some(target) = block_dirs.get(s) {
-                    symlink(&relative(&block_dirs[&v.name].clone().add_slaves(), target), &path.join("slaves").join(s))?;
+                    symlink(
+                        &relative(&block_dirs[&v.name].clone().add_slaves(), target),
+                        &path.join("slaves").join(s),
+                    )?;
                 }
             }
         }
         let mut mountinfo = String::new();
         for (i, (source, point, fstype)) in self.mounts.iter().enumerate() {
-            let name = source.trim_start_matches("/dev/").trim_start_matches("mapper/");
+            let name = source
+                .trim_start_matches("/dev/")
+                .trim_start_matches("mapper/");
             let dev = block_dirs
                 .get(name)
                 .and_then(|rel| std::fs::read_to_string(at(rel).join("dev")).ok())
@@ -399,24 +446,79 @@ impl SlavesDir for String {
 fn demo_builder() -> MockHostBuilder {
     MockHostBuilder::new()
         .device(MockDevice::new("0000:00:00.0", 0x8086, 0x3e30, 0x060000).driver("skl_uncore"))
-        .device(MockDevice::new("0000:00:02.0", 0x8086, 0x3e92, 0x030000).driver("i915").boot_vga())
+        .device(
+            MockDevice::new("0000:00:02.0", 0x8086, 0x3e92, 0x030000)
+                .driver("i915")
+                .boot_vga(),
+        )
         .device(MockDevice::new("0000:00:01.0", 0x8086, 0x1901, 0x060400).driver("pcieport"))
-        .device(MockDevice::new("0000:01:00.0", 0x10de, 0x1e87, 0x030000).behind("0000:00:01.0").driver("nouveau").subsystem(0x1043, 0x8670))
-        .device(MockDevice::new("0000:01:00.1", 0x10de, 0x10f8, 0x040300).behind("0000:00:01.0").driver("snd_hda_intel").subsystem(0x1043, 0x8670))
+        .device(
+            MockDevice::new("0000:01:00.0", 0x10de, 0x1e87, 0x030000)
+                .behind("0000:00:01.0")
+                .driver("nouveau")
+                .subsystem(0x1043, 0x8670),
+        )
+        .device(
+            MockDevice::new("0000:01:00.1", 0x10de, 0x10f8, 0x040300)
+                .behind("0000:00:01.0")
+                .driver("snd_hda_intel")
+                .subsystem(0x1043, 0x8670),
+        )
         .device(MockDevice::new("0000:00:14.0", 0x8086, 0xa36d, 0x0c0330).driver("xhci_hcd"))
         .device(MockDevice::new("0000:00:17.0", 0x8086, 0xa352, 0x010601).driver("ahci"))
         .device(MockDevice::new("0000:00:1d.0", 0x8086, 0xa330, 0x060400).driver("pcieport"))
-        .device(MockDevice::new("0000:02:00.0", 0x144d, 0xa808, 0x010802).behind("0000:00:1d.0").driver("nvme").subsystem(0x144d, 0xa801))
+        .device(
+            MockDevice::new("0000:02:00.0", 0x144d, 0xa808, 0x010802)
+                .behind("0000:00:1d.0")
+                .driver("nvme")
+                .subsystem(0x144d, 0xa801),
+        )
         .device(MockDevice::new("0000:00:1f.6", 0x8086, 0x15bb, 0x020000).driver("e1000e"))
         .device(MockDevice::new("0000:00:1c.0", 0x8086, 0xa338, 0x060400).driver("pcieport"))
-        .device(MockDevice::new("0000:03:00.0", 0x8086, 0x1572, 0x020000).behind("0000:00:1c.0").driver("i40e").subsystem(0x8086, 0x0001))
-        .device(MockDevice::new("0000:03:00.1", 0x8086, 0x1572, 0x020000).behind("0000:00:1c.0").driver("i40e").subsystem(0x8086, 0x0001))
-        .device(MockDevice::new("0000:03:02.0", 0x8086, 0x154c, 0x020000).vf_of("0000:03:00.0").driver("iavf"))
-        .device(MockDevice::new("0000:03:02.1", 0x8086, 0x154c, 0x020000).vf_of("0000:03:00.0").driver("iavf"))
-        .device(MockDevice::new("0000:03:02.2", 0x8086, 0x154c, 0x020000).vf_of("0000:03:00.0").driver("iavf"))
-        .device(MockDevice::new("0000:03:02.3", 0x8086, 0x154c, 0x020000).vf_of("0000:03:00.0").driver("iavf"))
-        .disk("nvme0n1", "0000:02:00.0", "nvme/nvme0/nvme0n1", &["nvme0n1p1", "nvme0n1p2"])
-        .disk("sda", "0000:00:17.0", "ata1/host0/target0:0:0/0:0:0:0/block/sda", &["sda1"])
+        .device(
+            MockDevice::new("0000:03:00.0", 0x8086, 0x1572, 0x020000)
+                .behind("0000:00:1c.0")
+                .driver("i40e")
+                .subsystem(0x8086, 0x0001),
+        )
+        .device(
+            MockDevice::new("0000:03:00.1", 0x8086, 0x1572, 0x020000)
+                .behind("0000:00:1c.0")
+                .driver("i40e")
+                .subsystem(0x8086, 0x0001),
+        )
+        .device(
+            MockDevice::new("0000:03:02.0", 0x8086, 0x154c, 0x020000)
+                .vf_of("0000:03:00.0")
+                .driver("iavf"),
+        )
+        .device(
+            MockDevice::new("0000:03:02.1", 0x8086, 0x154c, 0x020000)
+                .vf_of("0000:03:00.0")
+                .driver("iavf"),
+        )
+        .device(
+            MockDevice::new("0000:03:02.2", 0x8086, 0x154c, 0x020000)
+                .vf_of("0000:03:00.0")
+                .driver("iavf"),
+        )
+        .device(
+            MockDevice::new("0000:03:02.3", 0x8086, 0x154c, 0x020000)
+                .vf_of("0000:03:00.0")
+                .driver("iavf"),
+        )
+        .disk(
+            "nvme0n1",
+            "0000:02:00.0",
+            "nvme/nvme0/nvme0n1",
+            &["nvme0n1p1", "nvme0n1p2"],
+        )
+        .disk(
+            "sda",
+            "0000:00:17.0",
+            "ata1/host0/target0:0:0/0:0:0:0/block/sda",
+            &["sda1"],
+        )
         .mount("/dev/nvme0n1p2", "/", "ext4")
         .mount("/dev/nvme0n1p1", "/boot/efi", "vfat")
 }
@@ -429,11 +531,16 @@ pub fn profile_builder(profile: Profile) -> MockHostBuilder {
         for nic in 0..32u8 {
             let bus = 0x10 + nic;
             let pf = format!("0000:{bus:02x}:00.0");
-            builder = builder.device(MockDevice::new(&pf, 0x15b3, 0x101b, 0x020000).driver("mlx5_core"));
+            builder =
+                builder.device(MockDevice::new(&pf, 0x15b3, 0x101b, 0x020000).driver("mlx5_core"));
             for vf in 0..127u16 {
                 let devfn = 0x10 + vf;
                 let addr = format!("0000:{bus:02x}:{:02x}.{}", devfn >> 3, devfn & 7);
-                builder = builder.device(MockDevice::new(&addr, 0x15b3, 0x101c, 0x020000).vf_of(&pf).driver("mlx5_core"));
+                builder = builder.device(
+                    MockDevice::new(&addr, 0x15b3, 0x101c, 0x020000)
+                        .vf_of(&pf)
+                        .driver("mlx5_core"),
+                );
             }
         }
     }
@@ -448,24 +555,43 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
 /// Apply a reboot to the tree: `proc/cmdline` becomes `cmdline`, and every
 /// function's `driver` link points at `pciback` when `hidden` says so,
 /// else back at its own driver.
-pub fn reboot(host: &HostRoot, cmdline: &str, hidden: &dyn Fn(&PciAddress) -> bool) -> Result<(), MockError> {
+pub fn reboot(
+    host: &HostRoot,
+    cmdline: &str,
+    hidden: &dyn Fn(&PciAddress) -> bool,
+) -> Result<(), MockError> {
     if !host.is_mock() {
         return Err(MockError::NotMockHost(host.root().display().to_string()));
     }
     write(&host.path("proc/cmdline"), &format!("{cmdline}\n"))?;
     let names = host.list_dir("sys/bus/pci/devices").unwrap_or_default();
     for name in names {
-        let Ok(addr) = name.parse::<PciAddress>() else { continue };
-        let Ok(target) = host.read_link(&format!("sys/bus/pci/devices/{name}")) else { continue };
+        let Ok(addr) = name.parse::<PciAddress>() else {
+            continue;
+        };
+        let Ok(target) = host.read_link(&format!("sys/bus/pci/devices/{name}")) else {
+            continue;
+        };
         let rel = format!("sys/bus/pci/devices/{target}");
         let dev_rel = normalize(&rel);
-        let own = host.read_to_string(&format!("{dev_rel}/.pcipass-driver")).ok().map(|s| s.trim().to_owned());
-        let driver = if hidden(&addr) { Some("pciback".to_owned()) } else { own };
+        let own = host
+            .read_to_string(&format!("{dev_rel}/.pcipass-driver"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let driver = if hidden(&addr) {
+            Some("pciback".to_owned())
+        } else {
+            own
+        };
         let link = host.path(&format!("{dev_rel}/driver"));
         let _ = std::fs::remove_file(&link);
         if let Some(driver) = driver {
-            std::fs::create_dir_all(host.path(&format!("sys/bus/pci/drivers/{driver}"))).map_err(io(&link))?;
-            symlink(&relative(&dev_rel, &format!("sys/bus/pci/drivers/{driver}")), &link)?;
+            std::fs::create_dir_all(host.path(&format!("sys/bus/pci/drivers/{driver}")))
+                .map_err(io(&link))?;
+            symlink(
+                &relative(&dev_rel, &format!("sys/bus/pci/drivers/{driver}")),
+                &link,
+            )?;
         }
     }
     Ok(())
@@ -492,9 +618,15 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(relative("sys/bus/pci/devices", "sys/devices/pci0000:00/0000:00:02.0"), "../../../devices/pci0000:00/0000:00:02.0");
+        assert_eq!(
+            relative("sys/bus/pci/devices", "sys/devices/pci0000:00/0000:00:02.0"),
+            "../../../devices/pci0000:00/0000:00:02.0"
+        );
         assert_eq!(relative("sys/devices/a/b", "sys/devices/a/c"), "../c");
-        assert_eq!(normalize("sys/bus/pci/devices/../../../devices/x"), "sys/devices/x");
+        assert_eq!(
+            normalize("sys/bus/pci/devices/../../../devices/x"),
+            "sys/devices/x"
+        );
     }
 
     #[test]

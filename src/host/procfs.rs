@@ -6,7 +6,10 @@ use crate::host::{HostError, HostRoot};
 
 /// The running kernel's command line (one line, newline trimmed).
 pub fn read_cmdline(host: &HostRoot) -> Result<String, HostError> {
-    Ok(host.read_to_string("proc/cmdline")?.trim_end_matches(['\n', '\0']).to_owned())
+    Ok(host
+        .read_to_string("proc/cmdline")?
+        .trim_end_matches(['\n', '\0'])
+        .to_owned())
 }
 
 /// The fingerprint of `proc/cmdline` (a mock host's changes on reboot; a
@@ -20,7 +23,9 @@ pub fn cmdline_fingerprint(host: &HostRoot) -> Result<Fingerprint, HostError> {
 pub fn read_mountinfo(host: &HostRoot) -> Result<(MountFormat, String), HostError> {
     match host.read_to_string("proc/self/mountinfo") {
         Ok(text) => Ok((MountFormat::MountInfo, text)),
-        Err(e) if e.is_not_found() => Ok((MountFormat::Mounts, host.read_to_string("proc/mounts")?)),
+        Err(e) if e.is_not_found() => {
+            Ok((MountFormat::Mounts, host.read_to_string("proc/mounts")?))
+        }
         Err(e) => Err(e),
     }
 }

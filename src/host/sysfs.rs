@@ -47,12 +47,19 @@ pub fn scan_pci(host: &HostRoot) -> Vec<RawPciFunction> {
             return Vec::new();
         }
     };
-    names.into_iter().filter_map(|name| read_function(host, name)).collect()
+    names
+        .into_iter()
+        .filter_map(|name| read_function(host, name))
+        .collect()
 }
 
 fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {
     let dir = format!("sys/bus/pci/devices/{name}");
-    let attr = |a: &str| host.read_to_string(&format!("{dir}/{a}")).ok().map(|s| s.trim().to_owned());
+    let attr = |a: &str| {
+        host.read_to_string(&format!("{dir}/{a}"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
     let required = |a: &str| match attr(a) {
         Some(v) => Some(v),
         None => {
@@ -61,7 +68,11 @@ fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {
         }
     };
     let (vendor, device, class) = (required("vendor")?, required("device")?, required("class")?);
-    let link = |l: &str| host.read_link(&format!("{dir}/{l}")).ok().map(|t| basename(&t));
+    let link = |l: &str| {
+        host.read_link(&format!("{dir}/{l}"))
+            .ok()
+            .map(|t| basename(&t))
+    };
     let mut virtfns: Vec<(u32, String)> = host
         .list_dir(&dir)
         .unwrap_or_default()

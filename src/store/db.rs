@@ -159,8 +159,10 @@ impl Memory {
             .entry(object.class.clone())
             .or_default()
             .insert(object.reference.clone(), ());
-        self.by_uuid
-            .insert((object.class.clone(), object.uuid.clone()), object.reference.clone());
+        self.by_uuid.insert(
+            (object.class.clone(), object.uuid.clone()),
+            object.reference.clone(),
+        );
         self.objects.insert(object.reference.clone(), object);
     }
 
@@ -169,7 +171,8 @@ impl Memory {
         if let Some(refs) = self.by_class.get_mut(&object.class) {
             refs.remove(reference);
         }
-        self.by_uuid.remove(&(object.class.clone(), object.uuid.clone()));
+        self.by_uuid
+            .remove(&(object.class.clone(), object.uuid.clone()));
         Some(object)
     }
 }
@@ -207,7 +210,8 @@ impl Store {
         migrate(&mut connection)?;
         let mut memory = Memory::default();
         {
-            let mut statement = connection.prepare("SELECT ref, class, uuid, record FROM objects")?;
+            let mut statement =
+                connection.prepare("SELECT ref, class, uuid, record FROM objects")?;
             let rows = statement.query_map([], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -232,7 +236,9 @@ impl Store {
             }
         }
         memory.generation = connection
-            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get::<_, String>(0))
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get::<_, String>(0)
+            })
             .optional()?
             .and_then(|g| g.parse().ok())
             .unwrap_or(0);
@@ -267,18 +273,30 @@ impl Store {
 
     /// Every object of `class`, ordered by ref.
     pub fn all(&self, class: &str) -> Vec<Arc<Object>> {
-        let Ok(memory) = self.read() else { return Vec::new() };
+        let Ok(memory) = self.read() else {
+            return Vec::new();
+        };
         memory
             .by_class
             .get(class)
-            .map(|refs| refs.keys().filter_map(|r| memory.objects.get(r).cloned()).collect())
+            .map(|refs| {
+                refs.keys()
+                    .filter_map(|r| memory.objects.get(r).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Number of objects per class.
     pub fn counts(&self) -> Vec<(String, usize)> {
-        let Ok(memory) = self.read() else { return Vec::new() };
-        let mut counts: Vec<_> = memory.by_class.iter().map(|(c, r)| (c.clone(), r.len())).collect();
+        let Ok(memory) = self.read() else {
+            return Vec::new();
+        };
+        let mut counts: Vec<_> = memory
+            .by_class
+            .iter()
+            .map(|(c, r)| (c.clone(), r.len()))
+            .collect();
         counts.sort();
         counts
     }
@@ -300,11 +318,22 @@ impl Store {
         if since >= memory.generation {
             return Some(Vec::new());
         }
-        let oldest = memory.log.front().map(|e| e.id).unwrap_or(memory.generation + 1);
+        let oldest = memory
+            .log
+            .front()
+            .map(|e| e.id)
+            .unwrap_or(memory.generation + 1);
         if since + 1 < oldest {
             return None;
         }
-        Some(memory.log.iter().filter(|e| e.id > since).cloned().collect())
+        Some(
+            memory
+                .log
+                .iter()
+                .filter(|e| e.id > since)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Apply a batch of changes atomically: all of them reach SQLite and
@@ -317,16 +346,18 @@ impl Store {
         // Compute the new objects against the current memory state. Only
         // this function writes, and it holds the connection lock, so the
         // state cannot move underneath.
-        let mut staged: Vec<(Operation, String, String, Option<Arc<Object>>)> = Vec::with_capacity(changes.len());
+        let mut staged: Vec<(Operation, String, String, Option<Arc<Object>>)> =
+            Vec::with_capacity(changes.len());
         let mut pending: HashMap<String, Option<Arc<Object>>> = HashMap::new();
         {
             let memory = self.read()?;
-            let current = |reference: &str, pending: &HashMap<String, Option<Arc<Object>>>| {
-                match pending.get(reference) {
+            let current =
+                |reference: &str, pending: &HashMap<String, Option<Arc<Object>>>| match pending
+                    .get(reference)
+                {
                     Some(state) => state.clone(),
                     None => memory.objects.get(reference).cloned(),
-                }
-            };
+                };
             for change in changes {
                 match change {
                     Change::Create(object) => {
@@ -334,15 +365,23 @@ impl Store {
                             return Err(StoreError::Duplicate(object.reference));
                         }
                         let key = (object.class.clone(), object.uuid.clone());
-                        if memory.by_uuid.contains_key(&key) && !pending.contains_key(&memory.by_uuid[&key]) {
+                        if memory.by_uuid.contains_key(&key)
+                            && !pending.contains_key(&memory.by_uuid[&key])
+                        {
                             return Err(StoreError::Duplicate(object.uuid));
                         }
                         let object = Arc::new(object);
                         pending.insert(object.reference.clone(), Some(object.clone()));
-                        staged.push((Operation::Add, object.class.clone(), object.reference.clone(), Some(object)));
+                        staged.push((
+                            Operation::Add,
+                            object.class.clone(),
+                            object.reference.clone(),
+                            Some(object),
+                        ));
                     }
                     Change::Update { reference, fields } => {
-                        let old = current(&reference, &pending).ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
+                        let old = current(&reference, &pending)
+                            .ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
                         let mut new = (*old).clone();
                         for (name, value) in fields {
                             new.set(&name, value);
@@ -355,11 +394,18 @@ impl Store {
                         staged.push((Operation::Mod, new.class.clone(), reference, Some(new)));
                     }
                     Change::Touch(reference) => {
-                        let object = current(&reference, &pending).ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
-                        staged.push((Operation::Mod, object.class.clone(), reference, Some(object)));
+                        let object = current(&reference, &pending)
+                            .ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
+                        staged.push((
+                            Operation::Mod,
+                            object.class.clone(),
+                            reference,
+                            Some(object),
+                        ));
                     }
                     Change::Delete(reference) => {
-                        let old = current(&reference, &pending).ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
+                        let old = current(&reference, &pending)
+                            .ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
                         pending.insert(reference.clone(), None);
                         staged.push((Operation::Del, old.class.clone(), reference, None));
                     }
@@ -381,9 +427,11 @@ impl Store {
             for (reference, state) in &pending {
                 match state {
                     Some(object) => {
-                        let record = serde_json::to_string(&object.fields).map_err(|e| StoreError::Corrupt {
-                            reference: reference.clone(),
-                            reason: e.to_string(),
+                        let record = serde_json::to_string(&object.fields).map_err(|e| {
+                            StoreError::Corrupt {
+                                reference: reference.clone(),
+                                reason: e.to_string(),
+                            }
                         })?;
                         upsert.execute(params![reference, object.class, object.uuid, record])?;
                     }
@@ -439,7 +487,10 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::TooNew { found: version, known });
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let transaction = connection.transaction()?;
@@ -469,7 +520,10 @@ mod tests {
             class: "PCI".into(),
             reference: format!("OpaqueRef:{uuid}"),
             uuid: uuid.into(),
-            fields: vec![("uuid".into(), Value::str(uuid)), ("pci_id".into(), Value::str(pci_id))],
+            fields: vec![
+                ("uuid".into(), Value::str(uuid)),
+                ("pci_id".into(), Value::str(pci_id)),
+            ],
         }
     }
 
@@ -479,7 +533,9 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         {
             let store = Store::open(&path).unwrap();
-            store.apply(vec![Change::Create(pci("a", "0000:00:02.0"))]).unwrap();
+            store
+                .apply(vec![Change::Create(pci("a", "0000:00:02.0"))])
+                .unwrap();
             store
                 .apply(vec![Change::Update {
                     reference: "OpaqueRef:a".into(),
@@ -499,12 +555,23 @@ mod tests {
     fn batch_is_atomic_and_logs_events() {
         let store = Store::open_in_memory().unwrap();
         store.apply(vec![Change::Create(pci("a", "x"))]).unwrap();
-        let err = store.apply(vec![Change::Create(pci("b", "y")), Change::Delete("OpaqueRef:nope".into())]);
+        let err = store.apply(vec![
+            Change::Create(pci("b", "y")),
+            Change::Delete("OpaqueRef:nope".into()),
+        ]);
         assert!(matches!(err, Err(StoreError::NoSuchObject(_))));
-        assert!(store.get("OpaqueRef:b").is_none(), "failed batch must not apply partly");
-        store.apply(vec![Change::Delete("OpaqueRef:a".into())]).unwrap();
+        assert!(
+            store.get("OpaqueRef:b").is_none(),
+            "failed batch must not apply partly"
+        );
+        store
+            .apply(vec![Change::Delete("OpaqueRef:a".into())])
+            .unwrap();
         let events = store.events_since(0).unwrap();
-        let ops: Vec<_> = events.iter().map(|e| (e.operation, e.class.as_str())).collect();
+        let ops: Vec<_> = events
+            .iter()
+            .map(|e| (e.operation, e.class.as_str()))
+            .collect();
         assert_eq!(ops, vec![(Operation::Add, "PCI"), (Operation::Del, "PCI")]);
         assert!(store.all("PCI").is_empty());
     }
@@ -530,6 +597,9 @@ mod tests {
             let c = Connection::open(&path).unwrap();
             c.pragma_update(None, "user_version", 99).unwrap();
         }
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

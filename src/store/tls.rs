@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 pub enum TlsMaterialError {
     /// A file cannot be read or written.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// Certificate generation failed.
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(String),
@@ -53,8 +56,10 @@ pub fn self_signed(state_dir: &Path, names: &[String]) -> Result<TlsMaterial, Tl
             let path = path.display().to_string();
             move |source| TlsMaterialError::Io { path, source }
         };
-        super::write_private(&key_path, generated.signing_key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-        super::write_private(&cert_path, generated.cert.pem().as_bytes()).map_err(io(&cert_path))?;
+        super::write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(io(&key_path))?;
+        super::write_private(&cert_path, generated.cert.pem().as_bytes())
+            .map_err(io(&cert_path))?;
         tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
     }
     load(&cert_path, &key_path)

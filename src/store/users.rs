@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::api::Role;
 
@@ -14,7 +14,10 @@ use crate::api::Role;
 pub enum UsersError {
     /// Reading or writing failed.
     #[error("users file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// A line does not parse.
     #[error("users file line {line}: {reason}")]
     Corrupt { line: usize, reason: String },
@@ -54,7 +57,10 @@ pub struct UsersFile {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4E2JXVdGGTRA5Vd2n6gsRmi+aYrYk8Ykl1SxRtGsoUY";
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl UsersFile {
@@ -82,7 +88,8 @@ impl UsersFile {
                 reason: reason.to_owned(),
             };
             let mut parts = line.splitn(3, ':');
-            let (Some(name), Some(role), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(name), Some(role), Some(hash)) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err(corrupt("want name:role:hash"));
             };
             let role = role.parse::<Role>().map_err(|e| corrupt(&e))?;
@@ -103,7 +110,10 @@ impl UsersFile {
 
     /// Every user and role.
     pub fn list(&self) -> Vec<(String, Role)> {
-        self.users.iter().map(|u| (u.name.clone(), u.role)).collect()
+        self.users
+            .iter()
+            .map(|u| (u.name.clone(), u.role))
+            .collect()
     }
 
     /// Add a user and save.
@@ -118,7 +128,8 @@ impl UsersFile {
             return Err(UsersError::Exists(name.to_owned()));
         }
         let salt_bytes: [u8; 16] = rand::random();
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| UsersError::Hash(e.to_string()))?;
+        let salt =
+            SaltString::encode_b64(&salt_bytes).map_err(|e| UsersError::Hash(e.to_string()))?;
         let hash = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| UsersError::Hash(e.to_string()))?
@@ -146,12 +157,16 @@ impl UsersFile {
         let user = self.users.iter().find(|u| u.name == name);
         let hash = user.map(|u| u.hash.as_str()).unwrap_or(DUMMY_HASH);
         let parsed = PasswordHash::new(hash).ok()?;
-        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         user.filter(|_| ok).map(|u| u.role)
     }
 
     fn save(&self) -> Result<(), UsersError> {
-        let mut text = String::from("# pcipass users: name:role:argon2id hash (managed by `pcipass user-add`)\n");
+        let mut text = String::from(
+            "# pcipass users: name:role:argon2id hash (managed by `pcipass user-add`)\n",
+        );
         for u in &self.users {
             text.push_str(&format!("{}:{}:{}\n", u.name, u.role, u.hash));
         }
@@ -171,7 +186,9 @@ pub fn random_password() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..20)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -191,11 +208,20 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("users")).unwrap();
         assert!(!text.contains("s3cret"), "only the hash is stored");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("users")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("users"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mut users = users;
-        assert!(matches!(users.add("alice", Role::ReadOnly, "x"), Err(UsersError::Exists(_))));
-        assert!(matches!(users.add("a:b", Role::ReadOnly, "x"), Err(UsersError::BadName(_))));
+        assert!(matches!(
+            users.add("alice", Role::ReadOnly, "x"),
+            Err(UsersError::Exists(_))
+        ));
+        assert!(matches!(
+            users.add("a:b", Role::ReadOnly, "x"),
+            Err(UsersError::BadName(_))
+        ));
         users.remove("alice").unwrap();
         assert!(matches!(users.remove("alice"), Err(UsersError::Unknown(_))));
     }

@@ -37,7 +37,11 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let result = invoke(&self.ctx, method, params, origin).await;
         match &result {
-            Ok(_) => tracing::debug!(method, elapsed_us = started.elapsed().as_micros() as u64, "call"),
+            Ok(_) => tracing::debug!(
+                method,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "call"
+            ),
             Err(e) => tracing::info!(method, error = e.code(), "call failed"),
         }
         Reply::Result(result)
@@ -57,28 +61,39 @@ pub fn encode_task_result(value: &Value) -> String {
 }
 
 impl RpcHandler for Dispatcher {
-    fn handle(&self, request: RpcRequest) -> std::pin::Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>> {
+    fn handle(
+        &self,
+        request: RpcRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>> {
         Box::pin(async move {
             match request.protocol {
                 Protocol::XmlRpc => {
                     let body = match xmlrpc::parse_call(&request.body) {
-                        Ok(call) => match self.call(&call.method, call.params, &request.peer).await {
+                        Ok(call) => match self.call(&call.method, call.params, &request.peer).await
+                        {
                             Reply::Result(Ok(v)) => xmlrpc::write_success(&v),
                             Reply::Result(Err(e)) => xmlrpc::write_failure(&e.description()),
                             Reply::Bare(v) => xmlrpc::write_bare(&v),
                         },
                         Err(e) => {
                             tracing::info!("unparseable XML-RPC request: {e}");
-                            xmlrpc::write_failure(&ApiError::Internal(format!("XML-RPC request: {e}")).description())
+                            xmlrpc::write_failure(
+                                &ApiError::Internal(format!("XML-RPC request: {e}")).description(),
+                            )
                         }
                     };
                     RpcResponse { body }
                 }
                 Protocol::JsonRpc => {
                     let body = match jsonrpc::parse_request(&request.body) {
-                        Ok(call) => match self.call(&call.method, call.params, &request.peer).await {
-                            Reply::Result(Ok(v)) | Reply::Bare(v) => jsonrpc::write_success(call.version, &call.id, &v),
-                            Reply::Result(Err(e)) => jsonrpc::write_failure(call.version, &call.id, &e.description()),
+                        Ok(call) => match self.call(&call.method, call.params, &request.peer).await
+                        {
+                            Reply::Result(Ok(v)) | Reply::Bare(v) => {
+                                jsonrpc::write_success(call.version, &call.id, &v)
+                            }
+                            Reply::Result(Err(e)) => {
+                                jsonrpc::write_failure(call.version, &call.id, &e.description())
+                            }
                         },
                         Err(e) => {
                             tracing::info!("unparseable JSON-RPC request: {e}");

@@ -119,7 +119,8 @@ pub struct RpcResponse {
 /// What answers RPC requests (the dispatcher).
 pub trait RpcHandler: Send + Sync + 'static {
     /// Answer one request.
-    fn handle(&self, request: RpcRequest) -> Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>>;
+    fn handle(&self, request: RpcRequest)
+    -> Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>>;
 }
 
 /// Why the server could not run.
@@ -127,15 +128,19 @@ pub trait RpcHandler: Send + Sync + 'static {
 pub enum HttpError {
     /// A listener could not be set up.
     #[error("cannot listen on {what}: {source}")]
-    Bind { what: String, source: std::io::Error },
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
     response
 }
 
@@ -162,7 +167,12 @@ async fn route(
         }
         Method::POST => {}
         Method::GET => return Ok(plain(StatusCode::NOT_FOUND, "not found\n")),
-        _ => return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")),
+        _ => {
+            return Ok(plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+            ));
+        }
     }
     let too_large = request
         .headers()
@@ -171,18 +181,33 @@ async fn route(
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > config.max_body_bytes as u64);
     if too_large {
-        return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+        return Ok(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        ));
     }
     let body = Limited::new(request.into_body(), config.max_body_bytes);
     let body = match tokio::time::timeout(config.body_timeout, body.collect()).await {
-        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n")),
+        Err(_) => {
+            return Ok(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            ));
+        }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+            return Ok(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n",
+            ));
         }
         Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST, "request body unreadable\n")),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    let protocol = if path == "/jsonrpc" { Protocol::JsonRpc } else { Protocol::XmlRpc };
+    let protocol = if path == "/jsonrpc" {
+        Protocol::JsonRpc
+    } else {
+        Protocol::XmlRpc
+    };
     let reply = handler
         .handle(RpcRequest {
             protocol,
@@ -197,7 +222,10 @@ async fn route(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(protocol.content_type()),
     );
-    headers.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
+    headers.insert(
+        "access-control-allow-origin",
+        hyper::header::HeaderValue::from_static("*"),
+    );
     Ok(response)
 }
 
@@ -214,7 +242,9 @@ impl Shared {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (config, handler) = (self.config.clone(), self.handler.clone());
-        let service = service_fn(move |request| route(request, peer.clone(), config.clone(), handler.clone()));
+        let service = service_fn(move |request| {
+            route(request, peer.clone(), config.clone(), handler.clone())
+        });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_timeout)
@@ -251,7 +281,10 @@ fn bind_unix(path: &PathBuf, group: Option<&str>) -> Result<UnixListener, HttpEr
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     if let Some(group) = group {
         let gid = group_id(group).ok_or_else(|| {
-            err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group {group}")))
+            err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no group {group}"),
+            ))
         })?;
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(err)?;
     }
@@ -286,15 +319,21 @@ pub async fn serve(
     });
     let mut tcp = Vec::new();
     for addr in &config.listen {
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind {
-            what: addr.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError::Bind {
+                what: addr.to_string(),
+                source,
+            })?;
         let local = listener.local_addr().map_err(|source| HttpError::Bind {
             what: addr.to_string(),
             source,
         })?;
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tcp.push((listener, format!("{scheme}://{local}/")));
     }
     let mut unix = Vec::new();
@@ -309,7 +348,9 @@ pub async fn serve(
         let (shared, mut stop, acceptor) = (shared.clone(), stop_rx.clone(), acceptor.clone());
         accepters.spawn(async move {
             loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let accepted = tokio::select! {
                     a = listener.accept() => a,
                     _ = stop.changed() => return,
@@ -326,7 +367,11 @@ pub async fn serve(
                 match &acceptor {
                     None => shared.serve(stream, Peer::Tcp(addr), permit),
                     Some(acceptor) => {
-                        let (acceptor, shared, limit) = (acceptor.clone(), shared.clone(), shared.config.header_timeout);
+                        let (acceptor, shared, limit) = (
+                            acceptor.clone(),
+                            shared.clone(),
+                            shared.config.header_timeout,
+                        );
                         tokio::spawn(async move {
                             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), permit),
@@ -344,7 +389,9 @@ pub async fn serve(
         let (shared, mut stop) = (shared.clone(), stop_rx.clone());
         accepters.spawn(async move {
             loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let accepted = tokio::select! {
                     a = listener.accept() => a,
                     _ = stop.changed() => return,
@@ -378,7 +425,10 @@ pub async fn serve(
         tracing::warn!("connections still referenced at shutdown");
         return Ok(());
     };
-    if tokio::time::timeout(Duration::from_secs(10), shared.graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), shared.graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight calls did not finish within 10 s; closing");
     }
     Ok(())

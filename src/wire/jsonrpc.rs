@@ -67,7 +67,12 @@ fn to_value(json: Json, depth: usize) -> Result<Value, JsonRpcError> {
             None => Value::Float(n.as_f64().unwrap_or(0.0)),
         },
         Json::String(s) => Value::String(s),
-        Json::Array(items) => Value::Array(items.into_iter().map(|v| to_value(v, depth + 1)).collect::<Result<_, _>>()?),
+        Json::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| to_value(v, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         Json::Object(map) => Value::Struct(
             map.into_iter()
                 .map(|(k, v)| to_value(v, depth + 1).map(|v| (k, v)))
@@ -83,9 +88,16 @@ pub fn to_json(value: &Value) -> Json {
         Value::Int(n) => Json::Number((*n).into()),
         Value::Int32(n) => Json::Number((*n).into()),
         Value::Bool(b) => Json::Bool(*b),
-        Value::Float(x) => Number::from_f64(*x).map(Json::Number).unwrap_or(Json::Number(0.into())),
+        Value::Float(x) => Number::from_f64(*x)
+            .map(Json::Number)
+            .unwrap_or(Json::Number(0.into())),
         Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Struct(members) => Json::Object(members.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<Map<_, _>>()),
+        Value::Struct(members) => Json::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
         Value::Nil => Json::Null,
     }
 }
@@ -94,7 +106,9 @@ pub fn to_json(value: &Value) -> Json {
 pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
     // serde_json's own recursion limit (128) guards the parse itself.
     let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Malformed)?;
-    let Json::Object(mut object) = json else { return Err(JsonRpcError::NoMethod) };
+    let Json::Object(mut object) = json else {
+        return Err(JsonRpcError::NoMethod);
+    };
     let version = match object.remove("jsonrpc") {
         None => Version::V1,
         Some(Json::String(v)) if v == "2.0" => Version::V2,
@@ -104,7 +118,9 @@ pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
         Some(id @ (Json::String(_) | Json::Number(_))) if !id.is_f64() => id,
         _ => return Err(JsonRpcError::BadId),
     };
-    let Some(Json::String(method)) = object.remove("method") else { return Err(JsonRpcError::NoMethod) };
+    let Some(Json::String(method)) = object.remove("method") else {
+        return Err(JsonRpcError::NoMethod);
+    };
     let params = match (version, object.remove("params")) {
         (_, Some(Json::Array(items))) => items,
         (Version::V2, None | Some(Json::Null)) => Vec::new(),
@@ -115,7 +131,10 @@ pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
         version,
         id,
         method,
-        params: params.into_iter().map(|p| to_value(p, 1)).collect::<Result<_, _>>()?,
+        params: params
+            .into_iter()
+            .map(|p| to_value(p, 1))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -133,7 +152,10 @@ pub fn write_failure(version: Version, id: &Json, description: &[String]) -> Vec
     let reply = match version {
         Version::V1 => serde_json::json!({"result": null, "error": description, "id": id}),
         Version::V2 => {
-            let (code, data) = description.split_first().map(|(c, d)| (c.as_str(), d)).unwrap_or(("INTERNAL_ERROR", &[]));
+            let (code, data) = description
+                .split_first()
+                .map(|(c, d)| (c.as_str(), d))
+                .unwrap_or(("INTERNAL_ERROR", &[]));
             serde_json::json!({"jsonrpc": "2.0", "error": {"code": 1, "message": code, "data": data}, "id": id})
         }
     };
@@ -147,7 +169,10 @@ pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
     write_failure(
         Version::V2,
         &Json::Number(0.into()),
-        &["INTERNAL_ERROR".into(), format!("JSON-RPC request: {error}")],
+        &[
+            "INTERNAL_ERROR".into(),
+            format!("JSON-RPC request: {error}"),
+        ],
     )
 }
 
@@ -157,16 +182,39 @@ mod tests {
 
     #[test]
     fn versions_ids_and_params() {
-        let c = parse_request(br#"{"id":0,"jsonrpc":"2.0","method":"event.from","params":["s",["pool"],"t",60.1]}"#).unwrap();
+        let c = parse_request(
+            br#"{"id":0,"jsonrpc":"2.0","method":"event.from","params":["s",["pool"],"t",60.1]}"#,
+        )
+        .unwrap();
         assert_eq!(c.version, Version::V2);
         assert_eq!(c.params[3], Value::Float(60.1));
         let c = parse_request(br#"{"id":"a","method":"m","params":[1]}"#).unwrap();
-        assert_eq!((c.version, c.params.clone()), (Version::V1, vec![Value::Int(1)]));
-        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"m"}"#).unwrap().params, vec![]);
-        assert_eq!(parse_request(br#"{"id":1,"method":"m"}"#), Err(JsonRpcError::BadParams));
-        assert_eq!(parse_request(br#"{"jsonrpc":"1.5","id":1,"method":"m","params":[]}"#), Err(JsonRpcError::BadVersion));
-        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":null,"method":"m"}"#), Err(JsonRpcError::BadId));
-        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#), Err(JsonRpcError::BadId));
+        assert_eq!(
+            (c.version, c.params.clone()),
+            (Version::V1, vec![Value::Int(1)])
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"m"}"#)
+                .unwrap()
+                .params,
+            vec![]
+        );
+        assert_eq!(
+            parse_request(br#"{"id":1,"method":"m"}"#),
+            Err(JsonRpcError::BadParams)
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"1.5","id":1,"method":"m","params":[]}"#),
+            Err(JsonRpcError::BadVersion)
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":null,"method":"m"}"#),
+            Err(JsonRpcError::BadId)
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#),
+            Err(JsonRpcError::BadId)
+        );
         assert_eq!(parse_request(b"{\"id\":1,"), Err(JsonRpcError::Malformed));
     }
 
@@ -177,17 +225,38 @@ mod tests {
             String::from_utf8(write_success(Version::V2, &id, &Value::str("x"))).unwrap(),
             r#"{"id":0,"jsonrpc":"2.0","result":"x"}"#
         );
-        let v2: Json = serde_json::from_slice(&write_failure(Version::V2, &id, &["HANDLE_INVALID".into(), "PCI".into(), "r".into()])).unwrap();
-        assert_eq!(v2, serde_json::json!({"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["PCI","r"]},"id":0}));
-        let v1: Json = serde_json::from_slice(&write_failure(Version::V1, &Json::String("a".into()), &["X".into()])).unwrap();
-        assert_eq!(v1, serde_json::json!({"result":null,"error":["X"],"id":"a"}));
-        let ok: Json = serde_json::from_slice(&write_success(Version::V1, &id, &Value::Int(2))).unwrap();
+        let v2: Json = serde_json::from_slice(&write_failure(
+            Version::V2,
+            &id,
+            &["HANDLE_INVALID".into(), "PCI".into(), "r".into()],
+        ))
+        .unwrap();
+        assert_eq!(
+            v2,
+            serde_json::json!({"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["PCI","r"]},"id":0})
+        );
+        let v1: Json = serde_json::from_slice(&write_failure(
+            Version::V1,
+            &Json::String("a".into()),
+            &["X".into()],
+        ))
+        .unwrap();
+        assert_eq!(
+            v1,
+            serde_json::json!({"result":null,"error":["X"],"id":"a"})
+        );
+        let ok: Json =
+            serde_json::from_slice(&write_success(Version::V1, &id, &Value::Int(2))).unwrap();
         assert_eq!(ok, serde_json::json!({"result":2,"error":null,"id":0}));
     }
 
     #[test]
     fn deep_nesting_is_refused() {
-        let deep = format!(r#"{{"id":1,"method":"m","params":[{}{}]}}"#, "[".repeat(100), "]".repeat(100));
+        let deep = format!(
+            r#"{{"id":1,"method":"m","params":[{}{}]}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
         assert_eq!(parse_request(deep.as_bytes()), Err(JsonRpcError::TooDeep));
     }
 }

@@ -32,7 +32,8 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(name));
     }
-    let key = PrivateKeyDer::from_pem_slice(&material.key_pem).map_err(|_| TlsError::NoKey(name))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&material.key_pem).map_err(|_| TlsError::NoKey(name))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -44,7 +45,15 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
 
 /// SHA-256 fingerprint of the first certificate, `AA:BB:...`.
 pub fn fingerprint(material: &TlsMaterial) -> Option<String> {
-    let cert = CertificateDer::pem_slice_iter(&material.cert_pem).next()?.ok()?;
+    let cert = CertificateDer::pem_slice_iter(&material.cert_pem)
+        .next()?
+        .ok()?;
     let digest = Sha256::digest(cert.as_ref());
-    Some(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+    Some(
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }

@@ -35,7 +35,8 @@ const EMPTY_NAME: &str = "\u{E000}pcipass-empty-name\u{E000}";
 /// Rewrite the forms dxr rejects into ones it reads.
 fn smooth(text: &str) -> std::borrow::Cow<'_, str> {
     let needs_z = text.contains("Z</dateTime.iso8601>");
-    let needs_name = text.contains("<name></name>") || text.contains("<name/>") || text.contains("<name />");
+    let needs_name =
+        text.contains("<name></name>") || text.contains("<name/>") || text.contains("<name />");
     if !needs_z && !needs_name {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -126,7 +127,11 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(n.to_string().as_bytes());
             out.extend_from_slice(b"</i4>");
         }
-        Value::Bool(b) => out.extend_from_slice(if *b { b"<boolean>1</boolean>" } else { b"<boolean>0</boolean>" }),
+        Value::Bool(b) => out.extend_from_slice(if *b {
+            b"<boolean>1</boolean>"
+        } else {
+            b"<boolean>0</boolean>"
+        }),
         Value::Float(x) => {
             out.extend_from_slice(b"<double>");
             write_float(*x, out);
@@ -219,20 +224,35 @@ mod tests {
 
     #[test]
     fn xen_orchestra_compact_request() {
-        let call = parse("<?xml version=\"1.0\" encoding=\"UTF-8\"?><methodCall><methodName>system.listMethods</methodName><params /></methodCall>");
+        let call = parse(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><methodCall><methodName>system.listMethods</methodName><params /></methodCall>",
+        );
         assert!(call.params.is_empty());
-        let call = parse("<methodCall><methodName>event.from</methodName><params><param><value>s</value></param><param><value><array><data><value>pool</value></data></array></value></param><param><value></value></param><param><value><double>60.1</double></value></param><param><value><nil /></value></param></params></methodCall>");
+        let call = parse(
+            "<methodCall><methodName>event.from</methodName><params><param><value>s</value></param><param><value><array><data><value>pool</value></data></array></value></param><param><value></value></param><param><value><double>60.1</double></value></param><param><value><nil /></value></param></params></methodCall>",
+        );
         assert_eq!(
             call.params,
-            vec![Value::str("s"), Value::strings(["pool"]), Value::str(""), Value::Float(60.1), Value::Nil]
+            vec![
+                Value::str("s"),
+                Value::strings(["pool"]),
+                Value::str(""),
+                Value::Float(60.1),
+                Value::Nil
+            ]
         );
     }
 
     #[test]
     fn xapi_forms_dxr_rejects() {
-        let call = parse("<methodCall><methodName>m</methodName><params><param><value><dateTime.iso8601>20240101T00:00:00Z</dateTime.iso8601></value></param><param><value><struct><member><name></name><value>v</value></member></struct></value></param><param><value><i8>9000000000</i8></value></param></params></methodCall>");
+        let call = parse(
+            "<methodCall><methodName>m</methodName><params><param><value><dateTime.iso8601>20240101T00:00:00Z</dateTime.iso8601></value></param><param><value><struct><member><name></name><value>v</value></member></struct></value></param><param><value><i8>9000000000</i8></value></param></params></methodCall>",
+        );
         assert_eq!(call.params[0], Value::DateTime("20240101T00:00:00Z".into()));
-        assert_eq!(call.params[1], Value::Struct(vec![(String::new(), Value::str("v"))]));
+        assert_eq!(
+            call.params[1],
+            Value::Struct(vec![(String::new(), Value::str("v"))])
+        );
         assert_eq!(call.params[2], Value::Int(9_000_000_000));
     }
 
@@ -243,7 +263,11 @@ mod tests {
         assert_eq!(err, XmlRpcError::Malformed);
         let bomb = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]><methodCall><methodName>&b;</methodName><params/></methodCall>";
         assert!(parse_call(bomb.as_bytes()).is_err());
-        let deep = format!("<methodCall><methodName>m</methodName><params><param>{}{}</param></params></methodCall>", "<value><array><data>".repeat(500), "</data></array></value>".repeat(500));
+        let deep = format!(
+            "<methodCall><methodName>m</methodName><params><param>{}{}</param></params></methodCall>",
+            "<value><array><data>".repeat(500),
+            "</data></array></value>".repeat(500)
+        );
         assert!(parse_call(deep.as_bytes()).is_err());
     }
 
@@ -262,9 +286,16 @@ mod tests {
             out,
             "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value><struct><member><name>s</name><value>a&lt;b&amp;c</value></member><member><name>e</name><value></value></member><member><name>n</name><value>2</value></member><member><name>c</name><value><i4>3</i4></value></member><member><name>b</name><value><boolean>1</boolean></value></member><member><name>l</name><value><array><data></data></array></value></member></struct></value></member></struct></value></param></params></methodResponse>"
         );
-        let fail = String::from_utf8(write_failure(&["HANDLE_INVALID".into(), "PCI".into(), "x".into()])).unwrap();
+        let fail = String::from_utf8(write_failure(&[
+            "HANDLE_INVALID".into(),
+            "PCI".into(),
+            "x".into(),
+        ]))
+        .unwrap();
         assert!(fail.contains("<value>Failure</value>"));
-        assert!(fail.contains("<data><value>HANDLE_INVALID</value><value>PCI</value><value>x</value></data>"));
+        assert!(fail.contains(
+            "<data><value>HANDLE_INVALID</value><value>PCI</value><value>x</value></data>"
+        ));
     }
 
     #[test]
@@ -276,13 +307,24 @@ mod tests {
 
     #[test]
     fn round_trip_through_our_parser() {
-        let v = Value::Struct(vec![("k".into(), Value::strings(["x", "  y  "])), ("".into(), Value::Float(1.5))]);
+        let v = Value::Struct(vec![
+            ("k".into(), Value::strings(["x", "  y  "])),
+            ("".into(), Value::Float(1.5)),
+        ]);
         let mut body = b"<methodCall><methodName>m</methodName><params><param>".to_vec();
         write_value(&v, &mut body);
         body.extend_from_slice(b"</param></params></methodCall>");
         let call = parse_call(&body).unwrap();
-        let Value::Struct(mut members) = call.params[0].clone() else { panic!() };
+        let Value::Struct(mut members) = call.params[0].clone() else {
+            panic!()
+        };
         members.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(members, vec![("".into(), Value::Float(1.5)), ("k".into(), Value::strings(["x", "  y  "]))]);
+        assert_eq!(
+            members,
+            vec![
+                ("".into(), Value::Float(1.5)),
+                ("k".into(), Value::strings(["x", "  y  "]))
+            ]
+        );
     }
 }
