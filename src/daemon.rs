@@ -170,6 +170,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// The TLS configuration for the TCP listeners, if TLS is asked for.
+fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, DaemonError> {
+    let material = match (&settings.tls_cert, &settings.tls_key, settings.tls_self_signed) {
+        (Some(cert), Some(key), _) => crate::store::tls::load(cert, key).map_err(state_err)?,
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()).into());
+        }
+        (None, None, true) => {
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            crate::store::tls::self_signed(&settings.state_dir(), &names).map_err(state_err)?
+        }
+        (None, None, false) => return Ok(None),
+    };
+    if let Some(fingerprint) = crate::wire::tls::fingerprint(&material) {
+        println!("tls certificate sha256 fingerprint {fingerprint}");
+    }
+    let config = crate::wire::tls::server_config(&material).map_err(state_err)?;
+    Ok(Some(config))
+}
+
 /// Run the daemon until SIGTERM.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let listen = settings.listen_addrs()?;
@@ -183,7 +203,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             println!("demo: url http://{addr}/ user {user} password {password}");
         }
     }
+    let tls = tls_config(&settings)?;
     let http_config = HttpConfig {
+        tls,
         listen,
         unix: settings.unix_sockets(),
         unix_group: settings.unix_group.clone(),

@@ -77,7 +77,7 @@ class Daemon:
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError("pcipassd exited: " + (self.workdir / "pcipassd.log").read_text()[-2000:])
-            m = re.search(r"listening on (http://\S+)", line)
+            m = re.search(r"listening on (https?://\S+)", line)
             if m:
                 self.url = m.group(1).rstrip("/") + "/"
             if "listening on unix:" in line:

@@ -175,3 +175,46 @@ def test_body_that_never_finishes_does_not_block_others(daemon):
     assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
     assert time.time() - started < 5
     stuck.close()
+
+
+def test_async_call_runs_in_a_task(daemon):
+    s = daemon.session("operator")
+    pci = s.xenapi.PCI.get_all()[0]
+    task = s.xenapi.Async.PCI.get_dom0_access_status(pci)
+    assert task.startswith("OpaqueRef:")
+    deadline = time.time() + 10
+    while s.xenapi.task.get_status(task) == "pending" and time.time() < deadline:
+        time.sleep(0.05)
+    rec = s.xenapi.task.get_record(task)
+    assert rec["status"] == "success"
+    assert rec["result"] == "<value>enabled</value>"
+    assert rec["name_label"] == "Async.PCI.get_dom0_access_status"
+    assert rec["progress"] == 1.0
+    bad = s.xenapi.Async.PCI.disable_dom0_access("OpaqueRef:nope")
+    while s.xenapi.task.get_status(bad) == "pending" and time.time() < deadline:
+        time.sleep(0.05)
+    assert s.xenapi.task.get_error_info(bad) == ["HANDLE_INVALID", "PCI", "OpaqueRef:nope"]
+    s.xenapi.task.destroy(task)
+    assert failure(s.xenapi.task.get_record, task)[0] == "HANDLE_INVALID"
+    assert failure(s.xenapi.Async.PCI.get_record, pci) == ["Fault", "No async mode for this operation (rpc: PCI.get_record)"]
+
+
+def test_https_with_self_signed_certificate(tmp_path):
+    from conftest import Daemon
+    d = Daemon(tmp_path, extra_args=["--tls-self-signed"])
+    d.add_user("admin", "pool-admin")
+    try:
+        d.start()
+        url = d.url
+        assert url.startswith("https://")
+        s = XenAPI.Session(url, ignore_ssl=True)
+        s.xenapi.login_with_password("admin", d.passwords["admin"], "2.21", "pytest")
+        assert len(s.xenapi.PCI.get_all()) >= 10
+        strict = XenAPI.Session(url)
+        try:
+            strict.xenapi.login_with_password("admin", d.passwords["admin"])
+            raise AssertionError("a self-signed certificate must not be accepted silently")
+        except Exception as e:  # ssl.SSLCertVerificationError
+            assert "CERTIFICATE_VERIFY_FAILED" in str(e)
+    finally:
+        d.cleanup()
