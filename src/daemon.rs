@@ -172,7 +172,11 @@ async fn shutdown_signal() {
 
 /// The TLS configuration for the TCP listeners, if TLS is asked for.
 fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, DaemonError> {
-    let material = match (&settings.tls_cert, &settings.tls_key, settings.tls_self_signed) {
+    let material = match (
+        &settings.tls_cert,
+        &settings.tls_key,
+        settings.tls_self_signed,
+    ) {
         (Some(cert), Some(key), _) => crate::store::tls::load(cert, key).map_err(state_err)?,
         (Some(_), None, _) | (None, Some(_), _) => {
             return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()).into());
@@ -213,7 +217,6 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         header_timeout: Settings::seconds(settings.header_timeout, 10),
         body_timeout: Settings::seconds(settings.body_timeout, 30),
         max_connections: settings.max_connections.unwrap_or(1024),
-        ..HttpConfig::default()
     };
     spawn_background(
         ctx.clone(),

@@ -19,7 +19,7 @@ pub fn record(class: &Class, object: &Object) -> Value {
                     .get(&f.name)
                     .cloned()
                     .or_else(|| f.default.clone())
-                    .unwrap_or_else(|| Value::void());
+                    .unwrap_or_else(Value::void);
                 (f.name.clone(), value)
             })
             .collect(),

@@ -455,8 +455,7 @@ impl Store {
                 memory.insert(object);
             }
         }
-        let mut id = first_generation;
-        for (operation, class, reference, snapshot) in staged {
+        for (id, (operation, class, reference, snapshot)) in (first_generation..).zip(staged) {
             memory.log.push_back(Event {
                 id,
                 class,
@@ -464,7 +463,6 @@ impl Store {
                 reference,
                 snapshot,
             });
-            id += 1;
         }
         while memory.log.len() > EVENT_LOG_CAPACITY {
             memory.log.pop_front();

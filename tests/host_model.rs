@@ -1,0 +1,262 @@
+//! The host model end to end on real mock-host trees: discovery reads
+//! what the tree says, SR-IOV and slot relations, names with and without
+//! the host's pci.ids, the lspci fixture, and refs that stay stable across
+//! restarts and reboots while devices come and go.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pcipass::config::Settings;
+use pcipass::domain::devices::{self, PciFunction};
+use pcipass::domain::{PciAddress, bootdev};
+use pcipass::host::HostRoot;
+use pcipass::host::mock::{self, MockDevice, MockHostBuilder, Profile};
+
+fn demo() -> (tempfile::TempDir, HostRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    mock::create(&root, Profile::Demo).unwrap();
+    (dir, HostRoot::new(root))
+}
+
+fn attr(root: &Path, f: &PciFunction, name: &str) -> String {
+    std::fs::read_to_string(root.join(format!("sys/bus/pci/devices/{}/{name}", f.address)))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn discovery_reads_what_the_tree_says() {
+    let (_dir, host) = demo();
+    let found = devices::discover(&host);
+    assert_eq!(found.len(), 17);
+    for f in &found {
+        let root = host.root();
+        assert_eq!(format!("0x{}", f.vendor_id_hex()), attr(root, f, "vendor"));
+        assert_eq!(format!("0x{}", f.device_id_hex()), attr(root, f, "device"));
+        assert_eq!(format!("0x{:06x}", f.class), attr(root, f, "class"));
+        let driver =
+            std::fs::read_link(root.join(format!("sys/bus/pci/devices/{}/driver", f.address))).ok();
+        let driver = driver.map(|d| d.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(f.driver, driver);
+        assert!(
+            !f.names.vendor.is_empty(),
+            "{} has a vendor name",
+            f.address
+        );
+    }
+    let igpu = found
+        .iter()
+        .find(|f| f.address.to_string() == "0000:00:02.0")
+        .unwrap();
+    assert!(igpu.boot_vga && igpu.is_display());
+    assert_eq!(igpu.names.class, "VGA compatible controller");
+}
+
+#[test]
+fn sriov_relations_both_ways_and_slot_dependencies() {
+    let (_dir, host) = demo();
+    let found = devices::discover(&host);
+    let by: BTreeMap<String, &PciFunction> =
+        found.iter().map(|f| (f.address.to_string(), f)).collect();
+    let pf = by["0000:03:00.0"];
+    assert_eq!(pf.virtfns.len(), 4);
+    for vf in &pf.virtfns {
+        assert_eq!(by[&vf.to_string()].physfn, Some(pf.address));
+    }
+    let listed: Vec<PciFunction> = found.iter().filter(|f| f.is_listed()).cloned().collect();
+    let gpu = by["0000:01:00.0"];
+    assert_eq!(
+        devices::dependencies(gpu, &listed),
+        vec!["0000:01:00.1".parse::<PciAddress>().unwrap()]
+    );
+    assert_eq!(
+        devices::dependencies(by["0000:03:02.0"], &listed),
+        vec![],
+        "VFs have no dependencies"
+    );
+}
+
+#[test]
+fn host_pci_ids_file_wins_over_compiled_names() {
+    let (_dir, host) = demo();
+    let ids = host.root().join("usr/share/misc/pci.ids");
+    std::fs::create_dir_all(ids.parent().unwrap()).unwrap();
+    std::fs::write(&ids, "8086  Intel (from the host file)\n\t3e92  iGPU (from the host file)\nC 03  Display controller\n\t00  VGA compatible controller\n").unwrap();
+    let found = devices::discover(&host);
+    let igpu = found
+        .iter()
+        .find(|f| f.address.to_string() == "0000:00:02.0")
+        .unwrap();
+    assert_eq!(igpu.names.vendor, "Intel (from the host file)");
+    assert_eq!(igpu.names.device, "iGPU (from the host file)");
+    let nvidia = found.iter().find(|f| f.vendor_id == 0x10de).unwrap();
+    assert_eq!(
+        nvidia.names.vendor, "",
+        "names missing from the host file are empty, as libpci gives them"
+    );
+}
+
+#[test]
+fn lspci_fixture_host_lists_functions_without_bridges() {
+    let text = include_str!("fixtures/lspci/amd-server.lspci-mn");
+    let dir = tempfile::tempdir().unwrap();
+    mock::from_lspci(text).write(dir.path()).unwrap();
+    let found = devices::discover(&HostRoot::new(dir.path()));
+    assert_eq!(found.len(), 37);
+    let listed: Vec<_> = found.iter().filter(|f| f.is_listed()).collect();
+    assert_eq!(
+        listed.len(),
+        16,
+        "37 functions less 21 bridges (host, ISA and PCI-to-PCI)"
+    );
+    let class = |addr: &str| {
+        found
+            .iter()
+            .find(|f| f.address.to_string() == addr)
+            .unwrap()
+            .names
+            .class
+            .clone()
+    };
+    assert_eq!(class("0000:03:00.0"), "Display controller");
+    assert_eq!(class("0000:06:00.0"), "Non-Volatile memory controller");
+    assert_eq!(class("0000:07:00.3"), "USB controller");
+    assert_eq!(class("0000:04:00.0"), "Network controller");
+    assert_eq!(class("0000:08:00.0"), "SATA controller");
+}
+
+#[test]
+fn boot_devices_include_the_root_port() {
+    let (_dir, host) = demo();
+    let disks = bootdev::boot_devices(&host).unwrap();
+    let root = disks
+        .iter()
+        .find(|d| d.block_device == "/dev/nvme0n1p2")
+        .unwrap();
+    let want: Vec<PciAddress> = vec![
+        "0000:00:1d.0".parse().unwrap(),
+        "0000:02:00.0".parse().unwrap(),
+    ];
+    assert_eq!(root.pci_functions, want);
+    assert!(
+        bootdev::find_boot_disk_for(&disks, &"0000:00:17.0".parse().unwrap()).is_none(),
+        "the SATA disk holds nothing"
+    );
+}
+
+#[test]
+fn boot_devices_through_device_mapper_and_md() {
+    let dir = tempfile::tempdir().unwrap();
+    MockHostBuilder::new()
+        .device(MockDevice::new("0000:00:17.0", 0x8086, 0xa352, 0x010601).driver("ahci"))
+        .device(MockDevice::new("0000:00:1d.0", 0x8086, 0xa330, 0x060400))
+        .device(
+            MockDevice::new("0000:05:00.0", 0x1000, 0x0097, 0x010700)
+                .behind("0000:00:1d.0")
+                .driver("mpt3sas"),
+        )
+        .disk(
+            "sda",
+            "0000:00:17.0",
+            "ata1/host0/target0:0:0/0:0:0:0/block/sda",
+            &["sda1", "sda2"],
+        )
+        .disk(
+            "sdb",
+            "0000:05:00.0",
+            "host1/target1:0:0/1:0:0:0/block/sdb",
+            &["sdb1"],
+        )
+        .virtual_disk("md0", None, &["sda2", "sdb1"])
+        .virtual_disk("dm-0", Some("vg-root"), &["md0"])
+        .mount("/dev/mapper/vg-root", "/", "ext4")
+        .mount("/dev/sda1", "/boot", "ext4")
+        .write(dir.path())
+        .unwrap();
+    let disks = bootdev::boot_devices(&HostRoot::new(dir.path())).unwrap();
+    let root = disks
+        .iter()
+        .find(|d| d.block_device == "/dev/mapper/vg-root")
+        .unwrap();
+    let addrs: Vec<String> = root.pci_functions.iter().map(|a| a.to_string()).collect();
+    assert_eq!(addrs, vec!["0000:00:17.0", "0000:00:1d.0", "0000:05:00.0"]);
+    assert!(disks.iter().any(|d| d.block_device == "/dev/sda1"));
+}
+
+fn pci_refs(ctx: &pcipass::api::Context) -> BTreeMap<String, (String, String)> {
+    ctx.store
+        .all("PCI")
+        .iter()
+        .map(|o| {
+            (
+                o.get_str("pci_id").to_owned(),
+                (o.reference.clone(), o.uuid.clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn refs_stable_across_restart_and_reboot_while_devices_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    mock::create(&root, Profile::Demo).unwrap();
+    let settings = Settings {
+        root: Some(root.clone()),
+        state_dir: Some(dir.path().join("state")),
+        ..Settings::default()
+    };
+    let first = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
+    assert_eq!(first.len(), 13);
+    let restarted = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
+    assert_eq!(first, restarted);
+    pcipass::domain::mock_boot::reboot(&HostRoot::new(&root)).unwrap();
+    let rebooted = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
+    assert_eq!(first, rebooted);
+
+    // Remove the USB controller, add a copy of it at another address.
+    let usb = root.join("sys/bus/pci/devices/0000:00:14.0");
+    let target = std::fs::read_link(&usb).unwrap();
+    std::fs::remove_file(&usb).unwrap();
+    let new_dir = root.join("sys/devices/pci0000:00/0000:00:14.3");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    for f in [
+        "vendor",
+        "device",
+        "class",
+        "subsystem_vendor",
+        "subsystem_device",
+        "revision",
+    ] {
+        std::fs::copy(
+            root.join("sys/bus/pci/devices").join(&target).join(f),
+            new_dir.join(f),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink(
+        "../../../devices/pci0000:00/0000:00:14.3",
+        root.join("sys/bus/pci/devices/0000:00:14.3"),
+    )
+    .unwrap();
+    let changed = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
+    assert!(!changed.contains_key("0000:00:14.0"));
+    assert!(changed.contains_key("0000:00:14.3"));
+    for (id, refs) in &first {
+        if id != "0000:00:14.0" {
+            assert_eq!(&changed[id], refs, "{id} kept its ref and uuid");
+        }
+    }
+}
+
+#[test]
+fn large_profile_has_4096_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    mock::create(dir.path(), Profile::Large).unwrap();
+    let found = devices::discover(&HostRoot::new(dir.path()));
+    assert!(found.len() >= 4096, "{} functions", found.len());
+    let vfs = found.iter().filter(|f| f.physfn.is_some()).count();
+    assert_eq!(vfs, 32 * 127 + 4);
+}
