@@ -1,9 +1,11 @@
-//! `pcipass`: the operator command line. See `pcipass help`.
+//! `pcipass`: the operator command line, `xe`'s commands and output for
+//! PCI passthrough, plus administration. See `pcipass help`.
 
 use std::process::ExitCode;
 
-const HELP: &str = "usage: pcipass COMMAND [ARGS]
+use pcipass::cli::{admin, xe};
 
+const ADMIN_HELP: &str = "
 Administration (no daemon needed):
   user-add NAME --role ROLE [--state-dir DIR]   add a user; the password is read from stdin
   user-del NAME [--state-dir DIR]               remove a user
@@ -12,28 +14,77 @@ Administration (no daemon needed):
   mock-host reboot DIR                          reboot a mock host offline
 
 Roles, highest first: pool-admin, pool-operator, vm-power-admin, vm-admin,
-vm-operator, read-only. The state directory defaults to /var/lib/pcipass.";
+vm-operator, read-only. The state directory defaults to /var/lib/pcipass.
+Connection: the Unix socket (--socket PATH, $PCIPASS_SOCKET, else
+/var/lib/pcipass/xapi.sock), or -s HOST -p PORT --nossl, or $PCIPASS_URL.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        eprintln!("{HELP}");
+        eprintln!("Usage: pcipass COMMAND [ARGS]\nFor usage run: 'pcipass help'");
         return ExitCode::from(2);
     };
-    if matches!(command.as_str(), "help" | "--help" | "-h") {
-        println!("{HELP}");
-        return ExitCode::SUCCESS;
+    match command.as_str() {
+        "help" | "--help" | "-h" => {
+            return match xe::help(
+                rest.first()
+                    .map(String::as_str)
+                    .filter(|c| !c.starts_with("user-") && *c != "mock-host"),
+            ) {
+                Ok(text) => {
+                    print!("{text}");
+                    if rest.is_empty() || rest[0].starts_with("user-") || rest[0] == "mock-host" {
+                        println!("{ADMIN_HELP}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}", e.message);
+                    ExitCode::from(e.code)
+                }
+            };
+        }
+        "completion" => {
+            print!("{}", xe::completion_bash());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let mut stdout = std::io::stdout();
-    match pcipass::cli::admin::run(command, rest, &mut stdout) {
-        Some(Ok(())) => ExitCode::SUCCESS,
-        Some(Err(e)) => {
+    if let Some(result) = admin::run(command, rest, &mut stdout) {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}", e.message);
+                ExitCode::from(e.code)
+            }
+        };
+    }
+    let invocation = match xe::parse(&args) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("{}", e.message);
+            return ExitCode::from(e.code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(xe::run(&invocation)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("{}", e.message);
             ExitCode::from(e.code)
-        }
-        None => {
-            eprintln!("Unknown command: {command}\nFor usage run: 'pcipass help'");
-            ExitCode::from(2)
         }
     }
 }

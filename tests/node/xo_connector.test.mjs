@@ -20,7 +20,7 @@ async function startDaemon () {
   const proc = spawn(join(BIN, 'pcipassd'), [
     '--root', root, '--state-dir', state, '--listen', '127.0.0.1:0',
     '--unix', join(dir, 'xapi.sock'), '--watch-interval-ms', '100'
-  ], { stdio: ['ignore', 'pipe', 'inherit'] })
+  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } })
   const url = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout })
     lines.on('line', line => {
