@@ -906,7 +906,11 @@ mod tests {
             ),
         ];
         let mut out = String::new();
-        print_records(std::slice::from_ref(&rec), &|n| n != "other-config", &mut out);
+        print_records(
+            std::slice::from_ref(&rec),
+            &|n| n != "other-config",
+            &mut out,
+        );
         assert_eq!(
             out,
             "uuid ( RO)            : 3c0b6d6a-0e51-4e36-a1b4-6c0a6f4b8e11\n     vendor-name ( RO): Intel Corporation\n     device-name ( RO): HD Graphics 530\n          pci-id ( RO): 0000:00:02.0\n    dependencies (SRO): 0000:00:02.1; 0000:00:02.2\n\n\n"
