@@ -41,6 +41,9 @@ pub enum Profile {
     Demo,
     /// The demo plus SR-IOV NICs to reach 4096+ functions.
     Large,
+    /// The demo plus SR-IOV NICs (a PF and 127 VFs each) to reach at
+    /// least this many functions (`scale-N`), for scale benchmarks.
+    Scale(usize),
 }
 
 impl FromStr for Profile {
@@ -49,7 +52,12 @@ impl FromStr for Profile {
         match s {
             "demo" => Ok(Profile::Demo),
             "large" => Ok(Profile::Large),
-            other => Err(format!("unknown profile {other:?} (profiles: demo, large)")),
+            other => match other.strip_prefix("scale-").and_then(|n| n.parse().ok()) {
+                Some(n) if n <= 65_536 => Ok(Profile::Scale(n)),
+                _ => Err(format!(
+                    "unknown profile {other:?} (profiles: demo, large, scale-N)"
+                )),
+            },
         }
     }
 }
@@ -526,9 +534,17 @@ fn demo_builder() -> MockHostBuilder {
 /// The builder of a profile.
 pub fn profile_builder(profile: Profile) -> MockHostBuilder {
     let mut builder = demo_builder();
-    if profile == Profile::Large {
-        // 32 dual-port-less SR-IOV NICs, each a PF with 127 VFs: 4096 functions.
-        for nic in 0..32u8 {
+    let nics = match profile {
+        Profile::Demo => 0,
+        // 32 SR-IOV NICs, each a PF with 127 VFs: 4096 functions.
+        Profile::Large => 32,
+        Profile::Scale(n) => n
+            .saturating_sub(builder.devices.len())
+            .div_ceil(128)
+            .min(200),
+    };
+    {
+        for nic in 0..nics as u8 {
             let bus = 0x10 + nic;
             let pf = format!("0000:{bus:02x}:00.0");
             builder =
