@@ -1,0 +1,127 @@
+"""Issue 7 (part): concurrency against the boot configuration, and hostile
+input answered without disturbing other clients."""
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+from urllib.parse import urlparse
+
+import pytest
+import XenAPI
+
+from conftest import Daemon, binary
+
+
+def _hidden(daemon):
+    out = daemon.xen_cmdline("--get-dom0", "xen-pciback.hide").stdout.strip()
+    value = out.split("=", 1)[1] if "=" in out else ""
+    return set(e.strip("()") for e in value.replace(")(", ") (").split() if e)
+
+
+def test_many_clients_and_xen_cmdline_lose_no_edit(daemon):
+    s = daemon.session("admin")
+    pcis = {r: p["pci_id"] for r, p in s.xenapi.PCI.get_all_records().items() if p["class_id"] != "0108"}
+    refs = sorted(pcis)
+    errors = []
+
+    def worker(i, action, want):
+        try:
+            session = daemon.session("operator")
+            for round_ in range(3):
+                ref = refs[(i + round_) % len(refs)]
+                status = getattr(session.xenapi.PCI, action)(ref)
+                if status != want:
+                    errors.append((action, pcis[ref], status))
+        except Exception as e:  # noqa: BLE001 - any failure is a test failure
+            errors.append(repr(e))
+
+    def hand_edits():
+        for n in range(40):
+            r = subprocess.run([binary("xen-cmdline"), "--root", str(daemon.root), "--set-dom0", f"pcipass.counter={n}"],
+                               capture_output=True, text=True)
+            if r.returncode:
+                errors.append(r.stderr)
+
+    for action, want in (("disable_dom0_access", "disable_on_reboot"), ("enable_dom0_access", "enabled")):
+        threads = [threading.Thread(target=worker, args=(i, action, want)) for i in range(64)]
+        threads.append(threading.Thread(target=hand_edits))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors[:5]
+        expected = set(pcis.values()) if action == "disable_dom0_access" else set()
+        assert _hidden(daemon) == expected
+        assert daemon.xen_cmdline("--get-dom0", "pcipass.counter").stdout.strip() == "pcipass.counter=39"
+
+
+def _raw(url, body, content_type="text/xml", path="/"):
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+HOSTILE_XML = [
+    b"",
+    b"not xml at all",
+    b"<methodCall><methodName>PCI.get_all</methodName>",
+    b"\xff\xfe<methodCall/>",
+    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    b"<methodCall><methodName>&b;</methodName><params/></methodCall>",
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><methodCall><methodName>&e;</methodName></methodCall>',
+    b"<methodCall><methodName>m</methodName><params><param>" + b"<value><array><data>" * 2000 + b"</data></array></value>" * 2000 + b"</param></params></methodCall>",
+    b"<methodCall><methodName>PCI.get_record</methodName><params><param><value><array><data>"
+    + b"<value>x</value>" * 300000 + b"</data></array></value></param></params></methodCall>",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_XML, ids=range(len(HOSTILE_XML)))
+def test_hostile_xml_gets_an_answer(daemon, body):
+    status, reply = _raw(daemon.url, body)
+    assert status == 200
+    assert b"<value>Failure</value>" in reply
+    assert b"passwd" not in reply and b"root:" not in reply
+    assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"[]", b'{"jsonrpc":"2.0","id":1}', b'{"jsonrpc":"3","id":1,"method":"m"}',
+                                  b'{"id":null,"method":"m","params":[]}', b'{"jsonrpc":"2.0","id":1,"method":"m","params":' + b"[" * 200 + b"]" * 200 + b"}",
+                                  b'{"jsonrpc":"2.0","id":1,"method":"PCI.get_record","params":[5, 6]}'])
+def test_hostile_json_gets_an_answer(daemon, body):
+    status, reply = _raw(daemon.url, body, "application/json", "/jsonrpc")
+    assert status == 200
+    assert b'"error"' in reply
+    assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
+
+
+def test_idle_connections_and_non_readers_do_not_starve_others(tmp_path):
+    d = Daemon(tmp_path, extra_args=["--max-connections", "64", "--header-timeout", "1"])
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        u = urlparse(d.url)
+        idle = [socket.create_connection((u.hostname, u.port)) for _ in range(300)]
+        # A client that sends requests and never reads the answers.
+        greedy = socket.create_connection((u.hostname, u.port))
+        call = (b'<?xml version="1.0"?><methodCall><methodName>system.listMethods</methodName><params/></methodCall>')
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(call), call)
+        greedy.setblocking(False)
+        try:
+            for _ in range(2000):
+                greedy.send(request)
+        except BlockingIOError:
+            pass
+        started = time.time()
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("admin", d.passwords["admin"])
+        assert len(s.xenapi.PCI.get_all()) >= 10
+        assert time.time() - started < 15
+        for c in idle:
+            c.close()
+        greedy.close()
+    finally:
+        d.cleanup()
