@@ -31,6 +31,7 @@ def test_pci_and_pgpu_records(daemon):
     assert len(pcis) >= 10
     for ref, rec in pcis.items():
         assert ref.startswith("OpaqueRef:")
+        assert rec["vendor_name"] and rec["device_name"], rec["pci_id"]
         for field in ("uuid", "class_id", "class_name", "vendor_id", "vendor_name", "device_id", "device_name",
                       "host", "pci_id", "dependencies", "other_config", "subsystem_vendor_id",
                       "subsystem_vendor_name", "subsystem_device_id", "subsystem_device_name", "driver_name"):
@@ -218,3 +219,20 @@ def test_https_with_self_signed_certificate(tmp_path):
             assert "CERTIFICATE_VERIFY_FAILED" in str(e)
     finally:
         d.cleanup()
+
+
+def test_python_parses_every_golden_response():
+    from pathlib import Path
+    responses = Path(__file__).resolve().parents[1] / "fixtures" / "xmlrpc" / "responses"
+    files = sorted(responses.glob("*.xml"))
+    assert len(files) >= 8
+    for f in files:
+        (value,), _ = xmlrpc.client.loads(f.read_bytes())
+        if f.stem == "list-methods":
+            assert value == ["PCI.get_all_records", "pool.get_all_records"]
+        elif f.stem == "failure":
+            assert value["ErrorDescription"][0] == "SESSION_AUTHENTICATION_FAILED"
+        else:
+            assert value["Status"] == "Success", f
+    (value,), _ = xmlrpc.client.loads((responses / "awkward-text.xml").read_bytes())
+    assert value["Value"] == "a<b>&c \ufffd \r\n\t\ufffd é"
