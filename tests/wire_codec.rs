@@ -15,7 +15,12 @@ fn golden(path: &Path, actual: &[u8]) {
         std::fs::write(path, actual).unwrap();
     }
     let expected = std::fs::read(path).unwrap_or_default();
-    assert!(expected == actual, "{} differs:\n{}", path.display(), String::from_utf8_lossy(actual));
+    assert!(
+        expected == actual,
+        "{} differs:\n{}",
+        path.display(),
+        String::from_utf8_lossy(actual)
+    );
 }
 
 #[test]
@@ -41,14 +46,26 @@ fn requests_decode_to_golden_values() {
 
 fn record() -> Value {
     Value::Struct(vec![
-        ("uuid".into(), Value::str("3c0b6d6a-0e51-4e36-a1b4-6c0a6f4b8e11")),
+        (
+            "uuid".into(),
+            Value::str("3c0b6d6a-0e51-4e36-a1b4-6c0a6f4b8e11"),
+        ),
         ("class_id".into(), Value::str("0300")),
         ("vendor_name".into(), Value::str("NVIDIA Corporation")),
-        ("device_name".into(), Value::str("TU104 [GeForce RTX 2080 Rev. A]")),
-        ("host".into(), Value::str("OpaqueRef:9d1b3b4e-1111-4222-8333-944455556666")),
+        (
+            "device_name".into(),
+            Value::str("TU104 [GeForce RTX 2080 Rev. A]"),
+        ),
+        (
+            "host".into(),
+            Value::str("OpaqueRef:9d1b3b4e-1111-4222-8333-944455556666"),
+        ),
         ("pci_id".into(), Value::str("0000:01:00.0")),
         ("functions".into(), Value::Int(1)),
-        ("dependencies".into(), Value::strings(["OpaqueRef:0a1b3b4e-1111-4222-8333-944455556666"])),
+        (
+            "dependencies".into(),
+            Value::strings(["OpaqueRef:0a1b3b4e-1111-4222-8333-944455556666"]),
+        ),
         ("other_config".into(), Value::Struct(vec![])),
         ("driver_name".into(), Value::str("")),
     ])
@@ -57,8 +74,16 @@ fn record() -> Value {
 #[test]
 fn responses_encode_to_golden_bytes() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("login-success", xmlrpc::write_success(&Value::str("OpaqueRef:5d6c1c51-1111-4222-8333-944455556666"))),
-        ("status", xmlrpc::write_success(&Value::str("disable_on_reboot"))),
+        (
+            "login-success",
+            xmlrpc::write_success(&Value::str(
+                "OpaqueRef:5d6c1c51-1111-4222-8333-944455556666",
+            )),
+        ),
+        (
+            "status",
+            xmlrpc::write_success(&Value::str("disable_on_reboot")),
+        ),
         ("void", xmlrpc::write_success(&Value::void())),
         ("api-version", xmlrpc::write_success(&Value::Int(21))),
         ("pci-record", xmlrpc::write_success(&record())),
@@ -66,16 +91,44 @@ fn responses_encode_to_golden_bytes() {
             "event-from",
             xmlrpc::write_success(&Value::Struct(vec![
                 ("events".into(), Value::Array(vec![])),
-                ("valid_ref_counts".into(), Value::Struct(vec![("pci".into(), Value::Int32(13)), ("task".into(), Value::Int32(0))])),
-                ("token".into(), Value::str("00000000000000000011,00000000000000000000")),
+                (
+                    "valid_ref_counts".into(),
+                    Value::Struct(vec![
+                        ("pci".into(), Value::Int32(13)),
+                        ("task".into(), Value::Int32(0)),
+                    ]),
+                ),
+                (
+                    "token".into(),
+                    Value::str("00000000000000000011,00000000000000000000"),
+                ),
             ])),
         ),
-        ("failure", xmlrpc::write_failure(&["SESSION_AUTHENTICATION_FAILED".into(), "root".into(), "Authentication failure".into()])),
-        ("list-methods", xmlrpc::write_bare(&Value::strings(["PCI.get_all_records", "pool.get_all_records"]))),
-        ("awkward-text", xmlrpc::write_success(&Value::str("a<b>&c \u{1} \r\n\t\u{ffff} é"))),
+        (
+            "failure",
+            xmlrpc::write_failure(&[
+                "SESSION_AUTHENTICATION_FAILED".into(),
+                "root".into(),
+                "Authentication failure".into(),
+            ]),
+        ),
+        (
+            "list-methods",
+            xmlrpc::write_bare(&Value::strings([
+                "PCI.get_all_records",
+                "pool.get_all_records",
+            ])),
+        ),
+        (
+            "awkward-text",
+            xmlrpc::write_success(&Value::str("a<b>&c \u{1} \r\n\t\u{ffff} é")),
+        ),
     ];
     for (name, bytes) in cases {
-        assert!(!bytes.iter().any(|b| *b == b'\n' && name != "awkward-text"), "{name}: no whitespace between tags");
+        assert!(
+            !bytes.iter().any(|b| *b == b'\n' && name != "awkward-text"),
+            "{name}: no whitespace between tags"
+        );
         golden(Path::new(&format!("{DIR}/responses/{name}.xml")), &bytes);
     }
 }

@@ -145,6 +145,8 @@ const STANDARD: &[&str] = &[
     "params",
     "socket",
     "debug",
+    "no-verify",
+    "fingerprint",
 ];
 
 /// A parsed command line.
@@ -209,11 +211,11 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
         } else if let Some(flag) = arg.strip_prefix("--") {
             match flag.split_once('=') {
                 Some((k, v)) => inv.params.push((k.to_owned(), v.to_owned())),
-                None if flag == "socket" => {
+                None if flag == "socket" || flag == "fingerprint" => {
                     let value = iter
                         .next()
-                        .ok_or_else(|| usage("Syntax error: --socket needs a path"))?;
-                    inv.params.push(("socket".into(), value.clone()));
+                        .ok_or_else(|| usage(format!("Syntax error: --{flag} needs a value")))?;
+                    inv.params.push((flag.to_owned(), value.clone()));
                 }
                 None => inv.params.push((flag.to_owned(), "true".to_owned())),
             }
@@ -235,14 +237,14 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
 /// `$PCIPASS_SOCKET`, `/var/lib/pcipass/xapi.sock`.
 pub fn endpoint(inv: &Invocation) -> Result<Endpoint, CliError> {
     if let Some(server) = inv.get("server") {
-        if !inv.flag("nossl") {
-            return Err(CliError {
-                message: "https is not supported by this build of pcipass: use --nossl with an http listener, or the Unix socket".into(),
-                code: 1,
-            });
+        if inv.flag("nossl") {
+            return Ok(Endpoint::Tcp(format!(
+                "{server}:{}",
+                inv.get("port").unwrap_or("80")
+            )));
         }
-        let port = inv.get("port").unwrap_or("80");
-        return Ok(Endpoint::Tcp(format!("{server}:{port}")));
+        let addr = format!("{server}:{}", inv.get("port").unwrap_or("443"));
+        return tls_endpoint(inv, addr);
     }
     if let Some(socket) = inv.get("socket") {
         return Ok(Endpoint::Unix(socket.to_owned()));
@@ -254,6 +256,9 @@ pub fn endpoint(inv: &Invocation) -> Result<Endpoint, CliError> {
         if let Some(addr) = url.strip_prefix("http://") {
             return Ok(Endpoint::Tcp(addr.trim_end_matches('/').to_owned()));
         }
+        if let Some(addr) = url.strip_prefix("https://") {
+            return tls_endpoint(inv, addr.trim_end_matches('/').to_owned());
+        }
         return Err(usage(format!(
             "$PCIPASS_URL {url:?}: want http://HOST:PORT or unix://PATH"
         )));
@@ -261,6 +266,28 @@ pub fn endpoint(inv: &Invocation) -> Result<Endpoint, CliError> {
     Ok(Endpoint::Unix(
         std::env::var("PCIPASS_SOCKET").unwrap_or_else(|_| "/var/lib/pcipass/xapi.sock".into()),
     ))
+}
+
+/// HTTPS needs `--fingerprint SHA256` (pcipassd prints it at start) or an
+/// explicit `--no-verify`: a self-signed certificate is never accepted
+/// silently.
+fn tls_endpoint(inv: &Invocation, addr: String) -> Result<Endpoint, CliError> {
+    match (inv.get("fingerprint"), inv.flag("no-verify")) {
+        (Some(fp), _) => Ok(Endpoint::Tls {
+            addr,
+            fingerprint: Some(fp.to_owned()),
+        }),
+        (None, true) => Ok(Endpoint::Tls {
+            addr,
+            fingerprint: None,
+        }),
+        (None, false) => Err(CliError {
+            message: format!(
+                "https://{addr}/: the server certificate cannot be verified; pass --fingerprint SHA256 (pcipassd prints it at start) or --no-verify, or use --nossl"
+            ),
+            code: 1,
+        }),
+    }
 }
 
 /// User and password: `-u/-pw`, or `-pwf FILE` (line 1 user, line 2 password).
@@ -629,17 +656,30 @@ async fn execute(
                 .iter()
                 .filter(|(k, _)| !STANDARD.contains(&k.as_str()))
             {
+                // `field=value`, `map:key=value`, `set:contains=value`.
+                let (name, sub) = match key.split_once(':') {
+                    Some((n, s)) => (n, Some(s)),
+                    None => (key.as_str(), None),
+                };
                 if let Some(first) = rows.first()
-                    && !first.iter().any(|(n, _, _)| *n == key.as_str())
+                    && !first.iter().any(|(n, _, _)| *n == name)
                 {
                     return Err(CliError {
-                        message: format!("Unknown field '{key}'"),
+                        message: format!("Unknown field '{name}'"),
                         code: 1,
                     });
                 }
                 rows.retain(|r| {
-                    r.iter()
-                        .any(|(n, v, _)| *n == key.as_str() && show(v) == *want)
+                    r.iter().any(|(n, v, _)| {
+                        *n == name
+                            && match (sub, v) {
+                                (None, v) => show(v) == *want,
+                                (Some("contains"), Value::Array(items)) => {
+                                    items.iter().any(|i| show(i) == *want)
+                                }
+                                (Some(k), v) => v.member(k).is_some_and(|m| show(m) == *want),
+                            }
+                    })
                 });
             }
             if inv.flag("table") && class == "pci" {

@@ -77,6 +77,9 @@ class Daemon:
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError("pcipassd exited: " + (self.workdir / "pcipassd.log").read_text()[-2000:])
+            fp = re.search(r"fingerprint (\S+)", line)
+            if fp:
+                self.fingerprint = fp.group(1)
             m = re.search(r"listening on (https?://\S+)", line)
             if m:
                 self.url = m.group(1).rstrip("/") + "/"

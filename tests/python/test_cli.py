@@ -100,3 +100,28 @@ def test_read_only_user_over_tcp_is_refused_edits(daemon):
     p = subprocess.run(base + ["pci-disable-dom0-access", f"uuid={uuid}"], capture_output=True, text=True)
     assert p.returncode == 1
     assert p.stderr.startswith("You do not have the required permissions to perform the operation.\npermission: pci.disable_dom0_access")
+
+
+def test_https_needs_a_pinned_fingerprint_or_no_verify(tmp_path):
+    from conftest import Daemon
+    d = Daemon(tmp_path, extra_args=["--tls-self-signed"])
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        u = urlparse(d.url)
+        base = [binary("pcipass"), "-s", u.hostname, "-p", str(u.port), "-u", "admin", "-pw", d.passwords["admin"], "pci-list", "--minimal", "params=pci-id"]
+        run = lambda *extra: subprocess.run(base + list(extra), capture_output=True, text=True, timeout=60)  # noqa: E731
+        refused = run()
+        assert refused.returncode == 1 and "--fingerprint" in refused.stderr
+        assert "0000:01:00.0" in run("--no-verify").stdout
+        assert "0000:01:00.0" in run("--fingerprint", d.fingerprint).stdout
+        wrong = run("--fingerprint", "00" * 32)
+        assert wrong.returncode == 1 and "fingerprint" in wrong.stderr
+    finally:
+        d.cleanup()
+
+
+def test_map_and_set_filters(daemon):
+    assert out(daemon, "pci-list", "dependencies:contains=0000:01:00.1", "--minimal", "params=pci-id") == "0000:01:00.0"
+    assert out(daemon, "host-list", "software-version:product_brand=pcipass", "--minimal") != ""
+    assert out(daemon, "host-list", "software-version:product_brand=xapi", "--minimal") == ""
