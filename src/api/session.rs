@@ -201,6 +201,7 @@ pub fn create_session(
             ("originator", Value::str(originator)),
             ("role", Value::str(role.as_str())),
             ("last_active_unix", Value::Int(unix_seconds())),
+            ("login_ns", Value::Int(unix_nanos())),
         ],
     );
     let mut changes = vec![Change::Create(session)];
@@ -212,7 +213,7 @@ pub fn create_session(
         .filter(|s| s.get_str("auth_user_name") == user)
         .collect();
     if own.len() >= ctx.config.max_sessions_per_user {
-        own.sort_by_key(|s| last_active_unix(s));
+        own.sort_by_key(|s| (last_active_unix(s), login_ns(s)));
         let excess = own.len() + 1 - ctx.config.max_sessions_per_user;
         changes.extend(
             own.iter()
@@ -222,6 +223,20 @@ pub fn create_session(
     }
     ctx.store.apply(changes)?;
     Ok(reference)
+}
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn login_ns(session: &Object) -> i64 {
+    match session.get("login_ns") {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    }
 }
 
 fn last_active_unix(session: &Object) -> i64 {

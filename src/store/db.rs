@@ -194,7 +194,16 @@ impl Store {
     /// Open (creating or migrating) the database at `path` and load it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let connection = Connection::open(path)?;
-        Store::from_connection(connection)
+        let store = Store::from_connection(connection)?;
+        // The database holds sessions: readable by its owner only.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        Ok(store)
     }
 
     /// An in-memory store (tests, benches).

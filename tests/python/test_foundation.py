@@ -236,3 +236,44 @@ def test_python_parses_every_golden_response():
             assert value["Status"] == "Success", f
     (value,), _ = xmlrpc.client.loads((responses / "awkward-text.xml").read_bytes())
     assert value["Value"] == "a<b>&c \ufffd \r\n\t\ufffd é"
+
+
+def test_state_is_private(daemon):
+    import stat
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(daemon.state) == 0o700
+    assert mode(daemon.state / "pcipass.db") == 0o600
+    assert mode(daemon.state / "users") == 0o600
+    assert mode(daemon.socket) == 0o600
+    assert "secret" not in (daemon.state / "users").read_text()
+
+
+def test_failed_logins_are_slowed_per_user(daemon):
+    s = XenAPI.Session(daemon.url)
+    durations = []
+    for _ in range(4):
+        started = time.time()
+        failure(s.xenapi.login_with_password, "operator", "wrong")
+        durations.append(time.time() - started)
+    assert durations[0] < 0.5
+    assert durations[3] >= 0.7, durations
+    started = time.time()
+    other = daemon.session("reader")  # the address is slowed too, for every user
+    assert time.time() - started >= 0.7
+    other.xenapi.session.logout()
+    local = daemon.local_session()  # the local superuser is not throttled
+    local.xenapi.session.logout()
+
+
+def test_sessions_per_user_are_bounded(tmp_path):
+    from conftest import Daemon
+    d = Daemon(tmp_path, extra_args=["--max-sessions-per-user", "2"])
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        sessions = [d.session("admin") for _ in range(3)]
+        raw = xmlrpc.client.ServerProxy(d.url)
+        assert raw.pool.get_all(sessions[0]._session)["ErrorDescription"][0] == "SESSION_INVALID"
+        assert raw.pool.get_all(sessions[2]._session)["Status"] == "Success"
+    finally:
+        d.cleanup()
