@@ -77,6 +77,13 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The fingerprint of the grub.cfg under `host`, if it has one.
+fn grub_fingerprint(host: &HostRoot) -> Option<Fingerprint> {
+    boot::locate(host)
+        .ok()
+        .and_then(|rel| boot::fingerprint(host, rel).ok())
+}
+
 /// grub.cfg under the root, edited in-process.
 #[derive(Debug)]
 pub struct NativeBootConfig {
@@ -138,9 +145,7 @@ impl BootConfig for NativeBootConfig {
     }
 
     fn fingerprint(&self) -> Option<Fingerprint> {
-        boot::locate(&self.host)
-            .ok()
-            .and_then(|rel| boot::fingerprint(&self.host, rel).ok())
+        grub_fingerprint(&self.host)
     }
 
     fn cacheable(&self) -> bool {
@@ -222,9 +227,7 @@ impl BootConfig for ExecBootConfig {
     }
 
     fn fingerprint(&self) -> Option<Fingerprint> {
-        boot::locate(&self.host)
-            .ok()
-            .and_then(|rel| boot::fingerprint(&self.host, rel).ok())
+        grub_fingerprint(&self.host)
     }
 }
 

@@ -121,24 +121,24 @@ class Daemon:
         shutil.rmtree(self.sockdir, ignore_errors=True)
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
+def _started(tmp_path, backend="native"):
+    d = Daemon(tmp_path, backend=backend)
     d.add_user("admin", "pool-admin")
     d.add_user("operator", "pool-operator")
     d.add_user("reader", "read-only")
-    d.start()
+    return d.start()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = _started(tmp_path)
     yield d
     d.cleanup()
 
 
 @pytest.fixture(params=["native", "exec"])
 def any_backend_daemon(tmp_path, request):
-    d = Daemon(tmp_path, backend=request.param)
-    d.add_user("admin", "pool-admin")
-    d.add_user("operator", "pool-operator")
-    d.add_user("reader", "read-only")
-    d.start()
+    d = _started(tmp_path, request.param)
     yield d
     d.cleanup()
 
