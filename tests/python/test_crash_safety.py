@@ -59,6 +59,7 @@ def test_daemon_killed_during_edits_loses_no_acknowledged_edit(daemon):
     conn = sqlite3.connect(daemon.state / "pcipass.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+    print(f"crash-safety: {kills} kills, {edits} acknowledged edits, 0 lost")
     assert kills >= 10 and edits >= 50, (kills, edits)
     s = daemon.session("admin")
     assert len(s.xenapi.PCI.get_all()) == len(pcis) + 1
