@@ -25,6 +25,10 @@ pub enum CmdlineError {
     /// The value has a character the kernel or GRUB would misread.
     #[error("value {value:?} contains {found:?}, which the kernel or GRUB would misread")]
     BadValue { value: String, found: char },
+    /// The existing line cannot be edited safely: an unbalanced quote, a
+    /// GRUB comment, or a control character.
+    #[error("the existing arguments cannot be edited safely ({0})")]
+    UnsafeLine(&'static str),
 }
 
 /// Split a command line into arguments, as the kernel does.
@@ -116,11 +120,31 @@ pub fn check_value(value: &str) -> Result<(), CmdlineError> {
     }
 }
 
+/// Refuse to edit a line whose meaning an edit could change: unbalanced
+/// double quotes (an appended argument would land inside them), a word
+/// starting with `#` (GRUB ignores the rest of the line), control
+/// characters.
+fn check_line(line: &str) -> Result<(), CmdlineError> {
+    if line.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
+        return Err(CmdlineError::UnsafeLine("unbalanced double quote"));
+    }
+    if line.split_ascii_whitespace().any(|w| w.starts_with('#')) {
+        return Err(CmdlineError::UnsafeLine(
+            "a word starts with '#', a GRUB comment",
+        ));
+    }
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(CmdlineError::UnsafeLine("control character"));
+    }
+    Ok(())
+}
+
 /// Set `key=value`: the last occurrence is rewritten in place (earlier
 /// ones have no effect and are left alone); when absent, the argument is
 /// appended. `value` `None` writes a bare flag.
 pub fn set(line: &str, key: &str, value: Option<&str>) -> Result<String, CmdlineError> {
     check_key(key)?;
+    check_line(line)?;
     if let Some(v) = value {
         check_value(v)?;
     }
@@ -217,6 +241,14 @@ mod tests {
         }
         assert!(set("ro", "bad key", Some("v")).is_err());
         assert!(set("ro", "k", Some("(0000:01:*.*)")).is_ok());
+        assert!(matches!(
+            set("ro \"quiet", "k", Some("v")),
+            Err(CmdlineError::UnsafeLine(_))
+        ));
+        assert!(matches!(
+            set("ro # comment", "k", Some("v")),
+            Err(CmdlineError::UnsafeLine(_))
+        ));
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl GrubConfig {
                 "multiboot2" | "multiboot" | "xen_hypervisor" => {
                     if let Some(entry) = current.as_mut()
                         && entry.xen.is_none()
+                        && w.len() >= 2
                     {
                         entry.xen = Some(args_span(line_start, line, &w));
                     }
@@ -147,6 +148,7 @@ impl GrubConfig {
                     if let Some(entry) = current.as_mut()
                         && entry.xen.is_some()
                         && entry.dom0.is_none()
+                        && w.len() >= 2
                     {
                         entry.dom0 = Some(args_span(line_start, line, &w));
                     }
@@ -235,7 +237,12 @@ impl GrubConfig {
         let mut cursor = 0;
         for span in spans {
             out.push_str(&self.text[cursor..span.start]);
-            out.push_str(&edit(&self.text[span.start..span.end])?);
+            let args = edit(&self.text[span.start..span.end])?;
+            // A line with no arguments yet: keep the image path a word of its own.
+            if span.start == span.end && !args.is_empty() && !out.ends_with([' ', '\t']) {
+                out.push(' ');
+            }
+            out.push_str(&args);
             cursor = span.end;
         }
         out.push_str(&self.text[cursor..]);
@@ -345,6 +352,22 @@ mod tests {
         assert_eq!(
             again.delete(Target::Dom0, "xen-pciback.hide").unwrap(),
             XCPNG
+        );
+    }
+
+    #[test]
+    fn an_argument_less_kernel_line_keeps_its_path() {
+        let text = "menuentry 'X' {\n\tmultiboot2 /boot/xen.gz\n\tmodule2 /boot/vmlinuz\n}\n";
+        let cfg = GrubConfig::parse(text).unwrap();
+        let out = cfg.set(Target::Dom0, "k", Some("v")).unwrap();
+        assert!(out.contains("\tmodule2 /boot/vmlinuz k=v\n"), "{out}");
+        assert_eq!(
+            GrubConfig::parse(&out)
+                .unwrap()
+                .delete(Target::Dom0, "k")
+                .unwrap()
+                .replace("vmlinuz \n", "vmlinuz\n"),
+            text
         );
     }
 
