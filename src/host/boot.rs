@@ -81,6 +81,16 @@ pub fn lock(host: &HostRoot) -> Result<BootLock, HostError> {
     Ok(BootLock { _file: file })
 }
 
+/// Crash simulation for tests: with `PCIPASS_FAULT=<step>` in the
+/// environment the process aborts at that step of [`replace_atomic`]
+/// (`after-create`, `after-write`, `after-fsync`, `after-rename`), as a
+/// crash or power cut would stop it there.
+fn fault_point(step: &str) {
+    if std::env::var_os("PCIPASS_FAULT").is_some_and(|v| v == step) {
+        std::process::abort();
+    }
+}
+
 /// Replace `rel` with `text` atomically: a temporary file in the same
 /// directory, fsync, rename over the old file, fsync of the directory. The
 /// old file's mode is kept. A crash leaves the old or the new file.
@@ -96,6 +106,15 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
     let mode = std::fs::metadata(&path)
         .map(|m| m.permissions().mode())
         .unwrap_or(0o644);
+    // Temporary files of writers that died mid-replace (we hold the lock).
+    let prefix = format!(".{name}.pcipass-tmp-");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let result = (|| {
         let mut file = OpenOptions::new()
             .create(true)
@@ -103,12 +122,16 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
             .write(true)
             .open(&tmp)
             .map_err(|e| fail("create", e))?;
+        fault_point("after-create");
         file.write_all(text.as_bytes())
             .map_err(|e| fail("write", e))?;
+        fault_point("after-write");
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail("chmod", e))?;
         file.sync_all().map_err(|e| fail("fsync", e))?;
+        fault_point("after-fsync");
         std::fs::rename(&tmp, &path).map_err(|e| fail("rename", e))?;
+        fault_point("after-rename");
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| fail("fsync dir", e))

@@ -79,3 +79,57 @@ def test_xen_cmdline_killed_mid_edit_leaves_old_or_new_file(daemon):
         assert _hide_value(daemon) in written
         text = grub.read_text()
         assert text.count("menuentry") == 4 and text.endswith("}\n")
+
+
+def test_interruption_at_every_step_of_a_write(daemon):
+    grub = daemon.root / "boot/grub/grub.cfg"
+    for step, lands in (("after-create", False), ("after-write", False), ("after-fsync", False), ("after-rename", True)):
+        before = grub.read_text()
+        value = f"(0000:0a:00.{'0123'[['after-create', 'after-write', 'after-fsync', 'after-rename'].index(step)]})"
+        p = subprocess.run([binary("xen-cmdline"), "--root", str(daemon.root), "--set-dom0", f"xen-pciback.hide={value}"],
+                           env={**os.environ, "PCIPASS_FAULT": step}, capture_output=True)
+        assert p.returncode == -signal.SIGABRT, step
+        assert _hide_value(daemon) == (value if lands else _value_of(before)), step
+        if not lands:
+            assert grub.read_text() == before, f"{step}: the old file, byte for byte"
+    daemon.xen_cmdline("--set-dom0", "xen-pciback.hide=(0000:0b:00.0)")
+    leftovers = [p.name for p in grub.parent.iterdir() if ".pcipass-tmp-" in p.name]
+    assert leftovers == [], "the next writer removes temporary files of dead ones"
+
+
+def _value_of(text):
+    for line in text.splitlines():
+        if "vmlinuz" in line and "xen-pciback.hide=" in line:
+            return line.split("xen-pciback.hide=")[1].split()[0]
+    return ""
+
+
+def test_non_root_socket_peer_must_log_in(tmp_path):
+    from conftest import Daemon, REPO
+    d = Daemon(tmp_path, extra_args=["--unix-group", "nogroup"])
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        os.chmod(d.sockdir, 0o755)
+        script = (
+            "import XenAPI, sys\n"
+            "s = XenAPI.Session('http://' + sys.argv[1].replace('/', '_') + '/', transport=XenAPI.UDSTransport())\n"
+            "try:\n"
+            "    s.xenapi.login_with_password('root', '')\n"
+            "    print('root-login-accepted')\n"
+            "except XenAPI.Failure as f:\n"
+            "    print(f.details[0])\n"
+            "s.xenapi.login_with_password('admin', sys.argv[2])\n"
+            "print('superuser', s.xenapi.session.get_is_local_superuser(s._session))\n"
+        )
+        site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+        run = lambda gid: subprocess.run(  # noqa: E731
+            ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", "/usr/bin/python3", "-c", script,
+             str(d.socket), d.passwords["admin"]],
+            capture_output=True, text=True, env={"PYTHONPATH": str(site)}, timeout=60)
+        p = run(65534)
+        assert p.stdout.split("\n")[:2] == ["SESSION_AUTHENTICATION_FAILED", "superuser False"], p.stderr
+        outsider = run(65533)
+        assert outsider.returncode != 0 and "Permission denied" in outsider.stderr
+    finally:
+        d.cleanup()
