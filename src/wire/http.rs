@@ -304,6 +304,32 @@ fn group_id(group: &str) -> Option<u32> {
         })
 }
 
+/// Accept connections until told to stop; each one first takes a slot of
+/// the connection limit (so excess clients wait in the accept queue).
+async fn accept_loop<A>(
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut accept: impl AsyncFnMut() -> std::io::Result<A>,
+    on_connection: impl Fn(A, tokio::sync::OwnedSemaphorePermit),
+) {
+    loop {
+        let Ok(permit) = shared.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            a = accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok(connection) => on_connection(connection, permit),
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serve until `shutdown` completes, then drain in-flight calls.
 pub async fn serve(
     config: HttpConfig,
@@ -345,33 +371,16 @@ pub async fn serve(
     let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     for (listener, url) in tcp {
         println!("listening on {url}");
-        let (shared, mut stop, acceptor) = (shared.clone(), stop_rx.clone(), acceptor.clone());
-        accepters.spawn(async move {
-            loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stop.changed() => return,
-                };
-                let (stream, addr) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+        let acceptor = acceptor.clone();
+        let on_connection = {
+            let shared = shared.clone();
+            move |(stream, addr): (tokio::net::TcpStream, SocketAddr), permit| {
                 let _ = stream.set_nodelay(true);
                 match &acceptor {
                     None => shared.serve(stream, Peer::Tcp(addr), permit),
                     Some(acceptor) => {
-                        let (acceptor, shared, limit) = (
-                            acceptor.clone(),
-                            shared.clone(),
-                            shared.config.header_timeout,
-                        );
+                        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                        let limit = shared.config.header_timeout;
                         tokio::spawn(async move {
                             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), permit),
@@ -382,36 +391,33 @@ pub async fn serve(
                     }
                 }
             }
-        });
+        };
+        accepters.spawn(accept_loop(
+            shared.clone(),
+            stop_rx.clone(),
+            async move || listener.accept().await,
+            on_connection,
+        ));
     }
     for (listener, path) in unix {
         println!("listening on unix:{}", path.display());
-        let (shared, mut stop) = (shared.clone(), stop_rx.clone());
-        accepters.spawn(async move {
-            loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
-                    return;
+        let on_connection = {
+            let shared = shared.clone();
+            move |(stream, _): (tokio::net::UnixStream, tokio::net::unix::SocketAddr), permit| {
+                let cred = stream.peer_cred().ok();
+                let peer = Peer::Unix {
+                    uid: cred.map(|c| c.uid()),
+                    pid: cred.and_then(|c| c.pid()),
                 };
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stop.changed() => return,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let cred = stream.peer_cred().ok();
-                        let peer = Peer::Unix {
-                            uid: cred.map(|c| c.uid()),
-                            pid: cred.and_then(|c| c.pid()),
-                        };
-                        shared.serve(stream, peer, permit);
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
+                shared.serve(stream, peer, permit);
             }
-        });
+        };
+        accepters.spawn(accept_loop(
+            shared.clone(),
+            stop_rx.clone(),
+            async move || listener.accept().await,
+            on_connection,
+        ));
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
