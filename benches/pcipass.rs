@@ -33,6 +33,17 @@ fn quick() -> bool {
     std::env::var_os("PCIPASS_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
 }
 
+/// Whether section `name` (status, hyper, scale, events) is to run: all of
+/// them unless some are named on the command line
+/// (`cargo bench --bench pcipass -- hyper scale`).
+fn wanted(name: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == name)
+}
+
 fn secs(full: f64) -> Duration {
     Duration::from_secs_f64(if quick() { 0.3 } else { full })
 }
@@ -247,13 +258,27 @@ fn add_user(state: &Path) {
 }
 
 /// A plain hyper server answering every request with a fixed body: the
-/// ceiling for any HTTP service on this machine.
-fn hello_server(runtime: &tokio::runtime::Runtime) -> SocketAddr {
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+/// ceiling for any HTTP service on this machine. It runs in a process of
+/// its own (this benchmark re-executed with `--hello-server`), on a runtime
+/// like pcipassd's, so that it pays the same cross-process costs.
+fn hello_server() -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--hello-server")
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(async move {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+fn run_hello_server() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
@@ -272,12 +297,14 @@ fn hello_server(runtime: &tokio::runtime::Runtime) -> SocketAddr {
             });
         }
     });
-    addr
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if std::env::args().any(|a| a == "--hello-server") {
+        return run_hello_server();
     }
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -302,155 +329,164 @@ fn main() {
     let native_state = dir.path().join("state-native");
     add_user(&native_state);
     let native = start(&demo, &native_state, &[]);
-    let exec_state = dir.path().join("state-exec");
-    add_user(&exec_state);
-    let exec = start(
-        &demo,
-        &exec_state,
-        &["--boot-backend", "exec", "--xen-cmdline", XEN_CMDLINE],
-    );
-    let (n_stats, e_stats) = runtime.block_on(async {
-        let s = login(native.addr, "bench", "bench-secret").await;
-        let pci = first_ref(native.addr, &s, "PCI.get_all").await;
-        let n = load(
-            native.addr,
-            xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-            1,
-            secs(3.0),
-        )
-        .await;
-        let s = login(exec.addr, "bench", "bench-secret").await;
-        let pci = first_ref(exec.addr, &s, "PCI.get_all").await;
-        let e = load(
-            exec.addr,
-            xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-            1,
-            secs(3.0),
-        )
-        .await;
-        (n, e)
-    });
-    drop(exec);
-    println!("\n1. PCI.get_dom0_access_status, one connection, sequential");
-    println!("   native backend      {}", n_stats.line());
-    println!("   exec backend        {}", e_stats.line());
-    println!(
-        "   ratio native/exec   {:.1}x calls per second",
-        n_stats.per_second / e_stats.per_second
-    );
-    let host = pcipass::host::HostRoot::new(&demo);
-    let engine = pcipass::domain::bootcfg::Dom0AccessEngine::new(
-        Box::new(pcipass::domain::bootcfg::NativeBootConfig::new(
-            host.clone(),
-        )),
-        host,
-    );
-    let addr: pcipass::domain::PciAddress = "0000:01:00.0".parse().unwrap();
-    let n = if quick() { 1_000 } else { 200_000 };
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(engine.status(&addr).unwrap());
-    }
-    println!(
-        "   in-process status computation: {:.2} us per call (cache keyed on file fingerprints, {n} calls)",
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
-
-    // 2. Small and large calls vs plain hyper.
-    let hello = hello_server(&runtime);
-    let large = mock_host(dir.path(), "large");
-    let large_state = dir.path().join("state-large");
-    add_user(&large_state);
-    let large_daemon = start(&large, &large_state, &[]);
-    let (small, plain, small_seq, big_seq) = runtime.block_on(async {
-        let s = login(native.addr, "bench", "bench-secret").await;
-        let pci = first_ref(native.addr, &s, "PCI.get_all").await;
-        let small = load(
-            native.addr,
-            xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-            32,
-            secs(5.0),
-        )
-        .await;
-        let plain = load(hello, b"hello".to_vec(), 32, secs(5.0)).await;
-        let small_seq = load(
-            native.addr,
-            xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-            1,
-            secs(2.0),
-        )
-        .await;
-        let ls = login(large_daemon.addr, "bench", "bench-secret").await;
-        let big_seq = load(
-            large_daemon.addr,
-            xml_call("PCI.get_all_records", &[&ls]),
-            1,
-            secs(5.0),
-        )
-        .await;
-        (small, plain, small_seq, big_seq)
-    });
-    println!("\n2. Keep-alive load, 32 connections (load generator on the same 2 cores)");
-    println!("   plain hyper hello             {}", plain.line());
-    println!("   PCI.get_dom0_access_status    {}", small.line());
-    println!(
-        "   ratio small call / hyper      {:.2} of plain hyper's requests/s",
-        small.per_second / plain.per_second
-    );
-    println!("   sequential small call         {}", small_seq.line());
-    println!(
-        "   PCI.get_all_records (4096+)   {}  {} bytes",
-        big_seq.line(),
-        big_seq.bytes
-    );
-    println!(
-        "   ratio large / small latency   {:.1}x (p50)",
-        big_seq.p50.as_secs_f64() / small_seq.p50.as_secs_f64()
-    );
-    println!(
-        "   daemon resident memory on the large host: {} KiB",
-        rss_kib(large_daemon.child.id())
-    );
-    drop(large_daemon);
-
-    // 3. Scale.
-    println!("\n3. Scale (start-up sync in-process on a fresh store; calls over HTTP)");
-    println!(
-        "   {:>9} {:>12} {:>16} {:>14} {:>12}",
-        "functions", "sync ms", "get_all_records", "bytes", "RSS KiB"
-    );
-    for n in [256usize, 1024, 4096] {
-        let root = mock_host(dir.path(), &format!("scale-{n}"));
-        let functions = std::fs::read_dir(root.join("sys/bus/pci/devices"))
-            .unwrap()
-            .count();
-        let state = dir.path().join(format!("state-scale-{n}"));
-        let settings = pcipass::config::Settings {
-            root: Some(root.clone()),
-            state_dir: Some(state.clone()),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        drop(pcipass::daemon::build_context(&settings).unwrap());
-        let sync_ms = t.elapsed().as_secs_f64() * 1e3;
-        add_user(&state);
-        let d = start(&root, &state, &[]);
-        let stats = runtime.block_on(async {
-            let s = login(d.addr, "bench", "bench-secret").await;
-            load(d.addr, xml_call("PCI.get_all_records", &[&s]), 1, secs(3.0)).await
+    if wanted("status") {
+        let exec_state = dir.path().join("state-exec");
+        add_user(&exec_state);
+        let exec = start(
+            &demo,
+            &exec_state,
+            &["--boot-backend", "exec", "--xen-cmdline", XEN_CMDLINE],
+        );
+        let (n_stats, e_stats) = runtime.block_on(async {
+            let s = login(native.addr, "bench", "bench-secret").await;
+            let pci = first_ref(native.addr, &s, "PCI.get_all").await;
+            let n = load(
+                native.addr,
+                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
+                1,
+                secs(3.0),
+            )
+            .await;
+            let s = login(exec.addr, "bench", "bench-secret").await;
+            let pci = first_ref(exec.addr, &s, "PCI.get_all").await;
+            let e = load(
+                exec.addr,
+                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
+                1,
+                secs(3.0),
+            )
+            .await;
+            (n, e)
         });
+        drop(exec);
+        println!("\n1. PCI.get_dom0_access_status, one connection, sequential");
+        println!("   native backend      {}", n_stats.line());
+        println!("   exec backend        {}", e_stats.line());
         println!(
-            "   {:>9} {:>12.1} {:>13.2} ms {:>14} {:>12}",
-            functions,
-            sync_ms,
-            stats.p50.as_secs_f64() * 1e3,
-            stats.bytes,
-            rss_kib(d.child.id())
+            "   ratio native/exec   {:.1}x calls per second",
+            n_stats.per_second / e_stats.per_second
+        );
+        let host = pcipass::host::HostRoot::new(&demo);
+        let engine = pcipass::domain::bootcfg::Dom0AccessEngine::new(
+            Box::new(pcipass::domain::bootcfg::NativeBootConfig::new(
+                host.clone(),
+            )),
+            host,
+        );
+        let addr: pcipass::domain::PciAddress = "0000:01:00.0".parse().unwrap();
+        let n = if quick() { 1_000 } else { 200_000 };
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(engine.status(&addr).unwrap());
+        }
+        println!(
+            "   in-process status computation: {:.2} us per call (cache keyed on file fingerprints, {n} calls)",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
         );
     }
 
-    // 4. event.from with 100 watchers.
-    let latency = runtime.block_on(async {
+    if wanted("hyper") {
+        // 2. Small and large calls vs plain hyper.
+        let (mut hello_child, hello) = hello_server();
+        let large = mock_host(dir.path(), "large");
+        let large_state = dir.path().join("state-large");
+        add_user(&large_state);
+        let large_daemon = start(&large, &large_state, &[]);
+        let (small, plain, small_seq, big_seq) = runtime.block_on(async {
+            let s = login(native.addr, "bench", "bench-secret").await;
+            let pci = first_ref(native.addr, &s, "PCI.get_all").await;
+            let small = load(
+                native.addr,
+                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
+                32,
+                secs(5.0),
+            )
+            .await;
+            let plain = load(hello, b"hello".to_vec(), 32, secs(5.0)).await;
+            let small_seq = load(
+                native.addr,
+                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
+                1,
+                secs(2.0),
+            )
+            .await;
+            let ls = login(large_daemon.addr, "bench", "bench-secret").await;
+            let big_seq = load(
+                large_daemon.addr,
+                xml_call("PCI.get_all_records", &[&ls]),
+                1,
+                secs(5.0),
+            )
+            .await;
+            (small, plain, small_seq, big_seq)
+        });
+        println!("\n2. Keep-alive load, 32 connections (load generator on the same 2 cores)");
+        println!("   plain hyper hello             {}", plain.line());
+        println!("   PCI.get_dom0_access_status    {}", small.line());
+        println!(
+            "   ratio small call / hyper      {:.2} of plain hyper's requests/s",
+            small.per_second / plain.per_second
+        );
+        println!("   sequential small call         {}", small_seq.line());
+        println!(
+            "   PCI.get_all_records (4096+)   {}  {} bytes",
+            big_seq.line(),
+            big_seq.bytes
+        );
+        println!(
+            "   ratio large / small latency   {:.1}x (p50)",
+            big_seq.p50.as_secs_f64() / small_seq.p50.as_secs_f64()
+        );
+        println!(
+            "   daemon resident memory on the large host: {} KiB",
+            rss_kib(large_daemon.child.id())
+        );
+        drop(large_daemon);
+        let _ = hello_child.kill();
+        let _ = hello_child.wait();
+    }
+
+    if wanted("scale") {
+        // 3. Scale.
+        println!("\n3. Scale (start-up sync in-process on a fresh store; calls over HTTP)");
+        println!(
+            "   {:>9} {:>12} {:>16} {:>14} {:>12}",
+            "functions", "sync ms", "get_all_records", "bytes", "RSS KiB"
+        );
+        for n in [256usize, 1024, 4096] {
+            let root = mock_host(dir.path(), &format!("scale-{n}"));
+            let functions = std::fs::read_dir(root.join("sys/bus/pci/devices"))
+                .unwrap()
+                .count();
+            let state = dir.path().join(format!("state-scale-{n}"));
+            let settings = pcipass::config::Settings {
+                root: Some(root.clone()),
+                state_dir: Some(state.clone()),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            drop(pcipass::daemon::build_context(&settings).unwrap());
+            let sync_ms = t.elapsed().as_secs_f64() * 1e3;
+            add_user(&state);
+            let d = start(&root, &state, &[]);
+            let stats = runtime.block_on(async {
+                let s = login(d.addr, "bench", "bench-secret").await;
+                load(d.addr, xml_call("PCI.get_all_records", &[&s]), 1, secs(3.0)).await
+            });
+            println!(
+                "   {:>9} {:>12.1} {:>13.2} ms {:>14} {:>12}",
+                functions,
+                sync_ms,
+                stats.p50.as_secs_f64() * 1e3,
+                stats.bytes,
+                rss_kib(d.child.id())
+            );
+        }
+    }
+
+    if wanted("events") {
+        // 4. event.from with 100 watchers.
+        let latency = runtime.block_on(async {
         let s = login(native.addr, "bench", "bench-secret").await;
         let token = {
             let reply = post(&mut connect(native.addr).await, &xml_call("event.inject", &[&s, "pool", &first_ref(native.addr, &s, "pool.get_all").await])).await;
@@ -485,10 +521,11 @@ fn main() {
         }
         (slowest, notified)
     });
-    println!(
-        "\n4. event.from, 100 watchers: edit to last watcher notified {:.2} ms ({} of 100 saw the PGPU change)",
-        latency.0.as_secs_f64() * 1e3,
-        latency.1
-    );
+        println!(
+            "\n4. event.from, 100 watchers: edit to last watcher notified {:.2} ms ({} of 100 saw the PGPU change)",
+            latency.0.as_secs_f64() * 1e3,
+            latency.1
+        );
+    }
     drop(native);
 }

@@ -89,6 +89,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         host_lock: tokio::sync::Mutex::new(()),
         login_throttle: session::LoginThrottle::default(),
         event_registrations: Registrations::default(),
+        record_snapshots: Default::default(),
         task_result_encoder: encode_task_result,
     });
     sync::synchronise(&ctx).map_err(state_err)?;

@@ -6,9 +6,14 @@
 //! int (a bare decimal in XML-RPC), `Int32` exists only for
 //! `event.from`'s `valid_ref_counts` (`<i4>` in XML-RPC), and a `Struct`
 //! keeps its members in insertion order so records come out in datamodel
-//! order.
+//! order. A [`Snapshot`] is a large struct (a class's `get_all_records`)
+//! made on demand, member by member, and shared between replies; each codec
+//! keeps its encoding of it, so a large unchanged reply is encoded once.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 /// A XenAPI value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +36,83 @@ pub enum Value {
     Struct(Vec<(String, Value)>),
     /// XML-RPC `<nil/>` / JSON `null`.
     Nil,
+    /// A struct made on demand and shared between replies (never stored).
+    #[serde(skip)]
+    Snapshot(Snapshot),
+}
+
+/// Number of codecs that may keep an encoding in a [`Snapshot`].
+pub const ENCODING_SLOTS: usize = 2;
+
+type MemberSource = dyn Fn(&mut dyn FnMut(&str, Value)) + Send + Sync;
+
+/// A struct whose members are produced on demand, one at a time, by a
+/// closure over immutable data, with a slot per codec for its encoding.
+/// Cloning shares it. Two snapshots are equal only if they are the same one.
+#[derive(Clone)]
+pub struct Snapshot(Arc<SnapshotInner>);
+
+struct SnapshotInner {
+    members: Box<MemberSource>,
+    len: usize,
+    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+}
+
+impl Snapshot {
+    /// A snapshot of `len` members that `members` hands, in order, to the
+    /// function it is given.
+    pub fn new(
+        len: usize,
+        members: impl Fn(&mut dyn FnMut(&str, Value)) + Send + Sync + 'static,
+    ) -> Snapshot {
+        Snapshot(Arc::new(SnapshotInner {
+            members: Box::new(members),
+            len,
+            encodings: Default::default(),
+        }))
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// Visit every member in order.
+    pub fn for_each(&self, mut visit: impl FnMut(&str, Value)) {
+        (self.0.members)(&mut visit)
+    }
+
+    /// The members as an ordinary struct.
+    pub fn to_struct(&self) -> Value {
+        let mut members = Vec::with_capacity(self.len());
+        self.for_each(|name, value| members.push((name.to_owned(), value)));
+        Value::Struct(members)
+    }
+
+    /// The encoding in `slot` (one slot per codec), made by `encode` the
+    /// first time it is asked for.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Snapshot) -> Vec<u8>) -> Bytes {
+        self.0.encodings[slot]
+            .get_or_init(|| Bytes::from(encode(self)))
+            .clone()
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Snapshot({} members)", self.len())
+    }
 }
 
 impl Value {
@@ -78,7 +160,7 @@ impl Value {
             Value::Float(_) => "float",
             Value::DateTime(_) => "datetime",
             Value::Array(_) => "array",
-            Value::Struct(_) => "struct",
+            Value::Struct(_) | Value::Snapshot(_) => "struct",
             Value::Nil => "nil",
         }
     }
@@ -137,6 +219,7 @@ impl fmt::Display for Value {
                 }
                 Ok(())
             }
+            Value::Snapshot(snapshot) => snapshot.to_struct().fmt(f),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::api::{ApiError, Role};
 use crate::domain::bootcfg::Dom0AccessEngine;
 use crate::host::HostRoot;
 use crate::store::{Object, Store};
+use crate::value::Snapshot;
 
 /// Settings of the API layer.
 #[derive(Debug, Clone)]
@@ -58,6 +59,9 @@ pub struct Context {
     pub login_throttle: crate::api::session::LoginThrottle,
     /// Sessions registered for `event.next`.
     pub event_registrations: crate::api::event::Registrations,
+    /// The latest `get_all_records` answer of each class whose records
+    /// every caller may see, with the class generation it was made at.
+    pub record_snapshots: std::sync::Mutex<std::collections::HashMap<String, (u64, Snapshot)>>,
     /// Encodes a task result the way xapi stores it (an XML-RPC `<value>`
     /// fragment); supplied by the wire layer, which owns the encoding.
     pub task_result_encoder: fn(&crate::api::Value) -> String,

@@ -7,6 +7,7 @@ use crate::api::context::{Caller, Context};
 use crate::api::{ApiError, Role, Value, pgpu};
 use crate::idl::{self, Class, Method, MethodKind};
 use crate::store::{Change, Object};
+use crate::value::Snapshot;
 
 /// The wire record of an object: its public fields in idl order, a field
 /// the store lacks filled with the idl default.
@@ -51,6 +52,11 @@ pub fn new_object(
     object
 }
 
+/// Classes some of whose objects are private to some callers.
+fn has_private_objects(class: &str) -> bool {
+    matches!(class, "session" | "task")
+}
+
 /// May `caller` see `object`? Sessions are private to their owner, tasks to
 /// their owner and pool operators.
 fn visible(caller: &Caller, object: &Object) -> bool {
@@ -70,6 +76,34 @@ fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Objec
         .into_iter()
         .filter(|o| visible(caller, o))
         .collect()
+}
+
+/// Every record of `class` (whose objects every caller may see) as a
+/// shared snapshot: made once per change of the class, so that the codecs
+/// encode a large unchanged answer only once. Records are built from the
+/// objects one at a time while they are encoded, never all at once.
+fn all_records(ctx: &Context, class: &'static Class) -> Snapshot {
+    if class.name == "PGPU" {
+        pgpu::refresh_dom0_access(ctx);
+    }
+    let mut snapshots = ctx
+        .record_snapshots
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let current = ctx.store.class_generation(&class.name);
+    if let Some((generation, snapshot)) = snapshots.get(&class.name)
+        && *generation == current
+    {
+        return snapshot.clone();
+    }
+    let (generation, objects) = ctx.store.all_at_generation(&class.name);
+    let snapshot = Snapshot::new(objects.len(), move |visit| {
+        for object in &objects {
+            visit(&object.reference, record(class, object));
+        }
+    });
+    snapshots.insert(class.name.clone(), (generation, snapshot.clone()));
+    snapshot
 }
 
 fn checked_object(
@@ -129,12 +163,13 @@ pub fn implicit(
                 .map(|o| Value::String(o.reference.clone()))
                 .collect(),
         )),
-        MethodKind::GetAllRecords => Ok(Value::Struct(
+        MethodKind::GetAllRecords if has_private_objects(class_name) => Ok(Value::Struct(
             visible_objects(ctx, caller, class_name)
                 .iter()
                 .map(|o| (o.reference.clone(), record(class, o)))
                 .collect(),
         )),
+        MethodKind::GetAllRecords => Ok(Value::Snapshot(all_records(ctx, class))),
         MethodKind::GetByNameLabel => {
             let label = arg_str(&args, 0);
             Ok(Value::Array(

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::grub::{GrubConfig, GrubError, Target};
@@ -79,9 +79,7 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
 
 /// The fingerprint of the grub.cfg under `host`, if it has one.
 fn grub_fingerprint(host: &HostRoot) -> Option<Fingerprint> {
-    boot::locate(host)
-        .ok()
-        .and_then(|rel| boot::fingerprint(host, rel).ok())
+    boot::locate_fingerprinted(host).ok().map(|(_, print)| print)
 }
 
 /// grub.cfg under the root, edited in-process.
@@ -233,8 +231,8 @@ impl BootConfig for ExecBootConfig {
 
 #[derive(Debug, Default)]
 struct Cache {
-    running: Option<(Fingerprint, HideView)>,
-    boot: Option<(Fingerprint, HideView)>,
+    running: Option<(Fingerprint, Arc<HideView>)>,
+    boot: Option<(Fingerprint, Arc<HideView>)>,
 }
 
 /// Dom0 access of PCI functions: status from the two views, and edits.
@@ -260,7 +258,7 @@ impl Dom0AccessEngine {
     }
 
     /// The hide list the running kernel uses.
-    pub fn running_view(&self) -> Result<HideView, BootConfigError> {
+    pub fn running_view(&self) -> Result<Arc<HideView>, BootConfigError> {
         let print = procfs::cmdline_fingerprint(&self.host)?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((p, view)) = &cache.running
@@ -268,13 +266,15 @@ impl Dom0AccessEngine {
         {
             return Ok(view.clone());
         }
-        let view = HideView::from_cmdline(&procfs::read_cmdline(&self.host)?);
+        let view = Arc::new(HideView::from_cmdline(&procfs::read_cmdline(
+            &self.host,
+        )?));
         cache.running = Some((print, view.clone()));
         Ok(view)
     }
 
     /// The hide list the next boot will use.
-    pub fn boot_view(&self) -> Result<HideView, BootConfigError> {
+    pub fn boot_view(&self) -> Result<Arc<HideView>, BootConfigError> {
         let print = if self.cache_boot {
             self.boot.fingerprint()
         } else {
@@ -288,7 +288,9 @@ impl Dom0AccessEngine {
                 return Ok(view.clone());
             }
         }
-        let view = HideView::from_value(self.boot.get_dom0(HIDE_KEY)?.as_deref());
+        let view = Arc::new(HideView::from_value(
+            self.boot.get_dom0(HIDE_KEY)?.as_deref(),
+        ));
         if let Some(print) = print {
             self.cache.lock().unwrap_or_else(|p| p.into_inner()).boot = Some((print, view.clone()));
         }

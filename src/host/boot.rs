@@ -29,18 +29,35 @@ pub struct Fingerprint {
 /// The fingerprint of a host file.
 pub fn fingerprint(host: &HostRoot, rel: &str) -> Result<Fingerprint, HostError> {
     let meta = std::fs::metadata(host.path(rel)).map_err(|e| HostRoot::err("stat", rel, e))?;
-    Ok(Fingerprint {
-        len: meta.len(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        ino: meta.ino(),
-    })
+    Ok(Fingerprint::of(&meta))
+}
+
+impl Fingerprint {
+    fn of(meta: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ino: meta.ino(),
+        }
+    }
 }
 
 /// The host-relative path of grub.cfg (first candidate that exists).
 pub fn locate(host: &HostRoot) -> Result<&'static str, HostError> {
+    locate_fingerprinted(host).map(|(rel, _)| rel)
+}
+
+/// [`locate`] with the file's fingerprint, one `stat` per candidate tried
+/// (the status of a function is computed on every call from this).
+pub fn locate_fingerprinted(host: &HostRoot) -> Result<(&'static str, Fingerprint), HostError> {
     GRUB_CANDIDATES
         .into_iter()
-        .find(|c| host.path(c).is_file())
+        .find_map(|rel| {
+            std::fs::metadata(host.path(rel))
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| (rel, Fingerprint::of(&meta)))
+        })
         .ok_or_else(|| {
             HostRoot::err(
                 "find",
@@ -55,8 +72,7 @@ pub fn locate(host: &HostRoot) -> Result<&'static str, HostError> {
 
 /// Read grub.cfg with its fingerprint.
 pub fn read(host: &HostRoot) -> Result<(&'static str, String, Fingerprint), HostError> {
-    let rel = locate(host)?;
-    let print = fingerprint(host, rel)?;
+    let (rel, print) = locate_fingerprinted(host)?;
     let text = host.read_to_string(rel)?;
     Ok((rel, text, print))
 }

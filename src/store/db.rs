@@ -150,6 +150,8 @@ struct Memory {
     by_class: HashMap<String, BTreeMap<String, ()>>,
     by_uuid: HashMap<(String, String), String>,
     generation: u64,
+    /// Generation of the newest event of each class.
+    class_generations: HashMap<String, u64>,
     log: VecDeque<Event>,
 }
 
@@ -282,18 +284,7 @@ impl Store {
 
     /// Every object of `class`, ordered by ref.
     pub fn all(&self, class: &str) -> Vec<Arc<Object>> {
-        let Ok(memory) = self.read() else {
-            return Vec::new();
-        };
-        memory
-            .by_class
-            .get(class)
-            .map(|refs| {
-                refs.keys()
-                    .filter_map(|r| memory.objects.get(r).cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.all_at_generation(class).1
     }
 
     /// Number of objects per class.
@@ -313,6 +304,35 @@ impl Store {
     /// The current generation (id of the newest event).
     pub fn generation(&self) -> u64 {
         self.read().map(|m| m.generation).unwrap_or(0)
+    }
+
+    /// The generation of the newest change to an object of `class` (0 if
+    /// none since the store was opened): equal values mean the class's
+    /// objects are unchanged.
+    pub fn class_generation(&self, class: &str) -> u64 {
+        self.read()
+            .ok()
+            .and_then(|m| m.class_generations.get(class).copied())
+            .unwrap_or(0)
+    }
+
+    /// Every object of `class`, ordered by ref, with the class generation
+    /// they belong to (read together).
+    pub fn all_at_generation(&self, class: &str) -> (u64, Vec<Arc<Object>>) {
+        let Ok(memory) = self.read() else {
+            return (0, Vec::new());
+        };
+        let generation = memory.class_generations.get(class).copied().unwrap_or(0);
+        let objects = memory
+            .by_class
+            .get(class)
+            .map(|refs| {
+                refs.keys()
+                    .filter_map(|r| memory.objects.get(r).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (generation, objects)
     }
 
     /// A receiver that changes whenever the generation moves.
@@ -465,6 +485,12 @@ impl Store {
             }
         }
         for (id, (operation, class, reference, snapshot)) in (first_generation..).zip(staged) {
+            match memory.class_generations.get_mut(&class) {
+                Some(generation) => *generation = id,
+                None => {
+                    memory.class_generations.insert(class.clone(), id);
+                }
+            }
             memory.log.push_back(Event {
                 id,
                 class,

@@ -71,15 +71,16 @@ impl RpcHandler for Dispatcher {
                     let body = match xmlrpc::parse_call(&request.body) {
                         Ok(call) => match self.call(&call.method, call.params, &request.peer).await
                         {
-                            Reply::Result(Ok(v)) => xmlrpc::write_success(&v),
-                            Reply::Result(Err(e)) => xmlrpc::write_failure(&e.description()),
-                            Reply::Bare(v) => xmlrpc::write_bare(&v),
+                            Reply::Result(Ok(v)) => xmlrpc::success_body(&v),
+                            Reply::Result(Err(e)) => xmlrpc::write_failure(&e.description()).into(),
+                            Reply::Bare(v) => xmlrpc::write_bare(&v).into(),
                         },
                         Err(e) => {
                             tracing::info!("unparseable XML-RPC request: {e}");
                             xmlrpc::write_failure(
                                 &ApiError::Internal(format!("XML-RPC request: {e}")).description(),
                             )
+                            .into()
                         }
                     };
                     RpcResponse { body }
@@ -89,15 +90,16 @@ impl RpcHandler for Dispatcher {
                         Ok(call) => match self.call(&call.method, call.params, &request.peer).await
                         {
                             Reply::Result(Ok(v)) | Reply::Bare(v) => {
-                                jsonrpc::write_success(call.version, &call.id, &v)
+                                jsonrpc::success_body(call.version, &call.id, &v)
                             }
                             Reply::Result(Err(e)) => {
                                 jsonrpc::write_failure(call.version, &call.id, &e.description())
+                                    .into()
                             }
                         },
                         Err(e) => {
                             tracing::info!("unparseable JSON-RPC request: {e}");
-                            jsonrpc::write_parse_failure(&e)
+                            jsonrpc::write_parse_failure(&e).into()
                         }
                     };
                     RpcResponse { body }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -27,6 +27,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+
+use crate::wire::body::ReplyBody;
 
 /// Listener and limit settings.
 #[derive(Debug, Clone)]
@@ -113,7 +115,7 @@ pub struct RpcRequest {
 #[derive(Debug, Clone)]
 pub struct RpcResponse {
     /// Body, in the request's protocol.
-    pub body: Vec<u8>,
+    pub body: ReplyBody,
 }
 
 /// What answers RPC requests (the dispatcher).
@@ -134,8 +136,8 @@ pub enum HttpError {
     },
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn plain(status: StatusCode, body: &'static str) -> Response<ReplyBody> {
+    let mut response = Response::new(ReplyBody::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -149,7 +151,7 @@ async fn route(
     peer: Peer,
     config: Arc<HttpConfig>,
     handler: Arc<dyn RpcHandler>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ReplyBody>, Infallible> {
     let path = request.uri().path().to_owned();
     match *request.method() {
         Method::GET if path == "/health" => return Ok(plain(StatusCode::OK, "ok")),
@@ -216,7 +218,7 @@ async fn route(
             body,
         })
         .await;
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    let mut response = Response::new(reply.body);
     let headers = response.headers_mut();
     headers.insert(
         hyper::header::CONTENT_TYPE,

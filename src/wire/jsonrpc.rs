@@ -3,9 +3,11 @@
 //! array, v2 `params` absent, an array or one object; replies in the
 //! request's version with xapi's error shapes.
 
+use bytes::Bytes;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::value::Value;
+use crate::value::{Snapshot, Value};
+use crate::wire::body::ReplyBody;
 
 /// The protocol version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +112,32 @@ pub fn to_json(value: &Value) -> Json {
                 .collect::<Map<_, _>>(),
         ),
         Value::Nil => Json::Null,
+        Value::Snapshot(snapshot) => to_json(&snapshot.to_struct()),
     }
+}
+
+/// The [`Snapshot`] encoding slot of this codec.
+const SNAPSHOT_SLOT: usize = 1;
+
+/// The JSON object of a snapshot, made once per snapshot, member by member.
+fn snapshot_object(snapshot: &Snapshot) -> Bytes {
+    snapshot.encoded(SNAPSHOT_SLOT, |s| {
+        let mut out = Vec::with_capacity(2 + s.len() * 1024);
+        out.push(b'{');
+        let mut first = true;
+        s.for_each(|name, value| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            // Writing strings and JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, &to_json(&value));
+        });
+        out.push(b'}');
+        out.shrink_to_fit();
+        out
+    })
 }
 
 /// Parse a request body.
@@ -156,6 +183,24 @@ pub fn write_success(version: Version, id: &Json, result: &Value) -> Vec<u8> {
         Version::V2 => serde_json::json!({"jsonrpc": "2.0", "result": to_json(result), "id": id}),
     };
     serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+/// [`write_success`] as a reply body; a snapshot's cached encoding is
+/// sent as it is, not copied.
+pub fn success_body(version: Version, id: &Json, result: &Value) -> ReplyBody {
+    let Value::Snapshot(snapshot) = result else {
+        return ReplyBody::from(write_success(version, id, result));
+    };
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    let head = match version {
+        Version::V1 => format!("{{\"error\":null,\"id\":{id},\"result\":"),
+        Version::V2 => format!("{{\"id\":{id},\"jsonrpc\":\"2.0\",\"result\":"),
+    };
+    ReplyBody::from_chunks([
+        Bytes::from(head),
+        snapshot_object(snapshot),
+        Bytes::from_static(b"}"),
+    ])
 }
 
 /// A failure reply for `[CODE, params...]`.

@@ -1,6 +1,7 @@
 //! The wire: HTTP listeners, the XML-RPC and JSON-RPC codecs, and the
 //! dispatcher that turns a decoded call into an API call.
 
+pub mod body;
 pub mod dispatch;
 pub mod http;
 pub mod jsonrpc;

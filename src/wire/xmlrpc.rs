@@ -3,7 +3,10 @@
 //! xapi's exact style: no whitespace, bare `<value>text</value>` strings,
 //! ints as bare decimals, the Status/Value/ErrorDescription envelope.
 
-use crate::value::Value;
+use bytes::Bytes;
+
+use crate::value::{Snapshot, Value};
+use crate::wire::body::ReplyBody;
 
 /// A decoded method call.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,9 +94,19 @@ pub fn parse_call(body: &[u8]) -> Result<Call, XmlRpcError> {
 /// cannot carry are replaced by U+FFFD so that every client can parse the
 /// reply; `\r` is written as `&#13;` so it survives.
 pub fn escape_into(text: &str, out: &mut Vec<u8>) {
+    // Most text needs nothing: find the first byte that may (markup, a
+    // control character, or the lead byte of U+FFFE/U+FFFF) and copy the
+    // rest in one piece.
     let bytes = text.as_bytes();
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
+    let needs_look = |b: &u8| matches!(*b, b'&' | b'<' | b'>' | 0xef) || *b < 0x20;
+    let Some(first) = bytes.iter().position(needs_look) else {
+        out.extend_from_slice(bytes);
+        return;
+    };
+    out.extend_from_slice(&bytes[..first]);
+    let mut start = first;
+    for (offset, c) in text[first..].char_indices() {
+        let i = first + offset;
         let replacement: &[u8] = match c {
             '&' => b"&amp;",
             '<' => b"&lt;",
@@ -116,8 +129,36 @@ fn write_float(x: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{x:?}").as_bytes());
 }
 
+/// The [`Snapshot`] encoding slot of this codec.
+const SNAPSHOT_SLOT: usize = 0;
+
+/// The `<value>` fragment of a snapshot, made once per snapshot.
+fn snapshot_fragment(snapshot: &Snapshot) -> Bytes {
+    snapshot.encoded(SNAPSHOT_SLOT, |s| {
+        // Records are about 1.7 KB each in XML: start near the final size.
+        let mut out = Vec::with_capacity(64 + s.len() * 2048);
+        out.extend_from_slice(b"<value><struct>");
+        s.for_each(|name, v| write_member(name, &v, &mut out));
+        out.extend_from_slice(b"</struct></value>");
+        out.shrink_to_fit();
+        out
+    })
+}
+
+fn write_member(name: &str, value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<member><name>");
+    escape_into(name, out);
+    out.extend_from_slice(b"</name>");
+    write_value(value, out);
+    out.extend_from_slice(b"</member>");
+}
+
 /// Append a `<value>…</value>` fragment.
 pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+    if let Value::Snapshot(snapshot) = value {
+        out.extend_from_slice(&snapshot_fragment(snapshot));
+        return;
+    }
     out.extend_from_slice(b"<value>");
     match value {
         Value::String(s) => escape_into(s, out),
@@ -152,31 +193,41 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Struct(members) => {
             out.extend_from_slice(b"<struct>");
             for (name, v) in members {
-                out.extend_from_slice(b"<member><name>");
-                escape_into(name, out);
-                out.extend_from_slice(b"</name>");
-                write_value(v, out);
-                out.extend_from_slice(b"</member>");
+                write_member(name, v, out);
             }
             out.extend_from_slice(b"</struct>");
         }
         Value::Nil => out.extend_from_slice(b"<nil/>"),
+        Value::Snapshot(_) => unreachable!("written above"),
     }
     out.extend_from_slice(b"</value>");
 }
 
 const HEAD: &[u8] = b"<?xml version=\"1.0\"?><methodResponse><params><param>";
 const TAIL: &[u8] = b"</param></params></methodResponse>";
+const SUCCESS_HEAD: &[u8] = b"<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>";
+const SUCCESS_TAIL: &[u8] = b"</member></struct></value></param></params></methodResponse>";
 
 /// `{Status: Success, Value: value}`.
 pub fn write_success(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(HEAD);
-    out.extend_from_slice(b"<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>");
+    out.extend_from_slice(SUCCESS_HEAD);
     write_value(value, &mut out);
-    out.extend_from_slice(b"</member></struct></value>");
-    out.extend_from_slice(TAIL);
+    out.extend_from_slice(SUCCESS_TAIL);
     out
+}
+
+/// [`write_success`] as a reply body; a snapshot's cached encoding is
+/// sent as it is, not copied.
+pub fn success_body(value: &Value) -> ReplyBody {
+    match value {
+        Value::Snapshot(snapshot) => ReplyBody::from_chunks([
+            Bytes::from_static(SUCCESS_HEAD),
+            snapshot_fragment(snapshot),
+            Bytes::from_static(SUCCESS_TAIL),
+        ]),
+        _ => ReplyBody::from(write_success(value)),
+    }
 }
 
 /// `{Status: Failure, ErrorDescription: [CODE, params...]}`.
