@@ -8,7 +8,9 @@
 //!
 //! The engine judges dom0 access from two views of the effective hide
 //! list: `/proc/cmdline` (now) and the boot configuration (next boot).
-//! Both are read fresh, with a cache keyed on the files' fingerprints.
+//! Both are read fresh, with a cache keyed on the files' fingerprints;
+//! with the native backend a [`ChangeWatch`] on the files' directories
+//! lets a status call skip even the `stat`s while nothing has moved.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,7 +21,13 @@ use crate::domain::grub::{GrubConfig, GrubError, Target};
 use crate::domain::hide::{self, HIDE_KEY, HideEdit, HideParseError, HideView};
 use crate::domain::{Dom0Access, PciAddress};
 use crate::host::boot::Fingerprint;
+use crate::host::watch::ChangeWatch;
 use crate::host::{HostError, HostRoot, boot, exec, procfs};
+
+/// How long the cached views are trusted on the change watch alone before
+/// a `stat` confirms them (bounds what inotify cannot see, such as a file
+/// system mounted over `/boot` after start).
+const WATCH_TRUST: Duration = Duration::from_millis(100);
 
 /// Why the boot configuration cannot be read or edited.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +87,9 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
 
 /// The fingerprint of the grub.cfg under `host`, if it has one.
 fn grub_fingerprint(host: &HostRoot) -> Option<Fingerprint> {
-    boot::locate_fingerprinted(host).ok().map(|(_, print)| print)
+    boot::locate_fingerprinted(host)
+        .ok()
+        .map(|(_, print)| print)
 }
 
 /// grub.cfg under the root, edited in-process.
@@ -242,6 +252,8 @@ pub struct Dom0AccessEngine {
     host: HostRoot,
     cache: Mutex<Cache>,
     cache_boot: bool,
+    /// Present when both views come from files alone (native backend).
+    watch: Option<ChangeWatch>,
 }
 
 impl Dom0AccessEngine {
@@ -249,12 +261,37 @@ impl Dom0AccessEngine {
     /// list of existing functions).
     pub fn new(boot: Box<dyn BootConfig>, host: HostRoot) -> Dom0AccessEngine {
         let cache_boot = boot.cacheable();
+        let watch = cache_boot.then(|| {
+            let mut files = boot::GRUB_CANDIDATES.to_vec();
+            files.push(procfs::CMDLINE);
+            ChangeWatch::new(host.clone(), &files, WATCH_TRUST)
+        });
         Dom0AccessEngine {
             boot,
             host,
             cache: Mutex::new(Cache::default()),
             cache_boot,
+            watch,
         }
+    }
+
+    /// Both views, running and next boot. While the change watch reports
+    /// nothing, the views confirmed last are answered without touching the
+    /// files; otherwise each is checked by `stat` (and re-read if changed).
+    pub fn views(&self) -> Result<(Arc<HideView>, Arc<HideView>), BootConfigError> {
+        let Some(watch) = &self.watch else {
+            return Ok((self.running_view()?, self.boot_view()?));
+        };
+        if watch.unchanged() {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some((_, running)), Some((_, boot))) = (&cache.running, &cache.boot) {
+                return Ok((running.clone(), boot.clone()));
+            }
+        }
+        let epoch = watch.epoch_before_reading();
+        let views = (self.running_view()?, self.boot_view()?);
+        watch.confirm(epoch);
+        Ok(views)
     }
 
     /// The hide list the running kernel uses.
@@ -266,9 +303,7 @@ impl Dom0AccessEngine {
         {
             return Ok(view.clone());
         }
-        let view = Arc::new(HideView::from_cmdline(&procfs::read_cmdline(
-            &self.host,
-        )?));
+        let view = Arc::new(HideView::from_cmdline(&procfs::read_cmdline(&self.host)?));
         cache.running = Some((print, view.clone()));
         Ok(view)
     }
@@ -304,7 +339,7 @@ impl Dom0AccessEngine {
 
     /// The status of many functions from one read of each file.
     pub fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, BootConfigError> {
-        let (running, boot) = (self.running_view()?, self.boot_view()?);
+        let (running, boot) = self.views()?;
         Ok(addrs
             .iter()
             .map(|a| Dom0Access::from_views(running.hides(a), boot.hides(a)))
@@ -380,6 +415,83 @@ mod tests {
         assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::EnableOnReboot);
         let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
         assert_eq!(text, GRUB, "the parameter is removed entirely when empty");
+    }
+
+    #[test]
+    fn hand_edits_show_up_at_once_between_cached_reads() {
+        let (dir, host) = host_with(GRUB, "ro\n");
+        let engine =
+            Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone());
+        let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+        let grub = dir.path().join("boot/grub/grub.cfg");
+        let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
+        assert_ne!(hidden, GRUB);
+        for round in 0..50 {
+            // Served from the cache while nothing changes...
+            for _ in 0..3 {
+                assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled, "{round}");
+            }
+            // ...and a hand edit, in place or by rename, is seen by the very
+            // next call, well inside the change watch's trust period.
+            if round % 2 == 0 {
+                std::fs::write(&grub, &hidden).unwrap();
+            } else {
+                let tmp = dir.path().join("boot/grub/grub.cfg.tmp");
+                std::fs::write(&tmp, &hidden).unwrap();
+                std::fs::rename(&tmp, &grub).unwrap();
+            }
+            assert_eq!(
+                engine.status(&gpu).unwrap(),
+                Dom0Access::DisableOnReboot,
+                "{round}"
+            );
+            assert_eq!(
+                engine.status(&gpu).unwrap(),
+                Dom0Access::DisableOnReboot,
+                "{round}"
+            );
+            std::fs::write(&grub, GRUB).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "ro xen-pciback.hide=(01:00.0)\n",
+        )
+        .unwrap();
+        assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::EnableOnReboot);
+    }
+
+    #[test]
+    fn concurrent_readers_see_a_hand_edit_made_before_they_ask() {
+        let (dir, host) = host_with(GRUB, "ro\n");
+        let engine = Arc::new(Dom0AccessEngine::new(
+            Box::new(NativeBootConfig::new(host.clone())),
+            host,
+        ));
+        let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+        let grub = dir.path().join("boot/grub/grub.cfg");
+        let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
+        for round in 0..20 {
+            let (text, expected) = if round % 2 == 0 {
+                (&hidden, Dom0Access::DisableOnReboot)
+            } else {
+                (&GRUB.to_owned(), Dom0Access::Enabled)
+            };
+            std::fs::write(&grub, text).unwrap();
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let engine = engine.clone();
+                    std::thread::spawn(move || {
+                        (0..200).all(|_| engine.status(&gpu).unwrap() == expected)
+                    })
+                })
+                .collect();
+            for r in readers {
+                assert!(
+                    r.join().unwrap(),
+                    "round {round}: a stale status after the edit"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod mock;
 pub mod procfs;
 pub mod sysfs;
+pub mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -4,10 +4,13 @@
 use crate::host::boot::{Fingerprint, fingerprint};
 use crate::host::{HostError, HostRoot};
 
+/// The running kernel's command line, host-relative.
+pub const CMDLINE: &str = "proc/cmdline";
+
 /// The running kernel's command line (one line, newline trimmed).
 pub fn read_cmdline(host: &HostRoot) -> Result<String, HostError> {
     Ok(host
-        .read_to_string("proc/cmdline")?
+        .read_to_string(CMDLINE)?
         .trim_end_matches(['\n', '\0'])
         .to_owned())
 }
@@ -15,7 +18,7 @@ pub fn read_cmdline(host: &HostRoot) -> Result<String, HostError> {
 /// The fingerprint of `proc/cmdline` (a mock host's changes on reboot; a
 /// real one never changes while running).
 pub fn cmdline_fingerprint(host: &HostRoot) -> Result<Fingerprint, HostError> {
-    fingerprint(host, "proc/cmdline")
+    fingerprint(host, CMDLINE)
 }
 
 /// The mount table: `proc/self/mountinfo` (format `mountinfo`), else
