@@ -2,8 +2,10 @@
 through the unmodified Python XenAPI SDK and raw sockets."""
 
 import http.client
+import json
 import socket
 import time
+import urllib.request
 import xmlrpc.client
 from urllib.parse import urlparse
 
@@ -277,3 +279,39 @@ def test_sessions_per_user_are_bounded(tmp_path):
         assert raw.pool.get_all(sessions[2]._session)["Status"] == "Success"
     finally:
         d.cleanup()
+
+
+def _jsonrpc(url, method, *params):
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, "params": list(params)}).encode()
+    request = urllib.request.Request(url.rstrip("/") + "/jsonrpc", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as reply:
+        return json.loads(reply.read())
+
+
+def _as_xmlrpc_strings(value):
+    """JSON-RPC ints are numbers; XML-RPC sends API ints as strings."""
+    if isinstance(value, dict):
+        return {k: _as_xmlrpc_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_xmlrpc_strings(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def test_get_all_records_follows_every_change_in_both_protocols(daemon):
+    s = daemon.session("admin")
+    first = s.xenapi.PCI.get_all_records()
+    assert s.xenapi.PCI.get_all_records() == first, "an unchanged class answers the same"
+    ref = sorted(first)[0]
+    s.xenapi.PCI.add_to_other_config(ref, "note", "a<b&c")
+    after = s.xenapi.PCI.get_all_records()
+    assert after[ref]["other_config"] == {"note": "a<b&c"}, "the cached answer follows an edit"
+    assert {r: v for r, v in after.items() if r != ref} == {r: v for r, v in first.items() if r != ref}
+    reply = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)
+    assert reply["id"] == 7 and "error" not in reply
+    assert _as_xmlrpc_strings(reply["result"]) == after, "JSON-RPC and XML-RPC agree"
+    s.xenapi.PCI.remove_from_other_config(ref, "note")
+    assert s.xenapi.PCI.get_all_records() == first
+    result = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)["result"]
+    assert _as_xmlrpc_strings(result) == first
