@@ -260,6 +260,15 @@ async fn first_ref(addr: SocketAddr, session: &str, method: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `PCI.get_dom0_access_status` of the first PCI of the daemon at `addr`,
+/// over `connections` keep-alive connections for `duration`.
+async fn status_load(addr: SocketAddr, connections: usize, duration: Duration) -> Stats {
+    let s = login(addr, "bench", "bench-secret").await;
+    let pci = first_ref(addr, &s, "PCI.get_all").await;
+    let body = xml_call("PCI.get_dom0_access_status", &[&s, &pci]);
+    load(addr, body, connections, duration).await
+}
+
 fn add_user(state: &Path) {
     let mut child = Command::new(PCIPASS)
         .args(["user-add", "bench", "--role", "pool-admin", "--state-dir"])
@@ -358,25 +367,10 @@ fn main() {
             &["--boot-backend", "exec", "--xen-cmdline", XEN_CMDLINE],
         );
         let (n_stats, e_stats) = runtime.block_on(async {
-            let s = login(native.addr, "bench", "bench-secret").await;
-            let pci = first_ref(native.addr, &s, "PCI.get_all").await;
-            let n = load(
-                native.addr,
-                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-                1,
-                secs(3.0),
+            (
+                status_load(native.addr, 1, secs(3.0)).await,
+                status_load(exec.addr, 1, secs(3.0)).await,
             )
-            .await;
-            let s = login(exec.addr, "bench", "bench-secret").await;
-            let pci = first_ref(exec.addr, &s, "PCI.get_all").await;
-            let e = load(
-                exec.addr,
-                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-                1,
-                secs(3.0),
-            )
-            .await;
-            (n, e)
         });
         drop(exec);
         println!("\n1. PCI.get_dom0_access_status, one connection, sequential");
@@ -413,23 +407,9 @@ fn main() {
         add_user(&large_state);
         let large_daemon = start(&large, &large_state, &[]);
         let (small, plain, small_seq, big_seq) = runtime.block_on(async {
-            let s = login(native.addr, "bench", "bench-secret").await;
-            let pci = first_ref(native.addr, &s, "PCI.get_all").await;
-            let small = load(
-                native.addr,
-                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-                32,
-                secs(5.0),
-            )
-            .await;
+            let small = status_load(native.addr, 32, secs(5.0)).await;
             let plain = load(hello, b"hello".to_vec(), 32, secs(5.0)).await;
-            let small_seq = load(
-                native.addr,
-                xml_call("PCI.get_dom0_access_status", &[&s, &pci]),
-                1,
-                secs(2.0),
-            )
-            .await;
+            let small_seq = status_load(native.addr, 1, secs(2.0)).await;
             let ls = login(large_daemon.addr, "bench", "bench-secret").await;
             let big_seq = load(
                 large_daemon.addr,

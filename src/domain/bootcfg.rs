@@ -397,11 +397,21 @@ mod tests {
 
     const GRUB: &str = include_str!("../../tests/fixtures/grub/xcpng-grub.cfg");
 
+    fn native_engine(host: &HostRoot) -> Dom0AccessEngine {
+        Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone())
+    }
+
+    /// [`GRUB`] edited by hand to hide 0000:01:00.0.
+    fn grub_hiding_gpu() -> String {
+        let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
+        assert_ne!(hidden, GRUB);
+        hidden
+    }
+
     #[test]
     fn status_cycle_through_edits_and_reboot() {
         let (dir, host) = host_with(GRUB, "root=LABEL=x ro\n");
-        let engine =
-            Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone());
+        let engine = native_engine(&host);
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
         assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
@@ -420,12 +430,10 @@ mod tests {
     #[test]
     fn hand_edits_show_up_at_once_between_cached_reads() {
         let (dir, host) = host_with(GRUB, "ro\n");
-        let engine =
-            Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone());
+        let engine = native_engine(&host);
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         let grub = dir.path().join("boot/grub/grub.cfg");
-        let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
-        assert_ne!(hidden, GRUB);
+        let hidden = grub_hiding_gpu();
         for round in 0..50 {
             // Served from the cache while nothing changes...
             for _ in 0..3 {
@@ -463,13 +471,10 @@ mod tests {
     #[test]
     fn concurrent_readers_see_a_hand_edit_made_before_they_ask() {
         let (dir, host) = host_with(GRUB, "ro\n");
-        let engine = Arc::new(Dom0AccessEngine::new(
-            Box::new(NativeBootConfig::new(host.clone())),
-            host,
-        ));
+        let engine = Arc::new(native_engine(&host));
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         let grub = dir.path().join("boot/grub/grub.cfg");
-        let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
+        let hidden = grub_hiding_gpu();
         for round in 0..20 {
             let (text, expected) = if round % 2 == 0 {
                 (&hidden, Dom0Access::DisableOnReboot)
@@ -501,7 +506,7 @@ mod tests {
             "quiet xen-pciback.hide=(0000:01:00.0)(0b::00.1) vga=785",
         );
         let (dir, host) = host_with(&broken, "ro\n");
-        let engine = Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host);
+        let engine = native_engine(&host);
         let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
         assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
         assert!(matches!(
