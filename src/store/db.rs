@@ -508,6 +508,29 @@ impl Store {
         Ok(last_generation)
     }
 
+    /// A value of the store's private key-value table (`meta`), which
+    /// holds daemon state that is no XenAPI object, e.g. the last boot id.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let connection = self.connection.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?)
+    }
+
+    /// Set a value of the private key-value table (see [`Store::meta_get`]);
+    /// the key `generation` belongs to [`Store::apply`].
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let connection = self.connection.lock().map_err(|_| StoreError::Poisoned)?;
+        connection.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
     /// Run SQLite's integrity check; `Ok(true)` when it says `ok`.
     pub fn integrity_check(&self) -> Result<bool, StoreError> {
         let connection = self.connection.lock().map_err(|_| StoreError::Poisoned)?;
@@ -634,5 +657,19 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn meta_values_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.meta_get("boot_id").unwrap(), None);
+            store.meta_set("boot_id", "a").unwrap();
+            store.meta_set("boot_id", "b").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.meta_get("boot_id").unwrap().as_deref(), Some("b"));
     }
 }
