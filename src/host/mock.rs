@@ -436,6 +436,7 @@ impl MockHostBuilder {
         write(&at("proc/self/mountinfo"), &mountinfo)?;
         let dom0 = format!("{DOM0_BASE}{}", self.dom0_extra);
         write(&at("proc/cmdline"), &format!("{dom0}\n"))?;
+        write_boot_id(&at(crate::host::procfs::BOOT_ID))?;
         write(&at("boot/grub/grub.cfg"), &grub_cfg(&dom0))?;
         Ok(())
     }
@@ -613,9 +614,14 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
     profile_builder(profile).write(dir)
 }
 
-/// Apply a reboot to the tree: `proc/cmdline` becomes `cmdline`, and every
-/// function's `driver` link points at `pciback` when `hidden` says so,
-/// else back at its own driver.
+/// A fresh boot id (a uuid, as the kernel makes) at `path`.
+fn write_boot_id(path: &Path) -> Result<(), MockError> {
+    write(path, &format!("{}\n", uuid::Uuid::new_v4()))
+}
+
+/// Apply a reboot to the tree: `proc/cmdline` becomes `cmdline`, the boot
+/// id changes, and every function's `driver` link points at `pciback` when
+/// `hidden` says so, else back at its own driver.
 pub fn reboot(
     host: &HostRoot,
     cmdline: &str,
@@ -625,6 +631,7 @@ pub fn reboot(
         return Err(MockError::NotMockHost(host.root().display().to_string()));
     }
     write(&host.path("proc/cmdline"), &format!("{cmdline}\n"))?;
+    write_boot_id(&host.path(crate::host::procfs::BOOT_ID))?;
     let names = host.list_dir("sys/bus/pci/devices").unwrap_or_default();
     for name in names {
         let Ok(addr) = name.parse::<PciAddress>() else {

@@ -1,5 +1,5 @@
-//! `/proc` under the root: the running kernel's command line and the mount
-//! table.
+//! `/proc` under the root: the running kernel's command line, the boot id
+//! and the mount table.
 
 use crate::host::boot::{Fingerprint, fingerprint};
 use crate::host::{HostError, HostRoot};
@@ -13,6 +13,24 @@ pub fn read_cmdline(host: &HostRoot) -> Result<String, HostError> {
         .read_to_string(CMDLINE)?
         .trim_end_matches(['\n', '\0'])
         .to_owned())
+}
+
+/// The kernel's random id of the current boot, host-relative; it changes
+/// at every boot, whoever started the reboot.
+pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+
+/// The id of the current boot (trimmed); an error when it is missing or
+/// empty (a mock host made by an older pcipass has none).
+pub fn read_boot_id(host: &HostRoot) -> Result<String, HostError> {
+    let id = host.read_to_string(BOOT_ID)?.trim().to_owned();
+    if id.is_empty() {
+        return Err(HostError {
+            op: "read",
+            path: BOOT_ID.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "empty boot id"),
+        });
+    }
+    Ok(id)
 }
 
 /// The fingerprint of `proc/cmdline` (a mock host's changes on reboot; a
