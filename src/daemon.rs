@@ -32,8 +32,9 @@ fn state_err(e: impl std::fmt::Display) -> DaemonError {
     DaemonError::State(e.to_string())
 }
 
-/// Build the shared state: open the store, create this host's objects and
-/// synchronise the devices.
+/// Build the shared state: open the store, create this host's objects,
+/// notice a reboot since the last start (see [`host::check_boot`]),
+/// synchronise the devices and write `host.other_config:agent_start_time`.
 pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     let state_dir = settings.state_dir();
     crate::store::prepare_state_dir(&state_dir).map_err(state_err)?;
@@ -92,7 +93,15 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         record_snapshots: Default::default(),
         task_result_encoder: encode_task_result,
     });
+    // A reboot nobody asked pcipassd for ends every session, as xapi's.
+    match host::check_boot(&ctx).map_err(state_err)? {
+        host::BootCheck::FirstStart => tracing::info!("first start on this host: boot id stored"),
+        host::BootCheck::SameBoot
+        | host::BootCheck::NewBoot { .. }
+        | host::BootCheck::Unreadable => {}
+    }
     sync::synchronise(&ctx).map_err(state_err)?;
+    host::record_agent_start(&ctx).map_err(state_err)?;
     Ok(ctx)
 }
 

@@ -2,6 +2,14 @@
 //! mock host `host.reboot` reboots the mock in place: the running command
 //! line becomes the default entry's dom0 arguments, driver links follow the
 //! hide list, every session ends and the device sync runs again.
+//!
+//! At every start the daemon also notices a reboot nobody asked it for:
+//! [`check_boot`] compares the kernel's boot id with the one it stored (in
+//! the store's private `meta` table, key [`BOOT_ID_KEY`]) and on a new boot
+//! drops every session and re-enables a host that `host.disable` left
+//! disabled, unless that call said `auto_enable=false` (remembered under
+//! [`AUTO_ENABLE_KEY`]). [`record_agent_start`] writes
+//! `other_config:agent_start_time`, as xapi does.
 
 use std::sync::Arc;
 
@@ -57,11 +65,122 @@ fn set_enabled(ctx: &Context, reference: &str, enabled: bool) -> Result<(), ApiE
     Ok(())
 }
 
+/// The `meta` key of the boot id seen at the daemon's last start (or the
+/// last mock reboot).
+pub const BOOT_ID_KEY: &str = "boot_id";
+
+/// The `meta` key of `host.disable`'s `auto_enable` flag: `"false"` when
+/// the host must stay disabled across reboots until `host.enable`.
+pub const AUTO_ENABLE_KEY: &str = "host_auto_enable";
+
+/// The `other_config` key xapi writes at every start of its daemon.
+pub const AGENT_START_TIME: &str = "agent_start_time";
+
+/// Should a reboot bring a disabled host back to enabled?
+fn auto_enable(ctx: &Context) -> Result<bool, ApiError> {
+    Ok(ctx.store.meta_get(AUTO_ENABLE_KEY)?.as_deref() != Some("false"))
+}
+
+/// After a reboot: enable the host when it is disabled and `host.disable`
+/// did not say `auto_enable=false`. Returns whether it was enabled.
+fn enable_after_reboot(ctx: &Context) -> Result<bool, ApiError> {
+    let disabled = ctx
+        .store
+        .get(&ctx.host_ref)
+        .is_some_and(|h| h.get("enabled") == Some(&Value::Bool(false)));
+    if disabled && auto_enable(ctx)? {
+        set_enabled(ctx, &ctx.host_ref, true)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// What [`check_boot`] found at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootCheck {
+    /// No boot id was stored: the first start; the id is stored now.
+    FirstStart,
+    /// The same boot as at the last start: nothing changes.
+    SameBoot,
+    /// The host rebooted since the last start.
+    NewBoot {
+        /// How many sessions were dropped.
+        sessions_dropped: usize,
+        /// Whether a disabled host was enabled again.
+        host_enabled: bool,
+    },
+    /// The boot id could not be read: sessions are kept.
+    Unreadable,
+}
+
+/// Compare the kernel's boot id with the stored one; on a new boot drop
+/// every session and re-enable the host (see the module documentation).
+pub fn check_boot(ctx: &Context) -> Result<BootCheck, ApiError> {
+    let current = match crate::host::procfs::read_boot_id(&ctx.host_root) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!("cannot read the boot id ({e}); keeping sessions");
+            return Ok(BootCheck::Unreadable);
+        }
+    };
+    let stored = ctx.store.meta_get(BOOT_ID_KEY)?;
+    let check = match stored {
+        None => BootCheck::FirstStart,
+        Some(stored) if stored == current => return Ok(BootCheck::SameBoot),
+        Some(_) => {
+            let sessions_dropped = session::invalidate_all(ctx)?;
+            let host_enabled = enable_after_reboot(ctx)?;
+            tracing::info!(
+                sessions_dropped,
+                host_enabled,
+                "the host rebooted since the last start: sessions dropped"
+            );
+            BootCheck::NewBoot {
+                sessions_dropped,
+                host_enabled,
+            }
+        }
+    };
+    ctx.store.meta_set(BOOT_ID_KEY, &current)?;
+    Ok(check)
+}
+
+/// The time now as xapi writes `agent_start_time`: seconds since the
+/// epoch as a decimal string with a fraction, e.g. `1733050000.123`.
+fn agent_start_time_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", now.as_secs(), now.subsec_millis())
+}
+
+/// Write this start's time into `host.other_config:agent_start_time`;
+/// returns the value written.
+pub fn record_agent_start(ctx: &Context) -> Result<String, ApiError> {
+    let host = ctx.object("host", &ctx.host_ref)?;
+    let mut other_config = match host.get("other_config") {
+        Some(Value::Struct(members)) => members.clone(),
+        _ => Vec::new(),
+    };
+    let now = agent_start_time_now();
+    other_config.retain(|(k, _)| k != AGENT_START_TIME);
+    other_config.push((AGENT_START_TIME.to_owned(), Value::str(&now)));
+    ctx.store.apply(vec![Change::Update {
+        reference: ctx.host_ref.clone(),
+        fields: vec![("other_config".into(), Value::Struct(other_config))],
+    }])?;
+    Ok(now)
+}
+
 fn disable(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
         let reference = host_arg(&ctx, &args)?;
+        // `auto_enable` defaults to true (xapi 25.31.0).
+        let auto_enable = !matches!(args.get(1), Some(Value::Bool(false)));
+        ctx.store
+            .meta_set(AUTO_ENABLE_KEY, if auto_enable { "true" } else { "false" })?;
         set_enabled(&ctx, &reference, false)?;
-        tracing::info!(user = %caller.user, "host disabled");
+        tracing::info!(user = %caller.user, auto_enable, "host disabled");
         Ok(Value::void())
     })
 }
@@ -69,6 +188,7 @@ fn disable(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture
 fn enable(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
         let reference = host_arg(&ctx, &args)?;
+        ctx.store.meta_set(AUTO_ENABLE_KEY, "true")?;
         set_enabled(&ctx, &reference, true)?;
         tracing::info!(user = %caller.user, "host enabled");
         Ok(Value::void())
@@ -99,8 +219,14 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
             crate::domain::mock_boot::reboot(&work.host_root)
                 .map_err(|e| ApiError::Internal(format!("mock reboot failed: {e}")))?;
             let dropped = session::invalidate_all(&work)?;
+            // The mock reboot wrote a new boot id: remember it, or the next
+            // start would take this boot for another one.
+            match crate::host::procfs::read_boot_id(&work.host_root) {
+                Ok(id) => work.store.meta_set(BOOT_ID_KEY, &id)?,
+                Err(e) => tracing::warn!("cannot read the new boot id: {e}"),
+            }
             sync::synchronise(&work)?;
-            set_enabled(&work, &work.host_ref, true)?;
+            enable_after_reboot(&work)?;
             tracing::info!(sessions_ended = dropped, "mock host rebooted");
             Ok(())
         })
@@ -202,4 +328,167 @@ pub fn bootstrap(
     };
     store.apply(changes)?;
     Ok((host_ref, pool_ref))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Origin, Role};
+    use crate::config::Settings;
+    use crate::host::mock::{self, Profile};
+    use crate::host::procfs::BOOT_ID;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        settings: Settings,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        mock::create(&root, Profile::Demo).unwrap();
+        let settings = Settings {
+            root: Some(root.clone()),
+            state_dir: Some(dir.path().join("state")),
+            ..Settings::default()
+        };
+        Fixture {
+            _dir: dir,
+            root,
+            settings,
+        }
+    }
+
+    fn start(f: &Fixture) -> Arc<Context> {
+        crate::daemon::build_context(&f.settings).unwrap()
+    }
+
+    fn new_boot_id(f: &Fixture) {
+        std::fs::write(f.root.join(BOOT_ID), format!("{}\n", db::new_uuid())).unwrap();
+    }
+
+    fn enabled(ctx: &Context) -> bool {
+        ctx.store.get(&ctx.host_ref).unwrap().get("enabled") == Some(&Value::Bool(true))
+    }
+
+    fn start_time(ctx: &Context) -> f64 {
+        let host = ctx.store.get(&ctx.host_ref).unwrap();
+        host.get("other_config")
+            .and_then(|m| m.member(AGENT_START_TIME))
+            .and_then(Value::as_str)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    async fn call(ctx: &Arc<Context>, name: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+        crate::api::invoke::invoke(ctx, name, params, Origin::Network("127.0.0.1:1".into())).await
+    }
+
+    async fn login_and_disable(ctx: &Arc<Context>, auto_enable: Option<bool>) -> String {
+        let session =
+            session::create_session(ctx, "admin", Role::PoolAdmin, false, "test").unwrap();
+        let mut params = vec![Value::str(&session), Value::str(&ctx.host_ref)];
+        params.extend(auto_enable.map(Value::Bool));
+        call(ctx, "host.disable", params).await.unwrap();
+        assert!(!enabled(ctx));
+        session
+    }
+
+    #[tokio::test]
+    async fn new_boot_drops_sessions_and_enables_the_host() {
+        let f = fixture();
+        let ctx = start(&f);
+        assert!(ctx.store.meta_get(BOOT_ID_KEY).unwrap().is_some());
+        let first_start = start_time(&ctx);
+        let session = login_and_disable(&ctx, None).await;
+        drop(ctx);
+
+        new_boot_id(&f);
+        let ctx = start(&f);
+        assert!(ctx.store.get(&session).is_none(), "session dropped");
+        assert!(enabled(&ctx));
+        assert!(start_time(&ctx) > first_start);
+        let host_ref = ctx.host_ref.clone();
+        let err = call(
+            &ctx,
+            "host.get_enabled",
+            vec![Value::str(&session), Value::str(&host_ref)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "SESSION_INVALID");
+    }
+
+    #[tokio::test]
+    async fn same_boot_keeps_sessions_and_the_disabled_host() {
+        let f = fixture();
+        let ctx = start(&f);
+        let first_start = start_time(&ctx);
+        let session = login_and_disable(&ctx, None).await;
+        drop(ctx);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let ctx = start(&f);
+        assert!(ctx.store.get(&session).is_some());
+        assert!(!enabled(&ctx));
+        assert!(start_time(&ctx) > first_start);
+    }
+
+    #[tokio::test]
+    async fn auto_enable_false_keeps_the_host_disabled_across_reboots() {
+        let f = fixture();
+        let ctx = start(&f);
+        login_and_disable(&ctx, Some(false)).await;
+        drop(ctx);
+        new_boot_id(&f);
+        let ctx = start(&f);
+        assert!(!enabled(&ctx));
+        // host.enable clears the flag: the next disable defaults to true.
+        let session =
+            session::create_session(&ctx, "admin", Role::PoolAdmin, false, "test").unwrap();
+        let host_ref = ctx.host_ref.clone();
+        call(
+            &ctx,
+            "host.enable",
+            vec![Value::str(&session), Value::str(&host_ref)],
+        )
+        .await
+        .unwrap();
+        login_and_disable(&ctx, None).await;
+        drop(ctx);
+        new_boot_id(&f);
+        assert!(enabled(&start(&f)));
+    }
+
+    #[tokio::test]
+    async fn unreadable_boot_id_keeps_sessions() {
+        let f = fixture();
+        let ctx = start(&f);
+        let session = login_and_disable(&ctx, None).await;
+        drop(ctx);
+        std::fs::remove_file(f.root.join(BOOT_ID)).unwrap();
+        let ctx = start(&f);
+        assert_eq!(check_boot(&ctx).unwrap(), BootCheck::Unreadable);
+        assert!(ctx.store.get(&session).is_some());
+        assert!(!enabled(&ctx));
+    }
+
+    #[tokio::test]
+    async fn first_start_stores_the_boot_id() {
+        let f = fixture();
+        let ctx = start(&f);
+        let id = crate::host::procfs::read_boot_id(&ctx.host_root).unwrap();
+        assert_eq!(ctx.store.meta_get(BOOT_ID_KEY).unwrap(), Some(id));
+        assert_eq!(check_boot(&ctx).unwrap(), BootCheck::SameBoot);
+    }
+
+    #[test]
+    fn mock_reboot_changes_the_boot_id() {
+        let f = fixture();
+        let host = crate::host::HostRoot::new(&f.root);
+        let before = crate::host::procfs::read_boot_id(&host).unwrap();
+        crate::domain::mock_boot::reboot(&host).unwrap();
+        assert_ne!(crate::host::procfs::read_boot_id(&host).unwrap(), before);
+    }
 }
