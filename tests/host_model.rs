@@ -375,3 +375,101 @@ fn unlistable_sysfs_is_a_discovery_error() {
     assert!(err.to_string().contains("sys/bus/pci/devices"), "{err}");
     assert!(pcipass::host::sysfs::scan_pci(&host).is_err());
 }
+
+/// A boot mount that cannot be resolved to the PCI functions beneath it is
+/// an error, never an empty "no boot device" list: one case per way the
+/// lookup can break on the demo host (`/` on nvme0n1p2, `/boot/efi` on
+/// nvme0n1p1).
+#[test]
+fn unresolvable_boot_mounts_are_errors() {
+    type Breaker = fn(&Path);
+    fn mountinfo(root: &Path, text: &str) {
+        std::fs::write(root.join("proc/self/mountinfo"), text).unwrap();
+    }
+    const ROOT: &str = "20 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n";
+    let cases: [(&str, Breaker, Option<&str>); 11] = [
+        ("intact", |_| {}, None),
+        (
+            "mount table unreadable",
+            |r| {
+                std::fs::remove_file(r.join("proc/self/mountinfo")).unwrap();
+                let _ = std::fs::remove_file(r.join("proc/mounts"));
+            },
+            Some("proc/mounts"),
+        ),
+        ("no / mount", |r| mountinfo(r, ""), Some("/ is not in")),
+        (
+            "/ from a missing device",
+            |r| mountinfo(r, "20 1 0:0 / / rw - ext4 /dev/nosuch rw\n"),
+            Some("/ is mounted from /dev/nosuch"),
+        ),
+        (
+            "/ from a missing dm name",
+            |r| mountinfo(r, "20 1 0:0 / / rw - ext4 /dev/mapper/vg-gone rw\n"),
+            Some("/dev/mapper/vg-gone"),
+        ),
+        (
+            "/ on an overlay",
+            |r| mountinfo(r, "20 1 0:31 / / rw - overlay overlay rw\n"),
+            Some("/ is mounted from overlay"),
+        ),
+        (
+            "/boot unresolvable",
+            |r| {
+                mountinfo(
+                    r,
+                    &format!("{ROOT}21 20 0:0 / /boot rw - ext4 /dev/sdz1 rw\n"),
+                )
+            },
+            Some("/boot is mounted from /dev/sdz1"),
+        ),
+        (
+            "/boot/efi an idle automount",
+            |r| {
+                mountinfo(
+                    r,
+                    &format!("{ROOT}21 20 0:40 / /boot/efi rw - autofs systemd-1 rw\n"),
+                )
+            },
+            None,
+        ),
+        (
+            "disk's sysfs block entry missing",
+            |r| std::fs::remove_file(r.join("sys/class/block/nvme0n1")).unwrap(),
+            Some("sys/class/block/nvme0n1"),
+        ),
+        (
+            "partition's sysfs block entry missing",
+            |r| {
+                std::fs::remove_file(r.join("sys/class/block/nvme0n1p2")).unwrap();
+            },
+            Some("nvme0n1p2"),
+        ),
+        (
+            "slaves unlistable",
+            |r| {
+                let slaves = r.join("sys/class/block/nvme0n1p2/slaves");
+                let _ = std::fs::remove_dir_all(&slaves);
+                std::fs::write(slaves, "").unwrap();
+            },
+            Some("slaves"),
+        ),
+    ];
+    for (what, break_it, want_error) in cases {
+        let (dir, host) = demo();
+        break_it(&dir.path().join("root"));
+        match (bootdev::boot_devices(&host), want_error) {
+            (Ok(disks), None) => {
+                let root = disks.iter().find(|d| d.block_device == "/dev/nvme0n1p2");
+                assert!(
+                    root.is_some_and(|d| !d.pci_functions.is_empty()),
+                    "{what}: {disks:?}"
+                );
+            }
+            (Err(e), Some(want)) => {
+                assert!(e.to_string().contains(want), "{what}: {e}")
+            }
+            (got, want) => panic!("{what}: got {got:?}, want error {want:?}"),
+        }
+    }
+}
