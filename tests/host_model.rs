@@ -29,7 +29,7 @@ fn attr(root: &Path, f: &PciFunction, name: &str) -> String {
 #[test]
 fn discovery_reads_what_the_tree_says() {
     let (_dir, host) = demo();
-    let found = devices::discover(&host);
+    let found = devices::discover(&host).unwrap();
     assert_eq!(found.len(), 17);
     for f in &found {
         let root = host.root();
@@ -57,7 +57,7 @@ fn discovery_reads_what_the_tree_says() {
 #[test]
 fn sriov_relations_both_ways_and_slot_dependencies() {
     let (_dir, host) = demo();
-    let found = devices::discover(&host);
+    let found = devices::discover(&host).unwrap();
     let by: BTreeMap<String, &PciFunction> =
         found.iter().map(|f| (f.address.to_string(), f)).collect();
     let pf = by["0000:03:00.0"];
@@ -84,7 +84,7 @@ fn host_pci_ids_file_wins_over_compiled_names() {
     let ids = host.root().join("usr/share/misc/pci.ids");
     std::fs::create_dir_all(ids.parent().unwrap()).unwrap();
     std::fs::write(&ids, "8086  Intel (from the host file)\n\t3e92  iGPU (from the host file)\nC 03  Display controller\n\t00  VGA compatible controller\n").unwrap();
-    let found = devices::discover(&host);
+    let found = devices::discover(&host).unwrap();
     let igpu = found
         .iter()
         .find(|f| f.address.to_string() == "0000:00:02.0")
@@ -103,7 +103,7 @@ fn lspci_fixture_host_lists_functions_without_bridges() {
     let text = include_str!("fixtures/lspci/amd-server.lspci-mn");
     let dir = tempfile::tempdir().unwrap();
     mock::from_lspci(text).write(dir.path()).unwrap();
-    let found = devices::discover(&HostRoot::new(dir.path()));
+    let found = devices::discover(&HostRoot::new(dir.path())).unwrap();
     assert_eq!(found.len(), 37);
     let listed: Vec<_> = found.iter().filter(|f| f.is_listed()).collect();
     assert_eq!(
@@ -255,8 +255,221 @@ fn refs_stable_across_restart_and_reboot_while_devices_come_and_go() {
 fn large_profile_has_4096_functions() {
     let dir = tempfile::tempdir().unwrap();
     mock::create(dir.path(), Profile::Large).unwrap();
-    let found = devices::discover(&HostRoot::new(dir.path()));
+    let found = devices::discover(&HostRoot::new(dir.path())).unwrap();
     assert!(found.len() >= 4096, "{} functions", found.len());
     let vfs = found.iter().filter(|f| f.physfn.is_some()).count();
     assert_eq!(vfs, 32 * 127 + 4);
+}
+
+fn pgpu_refs(ctx: &pcipass::api::Context) -> Vec<String> {
+    ctx.store
+        .all("PGPU")
+        .iter()
+        .map(|o| o.reference.clone())
+        .collect()
+}
+
+/// A way to break sysfs: its name, how to break it and how to repair it.
+type Breakage<'a> = (&'a str, &'a dyn Fn(), &'a dyn Fn());
+
+/// Discovery that cannot list `sys/bus/pci/devices` (gone, not a
+/// directory, unreadable) fails closed, at start and on a later sync: the
+/// stored PCI and PGPU objects, and the host's lists of them, stay as they
+/// were; once sysfs is back, every device still has its ref.
+#[test]
+fn failed_discovery_keeps_every_stored_pci() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    mock::create(&root, Profile::Demo).unwrap();
+    let settings = Settings {
+        root: Some(root.clone()),
+        state_dir: Some(dir.path().join("state")),
+        ..Settings::default()
+    };
+    let devices_dir = root.join("sys/bus/pci/devices");
+    let aside = root.join("sys/bus/pci/devices.aside");
+    let breakages: [Breakage; 3] = [
+        (
+            "removed",
+            &|| std::fs::rename(&devices_dir, &aside).unwrap(),
+            &|| std::fs::rename(&aside, &devices_dir).unwrap(),
+        ),
+        (
+            "a file",
+            &|| {
+                std::fs::rename(&devices_dir, &aside).unwrap();
+                std::fs::write(&devices_dir, "").unwrap();
+            },
+            &|| {
+                std::fs::remove_file(&devices_dir).unwrap();
+                std::fs::rename(&aside, &devices_dir).unwrap();
+            },
+        ),
+        (
+            // Root reads it anyway; the refs must hold either way.
+            "unreadable",
+            &|| {
+                std::fs::set_permissions(&devices_dir, std::fs::Permissions::from_mode(0o000))
+                    .unwrap()
+            },
+            &|| {
+                std::fs::set_permissions(&devices_dir, std::fs::Permissions::from_mode(0o755))
+                    .unwrap()
+            },
+        ),
+    ];
+    let ctx = pcipass::daemon::build_context(&settings).unwrap();
+    let first = pci_refs(&ctx);
+    let first_pgpus = pgpu_refs(&ctx);
+    let host_lists = |ctx: &pcipass::api::Context| {
+        let host = ctx.store.all("host")[0].clone();
+        (host.get("PCIs").cloned(), host.get("PGPUs").cloned())
+    };
+    let first_lists = host_lists(&ctx);
+    assert_eq!(first.len(), 13);
+    assert!(!first_pgpus.is_empty());
+    drop(ctx);
+    for (what, break_it, repair) in breakages {
+        let ctx = pcipass::daemon::build_context(&settings).unwrap();
+        break_it();
+        let counts = pcipass::api::sync::synchronise(&ctx).unwrap();
+        if std::fs::read_dir(&devices_dir).is_err() {
+            assert_eq!(counts, (0, 0, 0), "sysfs {what}: nothing changed");
+        }
+        assert_eq!(
+            pci_refs(&ctx),
+            first,
+            "sysfs {what}: refresh kept every PCI"
+        );
+        assert_eq!(pgpu_refs(&ctx), first_pgpus, "sysfs {what}: PGPUs kept");
+        assert_eq!(
+            host_lists(&ctx),
+            first_lists,
+            "sysfs {what}: host lists kept"
+        );
+        drop(ctx);
+        let restarted = pcipass::daemon::build_context(&settings).unwrap();
+        assert_eq!(
+            pci_refs(&restarted),
+            first,
+            "sysfs {what}: start kept every PCI"
+        );
+        assert_eq!(
+            pgpu_refs(&restarted),
+            first_pgpus,
+            "sysfs {what}: start kept PGPUs"
+        );
+        repair();
+        pcipass::api::sync::synchronise(&restarted).unwrap();
+        assert_eq!(pci_refs(&restarted), first, "sysfs {what} repaired");
+    }
+}
+
+#[test]
+fn unlistable_sysfs_is_a_discovery_error() {
+    let (dir, host) = demo();
+    std::fs::remove_dir_all(dir.path().join("root/sys/bus/pci/devices")).unwrap();
+    let err = devices::discover(&host).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("sys/bus/pci/devices"), "{err}");
+    assert!(pcipass::host::sysfs::scan_pci(&host).is_err());
+}
+
+/// A boot mount that cannot be resolved to the PCI functions beneath it is
+/// an error, never an empty "no boot device" list: one case per way the
+/// lookup can break on the demo host (`/` on nvme0n1p2, `/boot/efi` on
+/// nvme0n1p1).
+#[test]
+fn unresolvable_boot_mounts_are_errors() {
+    type Breaker = fn(&Path);
+    fn mountinfo(root: &Path, text: &str) {
+        std::fs::write(root.join("proc/self/mountinfo"), text).unwrap();
+    }
+    const ROOT: &str = "20 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n";
+    let cases: [(&str, Breaker, Option<&str>); 11] = [
+        ("intact", |_| {}, None),
+        (
+            "mount table unreadable",
+            |r| {
+                std::fs::remove_file(r.join("proc/self/mountinfo")).unwrap();
+                let _ = std::fs::remove_file(r.join("proc/mounts"));
+            },
+            Some("proc/mounts"),
+        ),
+        ("no / mount", |r| mountinfo(r, ""), Some("/ is not in")),
+        (
+            "/ from a missing device",
+            |r| mountinfo(r, "20 1 0:0 / / rw - ext4 /dev/nosuch rw\n"),
+            Some("/ is mounted from /dev/nosuch"),
+        ),
+        (
+            "/ from a missing dm name",
+            |r| mountinfo(r, "20 1 0:0 / / rw - ext4 /dev/mapper/vg-gone rw\n"),
+            Some("/dev/mapper/vg-gone"),
+        ),
+        (
+            "/ on an overlay",
+            |r| mountinfo(r, "20 1 0:31 / / rw - overlay overlay rw\n"),
+            Some("/ is mounted from overlay"),
+        ),
+        (
+            "/boot unresolvable",
+            |r| {
+                mountinfo(
+                    r,
+                    &format!("{ROOT}21 20 0:0 / /boot rw - ext4 /dev/sdz1 rw\n"),
+                )
+            },
+            Some("/boot is mounted from /dev/sdz1"),
+        ),
+        (
+            "/boot/efi an idle automount",
+            |r| {
+                mountinfo(
+                    r,
+                    &format!("{ROOT}21 20 0:40 / /boot/efi rw - autofs systemd-1 rw\n"),
+                )
+            },
+            None,
+        ),
+        (
+            "disk's sysfs block entry missing",
+            |r| std::fs::remove_file(r.join("sys/class/block/nvme0n1")).unwrap(),
+            Some("sys/class/block/nvme0n1"),
+        ),
+        (
+            "partition's sysfs block entry missing",
+            |r| {
+                std::fs::remove_file(r.join("sys/class/block/nvme0n1p2")).unwrap();
+            },
+            Some("nvme0n1p2"),
+        ),
+        (
+            "slaves unlistable",
+            |r| {
+                let slaves = r.join("sys/class/block/nvme0n1p2/slaves");
+                let _ = std::fs::remove_dir_all(&slaves);
+                std::fs::write(slaves, "").unwrap();
+            },
+            Some("slaves"),
+        ),
+    ];
+    for (what, break_it, want_error) in cases {
+        let (dir, host) = demo();
+        break_it(&dir.path().join("root"));
+        match (bootdev::boot_devices(&host), want_error) {
+            (Ok(disks), None) => {
+                let root = disks.iter().find(|d| d.block_device == "/dev/nvme0n1p2");
+                assert!(
+                    root.is_some_and(|d| !d.pci_functions.is_empty()),
+                    "{what}: {disks:?}"
+                );
+            }
+            (Err(e), Some(want)) => {
+                assert!(e.to_string().contains(want), "{what}: {e}")
+            }
+            (got, want) => panic!("{what}: got {got:?}, want error {want:?}"),
+        }
+    }
 }

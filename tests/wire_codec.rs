@@ -61,7 +61,6 @@ fn record() -> Value {
             Value::str("OpaqueRef:9d1b3b4e-1111-4222-8333-944455556666"),
         ),
         ("pci_id".into(), Value::str("0000:01:00.0")),
-        ("functions".into(), Value::Int(1)),
         (
             "dependencies".into(),
             Value::strings(["OpaqueRef:0a1b3b4e-1111-4222-8333-944455556666"]),

@@ -243,9 +243,24 @@ pub fn plan(
 
 /// Scan the host and bring the store in line; returns (created, updated,
 /// destroyed) counts of PCI objects.
+///
+/// Fails closed: when discovery itself fails (sysfs cannot be listed), the
+/// stored PCI and PGPU objects are kept exactly as they are, an error
+/// naming the reason is logged and the counts are all zero. Replacing them
+/// with the empty result would give every device a new ref.
 pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
     let started = std::time::Instant::now();
-    let found = devices::discover(&ctx.host_root);
+    let found = match devices::discover(&ctx.host_root) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(
+                reason = %e,
+                stored = ctx.store.all("PCI").len(),
+                "PCI discovery failed: the stored PCI and PGPU objects are kept unchanged"
+            );
+            return Ok((0, 0, 0));
+        }
+    };
     let listed: Vec<PciFunction> = found.iter().filter(|f| f.is_listed()).cloned().collect();
     let wanted: Vec<WantedPci> = listed
         .iter()

@@ -30,6 +30,18 @@ pub enum BootDevError {
     /// `/` is not in the mount table.
     #[error("/ is not in the mount table")]
     NoRoot,
+    /// A boot mount's source is not a block device in sysfs.
+    #[error("{mount_point} is mounted from {source_device}, which is not a block device in sysfs")]
+    Unresolved {
+        /// The mount point (`/`, `/boot` or `/boot/efi`).
+        mount_point: String,
+        /// The source as mounted.
+        source_device: String,
+    },
+    /// A block device's stack (dm, md, partitions) is nested implausibly
+    /// deep or loops.
+    #[error("the block devices beneath {0} nest too deep")]
+    TooDeep(String),
 }
 
 /// One mount: source, mount point, `major:minor` when known.
@@ -41,6 +53,8 @@ pub struct Mount {
     pub mount_point: String,
     /// `major:minor` (mountinfo only).
     pub dev: Option<String>,
+    /// File system type, e.g. `ext4` or `autofs`.
+    pub fstype: String,
 }
 
 /// Parse a mount table (pure).
@@ -55,12 +69,14 @@ pub fn parse_mounts(format: MountFormat, text: &str) -> Vec<Mount> {
                         source: unescape(fields.get(dash + 2)?),
                         mount_point: unescape(fields.get(4)?),
                         dev: fields.get(2).map(|s| (*s).to_owned()),
+                        fstype: unescape(fields.get(dash + 1)?),
                     })
                 }
                 MountFormat::Mounts => Some(Mount {
                     source: unescape(fields.first()?),
                     mount_point: unescape(fields.get(1)?),
                     dev: None,
+                    fstype: fields.get(2).map(|f| unescape(f)).unwrap_or_default(),
                 }),
             }
         })
@@ -112,27 +128,41 @@ fn source_name(host: &HostRoot, mount: &Mount) -> Option<String> {
     })
 }
 
-/// The disks beneath block device `name`, recursively.
-fn disks(host: &HostRoot, name: &str, depth: usize, out: &mut BTreeSet<String>) {
+/// The disks beneath block device `name`, recursively. Errors when a
+/// device's slaves cannot be listed or the stack is too deep, never a
+/// shorter list.
+fn disks(
+    host: &HostRoot,
+    name: &str,
+    depth: usize,
+    out: &mut BTreeSet<String>,
+) -> Result<(), BootDevError> {
     if depth > 16 {
-        return;
+        return Err(BootDevError::TooDeep(name.to_owned()));
     }
-    let slaves = block::slaves(host, name);
+    let slaves = block::slaves(host, name)?;
     if !slaves.is_empty() {
         for slave in slaves {
-            disks(host, &slave, depth + 1, out);
+            disks(host, &slave, depth + 1, out)?;
         }
-        return;
+        return Ok(());
     }
     match block::partition_parent(host, name) {
         Some(parent) => disks(host, &parent, depth + 1, out),
         None => {
             out.insert(name.to_owned());
+            Ok(())
         }
     }
 }
 
 /// The boot disks of the host under `host`.
+///
+/// Fails closed: an unreadable mount table, a `/` missing from it, a boot
+/// mount whose source cannot be resolved to a block device, or a block
+/// device whose sysfs entries are missing is an error, never a shorter
+/// list. `/boot` and `/boot/efi` may be absent (or an automount trigger
+/// not yet mounted): they then have nothing to protect.
 pub fn boot_devices(host: &HostRoot) -> Result<Vec<BootDisk>, BootDevError> {
     let (format, text) = procfs::read_mountinfo(host)?;
     let mounts = parse_mounts(format, &text);
@@ -141,20 +171,26 @@ pub fn boot_devices(host: &HostRoot) -> Result<Vec<BootDisk>, BootDevError> {
     }
     let mut result = Vec::new();
     for point in BOOT_MOUNTS {
-        // The last mount on a point is the visible one.
-        let Some(mount) = mounts.iter().rev().find(|m| m.mount_point == point) else {
+        // The last mount on a point is the visible one; an autofs trigger
+        // is not a file system (the one it mounts comes after it).
+        let Some(mount) = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == point && (m.fstype != "autofs" || point == "/"))
+        else {
             continue;
         };
         let Some(name) = source_name(host, mount) else {
-            continue;
+            return Err(BootDevError::Unresolved {
+                mount_point: point.to_owned(),
+                source_device: mount.source.clone(),
+            });
         };
         let mut found = BTreeSet::new();
-        disks(host, &name, 0, &mut found);
+        disks(host, &name, 0, &mut found)?;
         let mut functions = BTreeSet::new();
         for disk in found {
-            if let Ok(path) = block::device_path(host, &disk) {
-                functions.extend(pci_functions_in_path(&path));
-            }
+            functions.extend(pci_functions_in_path(&block::device_path(host, &disk)?));
         }
         if !functions.is_empty() {
             result.push(BootDisk {
@@ -184,7 +220,8 @@ mod tests {
             Mount {
                 source: "/dev/nvme0n1p2".into(),
                 mount_point: "/".into(),
-                dev: Some("259:2".into())
+                dev: Some("259:2".into()),
+                fstype: "ext4".into(),
             }
         );
         assert_eq!(m[2].mount_point, "/mnt/a b");

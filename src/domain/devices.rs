@@ -4,8 +4,8 @@
 
 use crate::domain::PciAddress;
 use crate::domain::pciids::DeviceNames;
-use crate::host::HostRoot;
 use crate::host::sysfs::{self, RawPciFunction};
+use crate::host::{HostError, HostRoot};
 
 /// Names of a function, "" when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,10 +205,12 @@ pub fn dependencies(f: &PciFunction, all: &[PciFunction]) -> Vec<PciAddress> {
 }
 
 /// Every PCI function of the host, named, sorted by address. Functions
-/// whose attributes do not parse are logged and skipped.
-pub fn discover(host: &HostRoot) -> Vec<PciFunction> {
+/// whose attributes do not parse are logged and skipped; a sysfs that
+/// cannot be listed is an error (never an empty host).
+pub fn discover(host: &HostRoot) -> Result<Vec<PciFunction>, HostError> {
+    let raw = sysfs::scan_pci(host)?;
     let names = DeviceNames::new(sysfs::read_pci_ids(host).as_deref());
-    let mut functions: Vec<PciFunction> = sysfs::scan_pci(host)
+    let mut functions: Vec<PciFunction> = raw
         .iter()
         .filter_map(|raw| match PciFunction::from_raw(raw) {
             Ok(f) => Some(f),
@@ -222,7 +224,7 @@ pub fn discover(host: &HostRoot) -> Vec<PciFunction> {
         f.fill_names(&names);
     }
     functions.sort_by_key(|f| f.address);
-    functions
+    Ok(functions)
 }
 
 #[cfg(test)]

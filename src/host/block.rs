@@ -28,10 +28,15 @@ pub fn exists(host: &HostRoot, name: &str) -> bool {
     host.exists(&format!("sys/class/block/{name}"))
 }
 
-/// The devices `name` is built on (dm, md), empty for a plain disk.
-pub fn slaves(host: &HostRoot, name: &str) -> Vec<String> {
-    host.list_dir(&format!("sys/class/block/{name}/slaves"))
-        .unwrap_or_default()
+/// The devices `name` is built on (dm, md), empty for a plain disk (no
+/// `slaves` directory). A `slaves` directory that exists but cannot be
+/// listed is an error: a dm or md device must not pass for a plain disk.
+pub fn slaves(host: &HostRoot, name: &str) -> Result<Vec<String>, HostError> {
+    match host.list_dir(&format!("sys/class/block/{name}/slaves")) {
+        Ok(names) => Ok(names),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The disk of a partition (`None` when `name` is not a partition).

@@ -1,7 +1,7 @@
 //! sysfs under the root: the raw attributes of every PCI function in
 //! `sys/bus/pci/devices`, and the host's `pci.ids`.
 
-use crate::host::HostRoot;
+use crate::host::{HostError, HostRoot};
 
 /// What sysfs says about one function, as text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,21 +36,17 @@ fn basename(target: &str) -> String {
     target.rsplit('/').next().unwrap_or(target).to_owned()
 }
 
-/// Scan every function. A function whose required attributes (vendor,
-/// device, class) cannot be read, for instance because it disappeared
-/// mid-scan, is logged and skipped.
-pub fn scan_pci(host: &HostRoot) -> Vec<RawPciFunction> {
-    let names = match host.list_dir("sys/bus/pci/devices") {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!("no PCI devices found: {e}");
-            return Vec::new();
-        }
-    };
-    names
+/// Scan every function. Failing to list `sys/bus/pci/devices` is an
+/// error: the caller must not mistake an unreadable sysfs for a host
+/// without devices. A function whose required attributes (vendor, device,
+/// class) cannot be read, for instance because it disappeared mid-scan, is
+/// logged and skipped.
+pub fn scan_pci(host: &HostRoot) -> Result<Vec<RawPciFunction>, HostError> {
+    let names = host.list_dir("sys/bus/pci/devices")?;
+    Ok(names
         .into_iter()
         .filter_map(|name| read_function(host, name))
-        .collect()
+        .collect())
 }
 
 fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {

@@ -315,3 +315,28 @@ def test_get_all_records_follows_every_change_in_both_protocols(daemon):
     assert s.xenapi.PCI.get_all_records() == first
     result = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)["result"]
     assert _as_xmlrpc_strings(result) == first
+
+
+XAPI_PCI_FIELDS = {
+    "uuid", "class_id", "class_name", "vendor_id", "vendor_name", "device_id", "device_name", "host", "pci_id",
+    "dependencies", "other_config", "subsystem_vendor_id", "subsystem_vendor_name", "subsystem_device_id",
+    "subsystem_device_name", "driver_name",
+}
+
+
+def test_pci_records_have_exactly_xapis_public_fields_in_both_protocols(daemon):
+    s = daemon.session("reader")
+    records = s.xenapi.PCI.get_all_records()
+    assert records
+    for ref, rec in records.items():
+        assert set(rec) == XAPI_PCI_FIELDS, ref
+        assert set(s.xenapi.PCI.get_record(ref)) == XAPI_PCI_FIELDS, ref
+    reply = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)
+    for ref, rec in reply["result"].items():
+        assert set(rec) == XAPI_PCI_FIELDS, ref
+    ref = sorted(records)[0]
+    assert set(_jsonrpc(daemon.url, "PCI.get_record", s._session, ref)["result"]) == XAPI_PCI_FIELDS
+    for field in ("functions", "virtual_functions", "physical_function", "attached_VMs"):
+        method = "PCI.get_" + field
+        assert failure(getattr(s.xenapi.PCI, "get_" + field), ref) == ["MESSAGE_METHOD_UNKNOWN", method]
+        assert _jsonrpc(daemon.url, method, s._session, ref)["error"]["message"] == "MESSAGE_METHOD_UNKNOWN"
