@@ -4,9 +4,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use crate::host::{HostError, HostRoot};
+
+/// `O_NOFOLLOW` (std does not name it and the crate has no libc): open
+/// fails on a final symbolic link instead of following it. On other targets
+/// only the check before the open guards the lock file.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+const O_NOFOLLOW: i32 = 0o400_000;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+const O_NOFOLLOW: i32 = 0o100_000;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+const O_NOFOLLOW: i32 = 0;
 
 /// Where XenServer/XCP-ng keep grub.cfg, in the order xen-cmdline tries them.
 pub const GRUB_CANDIDATES: [&str; 3] = [
@@ -28,7 +41,7 @@ pub struct Fingerprint {
 
 /// The fingerprint of a host file.
 pub fn fingerprint(host: &HostRoot, rel: &str) -> Result<Fingerprint, HostError> {
-    let meta = std::fs::metadata(host.path(rel)).map_err(|e| HostRoot::err("stat", rel, e))?;
+    let meta = std::fs::metadata(host.resolve(rel)?).map_err(|e| HostRoot::err("stat", rel, e))?;
     Ok(Fingerprint::of(&meta))
 }
 
@@ -48,26 +61,27 @@ pub fn locate(host: &HostRoot) -> Result<&'static str, HostError> {
 }
 
 /// [`locate`] with the file's fingerprint, one `stat` per candidate tried
-/// (the status of a function is computed on every call from this).
+/// (the status of a function is computed on every call from this). A
+/// candidate that cannot be resolved inside the root (a link leaving it, a
+/// link loop) is an error, not skipped.
 pub fn locate_fingerprinted(host: &HostRoot) -> Result<(&'static str, Fingerprint), HostError> {
-    GRUB_CANDIDATES
-        .into_iter()
-        .find_map(|rel| {
-            std::fs::metadata(host.path(rel))
-                .ok()
-                .filter(std::fs::Metadata::is_file)
-                .map(|meta| (rel, Fingerprint::of(&meta)))
-        })
-        .ok_or_else(|| {
-            HostRoot::err(
-                "find",
-                "boot/grub/grub.cfg",
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no grub.cfg in any known location",
-                ),
-            )
-        })
+    for rel in GRUB_CANDIDATES {
+        let path = host.resolve(rel)?;
+        if let Some(meta) = std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+        {
+            return Ok((rel, Fingerprint::of(&meta)));
+        }
+    }
+    Err(HostRoot::err(
+        "find",
+        "boot/grub/grub.cfg",
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no grub.cfg in any known location",
+        ),
+    ))
 }
 
 /// Read grub.cfg with its fingerprint.
@@ -84,14 +98,33 @@ pub struct BootLock {
 }
 
 /// Take the exclusive lock that serialises every read-modify-write of the
-/// boot configuration (`grub.cfg.pcipass-lock` beside it). Blocks.
+/// boot configuration (`grub.cfg.pcipass-lock` beside the resolved
+/// grub.cfg, so beside a symlinked grub.cfg's target). Blocks. A lock path
+/// that is a symbolic link is an error: the lock file is never created or
+/// opened through a link.
 pub fn lock(host: &HostRoot) -> Result<BootLock, HostError> {
-    let rel = format!("{}.pcipass-lock", locate(host)?);
+    let cfg = locate(host)?;
+    let rel = format!("{cfg}.pcipass-lock");
+    let (dir, name) = host.resolve_parent_and_name(cfg)?;
+    let mut lock_name = name;
+    lock_name.push(".pcipass-lock");
+    let path = dir.join(lock_name);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(HostRoot::err(
+            "open",
+            &rel,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the lock file is a symbolic link",
+            ),
+        ));
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(host.path(&rel))
+        .custom_flags(O_NOFOLLOW)
+        .open(&path)
         .map_err(|e| HostRoot::err("open", &rel, e))?;
     file.lock().map_err(|e| HostRoot::err("lock", &rel, e))?;
     Ok(BootLock { _file: file })
@@ -110,13 +143,12 @@ fn fault_point(step: &str) {
 /// Replace `rel` with `text` atomically: a temporary file in the same
 /// directory, fsync, rename over the old file, fsync of the directory. The
 /// old file's mode is kept. A crash leaves the old or the new file.
+/// A `rel` that is a symbolic link keeps the link: its target (resolved
+/// under the root, see [`HostRoot::resolve`]) is replaced.
 pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), HostError> {
-    let path = host.path(rel);
-    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (dir, name) = host.resolve_parent_and_name(rel)?;
+    let path = dir.join(&name);
+    let name = name.to_string_lossy().into_owned();
     let tmp = dir.join(format!(".{name}.pcipass-tmp-{}", std::process::id()));
     let fail = |op, e| HostRoot::err(op, rel, e);
     let mode = std::fs::metadata(&path)
