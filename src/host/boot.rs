@@ -189,3 +189,118 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn mock() -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root/boot/grub")).unwrap();
+        let host = HostRoot::new(dir.path().join("root"));
+        (dir, host)
+    }
+
+    fn replace_through_link(target: &str) {
+        let (_dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(root.join("boot/grub/grub-real.cfg"), "old").unwrap();
+        symlink(target, root.join("boot/grub/grub.cfg")).unwrap();
+        let (rel, text, _) = read(&host).unwrap();
+        assert_eq!((rel, text.as_str()), ("boot/grub/grub.cfg", "old"));
+        {
+            let _lock = lock(&host).unwrap();
+            replace_atomic(&host, rel, "new").unwrap();
+        }
+        let link = root.join("boot/grub/grub.cfg");
+        assert!(link.is_symlink(), "the link is kept");
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target));
+        assert_eq!(
+            std::fs::read_to_string(root.join("boot/grub/grub-real.cfg")).unwrap(),
+            "new"
+        );
+        assert!(root.join("boot/grub/grub-real.cfg.pcipass-lock").is_file());
+        assert_eq!(fingerprint(&host, rel).unwrap().len, 3);
+    }
+
+    #[test]
+    fn replace_writes_a_relative_link_target() {
+        replace_through_link("grub-real.cfg");
+    }
+
+    #[test]
+    fn replace_writes_an_absolute_link_target_inside_the_root() {
+        replace_through_link("/boot/grub/grub-real.cfg");
+    }
+
+    #[test]
+    fn replace_of_a_plain_file() {
+        let (_dir, host) = mock();
+        let cfg = host.root().join("boot/grub/grub.cfg");
+        std::fs::write(&cfg, "old").unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let _lock = lock(&host).unwrap();
+        replace_atomic(&host, "boot/grub/grub.cfg", "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "new");
+        assert_eq!(
+            std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        let (dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(root.join("boot/grub/grub.cfg"), "cfg").unwrap();
+        // Dangling: following it would create the file outside the root.
+        let outside = dir.path().join("created-outside");
+        symlink(&outside, root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        assert!(lock(&host).is_err());
+        assert!(!outside.exists());
+        // Pointing at an existing file: not opened either.
+        std::fs::remove_file(root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        symlink("grub.cfg", root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        assert!(lock(&host).is_err());
+        assert_eq!(
+            std::fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap(),
+            "cfg"
+        );
+    }
+
+    #[test]
+    fn a_grub_link_leaving_the_root_fails_and_writes_nothing_outside() {
+        let (dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(dir.path().join("outside.cfg"), "outside").unwrap();
+        symlink("../../../outside.cfg", root.join("boot/grub/grub.cfg")).unwrap();
+        let e = read(&host).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(lock(&host).is_err());
+        assert!(replace_atomic(&host, "boot/grub/grub.cfg", "new").is_err());
+        assert!(fingerprint(&host, "boot/grub/grub.cfg").is_err());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("outside.cfg")).unwrap(),
+            "outside"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["outside.cfg", "root"]);
+        assert!(root.join("boot/grub/grub.cfg").is_symlink());
+    }
+
+    #[test]
+    fn an_absolute_grub_link_never_reaches_the_machine() {
+        let (_dir, host) = mock();
+        let root = host.root().to_path_buf();
+        symlink("/etc/passwd", root.join("boot/grub/grub.cfg")).unwrap();
+        assert!(read(&host).unwrap_err().is_not_found());
+        replace_atomic(&host, "boot/grub/grub.cfg", "x").unwrap_err();
+        assert!(!root.join("etc").exists());
+    }
+}

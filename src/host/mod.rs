@@ -95,7 +95,7 @@ impl HostRoot {
     /// (kind `InvalidInput`), never clamped. A component that does not exist
     /// resolves to the path it would have, so opening it gives `NotFound`
     /// and creating it creates it inside the root. On a root of `/` this is
-    /// the plain join (no system calls).
+    /// the plain join (no system calls; the kernel keeps `..` at `/`).
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, HostError> {
         self.resolve_with(rel, true, true)
     }
@@ -265,5 +265,160 @@ fn too_many_links() -> io::Error {
         io::Error::from_raw_os_error(40)
     } else {
         io::Error::other("too many levels of symbolic links")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mock() -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        (dir, host)
+    }
+
+    fn leaves_root(e: &HostError) -> bool {
+        e.source.kind() == io::ErrorKind::InvalidInput
+            && e.source.to_string().contains("leaves the host root")
+    }
+
+    #[test]
+    fn an_absolute_link_target_starts_at_the_root() {
+        let (dir, host) = mock();
+        std::fs::write(dir.path().join("boot/grub/real.cfg"), "inside").unwrap();
+        symlink("/boot/grub/real.cfg", dir.path().join("boot/grub/grub.cfg")).unwrap();
+        assert_eq!(
+            host.resolve("boot/grub/grub.cfg").unwrap(),
+            dir.path().join("boot/grub/real.cfg")
+        );
+        assert_eq!(
+            host.read_to_string("/boot/grub/grub.cfg").unwrap(),
+            "inside"
+        );
+        assert_eq!(host.read("boot/grub/grub.cfg").unwrap(), b"inside");
+        assert!(host.exists("boot/grub/grub.cfg"));
+    }
+
+    #[test]
+    fn a_relative_link_inside_the_root() {
+        let (dir, host) = mock();
+        std::fs::write(dir.path().join("etc/target"), "t").unwrap();
+        symlink("../../etc/target", dir.path().join("boot/grub/grub.cfg")).unwrap();
+        symlink("boot/grub", dir.path().join("g")).unwrap();
+        assert_eq!(
+            host.resolve("g/grub.cfg").unwrap(),
+            dir.path().join("etc/target")
+        );
+        assert_eq!(host.read_to_string("g/grub.cfg").unwrap(), "t");
+        // '..' after a directory link climbs from the link's target.
+        assert_eq!(host.resolve("g/..").unwrap(), dir.path().join("boot"));
+    }
+
+    #[test]
+    fn a_link_climbing_above_the_root_is_an_error() {
+        let (dir, host) = mock();
+        symlink("../../../etc/passwd", dir.path().join("boot/grub/grub.cfg")).unwrap();
+        let e = host.resolve("boot/grub/grub.cfg").unwrap_err();
+        assert!(leaves_root(&e), "{e}");
+        let e = host.read_to_string("boot/grub/grub.cfg").unwrap_err();
+        assert!(leaves_root(&e), "{e}");
+        assert!(!host.exists("boot/grub/grub.cfg"));
+        // The link itself is inside and can be read.
+        assert!(host.is_symlink("boot/grub/grub.cfg"));
+        assert_eq!(
+            host.read_link("boot/grub/grub.cfg").unwrap(),
+            "../../../etc/passwd"
+        );
+        let e = host.resolve("../etc").unwrap_err();
+        assert!(leaves_root(&e), "{e}");
+        let e = host.list_dir("boot/../..").unwrap_err();
+        assert!(leaves_root(&e), "{e}");
+    }
+
+    #[test]
+    fn an_absolute_link_never_reads_the_machine() {
+        let (dir, host) = mock();
+        symlink("/etc/passwd", dir.path().join("boot/grub/grub.cfg")).unwrap();
+        let e = host.read_to_string("boot/grub/grub.cfg").unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        std::fs::write(dir.path().join("etc/passwd"), "mock passwd").unwrap();
+        assert_eq!(
+            host.read_to_string("boot/grub/grub.cfg").unwrap(),
+            "mock passwd"
+        );
+        // A directory link to / lists the root, not the machine.
+        symlink("/", dir.path().join("slash")).unwrap();
+        assert_eq!(host.list_dir("slash").unwrap(), host.list_dir("/").unwrap());
+        assert_eq!(host.resolve("slash/..").unwrap_err().op, "resolve");
+    }
+
+    #[test]
+    fn link_loops_are_an_error() {
+        let (dir, host) = mock();
+        symlink("b", dir.path().join("a")).unwrap();
+        symlink("a", dir.path().join("b")).unwrap();
+        symlink("self", dir.path().join("self")).unwrap();
+        for rel in ["a", "self", "a/x"] {
+            let e = host.resolve(rel).unwrap_err();
+            assert_eq!(e.source.raw_os_error(), Some(40), "{rel}: {e}");
+            assert!(host.read_to_string(rel).is_err());
+        }
+        // 40 links in a chain resolve; 41 do not.
+        std::fs::write(dir.path().join("end"), "end").unwrap();
+        let mut prev = "end".to_string();
+        for i in 0..=MAX_SYMLINKS {
+            let name = format!("l{i}");
+            symlink(&prev, dir.path().join(&name)).unwrap();
+            prev = name;
+        }
+        assert_eq!(host.read_to_string("l39").unwrap(), "end");
+        assert!(host.resolve("l40").is_err());
+    }
+
+    #[test]
+    fn missing_components_resolve_to_their_place() {
+        let (dir, host) = mock();
+        assert_eq!(
+            host.resolve("boot/none/x").unwrap(),
+            dir.path().join("boot/none/x")
+        );
+        symlink("/boot/grub/new.cfg", dir.path().join("dangling")).unwrap();
+        assert_eq!(
+            host.resolve("dangling").unwrap(),
+            dir.path().join("boot/grub/new.cfg")
+        );
+        assert!(host.read_to_string("dangling").unwrap_err().is_not_found());
+        assert_eq!(
+            host.resolve_nofollow("dangling").unwrap(),
+            dir.path().join("dangling")
+        );
+        let (parent, name) = host.resolve_parent_and_name("dangling").unwrap();
+        assert_eq!(parent, dir.path().join("boot/grub"));
+        assert_eq!(name, "new.cfg");
+        assert!(host.resolve_parent_and_name("boot/..").is_err());
+    }
+
+    #[test]
+    fn the_real_root_is_a_plain_join() {
+        let host = HostRoot::new("/");
+        assert_eq!(
+            host.resolve("/proc/cmdline").unwrap(),
+            Path::new("/proc/cmdline")
+        );
+        assert_eq!(host.resolve("../x").unwrap(), Path::new("/../x"));
+    }
+
+    #[test]
+    fn the_mock_marker_is_resolved_inside() {
+        let (dir, host) = mock();
+        assert!(!host.is_mock());
+        symlink("/etc/marker", dir.path().join(MOCK_HOST_MARKER)).unwrap();
+        assert!(!host.is_mock());
+        std::fs::write(dir.path().join("etc/marker"), "").unwrap();
+        assert!(host.is_mock());
     }
 }
