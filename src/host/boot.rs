@@ -4,9 +4,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use crate::host::{HostError, HostRoot};
+
+/// `O_NOFOLLOW` (std does not name it and the crate has no libc): open
+/// fails on a final symbolic link instead of following it. On other targets
+/// only the check before the open guards the lock file.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+const O_NOFOLLOW: i32 = 0o400_000;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+const O_NOFOLLOW: i32 = 0o100_000;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+const O_NOFOLLOW: i32 = 0;
 
 /// Where XenServer/XCP-ng keep grub.cfg, in the order xen-cmdline tries them.
 pub const GRUB_CANDIDATES: [&str; 3] = [
@@ -28,7 +41,7 @@ pub struct Fingerprint {
 
 /// The fingerprint of a host file.
 pub fn fingerprint(host: &HostRoot, rel: &str) -> Result<Fingerprint, HostError> {
-    let meta = std::fs::metadata(host.path(rel)).map_err(|e| HostRoot::err("stat", rel, e))?;
+    let meta = std::fs::metadata(host.resolve(rel)?).map_err(|e| HostRoot::err("stat", rel, e))?;
     Ok(Fingerprint::of(&meta))
 }
 
@@ -48,26 +61,27 @@ pub fn locate(host: &HostRoot) -> Result<&'static str, HostError> {
 }
 
 /// [`locate`] with the file's fingerprint, one `stat` per candidate tried
-/// (the status of a function is computed on every call from this).
+/// (the status of a function is computed on every call from this). A
+/// candidate that cannot be resolved inside the root (a link leaving it, a
+/// link loop) is an error, not skipped.
 pub fn locate_fingerprinted(host: &HostRoot) -> Result<(&'static str, Fingerprint), HostError> {
-    GRUB_CANDIDATES
-        .into_iter()
-        .find_map(|rel| {
-            std::fs::metadata(host.path(rel))
-                .ok()
-                .filter(std::fs::Metadata::is_file)
-                .map(|meta| (rel, Fingerprint::of(&meta)))
-        })
-        .ok_or_else(|| {
-            HostRoot::err(
-                "find",
-                "boot/grub/grub.cfg",
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no grub.cfg in any known location",
-                ),
-            )
-        })
+    for rel in GRUB_CANDIDATES {
+        let path = host.resolve(rel)?;
+        if let Some(meta) = std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+        {
+            return Ok((rel, Fingerprint::of(&meta)));
+        }
+    }
+    Err(HostRoot::err(
+        "find",
+        "boot/grub/grub.cfg",
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no grub.cfg in any known location",
+        ),
+    ))
 }
 
 /// Read grub.cfg with its fingerprint.
@@ -84,14 +98,33 @@ pub struct BootLock {
 }
 
 /// Take the exclusive lock that serialises every read-modify-write of the
-/// boot configuration (`grub.cfg.pcipass-lock` beside it). Blocks.
+/// boot configuration (`grub.cfg.pcipass-lock` beside the resolved
+/// grub.cfg, so beside a symlinked grub.cfg's target). Blocks. A lock path
+/// that is a symbolic link is an error: the lock file is never created or
+/// opened through a link.
 pub fn lock(host: &HostRoot) -> Result<BootLock, HostError> {
-    let rel = format!("{}.pcipass-lock", locate(host)?);
+    let cfg = locate(host)?;
+    let rel = format!("{cfg}.pcipass-lock");
+    let (dir, name) = host.resolve_parent_and_name(cfg)?;
+    let mut lock_name = name;
+    lock_name.push(".pcipass-lock");
+    let path = dir.join(lock_name);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(HostRoot::err(
+            "open",
+            &rel,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the lock file is a symbolic link",
+            ),
+        ));
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(host.path(&rel))
+        .custom_flags(O_NOFOLLOW)
+        .open(&path)
         .map_err(|e| HostRoot::err("open", &rel, e))?;
     file.lock().map_err(|e| HostRoot::err("lock", &rel, e))?;
     Ok(BootLock { _file: file })
@@ -110,13 +143,12 @@ fn fault_point(step: &str) {
 /// Replace `rel` with `text` atomically: a temporary file in the same
 /// directory, fsync, rename over the old file, fsync of the directory. The
 /// old file's mode is kept. A crash leaves the old or the new file.
+/// A `rel` that is a symbolic link keeps the link: its target (resolved
+/// under the root, see [`HostRoot::resolve`]) is replaced.
 pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), HostError> {
-    let path = host.path(rel);
-    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (dir, name) = host.resolve_parent_and_name(rel)?;
+    let path = dir.join(&name);
+    let name = name.to_string_lossy().into_owned();
     let tmp = dir.join(format!(".{name}.pcipass-tmp-{}", std::process::id()));
     let fail = |op, e| HostRoot::err(op, rel, e);
     let mode = std::fs::metadata(&path)
@@ -156,4 +188,119 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn mock() -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root/boot/grub")).unwrap();
+        let host = HostRoot::new(dir.path().join("root"));
+        (dir, host)
+    }
+
+    fn replace_through_link(target: &str) {
+        let (_dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(root.join("boot/grub/grub-real.cfg"), "old").unwrap();
+        symlink(target, root.join("boot/grub/grub.cfg")).unwrap();
+        let (rel, text, _) = read(&host).unwrap();
+        assert_eq!((rel, text.as_str()), ("boot/grub/grub.cfg", "old"));
+        {
+            let _lock = lock(&host).unwrap();
+            replace_atomic(&host, rel, "new").unwrap();
+        }
+        let link = root.join("boot/grub/grub.cfg");
+        assert!(link.is_symlink(), "the link is kept");
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target));
+        assert_eq!(
+            std::fs::read_to_string(root.join("boot/grub/grub-real.cfg")).unwrap(),
+            "new"
+        );
+        assert!(root.join("boot/grub/grub-real.cfg.pcipass-lock").is_file());
+        assert_eq!(fingerprint(&host, rel).unwrap().len, 3);
+    }
+
+    #[test]
+    fn replace_writes_a_relative_link_target() {
+        replace_through_link("grub-real.cfg");
+    }
+
+    #[test]
+    fn replace_writes_an_absolute_link_target_inside_the_root() {
+        replace_through_link("/boot/grub/grub-real.cfg");
+    }
+
+    #[test]
+    fn replace_of_a_plain_file() {
+        let (_dir, host) = mock();
+        let cfg = host.root().join("boot/grub/grub.cfg");
+        std::fs::write(&cfg, "old").unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let _lock = lock(&host).unwrap();
+        replace_atomic(&host, "boot/grub/grub.cfg", "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "new");
+        assert_eq!(
+            std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        let (dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(root.join("boot/grub/grub.cfg"), "cfg").unwrap();
+        // Dangling: following it would create the file outside the root.
+        let outside = dir.path().join("created-outside");
+        symlink(&outside, root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        assert!(lock(&host).is_err());
+        assert!(!outside.exists());
+        // Pointing at an existing file: not opened either.
+        std::fs::remove_file(root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        symlink("grub.cfg", root.join("boot/grub/grub.cfg.pcipass-lock")).unwrap();
+        assert!(lock(&host).is_err());
+        assert_eq!(
+            std::fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap(),
+            "cfg"
+        );
+    }
+
+    #[test]
+    fn a_grub_link_leaving_the_root_fails_and_writes_nothing_outside() {
+        let (dir, host) = mock();
+        let root = host.root().to_path_buf();
+        std::fs::write(dir.path().join("outside.cfg"), "outside").unwrap();
+        symlink("../../../outside.cfg", root.join("boot/grub/grub.cfg")).unwrap();
+        let e = read(&host).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(lock(&host).is_err());
+        assert!(replace_atomic(&host, "boot/grub/grub.cfg", "new").is_err());
+        assert!(fingerprint(&host, "boot/grub/grub.cfg").is_err());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("outside.cfg")).unwrap(),
+            "outside"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["outside.cfg", "root"]);
+        assert!(root.join("boot/grub/grub.cfg").is_symlink());
+    }
+
+    #[test]
+    fn an_absolute_grub_link_never_reaches_the_machine() {
+        let (_dir, host) = mock();
+        let root = host.root().to_path_buf();
+        symlink("/etc/passwd", root.join("boot/grub/grub.cfg")).unwrap();
+        assert!(read(&host).unwrap_err().is_not_found());
+        replace_atomic(&host, "boot/grub/grub.cfg", "x").unwrap_err();
+        assert!(!root.join("etc").exists());
+    }
 }

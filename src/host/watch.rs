@@ -165,8 +165,10 @@ impl ChangeWatch {
         let root = self.host.root();
         let mut dirs = BTreeSet::new();
         for rel in &self.files {
-            let path = self.host.path(rel);
-            if let Ok(target) = std::fs::canonicalize(&path)
+            let Ok(path) = self.host.resolve_nofollow(rel) else {
+                continue;
+            };
+            if let Ok(Ok(target)) = self.host.resolve(rel).map(std::fs::canonicalize)
                 && let Some(parent) = target.parent()
             {
                 dirs.insert(parent.to_path_buf());
@@ -264,7 +266,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
         let target = dir.path().join("elsewhere/grub.cfg");
         std::fs::write(&target, "a").unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join("boot/grub/grub.cfg")).unwrap();
+        // Absolute targets start at the root, as in a chroot.
+        std::os::unix::fs::symlink("/elsewhere/grub.cfg", dir.path().join("boot/grub/grub.cfg"))
+            .unwrap();
         let w = watch(dir.path(), Duration::from_secs(3600));
         assert!(!ask(&w));
         assert!(ask(&w));
