@@ -9,6 +9,7 @@ pub mod devices;
 pub mod dom0_access;
 pub mod grub;
 pub mod hide;
+pub mod kernel;
 pub mod mock_boot;
 pub mod pci_address;
 pub mod pciids;
