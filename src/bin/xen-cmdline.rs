@@ -2,32 +2,51 @@
 //! configuration, a drop-in for XenServer's tool of the same name, with
 //! `--root DIR` for mock hosts. Edits take the lock pcipassd takes.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use pcipass::domain::bootcfg::{BootConfigError, edit_grub};
-use pcipass::domain::grub::{GrubConfig, Target};
-use pcipass::host::{HostRoot, boot};
+use pcipass::domain::bootcfg::{BootConfigError, edit_grub, load_grub, one_line};
+use pcipass::domain::grub::{Edit, GrubConfig, Matching, Target};
+use pcipass::host::HostRoot;
 
 const USAGE: &str = "usage: xen-cmdline [--root DIR] OPERATION...
-Read or edit the kernel arguments of the default Xen boot entry (and of the
-entries xen-cmdline manages) in grub.cfg.
+Read or edit the kernel arguments of the boot configuration (grub.cfg), as
+XCP-ng's xen-cmdline does: reads use the entry GRUB boots next; edits go to
+the entries XCP-ng's tool edits (the product-brand entry and its (Serial)
+twin) and to the entry GRUB boots next.
 
 Operations, applied in order:
-  --get-xen KEY...        print KEY=VALUE (or KEY for a flag) of Xen's arguments
-  --set-xen KEY[=VALUE]...   set Xen arguments
-  --delete-xen KEY...     remove Xen arguments
-  --get-dom0 KEY...       print KEY=VALUE (or KEY) of dom0's arguments
-  --set-dom0 KEY[=VALUE]...  set dom0 arguments
-  --delete-dom0 KEY...    remove dom0 arguments
+  --get-xen KEY...        print every Xen argument that is KEY or KEY=...,
+                          in line order, one per line (an empty line if none)
+  --set-xen KEY[=VALUE]...   set Xen arguments (every occurrence replaced)
+  --delete-xen KEY...     remove every occurrence of Xen arguments
+  --get-dom0 KEY...       the same for dom0's arguments
+  --set-dom0 KEY[=VALUE]...
+  --delete-dom0 KEY...
+  --set-dom0-if-unchanged KEY EXPECTED [KEY=VALUE]
+                          compare-and-set: only when `--get-dom0 KEY` would
+                          print EXPECTED (its lines joined by newlines, \"\"
+                          for none), set KEY=VALUE (or delete KEY when no
+                          third argument); else change nothing, print what
+                          it would print to stderr and exit 3
 Options:
   --root DIR              the host root (default /), e.g. a mock host
-  -h, --help              this help";
+  -h, --help              this help
+
+Differences from XCP-ng's tool: a default given by title, tab-separated
+arguments and several keys in one --set work; a new argument goes before a
+bare `--` rather than after it; a value GRUB or the kernel would misread
+and a dom0 line longer than Xen passes (1023 bytes) are refused.";
+
+/// Exit code when a compare-and-set found another value.
+const CHANGED: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
     Get,
     Set,
     Delete,
+    CompareAndSet,
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -39,7 +58,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut root = "/".to_owned();
     let mut ops: Vec<(Op, Target, Vec<String>)> = Vec::new();
-    let mut iter = args.into_iter();
+    let mut iter = args.into_iter().peekable();
     while let Some(arg) = iter.next() {
         let (op, target) = match arg.as_str() {
             "-h" | "--help" => {
@@ -59,16 +78,27 @@ fn main() -> ExitCode {
             "--get-dom0" => (Op::Get, Target::Dom0),
             "--set-dom0" => (Op::Set, Target::Dom0),
             "--delete-dom0" => (Op::Delete, Target::Dom0),
+            "--set-dom0-if-unchanged" => {
+                let (Some(key), Some(expected)) = (iter.next(), iter.next()) else {
+                    return fail("--set-dom0-if-unchanged needs KEY EXPECTED [KEY=VALUE]");
+                };
+                let mut words = vec![key, expected];
+                if let Some(new) = iter.next_if(|w| !w.starts_with("--")) {
+                    words.push(new);
+                }
+                ops.push((Op::CompareAndSet, Target::Dom0, words));
+                continue;
+            }
             other if other.starts_with('-') => {
                 eprintln!("{USAGE}");
                 return fail(format!("unknown option {other}"));
             }
             other => match ops.last_mut() {
-                Some((_, _, keys)) => {
+                Some((op, _, keys)) if *op != Op::CompareAndSet => {
                     keys.push(other.to_owned());
                     continue;
                 }
-                None => {
+                _ => {
                     eprintln!("{USAGE}");
                     return fail(format!("{other}: which operation?"));
                 }
@@ -88,47 +118,111 @@ fn main() -> ExitCode {
         let result = match op {
             Op::Get => get(&host, target, &keys),
             Op::Set | Op::Delete => edit(&host, op, target, &keys),
+            Op::CompareAndSet => match compare_and_set(&host, &keys) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(CHANGED),
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = result {
-            return fail(e);
+            return fail(one_line(&e.to_string()));
         }
     }
     ExitCode::SUCCESS
 }
 
-fn get(host: &HostRoot, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
-    let (_, text, _) = boot::read(host)?;
-    let config = GrubConfig::parse(&text)?;
+/// What `--get-* KEYS` prints: every matching argument's source text, in
+/// line order, newline-joined (nothing matching: an empty line).
+fn occurrences(
+    config: &GrubConfig,
+    target: Target,
+    keys: &[String],
+) -> Result<Vec<u8>, BootConfigError> {
+    let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
     for key in keys {
-        match config.get(target, key)? {
-            Some(value)
-                if value.is_empty() && !config.args(target)?.contains(&format!("{key}=")) =>
-            {
-                println!("{key}")
-            }
-            Some(value) => println!("{key}={value}"),
-            None => {}
-        }
+        found.extend(config.occurrences_at(target, key)?);
     }
+    found.sort_by_key(|(at, _)| *at);
+    found.dedup();
+    Ok(found
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join(&b'\n'))
+}
+
+fn get(host: &HostRoot, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
+    let (_, config) = load_grub(host)?;
+    let mut out = occurrences(&config, target, keys)?;
+    out.push(b'\n');
+    // A closed stdout (e.g. `| head`) is not an error of the boot configuration.
+    let _ = std::io::stdout().write_all(&out);
     Ok(())
+}
+
+fn edit_of(op: Op, arg: &str) -> Edit<'_> {
+    match op {
+        Op::Set => match arg.split_once('=') {
+            Some((key, value)) => Edit::Set {
+                key,
+                value: Some(value),
+                matching: Matching::Exact,
+            },
+            None => Edit::Set {
+                key: arg,
+                value: None,
+                matching: Matching::Exact,
+            },
+        },
+        _ => Edit::Delete {
+            key: arg,
+            matching: Matching::Exact,
+        },
+    }
+}
+
+/// Apply the edits one after the other to the text (each reads the
+/// result of the one before).
+fn apply_all(
+    config: &GrubConfig,
+    target: Target,
+    edits: &[Edit<'_>],
+) -> Result<Vec<u8>, BootConfigError> {
+    let mut current = config.clone();
+    let mut text = None;
+    for e in edits {
+        let next = current.edited(target, e)?;
+        current = current.reparsed(&next)?;
+        text = Some(next);
+    }
+    Ok(text.unwrap_or_default())
 }
 
 fn edit(host: &HostRoot, op: Op, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
     edit_grub(host, |config| {
-        let mut text = None::<String>;
-        for key in keys {
-            let current = match &text {
-                Some(t) => GrubConfig::parse(t)?,
-                None => config.clone(),
-            };
-            text = Some(match op {
-                Op::Set => match key.split_once('=') {
-                    Some((k, v)) => current.set(target, k, Some(v))?,
-                    None => current.set(target, key, None)?,
-                },
-                _ => current.delete(target, key)?,
-            });
+        let edits: Vec<Edit<'_>> = keys.iter().map(|k| edit_of(op, k)).collect();
+        Ok((Some(apply_all(config, target, &edits)?), ()))
+    })
+}
+
+fn compare_and_set(host: &HostRoot, words: &[String]) -> Result<bool, BootConfigError> {
+    let key = &words[0];
+    let expected = words[1].as_bytes();
+    edit_grub(host, |config| {
+        let now = occurrences(config, Target::Dom0, std::slice::from_ref(key))?;
+        if now != expected {
+            eprintln!("{}", String::from_utf8_lossy(&now));
+            return Ok((None, false));
         }
-        Ok((text, ()))
+        let edit = match words.get(2) {
+            Some(arg) if arg.split_once('=').map_or(arg.as_str(), |(k, _)| k) == key => {
+                edit_of(Op::Set, arg)
+            }
+            Some(arg) => {
+                return Err(BootConfigError::Verify(format!("{arg} does not set {key}")));
+            }
+            None => edit_of(Op::Delete, key),
+        };
+        Ok((Some(apply_all(config, Target::Dom0, &[edit])?), true))
     })
 }

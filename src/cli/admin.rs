@@ -129,7 +129,9 @@ fn mock_host(args: &[String], stdout: &mut dyn std::io::Write) -> Result<(), Adm
         }
         [action, dir] if action == "reboot" => {
             let cmdline = mock_boot::reboot(&HostRoot::new(dir)).map_err(failure)?;
-            writeln!(stdout, "{cmdline}").map_err(failure)
+            stdout
+                .write_all(&[cmdline.as_slice(), b"\n"].concat())
+                .map_err(failure)
         }
         _ => Err(usage(
             "mock-host create DIR --profile demo|large | mock-host reboot DIR",

@@ -2,27 +2,31 @@
 //! [`Dom0AccessEngine`] the API uses.
 //!
 //! * [`NativeBootConfig`] reads and edits grub.cfg under the root itself,
-//!   under the lock it shares with the `xen-cmdline` program.
+//!   under the lock it shares with the `xen-cmdline` program, through the
+//!   whole chain ([`crate::domain::grub`], [`crate::domain::kernel`]).
 //! * [`ExecBootConfig`] runs a `xen-cmdline` program (`--get-dom0`,
 //!   `--set-dom0`, `--delete-dom0`), as xapi does on XenServer.
 //!
 //! The engine judges dom0 access from two views of the effective hide
-//! list: `/proc/cmdline` (now) and the boot configuration (next boot).
-//! Both are read fresh, with a cache keyed on the files' fingerprints;
-//! with the native backend a [`ChangeWatch`] on the files' directories
-//! lets a status call skip even the `stat`s while nothing has moved.
+//! list, `/proc/cmdline` (now) and the dom0 command line the next boot
+//! gets, and from the PCI tree (a bridge's entry hides what is behind
+//! it). Both views are read fresh, with a cache keyed on the files'
+//! fingerprints; with the native backend a [`ChangeWatch`] on the files'
+//! directories lets a status call skip even the `stat`s while nothing has
+//! moved. Edits are checked before anything is written: the boot-device
+//! rule, Xen's and the kernel's length limits, and that the kernel will
+//! read back exactly the intended list.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::domain::grub::{GrubConfig, GrubError, Target};
-use crate::domain::hide::{self, HIDE_KEY, HideEdit, HideParseError, HideView};
-use crate::domain::{Dom0Access, PciAddress};
-use crate::host::boot::Fingerprint;
+use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, GrubError, Matching, Target};
+use crate::domain::hide::{self, HIDE_KEY, HideEdit, HideParseError, HideView, Topology};
+use crate::domain::{Dom0Access, PciAddress, bootdev};
+use crate::host::boot::{Fingerprint, GrubFingerprint};
 use crate::host::watch::ChangeWatch;
-use crate::host::{HostError, HostRoot, boot, exec, procfs};
+use crate::host::{HostError, HostRoot, boot, exec, procfs, sysfs};
 
 /// How long the cached views are trusted on the change watch alone before
 /// a `stat` confirms them (bounds what inotify cannot see, such as a file
@@ -35,7 +39,7 @@ pub enum BootConfigError {
     /// A host file could not be read or written.
     #[error(transparent)]
     Host(#[from] HostError),
-    /// grub.cfg has no usable Xen entry.
+    /// grub.cfg has no usable Xen entry, or an edit would be misread.
     #[error(transparent)]
     Grub(#[from] GrubError),
     /// The current hide value does not parse: edits are refused.
@@ -44,52 +48,81 @@ pub enum BootConfigError {
     /// The xen-cmdline program failed.
     #[error("xen-cmdline failed ({status}): {stderr}")]
     Exec { status: String, stderr: String },
+    /// The edit would hide a function a boot disk sits behind.
+    #[error("the edit would hide {function}, on the path of boot device {block_device}")]
+    BootDevice {
+        /// The mounted boot device.
+        block_device: String,
+        /// The PCI function that would be hidden.
+        function: PciAddress,
+    },
+    /// The boot devices or the PCI tree are unknown, so the safety rules
+    /// cannot be checked.
+    #[error("{0}")]
+    SafetyUnknown(String),
+    /// The written file would not read back as the intended hide list.
+    #[error("the edited boot configuration would not read back as intended: {0}")]
+    Verify(String),
 }
 
 impl BootConfigError {
-    /// A reason fit for a client: no paths.
+    /// A reason fit for a client: no paths, no raw newlines.
     pub fn client_reason(&self) -> String {
-        match self {
+        let reason = match self {
             BootConfigError::Host(e) if e.is_not_found() => {
                 "the boot configuration or /proc/cmdline is missing".into()
             }
             BootConfigError::Host(e) => format!("cannot {} the boot configuration", e.op),
             BootConfigError::Grub(e) => e.to_string(),
             BootConfigError::HideListMalformed(e) => e.reason.clone(),
-            BootConfigError::Exec { status, .. } => format!("xen-cmdline failed ({status})"),
-        }
+            BootConfigError::Exec { status, stderr } => {
+                format!("xen-cmdline failed ({status}): {stderr}")
+            }
+            other => other.to_string(),
+        };
+        one_line(&reason)
     }
 }
 
-/// Read and edit the dom0 arguments of the boot configuration.
-pub trait BootConfig: Send + Sync + std::fmt::Debug {
-    /// The value of dom0 parameter `key` in the default entry.
-    fn get_dom0(&self, key: &str) -> Result<Option<String>, BootConfigError>;
+/// Text with every control character (newlines included) shown as a
+/// space, for error parameters and logs.
+pub fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
 
-    /// Read-modify-write of dom0 parameter `key`, serialised against every
-    /// other writer (this process and `xen-cmdline`). Returns the value
-    /// after the edit.
-    fn update_dom0(
+/// The edit of the hide parameter a caller plans from its current value.
+pub type HidePlan<'a> = dyn FnMut(Option<&[u8]>) -> Result<HideEdit, HideParseError> + 'a;
+
+/// Read and edit the dom0 hide list of the boot configuration.
+pub trait BootConfig: Send + Sync + std::fmt::Debug {
+    /// The hide list the next boot's kernel will use.
+    fn boot_view(&self) -> Result<HideView, BootConfigError>;
+
+    /// Read-modify-write of the hide list, serialised against every other
+    /// writer (this process and `xen-cmdline`). `check` sees the view the
+    /// edit would produce before anything is written and may refuse it.
+    fn update_hide(
         &self,
-        key: &str,
-        edit: &mut dyn FnMut(Option<&str>) -> Result<HideEdit, HideParseError>,
-    ) -> Result<Option<String>, BootConfigError>;
+        plan: &mut HidePlan<'_>,
+        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<(), BootConfigError>;
 
     /// Changes when the configuration changes; `None` when unknown.
-    fn fingerprint(&self) -> Option<Fingerprint>;
+    fn fingerprint(&self) -> Option<GrubFingerprint>;
 
     /// True when a read may be cached on [`BootConfig::fingerprint`] (the
-    /// value comes from the file alone).
+    /// value comes from the files alone).
     fn cacheable(&self) -> bool {
         false
     }
 }
 
 /// The fingerprint of the grub.cfg under `host`, if it has one.
-fn grub_fingerprint(host: &HostRoot) -> Option<Fingerprint> {
-    boot::locate_fingerprinted(host)
-        .ok()
-        .map(|(_, print)| print)
+fn grub_fingerprint(host: &HostRoot) -> Option<GrubFingerprint> {
+    boot::grub_fingerprint(host).ok().map(|(_, print)| print)
 }
 
 /// grub.cfg under the root, edited in-process.
@@ -109,50 +142,128 @@ impl NativeBootConfig {
     }
 }
 
+/// grub.cfg and the grubenv beside it, parsed.
+pub fn load_grub(host: &HostRoot) -> Result<(boot::GrubFiles, GrubConfig), BootConfigError> {
+    let files = boot::read(host)?;
+    let env = files
+        .env
+        .as_deref()
+        .map_or_else(GrubEnv::absent, GrubEnv::parse);
+    let config = GrubConfig::parse(&files.cfg, &env)?;
+    Ok((files, config))
+}
+
 /// Apply `op` to the grub.cfg under `host` (read, compute, write) while
 /// holding the shared lock. Used by the daemon and by `xen-cmdline`.
 pub fn edit_grub<T>(
     host: &HostRoot,
-    op: impl FnOnce(&GrubConfig) -> Result<(Option<String>, T), BootConfigError>,
+    op: impl FnOnce(&GrubConfig) -> Result<(Option<Vec<u8>>, T), BootConfigError>,
 ) -> Result<T, BootConfigError> {
     let _lock = boot::lock(host)?;
-    let (rel, text, _) = boot::read(host)?;
-    let config = GrubConfig::parse(&text)?;
+    let (files, config) = load_grub(host)?;
     let (new_text, result) = op(&config)?;
     if let Some(new_text) = new_text
-        && new_text != text
+        && new_text != files.cfg
     {
-        boot::replace_atomic(host, rel, &new_text)?;
+        boot::replace_atomic(host, files.rel, &new_text)?;
     }
     Ok(result)
 }
 
+/// The view the next boot's kernel takes from a parsed grub.cfg.
+pub fn grub_boot_view(config: &GrubConfig) -> Result<HideView, BootConfigError> {
+    Ok(HideView::from_cmdline(&config.boot_cmdline()?.bytes))
+}
+
+/// The grub.cfg bytes after applying `edit` to the hide parameter, and
+/// the view they give; the kernel must read back exactly the planned
+/// value.
+fn planned_grub(
+    config: &GrubConfig,
+    edit: &HideEdit,
+) -> Result<Option<(Vec<u8>, HideView)>, BootConfigError> {
+    let (text, want) = match edit {
+        HideEdit::Unchanged => return Ok(None),
+        HideEdit::Set(value) => (
+            config.edited(
+                Target::Dom0,
+                &Edit::Set {
+                    key: HIDE_KEY,
+                    value: Some(value),
+                    matching: Matching::Kernel,
+                },
+            )?,
+            Some(value.as_bytes()),
+        ),
+        HideEdit::Delete => (
+            config.edited(
+                Target::Dom0,
+                &Edit::Delete {
+                    key: HIDE_KEY,
+                    matching: Matching::Kernel,
+                },
+            )?,
+            None,
+        ),
+    };
+    // Read back as GRUB will boot it (no one-time override: the edit is
+    // for every later boot too).
+    let after = GrubConfig::parse(&text, &GrubEnv::absent())?;
+    let mut view = None;
+    for index in config.edited_entries()? {
+        let Some(entry) = after.entries().get(index) else {
+            continue;
+        };
+        let got = HideView::from_cmdline(&after.cmdline_of(entry)?.bytes);
+        if got.value.as_deref() != want {
+            return Err(BootConfigError::Verify(format!(
+                "entry '{}' would give xen-pciback.hide={:?}",
+                entry.title,
+                got.value_text()
+            )));
+        }
+        view.get_or_insert(got);
+    }
+    let view = match view {
+        Some(v) => v,
+        None => grub_boot_view(&after)?,
+    };
+    Ok(Some((text, view)))
+}
+
 impl BootConfig for NativeBootConfig {
-    fn get_dom0(&self, key: &str) -> Result<Option<String>, BootConfigError> {
-        let (_, text, _) = boot::read(&self.host)?;
-        Ok(GrubConfig::parse(&text)?.get(Target::Dom0, key)?)
+    fn boot_view(&self) -> Result<HideView, BootConfigError> {
+        let (_, config) = load_grub(&self.host)?;
+        if let DefaultSource::GrubEnv(choice) = config.default_source() {
+            tracing::info!(%choice, "the next boot is a one-time choice held in grubenv");
+        }
+        if let DefaultSource::Fallback(spec) = config.default_source() {
+            tracing::warn!(default = %spec, "grub.cfg's default names no entry; GRUB boots entry 0");
+        }
+        grub_boot_view(&config)
     }
 
-    fn update_dom0(
+    fn update_hide(
         &self,
-        key: &str,
-        edit: &mut dyn FnMut(Option<&str>) -> Result<HideEdit, HideParseError>,
-    ) -> Result<Option<String>, BootConfigError> {
+        plan: &mut HidePlan<'_>,
+        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<(), BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         edit_grub(&self.host, |config| {
-            let current = config.get(Target::Dom0, key)?;
-            Ok(match edit(current.as_deref())? {
-                HideEdit::Unchanged => (None, current),
-                HideEdit::Set(value) => (
-                    Some(config.set(Target::Dom0, key, Some(&value))?),
-                    Some(value),
-                ),
-                HideEdit::Delete => (Some(config.delete(Target::Dom0, key)?), None),
-            })
+            let before = grub_boot_view(config)?;
+            if let Some(e) = before.malformed() {
+                return Err(e.clone().into());
+            }
+            let edit = plan(before.value.as_deref())?;
+            let Some((text, after)) = planned_grub(config, &edit)? else {
+                return Ok((None, ()));
+            };
+            check(&before, &after)?;
+            Ok((Some(text), ()))
         })
     }
 
-    fn fingerprint(&self) -> Option<Fingerprint> {
+    fn fingerprint(&self) -> Option<GrubFingerprint> {
         grub_fingerprint(&self.host)
     }
 
@@ -200,41 +311,54 @@ impl ExecBootConfig {
                 status: code
                     .map(|c| format!("exit code {c}"))
                     .unwrap_or_else(|| "killed".into()),
-                stderr: out.stderr.trim().to_owned(),
+                stderr: one_line(&out.stderr),
             }),
         }
+    }
+
+    /// The dom0 arguments `xen-cmdline` prints for the hide key, in line
+    /// order, joined back into a command line for the kernel model (the
+    /// `_` spelling too: the kernel reads both).
+    fn hide_args(&self) -> Result<Vec<u8>, BootConfigError> {
+        let underscore = HIDE_KEY.replace('-', "_");
+        let out = self.run(&["--get-dom0", HIDE_KEY, &underscore])?;
+        let args: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        Ok(args.join(" ").into_bytes())
     }
 }
 
 impl BootConfig for ExecBootConfig {
-    fn get_dom0(&self, key: &str) -> Result<Option<String>, BootConfigError> {
-        // As xapi reads it: `KEY=VALUE` on stdout, anything else is unset.
-        let out = self.run(&["--get-dom0", key])?;
-        let line = out.trim_end();
-        Ok(line.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    fn boot_view(&self) -> Result<HideView, BootConfigError> {
+        Ok(HideView::from_cmdline(&self.hide_args()?))
     }
 
-    fn update_dom0(
+    fn update_hide(
         &self,
-        key: &str,
-        edit: &mut dyn FnMut(Option<&str>) -> Result<HideEdit, HideParseError>,
-    ) -> Result<Option<String>, BootConfigError> {
+        plan: &mut HidePlan<'_>,
+        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<(), BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.get_dom0(key)?;
-        match edit(current.as_deref())? {
-            HideEdit::Unchanged => Ok(current),
+        let before = self.boot_view()?;
+        if let Some(e) = before.malformed() {
+            return Err(e.clone().into());
+        }
+        match plan(before.value.as_deref())? {
+            HideEdit::Unchanged => Ok(()),
             HideEdit::Set(value) => {
-                self.run(&["--set-dom0", &format!("{key}={value}")])?;
-                Ok(Some(value))
+                let after = HideView::from_value(Some(value.as_bytes()));
+                check(&before, &after)?;
+                self.run(&["--set-dom0", &format!("{HIDE_KEY}={value}")])?;
+                Ok(())
             }
             HideEdit::Delete => {
-                self.run(&["--delete-dom0", key])?;
-                Ok(None)
+                check(&before, &HideView::from_value(None))?;
+                self.run(&["--delete-dom0", HIDE_KEY])?;
+                Ok(())
             }
         }
     }
 
-    fn fingerprint(&self) -> Option<Fingerprint> {
+    fn fingerprint(&self) -> Option<GrubFingerprint> {
         grub_fingerprint(&self.host)
     }
 }
@@ -242,7 +366,7 @@ impl BootConfig for ExecBootConfig {
 #[derive(Debug, Default)]
 struct Cache {
     running: Option<(Fingerprint, Arc<HideView>)>,
-    boot: Option<(Fingerprint, Arc<HideView>)>,
+    boot: Option<(GrubFingerprint, Arc<HideView>)>,
 }
 
 /// Dom0 access of PCI functions: status from the two views, and edits.
@@ -252,13 +376,34 @@ pub struct Dom0AccessEngine {
     host: HostRoot,
     cache: Mutex<Cache>,
     cache_boot: bool,
+    /// The PCI tree, read from sysfs when first needed and again when a
+    /// function is not in it.
+    tree: Mutex<Option<Arc<Topology>>>,
     /// Present when both views come from files alone (native backend).
     watch: Option<ChangeWatch>,
 }
 
+/// The bridges above a function, nearest first, from its sysfs device
+/// path (every path component that is a PCI address, but the last).
+pub fn bridges_in_path(path: &str) -> Vec<PciAddress> {
+    let mut chain = bootdev::pci_functions_in_path(path);
+    chain.pop();
+    chain.reverse();
+    chain
+}
+
+/// The PCI tree as sysfs shows it now. A listing or link that cannot be
+/// read is an error: the tree decides what a bridge entry hides.
+pub fn pci_tree(host: &HostRoot) -> Result<Topology, BootConfigError> {
+    let links = sysfs::device_links(host)?;
+    Ok(Topology::new(links.into_iter().filter_map(
+        |(name, target)| Some((name.parse::<PciAddress>().ok()?, bridges_in_path(&target))),
+    )))
+}
+
 impl Dom0AccessEngine {
-    /// An engine over a backend and the host (for `/proc/cmdline` and the
-    /// list of existing functions).
+    /// An engine over a backend and the host (for `/proc/cmdline`, the PCI
+    /// tree and the boot devices).
     pub fn new(boot: Box<dyn BootConfig>, host: HostRoot) -> Dom0AccessEngine {
         let cache_boot = boot.cacheable();
         let watch = cache_boot.then(|| {
@@ -271,8 +416,28 @@ impl Dom0AccessEngine {
             host,
             cache: Mutex::new(Cache::default()),
             cache_boot,
+            tree: Mutex::new(None),
             watch,
         }
+    }
+
+    /// The PCI tree as sysfs shows it now (see [`pci_tree`]).
+    pub fn read_tree(&self) -> Result<Arc<Topology>, BootConfigError> {
+        let tree = Arc::new(pci_tree(&self.host)?);
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = Some(tree.clone());
+        Ok(tree)
+    }
+
+    /// The PCI tree, covering `addrs` (re-read when one is missing).
+    fn tree_for(&self, addrs: &[PciAddress]) -> Result<Arc<Topology>, BootConfigError> {
+        let cached = self.tree.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(tree) = cached {
+            let known: std::collections::BTreeSet<&PciAddress> = tree.functions().collect();
+            if addrs.iter().all(|a| known.contains(a)) {
+                return Ok(tree);
+            }
+        }
+        self.read_tree()
     }
 
     /// Both views, running and next boot. While the change watch reports
@@ -323,13 +488,75 @@ impl Dom0AccessEngine {
                 return Ok(view.clone());
             }
         }
-        let view = Arc::new(HideView::from_value(
-            self.boot.get_dom0(HIDE_KEY)?.as_deref(),
-        ));
+        let view = Arc::new(self.boot.boot_view()?);
         if let Some(print) = print {
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).boot = Some((print, view.clone()));
+            let changed = {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let changed = cache.boot.as_ref().is_none_or(|(_, old)| **old != *view);
+                cache.boot = Some((print, view.clone()));
+                changed
+            };
+            if changed {
+                self.report_boot_view(&view);
+            }
         }
         Ok(view)
+    }
+
+    /// Log what a person should know about the next boot's hide list: a
+    /// value the kernel refuses or ignores, and a boot device it would
+    /// hide.
+    pub fn report_boot_view(&self, view: &HideView) {
+        if let Some(e) = view.malformed() {
+            tracing::error!(value = %e.value, reason = %e.reason, at = %e.offending,
+                "the next boot's xen-pciback.hide does not parse: the kernel will hide no device at all");
+        }
+        for refused in &view.refused {
+            tracing::warn!(
+                ?refused,
+                "the kernel will refuse an occurrence of xen-pciback.hide and keep the one before it"
+            );
+        }
+        if view.after_end > 0 {
+            tracing::warn!(
+                "xen-pciback.hide after `--` on the dom0 command line goes to init and hides nothing"
+            );
+        }
+        if let Some(legacy) = &view.legacy {
+            tracing::warn!(%legacy, "pciback.hide belongs to the old pciback driver and hides nothing");
+        }
+        match self.boot_disk_hidden(view) {
+            Ok(None) => {}
+            Ok(Some((disk, function))) => tracing::error!(
+                %function, block_device = %disk,
+                "the boot configuration hides a PCI function a boot disk sits behind: the host may not boot"
+            ),
+            Err(e) => tracing::warn!("cannot check the boot devices against the hide list: {e}"),
+        }
+    }
+
+    /// The first boot-disk function `view` hides (through a bridge or a
+    /// wildcard too).
+    fn boot_disk_hidden(
+        &self,
+        view: &HideView,
+    ) -> Result<Option<(String, PciAddress)>, BootConfigError> {
+        if view.entries().is_empty() {
+            return Ok(None);
+        }
+        let disks = bootdev::boot_devices(&self.host)
+            .map_err(|e| BootConfigError::SafetyUnknown(format!("boot devices unknown: {e}")))?;
+        let functions: Vec<PciAddress> = disks
+            .iter()
+            .flat_map(|d| d.pci_functions.iter().copied())
+            .collect();
+        let tree = self.tree_for(&functions)?;
+        Ok(disks.iter().find_map(|d| {
+            d.pci_functions
+                .iter()
+                .find(|f| view.hides_in(&tree, f))
+                .map(|f| (d.block_device.clone(), *f))
+        }))
     }
 
     /// The status of one function.
@@ -337,43 +564,58 @@ impl Dom0AccessEngine {
         Ok(self.statuses(std::slice::from_ref(addr))?[0])
     }
 
-    /// The status of many functions from one read of each file.
+    /// The status of several functions from one read of the views.
     pub fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, BootConfigError> {
         let (running, boot) = self.views()?;
+        let tree = if running.entries().is_empty() && boot.entries().is_empty() {
+            Arc::new(Topology::default())
+        } else {
+            self.tree_for(addrs)?
+        };
         Ok(addrs
             .iter()
-            .map(|a| Dom0Access::from_views(running.hides(a), boot.hides(a)))
+            .map(|a| Dom0Access::from_views(running.hides_in(&tree, a), boot.hides_in(&tree, a)))
             .collect())
     }
 
-    /// Hide `addr` from dom0 at the next boot; the new status.
+    /// The check every edit passes before it is written: it must not newly
+    /// hide a function a boot disk sits behind.
+    fn safety_check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
+        if let Some((block_device, function)) = self.boot_disk_hidden(after)?
+            && self
+                .boot_disk_hidden(before)?
+                .is_none_or(|(_, f)| f != function)
+        {
+            return Err(BootConfigError::BootDevice {
+                block_device,
+                function,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hide `addr` from the next boot on.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
-        self.boot
-            .update_dom0(HIDE_KEY, &mut |current| hide::plan_disable(current, addr))?;
+        let tree = self.read_tree()?;
+        self.boot.update_hide(
+            &mut |current| hide::plan_disable(current, addr, &tree),
+            &|before, after| self.safety_check(before, after),
+        )?;
         self.status(addr)
     }
 
-    /// Give `addr` back to dom0 at the next boot; the new status.
+    /// Give `addr` back to dom0 from the next boot on.
     pub fn enable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
-        let existing = self.existing_functions();
-        self.boot.update_dom0(HIDE_KEY, &mut |current| {
-            hide::plan_enable(current, addr, &existing)
-        })?;
+        let tree = self.read_tree()?;
+        self.boot.update_hide(
+            &mut |current| hide::plan_enable(current, addr, &tree),
+            &|before, after| self.safety_check(before, after),
+        )?;
         self.status(addr)
     }
 
-    /// The functions present in sysfs (for wildcard expansion).
-    fn existing_functions(&self) -> BTreeSet<PciAddress> {
-        self.host
-            .list_dir("sys/bus/pci/devices")
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|name| name.parse().ok())
-            .collect()
-    }
-
-    /// Changes whenever grub.cfg or `/proc/cmdline` changes.
-    pub fn fingerprint(&self) -> (Option<Fingerprint>, Option<Fingerprint>) {
+    /// Fingerprints of the boot configuration and `/proc/cmdline`.
+    pub fn fingerprint(&self) -> (Option<GrubFingerprint>, Option<Fingerprint>) {
         (
             self.boot.fingerprint(),
             procfs::cmdline_fingerprint(&self.host).ok(),
@@ -385,10 +627,11 @@ impl Dom0AccessEngine {
 mod tests {
     use super::*;
 
+    /// The demo mock host (its PCI tree, disks and mounts) with this
+    /// grub.cfg and /proc/cmdline.
     fn host_with(grub: &str, cmdline: &str) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        crate::host::mock::create(dir.path(), crate::host::mock::Profile::Demo).unwrap();
         std::fs::write(dir.path().join("boot/grub/grub.cfg"), grub).unwrap();
         std::fs::write(dir.path().join("proc/cmdline"), cmdline).unwrap();
         let host = HostRoot::new(dir.path());
@@ -529,8 +772,11 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..8u8 {
                         let addr = PciAddress::new(0, t + 1, i, 0).unwrap();
+                        let tree = Topology::flat([addr]);
                         backend
-                            .update_dom0(HIDE_KEY, &mut |c| hide::plan_disable(c, &addr))
+                            .update_hide(&mut |c| hide::plan_disable(c, &addr, &tree), &|_, _| {
+                                Ok(())
+                            })
                             .unwrap();
                     }
                 })
@@ -539,12 +785,9 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
-        let value = GrubConfig::parse(&text)
-            .unwrap()
-            .get(Target::Dom0, HIDE_KEY)
-            .unwrap()
-            .unwrap();
-        assert_eq!(hide::parse_value(&value).unwrap().len(), 32);
+        let text = std::fs::read(dir.path().join("boot/grub/grub.cfg")).unwrap();
+        let config = GrubConfig::parse(&text, &GrubEnv::absent()).unwrap();
+        let view = grub_boot_view(&config).unwrap();
+        assert_eq!(view.entries().len(), 32);
     }
 }

@@ -84,11 +84,58 @@ pub fn locate_fingerprinted(host: &HostRoot) -> Result<(&'static str, Fingerprin
     ))
 }
 
-/// Read grub.cfg with its fingerprint.
-pub fn read(host: &HostRoot) -> Result<(&'static str, String, Fingerprint), HostError> {
-    let (rel, print) = locate_fingerprinted(host)?;
-    let text = host.read_to_string(rel)?;
-    Ok((rel, text, print))
+/// The grubenv block GRUB loads beside grub.cfg (`$prefix/grubenv`).
+pub fn grubenv_path(grub_rel: &str) -> String {
+    match grub_rel.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/grubenv"),
+        None => "grubenv".to_owned(),
+    }
+}
+
+/// Fingerprints of grub.cfg and of the grubenv beside it (absent: `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GrubFingerprint {
+    /// grub.cfg.
+    pub cfg: Fingerprint,
+    /// grubenv, if there is one.
+    pub env: Option<Fingerprint>,
+}
+
+/// grub.cfg and its grubenv, as bytes.
+#[derive(Debug, Clone)]
+pub struct GrubFiles {
+    /// Host-relative path of grub.cfg.
+    pub rel: &'static str,
+    /// grub.cfg's bytes.
+    pub cfg: Vec<u8>,
+    /// grubenv's bytes, if there is one.
+    pub env: Option<Vec<u8>>,
+    /// Their fingerprints, taken before reading.
+    pub print: GrubFingerprint,
+}
+
+/// The fingerprint of grub.cfg and its grubenv.
+pub fn grub_fingerprint(host: &HostRoot) -> Result<(&'static str, GrubFingerprint), HostError> {
+    let (rel, cfg) = locate_fingerprinted(host)?;
+    let env = fingerprint(host, &grubenv_path(rel)).ok();
+    Ok((rel, GrubFingerprint { cfg, env }))
+}
+
+/// Read grub.cfg and its grubenv (bytes: grub.cfg need not be UTF-8).
+pub fn read(host: &HostRoot) -> Result<GrubFiles, HostError> {
+    let (rel, print) = grub_fingerprint(host)?;
+    let cfg = host.read(rel)?;
+    let env = match host.read(&grubenv_path(rel)) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    Ok(GrubFiles {
+        rel,
+        cfg,
+        env,
+        print,
+    })
 }
 
 /// The advisory lock on the boot configuration, held until dropped.
@@ -140,12 +187,12 @@ fn fault_point(step: &str) {
     }
 }
 
-/// Replace `rel` with `text` atomically: a temporary file in the same
+/// Replace `rel` with `bytes` atomically: a temporary file in the same
 /// directory, fsync, rename over the old file, fsync of the directory. The
 /// old file's mode is kept. A crash leaves the old or the new file.
 /// A `rel` that is a symbolic link keeps the link: its target (resolved
 /// under the root, see [`HostRoot::resolve`]) is replaced.
-pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), HostError> {
+pub fn replace_atomic(host: &HostRoot, rel: &str, bytes: &[u8]) -> Result<(), HostError> {
     let (dir, name) = host.resolve_parent_and_name(rel)?;
     let path = dir.join(&name);
     let name = name.to_string_lossy().into_owned();
@@ -171,8 +218,7 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, text: &str) -> Result<(), Host
             .open(&tmp)
             .map_err(|e| fail("create", e))?;
         fault_point("after-create");
-        file.write_all(text.as_bytes())
-            .map_err(|e| fail("write", e))?;
+        file.write_all(bytes).map_err(|e| fail("write", e))?;
         fault_point("after-write");
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail("chmod", e))?;
@@ -208,11 +254,15 @@ mod tests {
         let root = host.root().to_path_buf();
         std::fs::write(root.join("boot/grub/grub-real.cfg"), "old").unwrap();
         symlink(target, root.join("boot/grub/grub.cfg")).unwrap();
-        let (rel, text, _) = read(&host).unwrap();
-        assert_eq!((rel, text.as_str()), ("boot/grub/grub.cfg", "old"));
+        let files = read(&host).unwrap();
+        let rel = files.rel;
+        assert_eq!(
+            (rel, files.cfg.as_slice()),
+            ("boot/grub/grub.cfg", &b"old"[..])
+        );
         {
             let _lock = lock(&host).unwrap();
-            replace_atomic(&host, rel, "new").unwrap();
+            replace_atomic(&host, rel, b"new").unwrap();
         }
         let link = root.join("boot/grub/grub.cfg");
         assert!(link.is_symlink(), "the link is kept");
@@ -242,7 +292,7 @@ mod tests {
         std::fs::write(&cfg, "old").unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
         let _lock = lock(&host).unwrap();
-        replace_atomic(&host, "boot/grub/grub.cfg", "new").unwrap();
+        replace_atomic(&host, "boot/grub/grub.cfg", b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "new");
         assert_eq!(
             std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
@@ -279,7 +329,7 @@ mod tests {
         let e = read(&host).unwrap_err();
         assert_eq!(e.source.kind(), std::io::ErrorKind::InvalidInput, "{e}");
         assert!(lock(&host).is_err());
-        assert!(replace_atomic(&host, "boot/grub/grub.cfg", "new").is_err());
+        assert!(replace_atomic(&host, "boot/grub/grub.cfg", b"new").is_err());
         assert!(fingerprint(&host, "boot/grub/grub.cfg").is_err());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("outside.cfg")).unwrap(),
@@ -300,7 +350,7 @@ mod tests {
         let root = host.root().to_path_buf();
         symlink("/etc/passwd", root.join("boot/grub/grub.cfg")).unwrap();
         assert!(read(&host).unwrap_err().is_not_found());
-        replace_atomic(&host, "boot/grub/grub.cfg", "x").unwrap_err();
+        replace_atomic(&host, "boot/grub/grub.cfg", b"x").unwrap_err();
         assert!(!root.join("etc").exists());
     }
 }

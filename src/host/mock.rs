@@ -624,13 +624,14 @@ fn write_boot_id(path: &Path) -> Result<(), MockError> {
 /// `hidden` says so, else back at its own driver.
 pub fn reboot(
     host: &HostRoot,
-    cmdline: &str,
+    cmdline: &[u8],
     hidden: &dyn Fn(&PciAddress) -> bool,
 ) -> Result<(), MockError> {
     if !host.is_mock() {
         return Err(MockError::NotMockHost(host.root().display().to_string()));
     }
-    write(&host.path("proc/cmdline"), &format!("{cmdline}\n"))?;
+    let line = host.path("proc/cmdline");
+    std::fs::write(&line, [cmdline, b"\n"].concat()).map_err(io(&line))?;
     write_boot_id(&host.path(crate::host::procfs::BOOT_ID))?;
     let names = host.list_dir("sys/bus/pci/devices").unwrap_or_default();
     for name in names {

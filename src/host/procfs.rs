@@ -7,12 +7,14 @@ use crate::host::{HostError, HostRoot};
 /// The running kernel's command line, host-relative.
 pub const CMDLINE: &str = "proc/cmdline";
 
-/// The running kernel's command line (one line, newline trimmed).
-pub fn read_cmdline(host: &HostRoot) -> Result<String, HostError> {
-    Ok(host
-        .read_to_string(CMDLINE)?
-        .trim_end_matches(['\n', '\0'])
-        .to_owned())
+/// The running kernel's command line as bytes (it need not be UTF-8),
+/// the trailing newline removed.
+pub fn read_cmdline(host: &HostRoot) -> Result<Vec<u8>, HostError> {
+    let mut bytes = host.read(CMDLINE)?;
+    while bytes.last().is_some_and(|b| matches!(b, b'\n' | 0)) {
+        bytes.pop();
+    }
+    Ok(bytes)
 }
 
 /// The kernel's random id of the current boot, host-relative; it changes

@@ -102,3 +102,17 @@ pub fn read_pci_ids(host: &HostRoot) -> Option<String> {
         .into_iter()
         .find_map(|p| host.read_to_string(p).ok())
 }
+
+/// Every entry of `sys/bus/pci/devices` with the target of its link (the
+/// device's place in the PCI tree, e.g.
+/// `../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0`). A listing or
+/// a link that cannot be read is an error, never an empty tree.
+pub fn device_links(host: &HostRoot) -> Result<Vec<(String, String)>, crate::host::HostError> {
+    host.list_dir("sys/bus/pci/devices")?
+        .into_iter()
+        .map(|name| {
+            let target = host.read_link(&format!("sys/bus/pci/devices/{name}"))?;
+            Ok((name, target))
+        })
+        .collect()
+}
