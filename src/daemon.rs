@@ -102,6 +102,9 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     }
     sync::synchronise(&ctx).map_err(state_err)?;
     host::record_agent_start(&ctx).map_err(state_err)?;
+    // Say at once what the next boot will do that a person should know
+    // (a hide value the kernel refuses, a boot disk hidden by hand).
+    ctx.dom0.report_at_start();
     Ok(ctx)
 }
 

@@ -45,6 +45,9 @@ pub enum ApiError {
     BootConfigHideListMalformed { value: String, reason: String },
     /// The boot configuration cannot be read or edited: `[reason]`.
     BootConfigUnavailable(String),
+    /// The edit would make the dom0 command line (or the hide value)
+    /// longer than Xen or the kernel takes: `[length, limit]`.
+    BootConfigCmdlineTooLong { length: usize, limit: usize },
     /// `host.reboot` on an enabled host: `[]`.
     HostNotDisabled,
     /// An operation that cannot be done now: `[reason]`.
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::BootDevicePassthroughDisallowed(_) => "BOOT_DEVICE_PASSTHROUGH_DISALLOWED",
             ApiError::BootConfigHideListMalformed { .. } => "BOOT_CONFIG_HIDE_LIST_MALFORMED",
             ApiError::BootConfigUnavailable(_) => "BOOT_CONFIG_UNAVAILABLE",
+            ApiError::BootConfigCmdlineTooLong { .. } => "BOOT_CONFIG_CMDLINE_TOO_LONG",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
             ApiError::EventFromTokenParseFailure(_) => "EVENT_FROM_TOKEN_PARSE_FAILURE",
@@ -109,6 +113,7 @@ impl ApiError {
         "BOOT_DEVICE_PASSTHROUGH_DISALLOWED",
         "BOOT_CONFIG_HIDE_LIST_MALFORMED",
         "BOOT_CONFIG_UNAVAILABLE",
+        "BOOT_CONFIG_CMDLINE_TOO_LONG",
         "HOST_NOT_DISABLED",
         "OPERATION_NOT_ALLOWED",
         "EVENT_FROM_TOKEN_PARSE_FAILURE",
@@ -162,6 +167,9 @@ impl ApiError {
             ApiError::BootConfigHideListMalformed { value, reason } => {
                 vec![value.clone(), reason.clone()]
             }
+            ApiError::BootConfigCmdlineTooLong { length, limit } => {
+                vec![length.to_string(), limit.to_string()]
+            }
             ApiError::HostNotDisabled | ApiError::EventsLost => vec![],
         }
     }
@@ -206,8 +214,18 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
     fn from(e: crate::domain::bootcfg::BootConfigError) -> ApiError {
         use crate::domain::bootcfg::BootConfigError;
+        use crate::domain::grub::GrubError;
         tracing::warn!("boot configuration: {e}");
         match &e {
+            BootConfigError::Grub(GrubError::TooLong { length, limit, .. }) => {
+                ApiError::BootConfigCmdlineTooLong {
+                    length: *length,
+                    limit: *limit,
+                }
+            }
+            BootConfigError::BootDevice { block_device, .. } => {
+                ApiError::BootDevicePassthroughDisallowed(block_device.clone())
+            }
             BootConfigError::HideListMalformed(parse) => ApiError::BootConfigHideListMalformed {
                 value: parse.value.clone(),
                 reason: format!("{} at {}", parse.reason, parse.offending),

@@ -273,6 +273,21 @@ impl BootConfig for NativeBootConfig {
 }
 
 /// A `xen-cmdline` program, run for every read and edit.
+fn exec_failure(code: Option<i32>, stderr: &str) -> BootConfigError {
+    BootConfigError::Exec {
+        status: code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "killed".into()),
+        stderr: one_line(stderr),
+    }
+}
+
+/// `xen-cmdline --set-dom0-if-unchanged` found another value.
+const EXEC_CHANGED: i32 = 3;
+
+/// How often a compare-and-set is retried after a concurrent change.
+const EXEC_ATTEMPTS: usize = 3;
+
 #[derive(Debug)]
 pub struct ExecBootConfig {
     program: PathBuf,
@@ -294,7 +309,8 @@ impl ExecBootConfig {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Result<String, BootConfigError> {
+    /// Run the program; its exit code (`None`: killed) and output.
+    fn run_status(&self, args: &[&str]) -> Result<(Option<i32>, String, String), BootConfigError> {
         let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         if self.host.root() != std::path::Path::new("/") {
             argv.push("--root".into());
@@ -305,14 +321,14 @@ impl ExecBootConfig {
             status: format!("cannot run: {}", e.kind()),
             stderr: String::new(),
         })?;
-        match out.code {
-            Some(0) => Ok(out.stdout),
-            code => Err(BootConfigError::Exec {
-                status: code
-                    .map(|c| format!("exit code {c}"))
-                    .unwrap_or_else(|| "killed".into()),
-                stderr: one_line(&out.stderr),
-            }),
+        Ok((out.code, out.stdout, out.stderr))
+    }
+
+    /// Run the program; anything but exit 0 is an error.
+    fn run(&self, args: &[&str]) -> Result<String, BootConfigError> {
+        match self.run_status(args)? {
+            (Some(0), stdout, _) => Ok(stdout),
+            (code, _, stderr) => Err(exec_failure(code, &stderr)),
         }
     }
 
@@ -338,24 +354,61 @@ impl BootConfig for ExecBootConfig {
         check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
     ) -> Result<(), BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let before = self.boot_view()?;
-        if let Some(e) = before.malformed() {
-            return Err(e.clone().into());
-        }
-        match plan(before.value.as_deref())? {
-            HideEdit::Unchanged => Ok(()),
-            HideEdit::Set(value) => {
-                let after = HideView::from_value(Some(value.as_bytes()));
-                check(&before, &after)?;
-                self.run(&["--set-dom0", &format!("{HIDE_KEY}={value}")])?;
-                Ok(())
+        for _ in 0..EXEC_ATTEMPTS {
+            // What the program prints now is the compare-and-set's witness.
+            let printed = self.run(&["--get-dom0", HIDE_KEY])?;
+            let expected = printed.trim_end_matches('\n');
+            let before = self.boot_view()?;
+            if let Some(e) = before.malformed() {
+                return Err(e.clone().into());
             }
-            HideEdit::Delete => {
-                check(&before, &HideView::from_value(None))?;
-                self.run(&["--delete-dom0", HIDE_KEY])?;
-                Ok(())
+            let edit = plan(before.value.as_deref())?;
+            let (setting, want) = match &edit {
+                HideEdit::Unchanged => return Ok(()),
+                HideEdit::Set(value) => {
+                    (Some(format!("{HIDE_KEY}={value}")), Some(value.as_bytes()))
+                }
+                HideEdit::Delete => (None, None),
+            };
+            check(&before, &HideView::from_value(want))?;
+            let mut cas = vec!["--set-dom0-if-unchanged", HIDE_KEY, expected];
+            cas.extend(setting.as_deref());
+            match self.run_status(&cas)? {
+                (Some(0), _, _) => {}
+                (Some(EXEC_CHANGED), _, _) => {
+                    tracing::info!(
+                        "the boot configuration changed between read and write; planning again"
+                    );
+                    continue;
+                }
+                (code, _, stderr) => return Err(exec_failure(code, &stderr)),
             }
+            if self.boot_view()?.value.as_deref() == want {
+                return Ok(());
+            }
+            // A program without the compare-and-set (XenServer's own
+            // xen-cmdline ignores options it does not know, and takes no
+            // lock): a plain edit, which a concurrent hand edit can undo.
+            tracing::warn!(
+                program = %self.program.display(),
+                "xen-cmdline did not apply --set-dom0-if-unchanged; editing without compare-and-set"
+            );
+            match &setting {
+                Some(arg) => self.run(&["--set-dom0", arg])?,
+                None => self.run(&["--delete-dom0", HIDE_KEY])?,
+            };
+            let after = self.boot_view()?;
+            if after.value.as_deref() != want {
+                return Err(BootConfigError::Verify(format!(
+                    "xen-cmdline left xen-pciback.hide={:?}",
+                    after.value_text()
+                )));
+            }
+            return Ok(());
         }
+        Err(BootConfigError::Verify(
+            "the boot configuration kept changing while pcipass edited it".into(),
+        ))
     }
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {
@@ -501,6 +554,17 @@ impl Dom0AccessEngine {
             }
         }
         Ok(view)
+    }
+
+    /// Read the next boot's hide list and log what a person should know
+    /// about it (a cached read logs it on every change after this).
+    pub fn report_at_start(&self) {
+        let cached = self.cache_boot;
+        match self.boot_view() {
+            Ok(view) if !cached => self.report_boot_view(&view),
+            Ok(_) => {}
+            Err(e) => tracing::error!("the boot configuration cannot be read: {e}"),
+        }
     }
 
     /// Log what a person should know about the next boot's hide list: a
@@ -789,5 +853,156 @@ mod tests {
         let config = GrubConfig::parse(&text, &GrubEnv::absent()).unwrap();
         let view = grub_boot_view(&config).unwrap();
         assert_eq!(view.entries().len(), 32);
+    }
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    fn grub_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+        std::fs::read(dir.path().join("boot/grub/grub.cfg")).unwrap()
+    }
+
+    #[test]
+    fn a_hidden_bridge_hides_the_functions_behind_it() {
+        // 0000:00:01.0 is the root port above the GPU and its audio function.
+        let grub = GRUB.replace(
+            "quiet vga=785",
+            "quiet xen-pciback.hide=(0000:00:01.0) vga=785",
+        );
+        let (_dir, host) = host_with(&grub, "ro xen-pciback.hide=(00:01.0)\n");
+        let engine = native_engine(&host);
+        for f in ["0000:01:00.0", "0000:01:00.1"] {
+            assert_eq!(engine.status(&a(f)).unwrap(), Dom0Access::Disabled, "{f}");
+        }
+        assert_eq!(
+            engine.status(&a("0000:00:1f.6")).unwrap(),
+            Dom0Access::Enabled
+        );
+        // Unhiding the GPU keeps its sibling hidden.
+        assert_eq!(
+            engine.enable(&a("0000:01:00.0")).unwrap(),
+            Dom0Access::EnableOnReboot
+        );
+        assert_eq!(
+            engine.status(&a("0000:01:00.1")).unwrap(),
+            Dom0Access::Disabled
+        );
+    }
+
+    #[test]
+    fn an_edit_that_would_hide_a_boot_disk_is_refused_and_writes_nothing() {
+        let (dir, host) = host_with(GRUB, "ro\n");
+        let engine = native_engine(&host);
+        let before = grub_bytes(&dir);
+        assert!(matches!(
+            engine.disable(&a("0000:02:00.0")),
+            Err(BootConfigError::BootDevice { .. })
+        ));
+        assert_eq!(grub_bytes(&dir), before);
+    }
+
+    #[test]
+    fn a_boot_disk_already_hidden_by_hand_does_not_block_other_edits() {
+        // The root port above the NVMe that holds `/`, hidden by hand.
+        let grub = GRUB.replace(
+            "quiet vga=785",
+            "quiet xen-pciback.hide=(0000:00:1d.0) vga=785",
+        );
+        let (_dir, host) = host_with(&grub, "ro\n");
+        let engine = native_engine(&host);
+        assert_eq!(
+            engine.status(&a("0000:02:00.0")).unwrap(),
+            Dom0Access::DisableOnReboot
+        );
+        assert_eq!(
+            engine.disable(&a("0000:01:00.0")).unwrap(),
+            Dom0Access::DisableOnReboot
+        );
+    }
+
+    #[test]
+    fn an_unreadable_pci_tree_refuses_a_wildcard_unhide() {
+        let grub = GRUB.replace(
+            "quiet vga=785",
+            "quiet xen-pciback.hide=(0000:03:*.*) vga=785",
+        );
+        let (dir, host) = host_with(&grub, "ro\n");
+        let engine = native_engine(&host);
+        let before = grub_bytes(&dir);
+        let devices = dir.path().join("sys/bus/pci/devices");
+        std::fs::rename(&devices, dir.path().join("sys/bus/pci/devices.away")).unwrap();
+        assert!(matches!(
+            engine.enable(&a("0000:03:00.0")),
+            Err(BootConfigError::Host(_))
+        ));
+        assert_eq!(grub_bytes(&dir), before, "no sibling silently unhidden");
+    }
+
+    #[test]
+    fn a_symlinked_grub_cfg_is_edited_through_its_link_inside_the_root() {
+        let (dir, host) = host_with(GRUB, "ro\n");
+        let grub = dir.path().join("boot/grub/grub.cfg");
+        std::fs::rename(&grub, dir.path().join("boot/grub/real.cfg")).unwrap();
+        for target in ["real.cfg", "/boot/grub/real.cfg"] {
+            let _ = std::fs::remove_file(&grub);
+            std::os::unix::fs::symlink(target, &grub).unwrap();
+            let engine = native_engine(&host);
+            assert_eq!(
+                engine.disable(&a("0000:01:00.0")).unwrap(),
+                Dom0Access::DisableOnReboot
+            );
+            assert!(grub.is_symlink(), "{target}: the link is kept");
+            let text = std::fs::read_to_string(dir.path().join("boot/grub/real.cfg")).unwrap();
+            assert!(text.contains("xen-pciback.hide=(0000:01:00.0)"), "{target}");
+            engine.enable(&a("0000:01:00.0")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_grub_cfg_link_leaving_the_root_is_an_error() {
+        let (dir, host) = host_with(GRUB, "ro\n");
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("grub.cfg"), GRUB).unwrap();
+        let grub = dir.path().join("boot/grub/grub.cfg");
+        std::fs::remove_file(&grub).unwrap();
+        let depth = dir.path().components().count() + 2;
+        let escape = format!(
+            "{}{}",
+            "../".repeat(depth),
+            outside.path().join("grub.cfg").display()
+        );
+        std::os::unix::fs::symlink(&escape, &grub).unwrap();
+        let engine = native_engine(&host);
+        assert!(engine.status(&a("0000:01:00.0")).is_err());
+        assert!(engine.disable(&a("0000:01:00.0")).is_err());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("grub.cfg")).unwrap(),
+            GRUB
+        );
+    }
+
+    #[test]
+    fn quoted_and_double_dash_command_lines_read_as_the_kernel_reads_them() {
+        let (dir, host) = host_with(
+            GRUB,
+            "ro \"xen-pciback.hide=(01:00.0) (01:00.1)\" -- xen-pciback.hide=(00:1f.6)\n",
+        );
+        let engine = native_engine(&host);
+        let running = engine.running_view().unwrap();
+        assert!(running.hides(&a("0000:01:00.1")));
+        assert!(
+            !running.hides(&a("0000:00:1f.6")),
+            "after -- it goes to init"
+        );
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            b"ro\xa0xen-pciback.hide=(00:1f.6)\n",
+        )
+        .unwrap();
+        assert_eq!(
+            engine.status(&a("0000:00:1f.6")).unwrap(),
+            Dom0Access::EnableOnReboot
+        );
     }
 }
