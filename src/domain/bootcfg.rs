@@ -484,11 +484,10 @@ impl Dom0AccessEngine {
     /// The PCI tree, covering `addrs` (re-read when one is missing).
     fn tree_for(&self, addrs: &[PciAddress]) -> Result<Arc<Topology>, BootConfigError> {
         let cached = self.tree.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(tree) = cached {
-            let known: std::collections::BTreeSet<&PciAddress> = tree.functions().collect();
-            if addrs.iter().all(|a| known.contains(a)) {
-                return Ok(tree);
-            }
+        if let Some(tree) = cached
+            && addrs.iter().all(|a| tree.contains(a))
+        {
+            return Ok(tree);
         }
         self.read_tree()
     }

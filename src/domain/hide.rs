@@ -57,6 +57,11 @@ impl Topology {
         self.bridges.get(addr).map_or(&[], Vec::as_slice)
     }
 
+    /// True when `addr` is in the tree.
+    pub fn contains(&self, addr: &PciAddress) -> bool {
+        self.bridges.contains_key(addr)
+    }
+
     /// Every function, in address order.
     pub fn functions(&self) -> impl Iterator<Item = &PciAddress> {
         self.bridges.keys()
