@@ -1,38 +1,46 @@
-//! Any grub.cfg and any value: parsing never panics; an accepted edit
-//! re-parses to the value written, and deleting it again restores every
-//! other byte.
+//! Any grub.cfg bytes and any value: parsing never panics; an accepted
+//! edit reads back through the whole chain (GRUB, Xen, the kernel) as the
+//! value written, and deleting it again restores every other byte.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pcipass::domain::grub::{GrubConfig, Target};
+use pcipass::domain::grub::{Edit, GrubConfig, GrubEnv, Matching, Target};
+use pcipass::domain::kernel;
 
-fuzz_target!(|input: (String, String)| {
+const KEY: &str = "pcipass.fuzz";
+
+fn value_of(config: &GrubConfig) -> Option<Vec<u8>> {
+    let cmdline = config.boot_cmdline().ok()?;
+    kernel::charp(&cmdline.bytes, KEY.as_bytes())
+        .value
+        .map(<[u8]>::to_vec)
+}
+
+fuzz_target!(|input: (Vec<u8>, String)| {
     let (text, value) = input;
-    let Ok(config) = GrubConfig::parse(&text) else {
+    let Ok(config) = GrubConfig::parse(&text, &GrubEnv::absent()) else {
         return;
     };
-    if config
-        .get(Target::Dom0, "pcipass.fuzz")
-        .ok()
-        .flatten()
-        .is_some()
-    {
+    if config.boot_cmdline().is_err() || value_of(&config).is_some() {
         return;
     }
-    let Ok(edited) = config.set(Target::Dom0, "pcipass.fuzz", Some(&value)) else {
+    let set = Edit::Set {
+        key: KEY,
+        value: Some(&value),
+        matching: Matching::Kernel,
+    };
+    let Ok(edited) = config.edited(Target::Dom0, &set) else {
         return;
     };
-    let again = GrubConfig::parse(&edited).expect("an edited file parses");
+    let again = config.reparsed(&edited).expect("an edited file parses");
+    assert_eq!(value_of(&again), Some(value.clone().into_bytes()));
+    let delete = Edit::Delete {
+        key: KEY,
+        matching: Matching::Kernel,
+    };
+    let restored = again.edited(Target::Dom0, &delete).unwrap();
     assert_eq!(
-        again.get(Target::Dom0, "pcipass.fuzz").unwrap().as_deref(),
-        Some(value.as_str())
-    );
-    let restored = again.delete(Target::Dom0, "pcipass.fuzz").unwrap();
-    assert_eq!(
-        GrubConfig::parse(&restored)
-            .unwrap()
-            .args(Target::Dom0)
-            .unwrap(),
-        config.args(Target::Dom0).unwrap()
+        config.reparsed(&restored).unwrap().boot_cmdline().unwrap(),
+        config.boot_cmdline().unwrap()
     );
 });

@@ -1,15 +1,14 @@
-//! Any command line: the hide-list view never panics; when the value parses,
-//! hiding and unhiding a function re-parses to exactly the intended set.
+//! Any command line bytes: the kernel model never panics; when the value
+//! parses, hiding and unhiding a function (behind a bridge or not) reads
+//! back to exactly the intended set.
 #![no_main]
-
-use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use pcipass::domain::PciAddress;
-use pcipass::domain::hide::{HideEdit, HideView, plan_disable, plan_enable};
+use pcipass::domain::hide::{HideEdit, HideView, Topology, plan_disable, plan_enable};
 
-fuzz_target!(|input: (String, u8, u8, u8)| {
-    let (line, bus, slot, function) = input;
+fuzz_target!(|input: (Vec<u8>, u8, u8, u8, bool)| {
+    let (line, bus, slot, function, behind_bridge) = input;
     let view = HideView::from_cmdline(&line);
     let Some(addr) = PciAddress::new(0, bus, slot % 32, function % 8) else {
         return;
@@ -17,24 +16,31 @@ fuzz_target!(|input: (String, u8, u8, u8)| {
     let Some(value) = view.value.clone() else {
         return;
     };
+    let bridges = if behind_bridge {
+        PciAddress::new(0, bus.wrapping_sub(1), 1, 0).into_iter().collect()
+    } else {
+        Vec::new()
+    };
+    let tree = Topology::new(
+        (0..4)
+            .filter_map(|f| PciAddress::new(0, bus, slot % 32, f))
+            .chain([addr])
+            .map(|a| (a, bridges.clone())),
+    );
     if view.malformed().is_some() {
-        assert!(plan_disable(Some(&value), &addr).is_err());
+        assert!(plan_disable(Some(&value), &addr, &tree).is_err());
         return;
     }
     let apply = |edit: HideEdit| match edit {
         HideEdit::Unchanged => HideView::from_value(Some(&value)),
-        HideEdit::Set(v) => HideView::from_value(Some(&v)),
+        HideEdit::Set(v) => HideView::from_value(Some(v.as_bytes())),
         HideEdit::Delete => HideView::from_value(None),
     };
-    let after = apply(plan_disable(Some(&value), &addr).unwrap());
-    assert!(after.hides(&addr));
-    let existing: BTreeSet<PciAddress> = (0..4)
-        .filter_map(|f| PciAddress::new(0, bus, slot % 32, f))
-        .chain([addr])
-        .collect();
-    let after = apply(plan_enable(Some(&value), &addr, &existing).unwrap());
-    assert!(!after.hides(&addr));
-    for other in existing.iter().filter(|o| **o != addr) {
-        assert_eq!(after.hides(other), view.hides(other));
+    let after = apply(plan_disable(Some(&value), &addr, &tree).unwrap());
+    assert!(after.hides_in(&tree, &addr));
+    let after = apply(plan_enable(Some(&value), &addr, &tree).unwrap());
+    assert!(!after.hides_in(&tree, &addr));
+    for other in tree.functions().filter(|o| **o != addr) {
+        assert_eq!(after.hides_in(&tree, other), view.hides_in(&tree, other));
     }
 });
