@@ -509,16 +509,32 @@ fn dom0_line_past_1023_bytes_is_refused_without_write() {
     assert_eq!(code, 1, "{err}");
     assert!(!err.is_empty());
     assert_eq!(grub_bytes(dir.path()), before);
-    // Just under the limit is fine: the longest managed dom0 line's
-    // arguments (after the kernel path) must fit in 1023 bytes.
+    // The limit counts dom0's arguments after the kernel's path (what Xen
+    // copies into its 1024-byte buffer): 1023 bytes pass, 1024 do not.
     let text = real_fixture(AFTER_REAL);
-    let longest = dom0_lines_of(&text, &["XCP-ng", "XCP-ng (Serial)"])
+    let args = dom0_lines_of(&text, &["XCP-ng", "XCP-ng (Serial)"])
         .into_iter()
-        .map(|i| text.lines().nth(i).unwrap().len())
+        .map(|i| {
+            let line = text.lines().nth(i).unwrap();
+            line.trim_start()
+                .strip_prefix("module2 /boot/vmlinuz-4.19-xen ")
+                .unwrap()
+                .len()
+        })
         .max()
         .unwrap();
-    assert!(longest < 200);
-    let (code, _, err) = run(dir.path(), &["--set-dom0", "pad=bbbbbbbb"]);
+    let fits = 1023 - args - " pad=".len();
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", &format!("pad={}", "a".repeat(fits + 1))],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1024 bytes"), "{err}");
+    assert_eq!(grub_bytes(dir.path()), before);
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", &format!("pad={}", "a".repeat(fits))],
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -568,4 +584,33 @@ fn non_utf8_bytes_are_read_edited_and_kept() {
     let (code, _, err) = run(dir.path(), &["--delete-dom0", HIDE]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(grub_bytes(dir.path()), bytes, "delete restores the bytes");
+}
+
+#[test]
+fn debian_default_by_title_is_read_and_the_only_entry_edited() {
+    let dir = host_with_real("debian12-grub-mkconfig.cfg");
+    let before = grub(dir.path());
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE, "root"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "root=/dev/nvme0n1p2\nxen-pciback.hide=(0000:01:00.0)(0000:01:00.1)\n"
+    );
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub(dir.path());
+    // No XCP-ng entry here: only the default, `set default="Debian GNU/Linux,
+    // with Xen hypervisor"`, is edited; the submenu's Xen entries are not.
+    let default = lines_with(
+        &before,
+        "module2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet console=hvc0 xen-pciback.hide=",
+    );
+    assert_eq!(default.len(), 2, "the default and its submenu twin");
+    assert_eq!(changed_lines(&before, &after), vec![default[0]]);
+    assert!(after.lines().nth(default[0]).unwrap().ends_with(
+        "\tmodule2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet console=hvc0 xen-pciback.hide=(0000:02:00.0)"
+    ));
 }
