@@ -6,14 +6,32 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_xen-cmdline");
 
 fn host_with(fixture: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/grub/{fixture}",
+    host_with_bytes(&fixture_bytes("grub", fixture))
+}
+
+/// A mock host whose grub.cfg is a copy of `tests/fixtures/grub-real/FIXTURE`
+/// (files as real tools leave them).
+fn host_with_real(fixture: &str) -> tempfile::TempDir {
+    host_with_bytes(&fixture_bytes("grub-real", fixture))
+}
+
+fn fixture_bytes(set: &str, fixture: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{set}/{fixture}",
         env!("CARGO_MANIFEST_DIR")
     ))
-    .unwrap();
-    std::fs::write(dir.path().join("boot/grub/grub.cfg"), text).unwrap();
+    .unwrap()
+}
+
+fn real_fixture(fixture: &str) -> String {
+    String::from_utf8(fixture_bytes("grub-real", fixture)).unwrap()
+}
+
+/// A mock host whose grub.cfg holds exactly these bytes.
+fn host_with_bytes(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+    std::fs::write(dir.path().join("boot/grub/grub.cfg"), bytes).unwrap();
     dir
 }
 
@@ -33,6 +51,53 @@ fn run(root: &Path, args: &[&str]) -> (i32, String, String) {
 
 fn grub(root: &Path) -> String {
     std::fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap()
+}
+
+fn grub_bytes(root: &Path) -> Vec<u8> {
+    std::fs::read(root.join("boot/grub/grub.cfg")).unwrap()
+}
+
+/// The 0-based numbers of the lines that differ (both texts must have as
+/// many lines: the tool rewrites arguments, it never adds or drops lines).
+fn changed_lines(before: &str, after: &str) -> Vec<usize> {
+    assert_eq!(
+        before.lines().count(),
+        after.lines().count(),
+        "line count changed:\n{after}"
+    );
+    before
+        .lines()
+        .zip(after.lines())
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The 0-based numbers of the lines holding NEEDLE.
+fn lines_with(text: &str, needle: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The line numbers of the `module2` (dom0) lines of the entries titled
+/// TITLES, in file order.
+fn dom0_lines_of(text: &str, titles: &[&str]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut current: Option<&str> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("menuentry '") {
+            current = rest.split('\'').next();
+        } else if line.trim_start().starts_with("module2 /boot/vmlinuz")
+            && current.is_some_and(|t| titles.contains(&t))
+        {
+            out.push(i);
+        }
+    }
+    out
 }
 
 #[test]
@@ -126,4 +191,426 @@ fn values_grub_would_misread_are_refused() {
     assert_eq!(grub(dir.path()), before);
     let (code, _, _) = run(dir.path(), &["--frobnicate"]);
     assert_eq!(code, 1);
+}
+
+const HIDE: &str = "xen-pciback.hide";
+const DUP: &str = "xcpng-duplicate-hide-key.cfg";
+const AFTER_REAL: &str = "xcpng-after-real-xen-cmdline.cfg";
+const BOTH_HIDES: &str = "xen-pciback.hide=(0000:01:00.0)\nxen-pciback.hide=(0000:03:00.1)";
+
+#[test]
+fn get_prints_every_occurrence_in_line_order() {
+    let dir = host_with_real(DUP);
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{BOTH_HIDES}\n"));
+}
+
+#[test]
+fn get_of_an_absent_key_prints_one_empty_line() {
+    let dir = host_with_real(AFTER_REAL);
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "\n");
+    // One print per operation: two operations, two lines.
+    let (code, out, _) = run(dir.path(), &["--get-dom0", HIDE, "--get-dom0", "nosuch"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "\n\n");
+}
+
+#[test]
+fn get_with_two_keys_prints_matches_in_line_order() {
+    let dir = host_with_real(DUP);
+    // Keys given in the opposite order of the line: the line order wins.
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE, "root", "quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("root=LABEL=root-pcipass\nquiet\n{BOTH_HIDES}\n")
+    );
+}
+
+#[test]
+fn keys_match_exactly() {
+    let dir = host_with_real(DUP);
+    for key in [
+        "xen-pciback",                     // a prefix of the key
+        "xen-pciback.hid",                 // a shorter prefix
+        "xen_pciback.hide",                // the other spelling is not aliased
+        "xen-pciback.hide=(0000:02:00.0)", // KEY=VALUE matches only itself
+        "hide",
+        "vga=78",
+    ] {
+        let (code, out, err) = run(dir.path(), &["--get-dom0", key]);
+        assert_eq!(code, 0, "{key}: {err}");
+        assert_eq!(out, "\n", "{key}");
+    }
+    // `quiet` (bare) matches `quiet`; `vga` matches `vga=785`.
+    let (_, out, _) = run(dir.path(), &["--get-dom0", "quiet", "vga"]);
+    assert_eq!(out, "quiet\nvga=785\n");
+
+    // Deleting a prefix or the other spelling leaves the file alone.
+    let before = grub(dir.path());
+    for key in ["xen-pciback", "xen_pciback.hide", "xen-pciback.hid"] {
+        let (code, _, err) = run(dir.path(), &["--delete-dom0", key]);
+        assert_eq!(code, 0, "{key}: {err}");
+        assert_eq!(grub(dir.path()), before, "{key}");
+    }
+    // Setting the other spelling adds a new argument, the old ones stay.
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen_pciback.hide=(0000:09:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, format!("{BOTH_HIDES}\n"));
+    let (_, out, _) = run(dir.path(), &["--get-dom0", "xen_pciback.hide"]);
+    assert_eq!(out, "xen_pciback.hide=(0000:09:00.0)\n");
+}
+
+#[test]
+fn set_replaces_every_occurrence_and_touches_only_managed_lines() {
+    let dir = host_with_real(DUP);
+    let before = grub(dir.path());
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:05:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:05:00.0)\n");
+    let after = grub(dir.path());
+    assert_eq!(
+        changed_lines(&before, &after),
+        dom0_lines_of(&before, &["XCP-ng", "XCP-ng (Serial)"])
+    );
+    // The XCP-ng line: both old occurrences gone, one new, the rest as it was.
+    let line = after.lines().nth(8).unwrap();
+    assert_eq!(line.matches("xen-pciback.hide=").count(), 1, "{line}");
+    assert!(
+        line.ends_with(" plymouth.ignore-serial-consoles xen-pciback.hide=(0000:05:00.0)"),
+        "{line}"
+    );
+    // The serial twin did not have one: it gets one.
+    let serial = after.lines().nth(14).unwrap();
+    assert!(
+        serial.ends_with(" plymouth.ignore-serial-consoles xen-pciback.hide=(0000:05:00.0)"),
+        "{serial}"
+    );
+}
+
+#[test]
+fn delete_removes_every_occurrence() {
+    let dir = host_with_real(DUP);
+    let before = grub(dir.path());
+    let (code, _, err) = run(dir.path(), &["--delete-dom0", HIDE]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "\n");
+    let after = grub(dir.path());
+    assert!(!after.contains("xen-pciback.hide"));
+    assert_eq!(changed_lines(&before, &after), vec![8]);
+    assert!(
+        after
+            .lines()
+            .nth(8)
+            .unwrap()
+            .ends_with(" plymouth.ignore-serial-consoles")
+    );
+}
+
+#[test]
+fn set_keeps_the_real_tools_override_block_byte_for_byte() {
+    let dir = host_with_real(AFTER_REAL);
+    let before = grub_bytes(dir.path());
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:01:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub_bytes(dir.path());
+    let head = b"serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\nset default=0\nset timeout=5\nif [ -s $prefix/grubenv ]; then\n\tload_env\nfi\n\nif [ -n \"$override_entry\" ]; then\n\tset default=$override_entry\nfi\n\nmenuentry 'XCP-ng' {\n";
+    assert!(before.starts_with(head));
+    assert!(
+        after.starts_with(head),
+        "{}",
+        String::from_utf8_lossy(&after)
+    );
+    let (before, after) = (
+        String::from_utf8(before).unwrap(),
+        String::from_utf8(after).unwrap(),
+    );
+    assert_eq!(
+        changed_lines(&before, &after),
+        dom0_lines_of(&before, &["XCP-ng", "XCP-ng (Serial)"])
+    );
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
+}
+
+#[test]
+fn set_on_default_fallback_edits_brand_serial_and_fallback_only() {
+    let dir = host_with_real("xcpng-default-fallback.cfg");
+    let before = grub(dir.path());
+    // Reads use the entry GRUB boots next: the fallback.
+    let (_, out, _) = run(dir.path(), &["--get-dom0", "root", "quiet"]);
+    assert_eq!(out, "root=LABEL=root-pcipass\n");
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:01:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub(dir.path());
+    let expected = dom0_lines_of(
+        &before,
+        &[
+            "XCP-ng",
+            "XCP-ng (Serial)",
+            "XCP-ng (Xen 4.17.5 / Linux 4.19.0+1)",
+        ],
+    );
+    assert_eq!(expected.len(), 3);
+    assert_eq!(changed_lines(&before, &after), expected);
+    for i in expected {
+        let line = after.lines().nth(i).unwrap();
+        assert!(line.ends_with(" xen-pciback.hide=(0000:01:00.0)"), "{line}");
+    }
+    let safe = dom0_lines_of(&after, &["XCP-ng in Safe Mode"]);
+    assert!(!after.lines().nth(safe[0]).unwrap().contains("pciback"));
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
+}
+
+#[test]
+fn get_on_quoted_file_prints_the_argument_as_written() {
+    let dir = host_with_real("xcpng-quoted-hide.cfg");
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "xen-pciback.hide=\"(0000:01:00.0) (0000:03:00.1)\"\n");
+}
+
+#[test]
+fn set_if_unchanged_sets_when_the_value_matches() {
+    let dir = host_with_real(DUP);
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "--set-dom0-if-unchanged",
+            HIDE,
+            BOTH_HIDES,
+            "xen-pciback.hide=(0000:05:00.0)",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "{out}");
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:05:00.0)\n");
+}
+
+#[test]
+fn set_if_unchanged_refuses_on_mismatch() {
+    let dir = host_with_real(DUP);
+    let before = grub_bytes(dir.path());
+    // Only the first of the two: not what --get-dom0 prints.
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "--set-dom0-if-unchanged",
+            HIDE,
+            "xen-pciback.hide=(0000:01:00.0)",
+            "xen-pciback.hide=(0000:05:00.0)",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(BOTH_HIDES),
+        "stderr shows the current value: {err}"
+    );
+    assert_eq!(grub_bytes(dir.path()), before);
+    // The delete form refuses as well.
+    let (code, _, _) = run(dir.path(), &["--set-dom0-if-unchanged", HIDE, ""]);
+    assert_eq!(code, 3);
+    assert_eq!(grub_bytes(dir.path()), before);
+}
+
+#[test]
+fn set_if_unchanged_without_value_deletes() {
+    let dir = host_with_real(DUP);
+    let (code, _, err) = run(dir.path(), &["--set-dom0-if-unchanged", HIDE, BOTH_HIDES]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "\n");
+    assert!(!grub(dir.path()).contains("pciback"));
+}
+
+#[test]
+fn set_if_unchanged_on_an_absent_key_expects_empty() {
+    let dir = host_with_real(AFTER_REAL);
+    let before = grub(dir.path());
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "--set-dom0-if-unchanged",
+            HIDE,
+            "",
+            "xen-pciback.hide=(0000:01:00.0)",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub(dir.path());
+    assert_eq!(
+        changed_lines(&before, &after),
+        dom0_lines_of(&before, &["XCP-ng", "XCP-ng (Serial)"])
+    );
+    // Now it is set, expecting "" again fails and changes nothing.
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "--set-dom0-if-unchanged",
+            HIDE,
+            "",
+            "xen-pciback.hide=(0000:02:00.0)",
+        ],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("xen-pciback.hide=(0000:01:00.0)"), "{err}");
+    assert_eq!(grub(dir.path()), after);
+}
+
+#[test]
+fn values_grub_would_misread_are_refused_without_write() {
+    let dir = host_with_real(AFTER_REAL);
+    let before = grub_bytes(dir.path());
+    for arg in [
+        "xen-pciback.hide=(0000:01:00.0) (0000:02:00.0)",
+        "xen-pciback.hide=$x",
+        "xen-pciback.hide=(0000:01:00.0);reboot",
+        "xen-pciback.hide=\"(0000:01:00.0)\"",
+        "xen-pciback.hide='(0000:01:00.0)'",
+    ] {
+        let (code, out, err) = run(dir.path(), &["--set-dom0", arg]);
+        assert_eq!(code, 1, "{arg}: {err}");
+        assert!(out.is_empty(), "{arg}: {out}");
+        assert!(!err.is_empty(), "{arg}");
+        assert_eq!(grub_bytes(dir.path()), before, "{arg}");
+        // The compare-and-set path refuses the same values.
+        let (code, _, err) = run(dir.path(), &["--set-dom0-if-unchanged", HIDE, "", arg]);
+        assert_eq!(code, 1, "{arg}: {err}");
+        assert_eq!(grub_bytes(dir.path()), before, "{arg}");
+    }
+}
+
+#[test]
+fn dom0_line_past_1023_bytes_is_refused_without_write() {
+    let dir = host_with_real(AFTER_REAL);
+    let before = grub_bytes(dir.path());
+    let value = "a".repeat(1000);
+    let (code, _, err) = run(dir.path(), &["--set-dom0", &format!("pad={value}")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.is_empty());
+    assert_eq!(grub_bytes(dir.path()), before);
+    // The limit counts dom0's arguments after the kernel's path (what Xen
+    // copies into its 1024-byte buffer): 1023 bytes pass, 1024 do not.
+    let text = real_fixture(AFTER_REAL);
+    let args = dom0_lines_of(&text, &["XCP-ng", "XCP-ng (Serial)"])
+        .into_iter()
+        .map(|i| {
+            let line = text.lines().nth(i).unwrap();
+            line.trim_start()
+                .strip_prefix("module2 /boot/vmlinuz-4.19-xen ")
+                .unwrap()
+                .len()
+        })
+        .max()
+        .unwrap();
+    let fits = 1023 - args - " pad=".len();
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", &format!("pad={}", "a".repeat(fits + 1))],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1024 bytes"), "{err}");
+    assert_eq!(grub_bytes(dir.path()), before);
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", &format!("pad={}", "a".repeat(fits))],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_new_key_lands_before_a_bare_double_dash() {
+    let text = real_fixture(AFTER_REAL).replacen(
+        "plymouth.ignore-serial-consoles\n",
+        "plymouth.ignore-serial-consoles -- single\n",
+        1,
+    );
+    let dir = host_with_bytes(text.as_bytes());
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:01:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub(dir.path());
+    let at = dom0_lines_of(&after, &["XCP-ng"])[0];
+    let line = after.lines().nth(at).unwrap();
+    assert!(
+        line.ends_with(
+            " plymouth.ignore-serial-consoles xen-pciback.hide=(0000:01:00.0) -- single"
+        ),
+        "{line}"
+    );
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
+}
+
+#[test]
+fn non_utf8_bytes_are_read_edited_and_kept() {
+    let mut bytes = b"# r\xe9seau de caf\xe9 (Latin-1)\n".to_vec();
+    bytes.extend(fixture_bytes("grub-real", AFTER_REAL));
+    let dir = host_with_bytes(&bytes);
+    let (code, out, err) = run(dir.path(), &["--get-dom0", "root"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "root=LABEL=root-pcipass\n");
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:01:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub_bytes(dir.path());
+    assert!(after.starts_with(b"# r\xe9seau de caf\xe9 (Latin-1)\n"));
+    let (_, out, _) = run(dir.path(), &["--get-dom0", HIDE]);
+    assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
+    let (code, _, err) = run(dir.path(), &["--delete-dom0", HIDE]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(grub_bytes(dir.path()), bytes, "delete restores the bytes");
+}
+
+#[test]
+fn debian_default_by_title_is_read_and_the_only_entry_edited() {
+    let dir = host_with_real("debian12-grub-mkconfig.cfg");
+    let before = grub(dir.path());
+    let (code, out, err) = run(dir.path(), &["--get-dom0", HIDE, "root"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "root=/dev/nvme0n1p2\nxen-pciback.hide=(0000:01:00.0)(0000:01:00.1)\n"
+    );
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = grub(dir.path());
+    // No XCP-ng entry here: only the default, `set default="Debian GNU/Linux,
+    // with Xen hypervisor"`, is edited; the submenu's Xen entries are not.
+    let default = lines_with(
+        &before,
+        "module2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet console=hvc0 xen-pciback.hide=",
+    );
+    assert_eq!(default.len(), 2, "the default and its submenu twin");
+    assert_eq!(changed_lines(&before, &after), vec![default[0]]);
+    assert!(after.lines().nth(default[0]).unwrap().ends_with(
+        "\tmodule2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet console=hvc0 xen-pciback.hide=(0000:02:00.0)"
+    ));
 }
