@@ -255,7 +255,9 @@ def test_real_grub_cfg_through_status_edit_and_reboot(tmp_path, started, name, h
 
 # ------------------------------------------- 2. the kernel's rules, one by one
 
-HUGE = b" ".join([b"(0000:03:00.1)"] * 70)  # 1049 bytes: over charp's 1024
+# One argument (no spaces) of 1050 bytes: over charp's 1024. Only the running
+# side can show it (Xen would cut such a line at 1023 bytes).
+HUGE = b"".join([b"(0000:03:00.1)"] * 75)
 assert len(HUGE) > 1024
 
 KERNEL_RULES = [
@@ -289,7 +291,7 @@ def test_kernel_rule(tmp_path, started, args, hidden, in_grub):
         assert _statuses(s, pcis) == _expect(pcis, disabled=hidden)
         # The mock reboot reads grub.cfg the same way, and binds the same.
         _reboot(s)
-        assert _proc_cmdline(d) == BASE + b" " + args
+        assert _proc_cmdline(d) == _default_cmdline(grub)  # as GRUB re-quotes it
         assert _statuses(s, pcis) == _expect(pcis, disabled=hidden)
         for pci_id in pcis:
             assert (_driver(d, pci_id) == "pciback") == (pci_id in hidden), pci_id
