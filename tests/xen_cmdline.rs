@@ -614,3 +614,21 @@ fn debian_default_by_title_is_read_and_the_only_entry_edited() {
         "\tmodule2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet console=hvc0 xen-pciback.hide=(0000:02:00.0)"
     ));
 }
+
+#[test]
+fn a_dom0_edit_overridden_by_the_xen_line_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+    let text = std::fs::read(format!(
+        "{}/tests/fixtures/grub-real/xcpng-hide-via-xen-kextra.cfg",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    std::fs::write(dir.path().join("boot/grub/grub.cfg"), text).unwrap();
+    let (code, _, err) = run(dir.path(), &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: the Xen line passes xen-pciback.hide=(0000:01:00.0) to dom0"),
+        "{err}"
+    );
+}

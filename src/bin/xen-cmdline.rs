@@ -200,9 +200,26 @@ fn apply_all(
 
 fn edit(host: &HostRoot, op: Op, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
     edit_grub(host, |config| {
+        if target == Target::Dom0 {
+            warn_overridden(config, keys);
+        }
         let edits: Vec<Edit<'_>> = keys.iter().map(|k| edit_of(op, k)).collect();
         Ok((Some(apply_all(config, target, &edits)?), ()))
     })
+}
+
+/// Say when the Xen line's dom0 arguments (after ` -- `) hold a key being
+/// edited on the dom0 line: Xen appends them, so the kernel takes them.
+fn warn_overridden(config: &GrubConfig, keys: &[String]) {
+    for key in keys {
+        let key = key.split_once('=').map_or(key.as_str(), |(k, _)| k);
+        for arg in config.dom0_args_on_xen_line(key).unwrap_or_default() {
+            eprintln!(
+                "xen-cmdline: warning: the Xen line passes {} to dom0 after ` -- `; it overrides the dom0 line",
+                String::from_utf8_lossy(&arg)
+            );
+        }
+    }
 }
 
 fn compare_and_set(host: &HostRoot, words: &[String]) -> Result<bool, BootConfigError> {

@@ -1011,6 +1011,22 @@ impl GrubConfig {
             .collect())
     }
 
+    /// The arguments matching `key` exactly that the default entry's Xen
+    /// line passes to dom0 (after its ` -- `): Xen appends them after the
+    /// dom0 line, so they override what `--set-dom0` writes there.
+    pub fn dom0_args_on_xen_line(&self, key: &str) -> Result<Vec<Vec<u8>>, GrubError> {
+        let entry = self.default_entry()?;
+        let xen = entry.line(Target::Xen).ok_or(GrubError::NoXenEntry)?;
+        Ok(match xen.words.iter().position(|w| w.is("--")) {
+            Some(n) if n > 0 => xen.words[n + 1..]
+                .iter()
+                .filter(|w| exact_match(w, key))
+                .map(|w| self.text[w.start..w.end].to_vec())
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// The entries an edit changes: those XCP-ng's `xen-cmdline` edits
     /// (the last entry titled with the brand, the last ending in
     /// `(Serial)`; the brand is the title `T` for which `T (Serial)`
@@ -1158,6 +1174,7 @@ impl GrubConfig {
                         for h in hits.iter().filter(|h| !h.on_dom0_line) {
                             changes.push(Change::remove(xen, h.word));
                         }
+                        changes.extend(words.empty_dash(&hits, xen));
                         let on_dom0: Vec<&Hit<'_>> =
                             hits.iter().filter(|h| h.on_dom0_line).collect();
                         let keep_spelling = |w: &Word| {
@@ -1181,6 +1198,7 @@ impl GrubConfig {
                             let owner = if h.on_dom0_line { dom0 } else { xen };
                             changes.push(Change::remove(owner, h.word));
                         }
+                        changes.extend(words.empty_dash(&hits, xen));
                     }
                 }
             }
@@ -1252,6 +1270,8 @@ fn append_point(line: &BootLine) -> Insert {
 /// the Xen line's words after its ` -- `.
 struct KernelWords<'a> {
     words: Vec<(&'a Word, Vec<u8>, bool)>,
+    /// The Xen line's bare `--` and how many words follow it.
+    dash: Option<(&'a Word, usize)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1275,9 +1295,12 @@ impl<'a> KernelWords<'a> {
         };
         dom0.check_exact(entry)?;
         xen.check_bounded(entry)?;
-        let kextra = match xen.words.iter().position(|w| w.is("--")) {
-            Some(n) if n > 0 => &xen.words[n + 1..],
-            _ => &[][..],
+        let (kextra, dash) = match xen.words.iter().position(|w| w.is("--")) {
+            Some(n) if n > 0 => (
+                &xen.words[n + 1..],
+                Some((&xen.words[n], xen.words.len() - n - 1)),
+            ),
+            _ => (&[][..], None),
         };
         let mut words = Vec::new();
         for (word, on_dom0) in dom0
@@ -1302,7 +1325,14 @@ impl<'a> KernelWords<'a> {
             }
             words.push((word, value, on_dom0));
         }
-        Ok(KernelWords { words })
+        Ok(KernelWords { words, dash })
+    }
+
+    /// The Xen line's `--` goes too when every word after it is removed.
+    fn empty_dash(&self, removed: &[Hit<'_>], xen: &BootLine) -> Option<Change> {
+        let (dash, after) = self.dash?;
+        let gone = removed.iter().filter(|h| !h.on_dom0_line).count();
+        (after > 0 && gone == after).then(|| Change::remove(xen, dash))
     }
 
     /// The occurrences of parameter `key` before the first bare `--`.

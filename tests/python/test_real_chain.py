@@ -325,14 +325,9 @@ def test_hiding_until_the_dom0_line_is_full(tmp_path, started):
     assert _grub(d) == before, "the refused call wrote nothing"
     line = _default_cmdline(before)
     assert len(line) + len(b" (0000:10:00.0)") > 1023, "refused only when the entry really does not fit"
-    # Accepted for now: main returns BOOT_CONFIG_UNAVAILABLE with a reason
-    # that says "longer than" while BOOT_CONFIG_CMDLINE_TOO_LONG lands.
-    if details[0] == "BOOT_CONFIG_CMDLINE_TOO_LONG":
-        length, limit = details[1:]
-        assert limit == "1023" and int(length) > 1023, details
-    else:
-        assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
-        assert "longer than" in details[1] and "1023" in details[1], details
+    assert details[0] == "BOOT_CONFIG_CMDLINE_TOO_LONG", details
+    length, limit = details[1:]
+    assert limit == "1023" and int(length) == len(line) + len(b"(0000:10:00.0)"), details
     assert s.xenapi.PCI.get_dom0_access_status(pcis[pci_id]) == "enabled"
     assert s.xenapi.PCI.get_dom0_access_status(pcis[done[-1]]) == "disable_on_reboot"
     # What is there still boots as written.
