@@ -625,10 +625,45 @@ fn a_dom0_edit_overridden_by_the_xen_line_says_so() {
     ))
     .unwrap();
     std::fs::write(dir.path().join("boot/grub/grub.cfg"), text).unwrap();
-    let (code, _, err) = run(dir.path(), &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"]);
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("warning: the Xen line passes xen-pciback.hide=(0000:01:00.0) to dom0"),
         "{err}"
     );
+}
+
+/// The exec backend against a program that, like XenServer's own
+/// xen-cmdline, ignores `--set-dom0-if-unchanged` (it exits 0 and writes
+/// nothing): the edit is still made, by a plain `--set-dom0`, and checked.
+#[test]
+fn exec_backend_falls_back_when_the_program_has_no_compare_and_set() {
+    use pcipass::domain::PciAddress;
+    use pcipass::domain::bootcfg::{Dom0AccessEngine, ExecBootConfig};
+    use pcipass::domain::dom0_access::Dom0Access;
+    use pcipass::host::HostRoot;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    pcipass::host::mock::create(&root, pcipass::host::mock::Profile::Demo).unwrap();
+    let script = dir.path().join("xen-cmdline-without-cas");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --set-dom0-if-unchanged) exit 0;; esac\nexec {BIN} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = HostRoot::new(&root);
+    let engine = Dom0AccessEngine::new(Box::new(ExecBootConfig::new(script, host.clone())), host);
+    let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+    assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
+    let (_, out, _) = run(&root, &["--get-dom0", "xen-pciback.hide"]);
+    assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
+    assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::Enabled);
 }
