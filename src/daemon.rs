@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::api::context::{ApiConfig, Context};
 use crate::api::{event::Registrations, host, pgpu, session, sync, task};
 use crate::config::{BootBackend, ConfigError, Settings};
-use crate::domain::bootcfg::{BootConfig, Dom0AccessEngine, ExecBootConfig, NativeBootConfig};
+use crate::domain::bootcfg::{BootConfig, ExecBootConfig, NativeBootConfig};
+use crate::domain::service::HostDom0;
 use crate::host::HostRoot;
 use crate::store::{Store, users::UsersFile};
 use crate::wire::dispatch::{Dispatcher, encode_task_result};
@@ -82,8 +83,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     };
     let ctx = Arc::new(Context {
         store,
-        dom0: Dom0AccessEngine::new(boot, host_root.clone()),
-        host_root,
+        host: Arc::new(HostDom0::new(host_root, boot)),
         config,
         host_ref,
         pool_ref,
@@ -104,7 +104,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     host::record_agent_start(&ctx).map_err(state_err)?;
     // Say at once what the next boot will do that a person should know
     // (a hide value the kernel refuses, a boot disk hidden by hand).
-    ctx.dom0.report_at_start();
+    ctx.host.report_at_start();
     Ok(ctx)
 }
 
@@ -151,11 +151,11 @@ fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
     // Hand edits of grub.cfg or a changed /proc/cmdline must show up in
     // PGPU.dom0_access (and as events) without anyone reading the PGPU.
     tokio::spawn(async move {
-        let mut last = ctx.dom0.fingerprint();
+        let mut last = ctx.domain(|h| h.changes()).await.ok();
         let mut tick = tokio::time::interval(watch_interval);
         loop {
             tick.tick().await;
-            let now = ctx.dom0.fingerprint();
+            let now = ctx.domain(|h| h.changes()).await.ok();
             if now != last {
                 last = now;
                 tracing::info!(

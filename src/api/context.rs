@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{ApiError, Role};
-use crate::domain::bootcfg::Dom0AccessEngine;
-use crate::host::HostRoot;
+use crate::domain::service::Dom0Host;
 use crate::store::{Object, Store};
 use crate::value::Snapshot;
 
@@ -43,10 +42,10 @@ impl Default for ApiConfig {
 pub struct Context {
     /// The object store.
     pub store: Arc<Store>,
-    /// The host's files.
-    pub host_root: HostRoot,
-    /// Dom0 access: hide-list status and edits.
-    pub dom0: Dom0AccessEngine,
+    /// The host, through the domain surface: devices, dom0 access,
+    /// reboot. Its calls block; async code goes through
+    /// [`Context::domain`].
+    pub host: Arc<dyn Dom0Host>,
     /// Settings.
     pub config: ApiConfig,
     /// This host's ref.
@@ -127,6 +126,18 @@ impl Caller {
 }
 
 impl Context {
+    /// Run `work` against the host on the blocking pool (file I/O and
+    /// `xen-cmdline` processes never run on a runtime thread).
+    pub async fn domain<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Dom0Host) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || work(&*host))
+            .await
+            .map_err(|_| ApiError::Internal("a host worker failed".into()))
+    }
+
     /// The object of `class` behind `reference`, or HANDLE_INVALID.
     pub fn object(&self, class: &str, reference: &str) -> Result<Arc<Object>, ApiError> {
         self.store

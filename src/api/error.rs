@@ -234,3 +234,30 @@ impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
         }
     }
 }
+
+impl From<crate::domain::service::DomainError> for ApiError {
+    fn from(e: crate::domain::service::DomainError) -> ApiError {
+        use crate::domain::service::DomainError;
+        match e {
+            DomainError::Boot(boot) => boot.into(),
+            DomainError::BootDisk {
+                block_device,
+                function,
+            } => {
+                tracing::warn!(%function, %block_device, "refused: on the path of a boot disk");
+                ApiError::BootDevicePassthroughDisallowed(block_device)
+            }
+            DomainError::BootDisksUnknown(reason) => {
+                tracing::warn!("boot devices unknown: {reason}");
+                ApiError::BootConfigUnavailable(
+                    "the devices holding the root file system cannot be determined".into(),
+                )
+            }
+            DomainError::Reboot(reason) => ApiError::OperationNotAllowed(reason),
+            other => {
+                tracing::error!("{other}");
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}

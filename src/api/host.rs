@@ -18,6 +18,7 @@ use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::{self, now_datetime};
 use crate::api::{ApiError, Value, sync};
+use crate::domain::service::Reboot;
 use crate::idl;
 use crate::store::{Change, Store, db};
 
@@ -116,7 +117,7 @@ pub enum BootCheck {
 /// Compare the kernel's boot id with the stored one; on a new boot drop
 /// every session and re-enable the host (see the module documentation).
 pub fn check_boot(ctx: &Context) -> Result<BootCheck, ApiError> {
-    let current = match crate::host::procfs::read_boot_id(&ctx.host_root) {
+    let current = match ctx.host.boot_id() {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!("cannot read the boot id ({e}); keeping sessions");
@@ -210,18 +211,18 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
         if host.get("enabled") != Some(&Value::Bool(false)) {
             return Err(ApiError::HostNotDisabled);
         }
-        if !ctx.host_root.is_mock() {
-            return reboot_real_host(&ctx, &caller);
+        let command = ctx.config.reboot_command.clone();
+        tracing::warn!(user = %caller.user, ?command, "rebooting the host");
+        let outcome = ctx.domain(move |host| host.reboot(&command)).await??;
+        if outcome == Reboot::Started {
+            return Ok(Value::void());
         }
-        tracing::info!(user = %caller.user, "rebooting the mock host");
         let work = ctx.clone();
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-            crate::domain::mock_boot::reboot(&work.host_root)
-                .map_err(|e| ApiError::Internal(format!("mock reboot failed: {e}")))?;
             let dropped = session::invalidate_all(&work)?;
             // The mock reboot wrote a new boot id: remember it, or the next
             // start would take this boot for another one.
-            match crate::host::procfs::read_boot_id(&work.host_root) {
+            match work.host.boot_id() {
                 Ok(id) => work.store.meta_set(BOOT_ID_KEY, &id)?,
                 Err(e) => tracing::warn!("cannot read the new boot id: {e}"),
             }
@@ -234,18 +235,6 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
         .map_err(|_| ApiError::Internal("reboot worker failed".into()))??;
         Ok(Value::void())
     })
-}
-
-fn reboot_real_host(ctx: &Context, caller: &Caller) -> Result<Value, ApiError> {
-    let Some((program, args)) = ctx.config.reboot_command.split_first() else {
-        return Err(ApiError::OperationNotAllowed(
-            "no reboot command is configured".into(),
-        ));
-    };
-    tracing::warn!(user = %caller.user, command = ?ctx.config.reboot_command, "rebooting the host");
-    crate::host::exec::spawn_detached(program, args)
-        .map_err(|e| ApiError::Internal(format!("reboot command failed to start: {}", e.kind())))?;
-    Ok(Value::void())
 }
 
 /// What the daemon says about itself in `host.software_version`.
@@ -478,7 +467,7 @@ mod tests {
     async fn first_start_stores_the_boot_id() {
         let f = fixture();
         let ctx = start(&f);
-        let id = crate::host::procfs::read_boot_id(&ctx.host_root).unwrap();
+        let id = ctx.host.boot_id().unwrap();
         assert_eq!(ctx.store.meta_get(BOOT_ID_KEY).unwrap(), Some(id));
         assert_eq!(check_boot(&ctx).unwrap(), BootCheck::SameBoot);
     }

@@ -25,3 +25,6 @@ pub use crate::value::Value;
 pub use context::{Caller, Context, Origin};
 pub use error::ApiError;
 pub use role::Role;
+
+#[cfg(test)]
+mod stub_tests;

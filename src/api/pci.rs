@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture, blocking};
 use crate::api::{ApiError, Value, pgpu};
-use crate::domain::{Dom0Access, PciAddress, bootdev};
+use crate::domain::service;
+use crate::domain::{Dom0Access, PciAddress};
 use crate::store::Object;
 
 /// The custom messages this module handles.
@@ -41,27 +42,11 @@ fn self_ref(args: &[Value]) -> String {
         .to_owned()
 }
 
-/// Refuse to hide a function dom0 needs to boot.
-pub fn refuse_boot_device(ctx: &Context, addr: &PciAddress) -> Result<(), ApiError> {
-    let disks = bootdev::boot_devices(&ctx.host_root).map_err(|e| {
-        tracing::warn!("boot devices unknown, refusing to hide {addr}: {e}");
-        ApiError::BootConfigUnavailable(
-            "the devices holding the root file system cannot be determined".into(),
-        )
-    })?;
-    if let Some(disk) = bootdev::find_boot_disk_for(&disks, addr) {
-        return Err(ApiError::BootDevicePassthroughDisallowed(
-            disk.block_device.clone(),
-        ));
-    }
-    Ok(())
-}
-
-/// Hide `pci` from dom0 at the next boot; returns the new status.
+/// Hide `pci` from dom0 at the next boot; returns the new status. The
+/// domain refuses a function a boot disk sits behind.
 pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    refuse_boot_device(ctx, &addr)?;
-    let status = ctx.dom0.disable(&addr)?;
+    let status = ctx.host.hide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access disabled in the boot configuration");
     pgpu::refresh_dom0_access(ctx);
     Ok(status)
@@ -70,7 +55,7 @@ pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
 /// Give `pci` back to dom0 at the next boot; returns the new status.
 pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    let status = ctx.dom0.enable(&addr)?;
+    let status = ctx.host.unhide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access enabled in the boot configuration");
     pgpu::refresh_dom0_access(ctx);
     Ok(status)
@@ -78,7 +63,7 @@ pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
 
 /// The live status of `pci`.
 pub fn status(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
-    Ok(ctx.dom0.status(&address(pci)?)?)
+    Ok(service::status(&*ctx.host, &address(pci)?)?)
 }
 
 fn disable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
@@ -96,10 +81,10 @@ fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> H
 }
 
 fn get_dom0_access_status(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    Box::pin(async move {
+    blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        let status = status(&ctx, &pci)?;
-        pgpu::refresh_one(&ctx, &pci.reference, status);
+        let status = status(ctx, &pci)?;
+        pgpu::refresh_one(ctx, &pci.reference, status);
         Ok(Value::str(status.as_str()))
     })
 }

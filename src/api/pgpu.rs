@@ -64,7 +64,7 @@ pub fn refresh_dom0_access(ctx: &Context) {
         }
     }
     let addrs: Vec<_> = targets.iter().map(|(_, a)| *a).collect();
-    match ctx.dom0.statuses(&addrs) {
+    match ctx.host.statuses(&addrs) {
         Ok(statuses) => {
             let changes = targets
                 .iter()

@@ -250,7 +250,7 @@ pub fn plan(
 /// with the empty result would give every device a new ref.
 pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
     let started = std::time::Instant::now();
-    let found = match devices::discover(&ctx.host_root) {
+    let found = match ctx.host.discover() {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod mock_boot;
 pub mod pci_address;
 pub mod pciids;
+pub mod service;
 
 pub use dom0_access::Dom0Access;
 pub use pci_address::PciAddress;

@@ -1,0 +1,359 @@
+//! The API layer on its own: every call goes through `invoke` (the idl's
+//! checks, RBAC, the class handlers, the store and its events) against a
+//! host in memory ([`StubDom0Host`]), with no file, process or tree.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::context::{ApiConfig, Context, Origin};
+use crate::api::event::Registrations;
+use crate::api::invoke::invoke;
+use crate::api::session::LoginThrottle;
+use crate::api::{ApiError, Role, Value, host, session, sync};
+use crate::domain::PciAddress;
+use crate::domain::devices::{Names, PciFunction};
+use crate::domain::service::StubDom0Host;
+use crate::store::Store;
+
+fn a(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+fn function(addr: &str, class: u32, device: &str) -> PciFunction {
+    PciFunction {
+        address: a(addr),
+        class,
+        vendor_id: 0x10de,
+        device_id: 0x1e87,
+        subsystem_vendor_id: None,
+        subsystem_device_id: None,
+        revision: None,
+        driver: Some("nouveau".into()),
+        physfn: None,
+        virtfns: Vec::new(),
+        boot_vga: false,
+        names: Names {
+            device: device.into(),
+            ..Names::default()
+        },
+    }
+}
+
+/// A stub host with a GPU (and its PGPU), an audio function and an NVMe
+/// that holds the boot disk.
+fn stub() -> Arc<StubDom0Host> {
+    let stub = StubDom0Host {
+        boot_disk: BTreeSet::from([a("0000:02:00.0")]),
+        ..StubDom0Host::default()
+    };
+    *stub.functions.lock().unwrap() = vec![
+        function("0000:01:00.0", 0x030000, "GPU"),
+        function("0000:01:00.1", 0x040300, "Audio"),
+        function("0000:02:00.0", 0x010802, "NVMe"),
+    ];
+    *stub.boot.lock().unwrap() = "boot-1".into();
+    Arc::new(stub)
+}
+
+fn context(stub: Arc<StubDom0Host>) -> Arc<Context> {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let (host_ref, pool_ref) = host::bootstrap(&store, "stub", "127.0.0.1").unwrap();
+    let ctx = Arc::new(Context {
+        store,
+        host: stub,
+        config: ApiConfig {
+            task_retention: Duration::from_secs(60),
+            ..ApiConfig::default()
+        },
+        host_ref,
+        pool_ref,
+        host_lock: tokio::sync::Mutex::new(()),
+        login_throttle: LoginThrottle::default(),
+        event_registrations: Registrations::default(),
+        record_snapshots: Default::default(),
+        task_result_encoder: |v| format!("{v:?}"),
+    });
+    sync::synchronise(&ctx).unwrap();
+    ctx
+}
+
+struct Client {
+    ctx: Arc<Context>,
+    session: String,
+}
+
+impl Client {
+    /// Logged in as `role` (a session made directly, as login would).
+    fn new(ctx: &Arc<Context>, role: Role) -> Client {
+        let session = session::create_session(ctx, "tester", role, false, "test").unwrap();
+        Client {
+            ctx: ctx.clone(),
+            session,
+        }
+    }
+
+    async fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, ApiError> {
+        let mut params = vec![Value::str(&self.session)];
+        params.extend(args);
+        invoke(&self.ctx, name, params, Origin::Network("192.0.2.1".into())).await
+    }
+
+    async fn pci(&self, pci_id: &str) -> Value {
+        let Value::Array(refs) = self.call("PCI.get_all", vec![]).await.unwrap() else {
+            panic!("PCI.get_all is not a list")
+        };
+        for reference in refs {
+            if self.str("PCI.get_pci_id", vec![reference.clone()]).await == pci_id {
+                return reference;
+            }
+        }
+        panic!("no PCI {pci_id}")
+    }
+
+    async fn str(&self, name: &str, args: Vec<Value>) -> String {
+        match self.call(name, args).await.unwrap() {
+            Value::String(s) => s,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+fn field(record: &Value, name: &str) -> String {
+    match record {
+        Value::Struct(m) => m
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str().unwrap_or("").to_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn code(e: &ApiError) -> &'static str {
+    e.code()
+}
+
+#[tokio::test]
+async fn pci_messages_translate_to_the_domain_and_back() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let gpu = op.pci("0000:01:00.0").await;
+    assert_eq!(
+        op.str("PCI.get_dom0_access_status", vec![gpu.clone()])
+            .await,
+        "enabled"
+    );
+    assert_eq!(
+        op.str("PCI.disable_dom0_access", vec![gpu.clone()]).await,
+        "disable_on_reboot"
+    );
+    assert_eq!(
+        op.str("PCI.enable_dom0_access", vec![gpu.clone()]).await,
+        "enabled"
+    );
+    let calls = stub.calls.lock().unwrap().clone();
+    assert!(calls.contains(&"hide 0000:01:00.0".to_owned()), "{calls:?}");
+    assert!(
+        calls.contains(&"unhide 0000:01:00.0".to_owned()),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn domain_refusals_become_xenapi_errors() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let nvme = op.pci("0000:02:00.0").await;
+    let e = op
+        .call("PCI.disable_dom0_access", vec![nvme])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.description(),
+        ["BOOT_DEVICE_PASSTHROUGH_DISALLOWED", "/dev/stub"]
+    );
+    *stub.broken.lock().unwrap() = Some("disk gone".into());
+    let gpu = op.pci("0000:01:00.0").await;
+    let e = op
+        .call("PCI.disable_dom0_access", vec![gpu])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "BOOT_CONFIG_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_read_only_session_cannot_edit_and_a_bad_ref_is_handle_invalid() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let ro = Client::new(&ctx, Role::ReadOnly);
+    let gpu = ro.pci("0000:01:00.0").await;
+    let e = ro
+        .call("PCI.disable_dom0_access", vec![gpu])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "RBAC_PERMISSION_DENIED");
+    let e = ro
+        .call(
+            "PCI.get_dom0_access_status",
+            vec![Value::str("OpaqueRef:nope")],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.description(), ["HANDLE_INVALID", "PCI", "OpaqueRef:nope"]);
+    assert!(
+        !stub
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("hide"))
+    );
+}
+
+#[tokio::test]
+async fn pgpu_follows_its_pci_through_edits() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let pgpus = op.call("PGPU.get_all", vec![]).await.unwrap();
+    let Value::Array(pgpus) = pgpus else { panic!() };
+    assert_eq!(pgpus.len(), 1, "one PGPU, for the display function");
+    let pgpu = pgpus[0].clone();
+    assert_eq!(
+        op.str("PGPU.disable_dom0_access", vec![pgpu.clone()]).await,
+        "disable_on_reboot"
+    );
+    assert_eq!(
+        op.str("PGPU.get_dom0_access", vec![pgpu.clone()]).await,
+        "disable_on_reboot"
+    );
+    let gpu = op.pci("0000:01:00.0").await;
+    assert_eq!(
+        op.str("PCI.get_dom0_access_status", vec![gpu]).await,
+        "disable_on_reboot"
+    );
+}
+
+#[tokio::test]
+async fn host_reboot_needs_a_disabled_host_then_drops_sessions() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let host = Value::str(&ctx.host_ref);
+    let e = op
+        .call("host.reboot", vec![host.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "HOST_NOT_DISABLED");
+    let gpu = op.pci("0000:01:00.0").await;
+    op.call("PCI.disable_dom0_access", vec![gpu.clone()])
+        .await
+        .unwrap();
+    op.call("host.disable", vec![host.clone()]).await.unwrap();
+    op.call("host.reboot", vec![host]).await.unwrap();
+    assert!(stub.calls.lock().unwrap().contains(&"reboot".to_owned()));
+    let e = op.call("PCI.get_all", vec![]).await.unwrap_err();
+    assert_eq!(code(&e), "SESSION_INVALID", "a reboot ends every session");
+    let again = Client::new(&ctx, Role::PoolOperator);
+    let gpu = again.pci("0000:01:00.0").await;
+    assert_eq!(
+        again.str("PCI.get_dom0_access_status", vec![gpu]).await,
+        "disabled"
+    );
+    let host = ctx.object("host", &ctx.host_ref).unwrap();
+    assert_eq!(
+        host.get("enabled"),
+        Some(&Value::Bool(true)),
+        "enabled after the reboot"
+    );
+}
+
+#[tokio::test]
+async fn discovery_fills_the_store_and_a_vanished_device_goes() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::ReadOnly);
+    let Value::Array(pcis) = op.call("PCI.get_all", vec![]).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(pcis.len(), 3);
+    stub.functions
+        .lock()
+        .unwrap()
+        .retain(|f| f.address != a("0000:01:00.1"));
+    sync::synchronise(&ctx).unwrap();
+    let Value::Array(pcis) = op.call("PCI.get_all", vec![]).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(pcis.len(), 2);
+}
+
+#[tokio::test]
+async fn an_async_edit_runs_as_a_task_with_its_result() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let gpu = op.pci("0000:01:00.0").await;
+    let task = op
+        .call("Async.PCI.disable_dom0_access", vec![gpu])
+        .await
+        .unwrap();
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = op.str("task.get_status", vec![task.clone()]).await;
+        if status != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "success");
+    assert!(
+        op.str("task.get_result", vec![task])
+            .await
+            .contains("disable_on_reboot")
+    );
+}
+
+#[tokio::test]
+async fn event_from_reports_an_edit_after_its_token() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let classes = Value::Array(vec![Value::str("PGPU")]);
+    let first = op
+        .call(
+            "event.from",
+            vec![classes.clone(), Value::str(""), Value::Float(0.1)],
+        )
+        .await
+        .unwrap();
+    let token = field(&first, "token");
+    let gpu = op.pci("0000:01:00.0").await;
+    op.call("PCI.disable_dom0_access", vec![gpu]).await.unwrap();
+    let next = op
+        .call(
+            "event.from",
+            vec![classes, Value::str(&token), Value::Float(1.0)],
+        )
+        .await
+        .unwrap();
+    let Value::Struct(members) = next else {
+        panic!()
+    };
+    let events = members
+        .iter()
+        .find(|(k, _)| k == "events")
+        .map(|(_, v)| v.clone());
+    let Some(Value::Array(events)) = events else {
+        panic!("no events")
+    };
+    assert!(
+        events
+            .iter()
+            .any(|e| field(e, "class") == "pgpu" && field(e, "operation") == "mod"),
+        "{events:?}"
+    );
+}

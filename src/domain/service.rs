@@ -1,0 +1,297 @@
+//! The domain surface: the whole of what the API layer may ask of the
+//! host, as one trait, [`Dom0Host`]. The API translates XenAPI calls into
+//! these calls and never sees a path, a process or a grub.cfg; the safety
+//! rules (boot-disk refusal, length limits, wildcard expansion, fail
+//! closed) live below this line.
+//!
+//! [`HostDom0`] is the real implementation over a host root (a real dom0
+//! or a mock host); [`StubDom0Host`] (tests only) answers from memory so
+//! the API layer can be unit-tested without any host. Every method may
+//! block (file I/O, `xen-cmdline` processes): callers in async code run
+//! them on a blocking pool (`api::Context::domain`).
+
+use std::fmt;
+
+use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine};
+use crate::domain::devices::{self, PciFunction};
+use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
+use crate::host::boot::{Fingerprint, GrubFingerprint};
+use crate::host::{HostError, HostRoot, exec, procfs};
+
+/// Why a domain call failed. Mapped to XenAPI error codes in one place
+/// (`api::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The boot configuration cannot be read, or an edit was refused by
+    /// one of its rules.
+    #[error(transparent)]
+    Boot(#[from] BootConfigError),
+    /// The function sits on the path of a boot disk.
+    #[error("{function} is on the path of boot device {block_device}")]
+    BootDisk {
+        /// The mounted boot device.
+        block_device: String,
+        /// The function asked for.
+        function: PciAddress,
+    },
+    /// The boot disks cannot be determined, so hiding is refused.
+    #[error("the devices holding the root file system cannot be determined: {0}")]
+    BootDisksUnknown(String),
+    /// The PCI devices cannot be listed.
+    #[error("PCI discovery failed: {0}")]
+    Discovery(HostError),
+    /// The kernel's boot id cannot be read.
+    #[error("the boot id cannot be read: {0}")]
+    BootId(HostError),
+    /// A reboot could not be done or started.
+    #[error("reboot failed: {0}")]
+    Reboot(String),
+    /// A broken promise inside the domain (a bug).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// What a reboot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reboot {
+    /// A mock host was rebooted in place: the new boot is running.
+    InPlace,
+    /// The host's reboot command was started; this process will end.
+    Started,
+}
+
+/// Changes whenever the boot configuration or the running command line
+/// changes (compare two tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeToken {
+    boot: Option<GrubFingerprint>,
+    running: Option<Fingerprint>,
+    generation: u64,
+}
+
+/// What the API may ask of the host.
+pub trait Dom0Host: Send + Sync + fmt::Debug {
+    /// Every PCI function the host has. An unreadable device listing is
+    /// an error, never an empty host.
+    fn discover(&self) -> Result<Vec<PciFunction>, DomainError>;
+
+    /// The dom0 access status of each function, from one read of the
+    /// running and next-boot hide lists.
+    fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, DomainError>;
+
+    /// Hide `addr` from dom0 from the next boot on; refused for a function
+    /// a boot disk sits behind. Returns the new status.
+    fn hide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+
+    /// Give `addr` back to dom0 from the next boot on, keeping what a
+    /// wildcard or bridge entry hid besides it. Returns the new status.
+    fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+
+    /// The running kernel's boot id.
+    fn boot_id(&self) -> Result<String, DomainError>;
+
+    /// Reboot: a mock host in place, a real one by starting `command`.
+    fn reboot(&self, command: &[String]) -> Result<Reboot, DomainError>;
+
+    /// A token that moves when the boot configuration or `/proc/cmdline`
+    /// changes.
+    fn changes(&self) -> ChangeToken;
+
+    /// Log, once at start, what the next boot will do that a person should
+    /// know (a hide value the kernel refuses, a boot disk hidden by hand).
+    fn report_at_start(&self);
+}
+
+/// The status of one function through [`Dom0Host::statuses`].
+pub fn status(host: &dyn Dom0Host, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+    let statuses = host.statuses(std::slice::from_ref(addr))?;
+    statuses
+        .first()
+        .copied()
+        .ok_or(DomainError::Internal("statuses() answered no status"))
+}
+
+/// The real host (or a mock host tree) under a root.
+#[derive(Debug)]
+pub struct HostDom0 {
+    root: HostRoot,
+    engine: Dom0AccessEngine,
+}
+
+impl HostDom0 {
+    /// The host under `root`, its boot configuration read and edited
+    /// through `backend`.
+    pub fn new(root: HostRoot, backend: Box<dyn BootConfig>) -> HostDom0 {
+        HostDom0 {
+            engine: Dom0AccessEngine::new(backend, root.clone()),
+            root,
+        }
+    }
+
+    /// Refuse a function on the path of a boot disk (named directly; the
+    /// engine's own check catches bridges and wildcards before writing).
+    fn refuse_boot_disk(&self, addr: &PciAddress) -> Result<(), DomainError> {
+        let disks = bootdev::boot_devices(&self.root).map_err(|e| {
+            tracing::warn!("boot devices unknown, refusing to hide {addr}: {e}");
+            DomainError::BootDisksUnknown(e.to_string())
+        })?;
+        match bootdev::find_boot_disk_for(&disks, addr) {
+            Some(disk) => Err(DomainError::BootDisk {
+                block_device: disk.block_device.clone(),
+                function: *addr,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Dom0Host for HostDom0 {
+    fn discover(&self) -> Result<Vec<PciFunction>, DomainError> {
+        devices::discover(&self.root).map_err(DomainError::Discovery)
+    }
+
+    fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, DomainError> {
+        Ok(self.engine.statuses(addrs)?)
+    }
+
+    fn hide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        self.refuse_boot_disk(addr)?;
+        Ok(self.engine.disable(addr)?)
+    }
+
+    fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        Ok(self.engine.enable(addr)?)
+    }
+
+    fn boot_id(&self) -> Result<String, DomainError> {
+        procfs::read_boot_id(&self.root).map_err(DomainError::BootId)
+    }
+
+    fn reboot(&self, command: &[String]) -> Result<Reboot, DomainError> {
+        if self.root.is_mock() {
+            mock_boot::reboot(&self.root).map_err(|e| DomainError::Reboot(e.to_string()))?;
+            return Ok(Reboot::InPlace);
+        }
+        let Some((program, args)) = command.split_first() else {
+            return Err(DomainError::Reboot(
+                "no reboot command is configured".into(),
+            ));
+        };
+        exec::spawn_detached(program, args).map_err(|e| {
+            DomainError::Reboot(format!("the reboot command failed to start: {}", e.kind()))
+        })?;
+        Ok(Reboot::Started)
+    }
+
+    fn changes(&self) -> ChangeToken {
+        let (boot, running) = self.engine.fingerprint();
+        ChangeToken {
+            boot,
+            running,
+            generation: 0,
+        }
+    }
+
+    fn report_at_start(&self) {
+        self.engine.report_at_start();
+    }
+}
+
+/// A host in memory for API unit tests: functions, the hidden set now and
+/// at the next boot, boot disks and a boot id; every call is recorded.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct StubDom0Host {
+    /// The functions `discover` returns.
+    pub functions: std::sync::Mutex<Vec<PciFunction>>,
+    /// Hidden by the running kernel.
+    pub running: std::sync::Mutex<std::collections::BTreeSet<PciAddress>>,
+    /// Hidden at the next boot.
+    pub next_boot: std::sync::Mutex<std::collections::BTreeSet<PciAddress>>,
+    /// Functions on the path of a boot disk.
+    pub boot_disk: std::collections::BTreeSet<PciAddress>,
+    /// The boot id.
+    pub boot: std::sync::Mutex<String>,
+    /// When set, every boot-configuration call fails with this reason.
+    pub broken: std::sync::Mutex<Option<String>>,
+    /// Calls made, in order (`hide 0000:01:00.0`, `reboot`, ...).
+    pub calls: std::sync::Mutex<Vec<String>>,
+}
+
+#[cfg(test)]
+impl StubDom0Host {
+    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn call(&self, what: String) -> Result<(), DomainError> {
+        Self::lock(&self.calls).push(what);
+        match Self::lock(&self.broken).clone() {
+            Some(reason) => Err(DomainError::BootDisksUnknown(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn status_of(&self, addr: &PciAddress) -> Dom0Access {
+        Dom0Access::from_views(
+            Self::lock(&self.running).contains(addr),
+            Self::lock(&self.next_boot).contains(addr),
+        )
+    }
+}
+
+#[cfg(test)]
+impl Dom0Host for StubDom0Host {
+    fn discover(&self) -> Result<Vec<PciFunction>, DomainError> {
+        Self::lock(&self.calls).push("discover".into());
+        Ok(Self::lock(&self.functions).clone())
+    }
+
+    fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, DomainError> {
+        self.call("statuses".into())?;
+        Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn hide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        self.call(format!("hide {addr}"))?;
+        if self.boot_disk.contains(addr) {
+            return Err(DomainError::BootDisk {
+                block_device: "/dev/stub".into(),
+                function: *addr,
+            });
+        }
+        Self::lock(&self.next_boot).insert(*addr);
+        Ok(self.status_of(addr))
+    }
+
+    fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        self.call(format!("unhide {addr}"))?;
+        Self::lock(&self.next_boot).remove(addr);
+        Ok(self.status_of(addr))
+    }
+
+    fn boot_id(&self) -> Result<String, DomainError> {
+        Ok(Self::lock(&self.boot).clone())
+    }
+
+    fn reboot(&self, _command: &[String]) -> Result<Reboot, DomainError> {
+        self.call("reboot".into())?;
+        let next = Self::lock(&self.next_boot).clone();
+        *Self::lock(&self.running) = next;
+        let mut boot = Self::lock(&self.boot);
+        boot.push('+');
+        Ok(Reboot::InPlace)
+    }
+
+    fn changes(&self) -> ChangeToken {
+        let generation =
+            (Self::lock(&self.running).len() * 1000 + Self::lock(&self.next_boot).len()) as u64;
+        ChangeToken {
+            boot: None,
+            running: None,
+            generation,
+        }
+    }
+
+    fn report_at_start(&self) {}
+}
