@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::context::{ApiConfig, Context};
-use crate::api::{event::Registrations, host, pgpu, session, sync, task};
+use crate::api::{derived, event::Registrations, host, session, sync, task};
 use crate::config::{BootBackend, ConfigError, Settings};
 use crate::domain::bootcfg::{BootConfig, ExecBootConfig, NativeBootConfig};
 use crate::domain::service::HostDom0;
@@ -162,7 +162,7 @@ fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
                     "boot configuration or /proc/cmdline changed; refreshing PGPU dom0 access"
                 );
                 let work = ctx.clone();
-                let _ = tokio::task::spawn_blocking(move || pgpu::refresh_dom0_access(&work)).await;
+                let _ = tokio::task::spawn_blocking(move || derived::refresh_all(&work)).await;
             }
         }
     });

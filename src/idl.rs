@@ -88,6 +88,17 @@ impl Qualifier {
     }
 }
 
+/// How a derived field is computed: a named rule (a provider in
+/// `api::derived`) applied to the object a ref field of the same object
+/// points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The rule's name, e.g. `dom0_access_status`.
+    pub rule: String,
+    /// The ref field whose object the rule reads, e.g. `PCI`.
+    pub from: String,
+}
+
 /// A field of a class.
 #[derive(Debug, Clone)]
 pub struct Field {
@@ -101,6 +112,8 @@ pub struct Field {
     pub default: Option<Value>,
     /// Stored but never sent to clients, no getter.
     pub internal: bool,
+    /// Computed by a rule from another object: `(rule, ref field)`.
+    pub derived: Option<Derived>,
     /// Version that deprecated it.
     pub deprecated: Option<String>,
     /// Minimum role of the setter and map messages.
@@ -166,6 +179,13 @@ impl Class {
     /// A field by name.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The derived fields, with their rules.
+    pub fn derived_fields(&self) -> impl Iterator<Item = (&Field, &Derived)> {
+        self.fields
+            .iter()
+            .filter_map(|f| f.derived.as_ref().map(|d| (f, d)))
     }
 
     /// The fields sent to clients, in wire order.
@@ -694,6 +714,7 @@ fn parse_field(
         qualifier,
         default: None,
         internal: false,
+        derived: None,
         deprecated: None,
         writer: default_role,
         doc,
@@ -702,6 +723,16 @@ fn parse_field(
         match (key.as_str(), value) {
             ("default", Some(v)) => field.default = Some(parse_literal(&v, &field.ty, enums)?),
             ("internal", None) => field.internal = true,
+            ("derived", Some(v)) => {
+                let (rule, from) = v
+                    .strip_suffix(')')
+                    .and_then(|v| v.split_once('('))
+                    .ok_or_else(|| format!("derived={v}: want RULE(REF_FIELD)"))?;
+                field.derived = Some(Derived {
+                    rule: rule.to_owned(),
+                    from: from.to_owned(),
+                });
+            }
             ("deprecated", Some(v)) => field.deprecated = Some(v),
             ("writer", Some(v)) => field.writer = v.parse()?,
             (k, _) => return Err(format!("unknown field attribute {k}")),

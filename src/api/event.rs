@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::record;
-use crate::api::{ApiError, Role, Value, pgpu};
+use crate::api::{ApiError, Role, Value, derived};
 use crate::idl;
 use crate::store::{Change, Event, Operation};
 
@@ -196,7 +196,7 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
 }
 
 fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> Vec<Value> {
-    pgpu::refresh_dom0_access(ctx);
+    derived::refresh_all(ctx);
     let generation = ctx.store.generation();
     let mut events = Vec::new();
     for class in idl::datamodel().classes.iter().filter(|c| c.is_stored()) {

@@ -185,8 +185,22 @@ async fn run(
             Some(handler) => handler(ctx, caller, args).await,
             None => Err(ApiError::NotImplemented(method.wire_name.clone())),
         },
+        kind if has_derived_fields(&method.class) => {
+            // Its derived fields are computed from the host: off the reactor.
+            tokio::task::spawn_blocking(move || {
+                objects::implicit(&ctx, &caller, method, &method.kind, args)
+            })
+            .await
+            .map_err(|_| ApiError::Internal(format!("{kind:?} worker failed")))?
+        }
         kind => objects::implicit(&ctx, &caller, method, kind, args),
     }
+}
+
+fn has_derived_fields(class: &str) -> bool {
+    idl::datamodel()
+        .class(class)
+        .is_some_and(|c| c.derived_fields().next().is_some())
 }
 
 /// Convert a decoded wire value to the idl type `ty`, accepting every

@@ -9,6 +9,7 @@
 //! [`event`]).
 
 pub mod context;
+pub mod derived;
 pub mod error;
 pub mod event;
 pub mod host;

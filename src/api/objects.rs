@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::{ApiError, Role, Value, pgpu};
+use crate::api::{ApiError, Role, Value, derived};
 use crate::idl::{self, Class, Method, MethodKind};
 use crate::store::{Change, Object};
 use crate::value::Snapshot;
@@ -68,9 +68,7 @@ fn visible(caller: &Caller, object: &Object) -> bool {
 }
 
 fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Object>> {
-    if class == "PGPU" {
-        pgpu::refresh_dom0_access(ctx);
-    }
+    derived::refresh_named(ctx, class);
     ctx.store
         .all(class)
         .into_iter()
@@ -83,9 +81,7 @@ fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Objec
 /// encode a large unchanged answer only once. Records are built from the
 /// objects one at a time while they are encoded, never all at once.
 fn all_records(ctx: &Context, class: &'static Class) -> Snapshot {
-    if class.name == "PGPU" {
-        pgpu::refresh_dom0_access(ctx);
-    }
+    derived::refresh(ctx, class);
     let mut snapshots = ctx
         .record_snapshots
         .lock()
@@ -112,9 +108,7 @@ fn checked_object(
     class: &str,
     reference: &str,
 ) -> Result<Arc<Object>, ApiError> {
-    if class == "PGPU" {
-        pgpu::refresh_dom0_access(ctx);
-    }
+    derived::refresh_named(ctx, class);
     let object = ctx.object(class, reference)?;
     if !visible(caller, &object) {
         return Err(caller

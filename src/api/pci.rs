@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture, blocking};
-use crate::api::{ApiError, Value, pgpu};
+use crate::api::{ApiError, Value, derived};
 use crate::domain::service;
 use crate::domain::{Dom0Access, PciAddress};
 use crate::store::Object;
@@ -48,7 +48,7 @@ pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
     let status = ctx.host.hide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access disabled in the boot configuration");
-    pgpu::refresh_dom0_access(ctx);
+    derived::refresh_all(ctx);
     Ok(status)
 }
 
@@ -57,7 +57,7 @@ pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
     let status = ctx.host.unhide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access enabled in the boot configuration");
-    pgpu::refresh_dom0_access(ctx);
+    derived::refresh_all(ctx);
     Ok(status)
 }
 
@@ -84,7 +84,7 @@ fn get_dom0_access_status(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) 
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
         let status = status(ctx, &pci)?;
-        pgpu::refresh_one(ctx, &pci.reference, status);
+        derived::refresh_all(ctx);
         Ok(Value::str(status.as_str()))
     })
 }

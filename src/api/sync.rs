@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::api::context::Context;
 use crate::api::objects::new_object;
-use crate::api::{ApiError, Value, pgpu};
+use crate::api::{ApiError, Value, derived};
 use crate::domain::devices::{self, PciFunction};
 use crate::store::{Change, Object, db};
 
@@ -280,7 +280,7 @@ pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
         .count();
     let updated = wanted.len() - created;
     ctx.store.apply(changes)?;
-    pgpu::refresh_dom0_access(ctx);
+    derived::refresh_all(ctx);
     tracing::info!(
         functions = found.len(),
         listed = wanted.len(),
