@@ -200,10 +200,15 @@ fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, 
         }
         (None, None, false) => return Ok(None),
     };
-    if let Some(fingerprint) = crate::wire::tls::fingerprint(&material) {
+    if let Some(fingerprint) = crate::wire::tls::fingerprint(&material.cert_pem) {
         println!("tls certificate sha256 fingerprint {fingerprint}");
     }
-    let config = crate::wire::tls::server_config(&material).map_err(state_err)?;
+    let config = crate::wire::tls::server_config(
+        &material.cert_pem,
+        &material.key_pem,
+        &material.cert_path.display().to_string(),
+    )
+    .map_err(state_err)?;
     Ok(Some(config))
 }
 

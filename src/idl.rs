@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
-use crate::api::Role;
 use crate::value::Value;
+use crate::vocab::Role;
 
 /// The idl source text.
 pub const SOURCE: &str = include_str!("../idl/xenapi.idl");

@@ -24,4 +24,5 @@ pub mod host;
 pub mod idl;
 pub mod store;
 pub mod value;
+pub mod vocab;
 pub mod wire;

@@ -17,15 +17,15 @@ pub mod invoke;
 pub mod objects;
 pub mod pci;
 pub mod pgpu;
-pub mod role;
 pub mod session;
 pub mod sync;
 pub mod task;
 
 pub use crate::value::Value;
+pub use crate::vocab::Role;
+pub use crate::vocab::role;
 pub use context::{Caller, Context, Origin};
 pub use error::ApiError;
-pub use role::Role;
 
 #[cfg(test)]
 mod stub_tests;

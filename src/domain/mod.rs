@@ -11,9 +11,9 @@ pub mod grub;
 pub mod hide;
 pub mod kernel;
 pub mod mock_boot;
-pub mod pci_address;
 pub mod pciids;
 pub mod service;
 
+pub use crate::vocab::PciAddress;
+pub use crate::vocab::pci_address;
 pub use dom0_access::Dom0Access;
-pub use pci_address::PciAddress;

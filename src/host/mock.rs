@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::domain::PciAddress;
 use crate::host::{HostRoot, MOCK_HOST_MARKER};
+use crate::vocab::PciAddress;
 
 /// Why a mock host could not be built or rebooted.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use crate::api::Role;
+use crate::vocab::Role;
 
 /// Why the users file cannot be used.
 #[derive(Debug, thiserror::Error)]

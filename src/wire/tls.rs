@@ -7,8 +7,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use crate::store::tls::TlsMaterial;
-
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -23,17 +21,21 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A rustls server configuration for `material`.
-pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let name = material.cert_path.display().to_string();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&material.cert_pem)
+/// A rustls server configuration for a PEM certificate chain and key
+/// (`name` says where they came from, for errors).
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    name: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let name = name.to_owned();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(name));
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(&material.key_pem).map_err(|_| TlsError::NoKey(name))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey(name))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -43,11 +45,9 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// SHA-256 fingerprint of the first certificate, `AA:BB:...`.
-pub fn fingerprint(material: &TlsMaterial) -> Option<String> {
-    let cert = CertificateDer::pem_slice_iter(&material.cert_pem)
-        .next()?
-        .ok()?;
+/// SHA-256 fingerprint of the first certificate of a PEM chain, `AA:BB:...`.
+pub fn fingerprint(cert_pem: &[u8]) -> Option<String> {
+    let cert = CertificateDer::pem_slice_iter(cert_pem).next()?.ok()?;
     let digest = Sha256::digest(cert.as_ref());
     Some(
         digest
