@@ -195,7 +195,12 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
         .collect()
 }
 
-fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> Vec<Value> {
+/// Every visible stored object as an `add` event, and the generation read
+/// *before* the copy: the token to hand out with it. A write landing while
+/// the objects are copied is then at or after the token, so the next
+/// `event.from` delivers it (perhaps again, which is harmless); a token
+/// read after the copy could pass it by.
+fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<Value>, u64) {
     derived::refresh_all(ctx);
     let generation = ctx.store.generation();
     let mut events = Vec::new();
@@ -223,7 +228,7 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> Vec<Va
             ));
         }
     }
-    events
+    (events, generation)
 }
 
 fn timeout_of(value: Option<&Value>) -> Duration {
@@ -274,7 +279,7 @@ fn from(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
         let since = parse_token(args.get(1).and_then(Value::as_str).unwrap_or(""))?;
         let wait = timeout_of(args.get(2));
         let (events, generation) = match since {
-            None => (snapshot_all(&ctx, &caller, &subs), ctx.store.generation()),
+            None => snapshot_all(&ctx, &caller, &subs),
             Some(since) => {
                 let (raw, generation) = wait_for(&ctx, since, wait, |events| {
                     !batch(&caller, &subs, events.to_vec()).is_empty()
@@ -389,6 +394,90 @@ fn next(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Origin, session};
+    use crate::config::Settings;
+    use crate::host::mock::{self, Profile};
+
+    fn context(dir: &tempfile::TempDir) -> Arc<Context> {
+        let root = dir.path().join("root");
+        mock::create(&root, Profile::Demo).unwrap();
+        let settings = Settings {
+            root: Some(root),
+            state_dir: Some(dir.path().join("state")),
+            ..Settings::default()
+        };
+        crate::daemon::build_context(&settings).unwrap()
+    }
+
+    fn admin(ctx: &Context) -> Caller {
+        Caller {
+            session: session::create_session(ctx, "admin", Role::PoolAdmin, false, "test").unwrap(),
+            user: "admin".into(),
+            role: Role::PoolAdmin,
+            superuser: false,
+            origin: Origin::Network("127.0.0.1:1".into()),
+        }
+    }
+
+    fn member<'a>(value: &'a Value, name: &str) -> &'a Value {
+        value
+            .member(name)
+            .unwrap_or_else(|| panic!("no {name} in {value:?}"))
+    }
+
+    #[test]
+    fn a_write_after_the_snapshot_copy_is_after_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let caller = admin(&ctx);
+        let subs = parse_subscriptions(&[Value::str("*")]);
+        let (events, generation) = snapshot_all(&ctx, &caller, &subs);
+        assert!(!events.is_empty());
+        // A write landing after the objects were copied, before `from`
+        // formats the token: the old code read the token here, past it.
+        let written = ctx
+            .store
+            .apply(vec![Change::Touch(ctx.host_ref.clone())])
+            .unwrap();
+        assert!(written > generation);
+        let after = ctx.store.events_since(generation).unwrap();
+        assert!(
+            after
+                .iter()
+                .any(|e| e.id == written && e.reference == ctx.host_ref),
+            "the write is delivered after the snapshot's token: {after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn from_empty_token_returns_the_snapshot_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let caller = admin(&ctx);
+        let before = ctx.store.generation();
+        let reply = from(
+            ctx.clone(),
+            caller,
+            vec![
+                Value::Array(vec![Value::str("*")]),
+                Value::str(""),
+                Value::Float(0.0),
+            ],
+        )
+        .await
+        .unwrap();
+        let token = member(&reply, "token").as_str().unwrap();
+        let generation = parse_token(token).unwrap().unwrap();
+        assert!(generation >= before);
+        let Value::Array(events) = member(&reply, "events") else {
+            panic!("events is not an array: {reply:?}");
+        };
+        assert!(!events.is_empty());
+        for event in events {
+            let id = member(event, "id").as_str().unwrap();
+            assert_eq!(id.parse::<u64>().unwrap(), generation, "{event:?}");
+        }
+    }
 
     #[test]
     fn tokens_round_trip_in_xapi_format() {

@@ -10,7 +10,7 @@ use crate::api::context::{Caller, Context, Origin};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Role, Value};
-use crate::store::users::UsersFile;
+use crate::store::users::{UsersError, UsersFile};
 use crate::store::{Change, Object, db};
 
 /// The custom messages this module handles.
@@ -139,14 +139,28 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             }
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
-            let verified = tokio::task::spawn_blocking(move || {
-                UsersFile::load(&state_dir)
-                    .ok()
-                    .and_then(|users| users.verify(&u, &p))
-            })
-            .await
-            .ok()
-            .flatten();
+            let users_file = state_dir.join("users");
+            let verdict =
+                tokio::task::spawn_blocking(move || check_password(&state_dir, &u, &p)).await;
+            let verified = match verdict {
+                Ok(Verdict::Accepted(role)) => Some(role),
+                Ok(Verdict::Refused) => None,
+                Err(cause) => {
+                    tracing::error!(user = %user, cause = %cause, "the password check failed");
+                    None
+                }
+                Ok(Verdict::Unavailable(cause)) => {
+                    // Not the client's fault: say why, or an operator sees
+                    // only failed logins while everyone is locked out.
+                    tracing::error!(
+                        user = %user,
+                        users_file = %users_file.display(),
+                        cause = %cause,
+                        "cannot check passwords: the users file is unusable"
+                    );
+                    None
+                }
+            };
             match verified {
                 Some(role) => {
                     ctx.login_throttle.succeeded(&keys);
@@ -166,6 +180,29 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
         tracing::info!(user = %name, role = %role, origin = ?caller.origin, "session opened");
         Ok(Value::String(reference))
     })
+}
+
+/// What the users file says about a password.
+#[derive(Debug)]
+enum Verdict {
+    /// The password is right: the user's role.
+    Accepted(Role),
+    /// Unknown user or wrong password.
+    Refused,
+    /// The users file cannot be read or parsed: why. The client is told
+    /// only that authentication failed.
+    Unavailable(UsersError),
+}
+
+/// Check `user`'s `password` against `<state_dir>/users` (blocking: reads
+/// the file and runs argon2).
+fn check_password(state_dir: &std::path::Path, user: &str, password: &str) -> Verdict {
+    match UsersFile::load(state_dir) {
+        Ok(users) => users
+            .verify(user, password)
+            .map_or(Verdict::Refused, Verdict::Accepted),
+        Err(e) => Verdict::Unavailable(e),
+    }
 }
 
 fn throttle_keys(user: &str, origin: &Origin) -> Vec<String> {
@@ -326,6 +363,93 @@ mod tests {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_742_357_784);
         assert_eq!(format_datetime(t), "20250319T04:16:24Z");
         assert_eq!(format_datetime(std::time::UNIX_EPOCH), "19700101T00:00:00Z");
+    }
+
+    #[test]
+    fn a_corrupt_users_file_is_unavailable_not_a_wrong_password() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            check_password(dir.path(), "alice", "pw"),
+            Verdict::Refused
+        ));
+        std::fs::write(dir.path().join("users"), "this is not a users line\n").unwrap();
+        assert!(matches!(
+            check_password(dir.path(), "alice", "pw"),
+            Verdict::Unavailable(UsersError::Corrupt { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn the_right_password_is_accepted_and_a_wrong_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = UsersFile::load(dir.path()).unwrap();
+        users.add("alice", Role::ReadOnly, "secret").unwrap();
+        assert!(matches!(
+            check_password(dir.path(), "alice", "secret"),
+            Verdict::Accepted(Role::ReadOnly)
+        ));
+        assert!(matches!(
+            check_password(dir.path(), "alice", "wrong"),
+            Verdict::Refused
+        ));
+    }
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_corrupt_users_file_fails_login_and_logs_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        crate::host::mock::create(&root, crate::host::mock::Profile::Demo).unwrap();
+        let settings = crate::config::Settings {
+            root: Some(root),
+            state_dir: Some(dir.path().join("state")),
+            ..crate::config::Settings::default()
+        };
+        let ctx = crate::daemon::build_context(&settings).unwrap();
+        std::fs::write(ctx.config.state_dir.join("users"), "garbage\n").unwrap();
+
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let err = crate::api::invoke::invoke(
+            &ctx,
+            "session.login_with_password",
+            vec![
+                Value::str("alice"),
+                Value::str("pw"),
+                Value::str("1.0"),
+                Value::str("t"),
+            ],
+            Origin::Network("127.0.0.1:1".into()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "SESSION_AUTHENTICATION_FAILED");
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("ERROR"))
+            .unwrap_or_else(|| panic!("no error logged: {text}"));
+        assert!(line.contains("users file line 1"), "{line}");
+        assert!(line.contains("want name:role:hash"), "{line}");
     }
 
     #[test]

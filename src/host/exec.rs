@@ -1,14 +1,31 @@
 //! Child processes: run a program (no shell) with a time limit, or start
 //! one and let it go (the reboot command).
+//!
+//! The time limit covers the whole run: the wait for the program to exit
+//! *and* the wait for its output pipes to close. Both pipes are read on
+//! their own threads, so neither a program that never exits nor a
+//! background grandchild that keeps stdout open can hold the caller past
+//! the limit.
+//!
+//! The program runs in a process group of its own, and at the limit the
+//! whole group is killed with `kill -KILL -- -PGID` (the crate denies
+//! `unsafe`, and std has no safe `killpg`; running `/bin/kill` keeps it so
+//! without a new dependency), then the program itself with
+//! [`std::process::Child::kill`] in case `kill` could not be run. A
+//! descendant that left the group (`setsid`, `setpgid`) survives; its
+//! reader thread is abandoned rather than joined, so the caller still
+//! returns at the limit.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// What a finished program said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// Exit code (`None` when killed by a signal or the time limit).
+    /// Exit code (`None` when killed by a signal).
     pub code: Option<i32>,
     /// Standard output.
     pub stdout: String,
@@ -16,44 +33,124 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Run `program args...` and wait up to `limit`.
+/// Which pipe a reader thread read.
+#[derive(Debug, Clone, Copy)]
+enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// Read `pipe` to its end on a thread of its own; the text goes to `tx`.
+fn read_on_thread(
+    pipe: Option<impl Read + Send + 'static>,
+    which: Pipe,
+    tx: mpsc::Sender<(Pipe, String)>,
+) {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let _ = tx.send((which, text));
+    });
+}
+
+/// Wait for `child` to exit until `deadline`; `None` when it did not.
+fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Kill process group `pgid` with SIGKILL, through `kill(1)`.
+fn kill_group(pgid: u32) {
+    let group = format!("-{pgid}");
+    for kill in ["/bin/kill", "kill"] {
+        let status = Command::new(kill)
+            .args(["-KILL", "--", &group])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if status.is_ok() {
+            return;
+        }
+    }
+}
+
+fn timed_out(program: &str, limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{program} did not finish within {limit:?}; killed"),
+    )
+}
+
+/// Run `program args...` and wait up to `limit` for it to exit and close
+/// its output. Past the limit its process group is killed and the error
+/// is [`std::io::ErrorKind::TimedOut`].
 pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<Output> {
+    let deadline = Instant::now() + limit;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()?;
-    let mut stdout_pipe = child.stdout.take();
-    let mut stderr_pipe = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut err = String::new();
-        if let Some(p) = stderr_pipe.as_mut() {
-            let _ = p.read_to_string(&mut err);
-        }
-        err
-    });
-    let mut stdout = String::new();
-    if let Some(p) = stdout_pipe.as_mut() {
-        let _ = p.read_to_string(&mut stdout);
-    }
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait()? {
-            break status.code();
-        }
-        if started.elapsed() > limit {
+    // The child leads its own group: the group id is its pid.
+    let pgid = child.id();
+    let (tx, rx) = mpsc::channel();
+    read_on_thread(child.stdout.take(), Pipe::Stdout, tx.clone());
+    read_on_thread(child.stderr.take(), Pipe::Stderr, tx);
+
+    let status = match wait_until(&mut child, deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            // Still unreaped, so `pgid` cannot have been reused.
+            kill_group(pgid);
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return Err(timed_out(program, limit));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        Err(e) => {
+            kill_group(pgid);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
     };
-    let stderr = reader.join().unwrap_or_default();
+
+    let (mut stdout, mut stderr) = (None, None);
+    while stdout.is_none() || stderr.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((Pipe::Stdout, text)) => stdout = Some(text),
+            Ok((Pipe::Stderr, text)) => stderr = Some(text),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The program exited but something it started keeps a
+                // pipe open. The group still exists while that process is
+                // in it, so its id has not been reused.
+                kill_group(pgid);
+                return Err(timed_out(program, limit));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     Ok(Output {
-        code,
-        stdout,
-        stderr,
+        code: status.code(),
+        stdout: stdout.unwrap_or_default(),
+        stderr: stderr.unwrap_or_default(),
     })
 }
 
@@ -66,4 +163,84 @@ pub fn spawn_detached(program: &str, args: &[String]) -> std::io::Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, limit: Duration) -> (std::io::Result<Output>, Duration) {
+        let started = Instant::now();
+        let out = run("/bin/sh", &["-c".to_owned(), script.to_owned()], limit);
+        (out, started.elapsed())
+    }
+
+    /// True once `pid` is gone or a zombie.
+    fn dead(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    #[test]
+    fn output_and_exit_code_come_back() {
+        let (out, _) = sh("echo out; echo err >&2; exit 3", Duration::from_secs(10));
+        assert_eq!(
+            out.unwrap(),
+            Output {
+                code: Some(3),
+                stdout: "out\n".into(),
+                stderr: "err\n".into(),
+            }
+        );
+        let (out, _) = sh("true", Duration::from_secs(10));
+        assert_eq!(out.unwrap().code, Some(0));
+    }
+
+    #[test]
+    fn output_larger_than_a_pipe_buffer_is_read_whole() {
+        let (out, _) = sh(
+            "i=0; while [ $i -lt 20000 ]; do echo line-$i; echo e-$i >&2; i=$((i+1)); done",
+            Duration::from_secs(30),
+        );
+        let out = out.unwrap();
+        assert_eq!(out.code, Some(0));
+        assert_eq!(out.stdout.lines().count(), 20000);
+        assert_eq!(out.stderr.lines().count(), 20000);
+    }
+
+    #[test]
+    fn a_missing_program_is_an_io_error() {
+        let err = run("/nonexistent/xen-cmdline", &[], Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_hung_program_is_killed_at_the_limit() {
+        let (out, took) = sh("sleep 30", Duration::from_secs(1));
+        assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn a_grandchild_holding_stdout_does_not_outlive_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > '{}'; echo started", pidfile.display());
+        let (out, took) = sh(&script, Duration::from_secs(1));
+        assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        let until = Instant::now() + Duration::from_secs(2);
+        while !dead(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(pid), "the grandchild {pid} was killed with its group");
+    }
 }

@@ -110,15 +110,21 @@ def test_pgpu_field_follows_hand_edit_without_reads(daemon):
     s = daemon.session("reader")
     pgpu, pci = _discrete_gpu(s)
     pci_id = s.xenapi.PCI.get_pci_id(pci)
+    event_from = getattr(s.xenapi.event, "from")
+    # The token is taken before the edit. From here on nothing reads a PGPU
+    # (every PGPU read refreshes the field itself): event.from with a token
+    # only reports what is stored, so only the watcher can produce the event.
+    token = event_from(["PGPU"], "", 0.0)["token"]
     daemon.xen_cmdline("--set-dom0", f"xen-pciback.hide=({pci_id})")
     deadline = time.time() + 5
-    # The watcher notices the edit and refreshes the stored field.
+    seen = []
     while time.time() < deadline:
-        raw = s.xenapi.PGPU.get_all_records()[pgpu]["dom0_access"]
-        if raw == "disable_on_reboot":
+        batch = event_from(["PGPU"], token, max(0.0, deadline - time.time()))
+        token = batch["token"]
+        seen += [(e["operation"], e["ref"], e.get("snapshot", {}).get("dom0_access")) for e in batch["events"]]
+        if ("mod", pgpu, "disable_on_reboot") in seen:
             break
-        time.sleep(0.1)
-    assert raw == "disable_on_reboot"
+    assert ("mod", pgpu, "disable_on_reboot") in seen, f"the watcher refreshed the stored field; events: {seen}"
 
 
 def test_boot_disk_controller_cannot_be_hidden(any_backend_daemon):
