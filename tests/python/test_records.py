@@ -1,0 +1,97 @@
+"""Object records: PCI and PGPU fields, refs and uuids stable across
+restarts, and get_all_records over XML-RPC and JSON-RPC."""
+
+import json
+import urllib.request
+
+from conftest import failure
+
+
+def test_pci_and_pgpu_records(daemon):
+    s = daemon.session("reader")
+    pcis = s.xenapi.PCI.get_all_records()
+    assert len(pcis) >= 10
+    for ref, rec in pcis.items():
+        assert ref.startswith("OpaqueRef:")
+        assert rec["vendor_name"] and rec["device_name"], rec["pci_id"]
+        for field in ("uuid", "class_id", "class_name", "vendor_id", "vendor_name", "device_id", "device_name",
+                      "host", "pci_id", "dependencies", "other_config", "subsystem_vendor_id",
+                      "subsystem_vendor_name", "subsystem_device_id", "subsystem_device_name", "driver_name"):
+            assert field in rec, field
+    pgpus = s.xenapi.PGPU.get_all_records()
+    assert len(pgpus) >= 2
+    for rec in pgpus.values():
+        assert rec["PCI"] in pcis
+        assert rec["dom0_access"] in ("enabled", "disable_on_reboot", "disabled", "enable_on_reboot")
+
+
+def test_refs_and_uuids_stable_across_restart(daemon):
+    s = daemon.session("admin")
+    before = s.xenapi.PCI.get_all_records()
+    pool = s.xenapi.pool.get_all()
+    daemon.restart()
+    s = daemon.session("admin")
+    assert s.xenapi.pool.get_all() == pool
+    after = s.xenapi.PCI.get_all_records()
+    assert {r: v["uuid"] for r, v in before.items()} == {r: v["uuid"] for r, v in after.items()}
+
+
+def _jsonrpc(url, method, *params):
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, "params": list(params)}).encode()
+    request = urllib.request.Request(url.rstrip("/") + "/jsonrpc", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as reply:
+        return json.loads(reply.read())
+
+
+def _as_xmlrpc_strings(value):
+    """JSON-RPC ints are numbers; XML-RPC sends API ints as strings."""
+    if isinstance(value, dict):
+        return {k: _as_xmlrpc_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_xmlrpc_strings(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def test_get_all_records_follows_every_change_in_both_protocols(daemon):
+    s = daemon.session("admin")
+    first = s.xenapi.PCI.get_all_records()
+    assert s.xenapi.PCI.get_all_records() == first, "an unchanged class answers the same"
+    ref = sorted(first)[0]
+    s.xenapi.PCI.add_to_other_config(ref, "note", "a<b&c")
+    after = s.xenapi.PCI.get_all_records()
+    assert after[ref]["other_config"] == {"note": "a<b&c"}, "the cached answer follows an edit"
+    assert {r: v for r, v in after.items() if r != ref} == {r: v for r, v in first.items() if r != ref}
+    reply = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)
+    assert reply["id"] == 7 and "error" not in reply
+    assert _as_xmlrpc_strings(reply["result"]) == after, "JSON-RPC and XML-RPC agree"
+    s.xenapi.PCI.remove_from_other_config(ref, "note")
+    assert s.xenapi.PCI.get_all_records() == first
+    result = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)["result"]
+    assert _as_xmlrpc_strings(result) == first
+
+
+XAPI_PCI_FIELDS = {
+    "uuid", "class_id", "class_name", "vendor_id", "vendor_name", "device_id", "device_name", "host", "pci_id",
+    "dependencies", "other_config", "subsystem_vendor_id", "subsystem_vendor_name", "subsystem_device_id",
+    "subsystem_device_name", "driver_name",
+}
+
+
+def test_pci_records_have_exactly_xapis_public_fields_in_both_protocols(daemon):
+    s = daemon.session("reader")
+    records = s.xenapi.PCI.get_all_records()
+    assert records
+    for ref, rec in records.items():
+        assert set(rec) == XAPI_PCI_FIELDS, ref
+        assert set(s.xenapi.PCI.get_record(ref)) == XAPI_PCI_FIELDS, ref
+    reply = _jsonrpc(daemon.url, "PCI.get_all_records", s._session)
+    for ref, rec in reply["result"].items():
+        assert set(rec) == XAPI_PCI_FIELDS, ref
+    ref = sorted(records)[0]
+    assert set(_jsonrpc(daemon.url, "PCI.get_record", s._session, ref)["result"]) == XAPI_PCI_FIELDS
+    for field in ("functions", "virtual_functions", "physical_function", "attached_VMs"):
+        method = "PCI.get_" + field
+        assert failure(getattr(s.xenapi.PCI, "get_" + field), ref) == ["MESSAGE_METHOD_UNKNOWN", method]
+        assert _jsonrpc(daemon.url, method, s._session, ref)["error"]["message"] == "MESSAGE_METHOD_UNKNOWN"
