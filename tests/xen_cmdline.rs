@@ -659,6 +659,16 @@ fn exec_backend_falls_back_when_the_program_has_no_compare_and_set() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Another test's fork may still hold the script open for writing for
+    // a moment (ETXTBSY): wait until it can be run.
+    for _ in 0..200 {
+        match Command::new(&script).arg("--help").output() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => break,
+        }
+    }
     let host = HostRoot::new(&root);
     let engine = Dom0AccessEngine::new(Box::new(ExecBootConfig::new(script, host.clone())), host);
     let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
