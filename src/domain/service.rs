@@ -5,7 +5,7 @@
 //! closed) live below this line.
 //!
 //! [`HostDom0`] is the real implementation over a host root (a real dom0
-//! or a mock host); [`StubDom0Host`] (tests only) answers from memory so
+//! or a mock host); `StubDom0Host` (tests only) answers from memory so
 //! the API layer can be unit-tested without any host. Every method may
 //! block (file I/O, `xen-cmdline` processes): callers in async code run
 //! them on a blocking pool (`api::Context::domain`).
