@@ -12,6 +12,10 @@
 //! Without `--bench` (that is, under `cargo test --all-targets`) or with
 //! `PCIPASS_BENCH_QUICK=1`, every run is shortened: the test suite checks
 //! that the benchmark still works; those figures are not meaningful.
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark harness: a failed setup step should abort the run"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -43,6 +43,8 @@ pub struct Settings {
     /// Serve XenAPI on a Unix socket (repeatable). Root peers are logged
     /// in as the local superuser whatever the password. [default:
     /// <state-dir>/xapi.sock]
+    // This comment is clap's --help text, so it is not written as Markdown.
+    #[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "PATH")]
     #[serde(default)]
     pub unix: Vec<PathBuf>,
@@ -79,6 +81,8 @@ pub struct Settings {
     /// `demo`) if missing, use it as --root, create user `root` with a
     /// random password if there are no users, and print URL, user and
     /// password. Listens on 127.0.0.1:8080 unless --listen is given.
+    // This comment is clap's --help text, so it is not written as Markdown.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     #[serde(default)]
     pub demo: bool,

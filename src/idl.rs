@@ -309,6 +309,7 @@ pub struct IdlError {
 static DATAMODEL: LazyLock<Datamodel> = LazyLock::new(|| match Datamodel::parse(SOURCE) {
     Ok(dm) => dm,
     // The idl is compiled in and a unit test parses it, so this is a build defect.
+    #[expect(clippy::panic, reason = "the embedded idl is checked by a unit test")]
     Err(e) => panic!("embedded idl/xenapi.idl is invalid: {e}"),
 });
 

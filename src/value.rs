@@ -84,7 +84,7 @@ impl Snapshot {
 
     /// Visit every member in order.
     pub fn for_each(&self, mut visit: impl FnMut(&str, Value)) {
-        (self.0.members)(&mut visit)
+        (self.0.members)(&mut visit);
     }
 
     /// The members as an ordinary struct.

@@ -4,6 +4,10 @@
 //! unhiding one function changes exactly that function's state, keeps
 //! every other entry's text, and what pcipass writes is read back by the
 //! kernel model as exactly the intended set.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use pcipass::domain::PciAddress;
 use pcipass::domain::hide::{HideEdit, HideView, Topology, plan_disable, plan_enable};

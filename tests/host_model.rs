@@ -2,6 +2,10 @@
 //! what the tree says, SR-IOV and slot relations, names with and without
 //! the host's pci.ids, the lspci fixture, and refs that stay stable across
 //! restarts and reboots while devices come and go.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -311,11 +315,11 @@ fn failed_discovery_keeps_every_stored_pci() {
             "unreadable",
             &|| {
                 std::fs::set_permissions(&devices_dir, std::fs::Permissions::from_mode(0o000))
-                    .unwrap()
+                    .unwrap();
             },
             &|| {
                 std::fs::set_permissions(&devices_dir, std::fs::Permissions::from_mode(0o755))
-                    .unwrap()
+                    .unwrap();
             },
         ),
     ];
@@ -419,7 +423,7 @@ fn unresolvable_boot_mounts_are_errors() {
                 mountinfo(
                     r,
                     &format!("{ROOT}21 20 0:0 / /boot rw - ext4 /dev/sdz1 rw\n"),
-                )
+                );
             },
             Some("/boot is mounted from /dev/sdz1"),
         ),
@@ -429,7 +433,7 @@ fn unresolvable_boot_mounts_are_errors() {
                 mountinfo(
                     r,
                     &format!("{ROOT}21 20 0:40 / /boot/efi rw - autofs systemd-1 rw\n"),
-                )
+                );
             },
             None,
         ),
@@ -467,7 +471,7 @@ fn unresolvable_boot_mounts_are_errors() {
                 );
             }
             (Err(e), Some(want)) => {
-                assert!(e.to_string().contains(want), "{what}: {e}")
+                assert!(e.to_string().contains(want), "{what}: {e}");
             }
             (got, want) => panic!("{what}: got {got:?}, want error {want:?}"),
         }

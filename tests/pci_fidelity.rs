@@ -2,6 +2,11 @@
 //! (get_record, get_all_records, event snapshots) has exactly xapi's public
 //! field set, and the fields xapi keeps internal have no getters, while
 //! pcipass still stores them (sync's SR-IOV relations).
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,6 +1,10 @@
 //! Generated from the idl: every message called by every role; the call is
 //! refused with RBAC_PERMISSION_DENIED exactly when the role is below the
 //! message's minimum role.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use pcipass::api::invoke::invoke;
 use pcipass::api::session::create_session;

@@ -2,6 +2,10 @@
 //! Orchestra and xapi write them decode to the committed JSON form;
 //! responses encode byte for byte to the committed XML (which the Python
 //! suite also feeds to `xmlrpc.client`). `PCIPASS_BLESS=1` rewrites them.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use std::path::Path;
 

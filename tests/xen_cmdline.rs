@@ -1,4 +1,8 @@
 //! The `xen-cmdline` program on copies of the fixture grub.cfg files.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failure should fail the test"
+)]
 
 use std::path::Path;
 use std::process::Command;

@@ -106,7 +106,7 @@ fn next_arg(line: &[u8], start: usize) -> (Arg<'_>, usize) {
 }
 
 /// Every argument of a command line, in order, including those after a
-/// bare `--` (see [`Args::params`] for the kernel's own parameters).
+/// bare `--` (see [`params`] for the kernel's own parameters).
 pub fn args(line: &[u8]) -> Vec<Arg<'_>> {
     let line = c_str(line);
     let mut out = Vec::new();

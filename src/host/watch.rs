@@ -47,10 +47,9 @@ struct Armed {
 
 /// A watch over some host-relative files.
 ///
-/// Protocol: [`ChangeWatch::check`] returns the current epoch if nothing
-/// can have changed, else `None`; after `None` the caller reads the files,
-/// then calls [`ChangeWatch::confirm`] with the epoch from
-/// [`ChangeWatch::epoch_before_reading`] taken before reading.
+/// Protocol: [`ChangeWatch::unchanged`] says true if nothing can have
+/// changed; on false the caller takes [`ChangeWatch::epoch_before_reading`],
+/// reads the files, then calls [`ChangeWatch::confirm`] with that epoch.
 #[derive(Debug)]
 pub struct ChangeWatch {
     host: HostRoot,

@@ -111,7 +111,7 @@ impl GrubConfig {
                         changes.extend(before.iter().map(|w| Change::remove(line, w)));
                         changes.push(Change::replace(last, new));
                     }
-                    None => changes.push(Change::insert(append_point(line), new)),
+                    None => changes.push(Change::insert(append_point(line), &new)),
                 }
             }
             Edit::Delete {
@@ -165,9 +165,9 @@ impl GrubConfig {
                             .or(on_dom0.last().copied().copied())
                         {
                             Some(h) => {
-                                changes.push(Change::replace(h.word, keep_spelling(h.word)?))
+                                changes.push(Change::replace(h.word, keep_spelling(h.word)?));
                             }
-                            None => changes.push(Change::insert(append_point(dom0), new)),
+                            None => changes.push(Change::insert(append_point(dom0), &new)),
                         }
                     }
                     None => {
@@ -377,10 +377,10 @@ impl Change {
         }
     }
 
-    pub(super) fn insert(at: Insert, arg: Vec<u8>) -> Change {
+    pub(super) fn insert(at: Insert, arg: &[u8]) -> Change {
         let (pos, with) = match at {
-            Insert::After(p) => (p, [b" ".as_slice(), &arg].concat()),
-            Insert::Before(p) => (p, [arg.as_slice(), b" "].concat()),
+            Insert::After(p) => (p, [b" ".as_slice(), arg].concat()),
+            Insert::Before(p) => (p, [arg, b" "].concat()),
         };
         Change {
             span: Span {
