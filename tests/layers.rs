@@ -7,7 +7,10 @@
 //!          store  idl   vocab (and value) below everything
 //! ```
 
-#![expect(clippy::unwrap_used, reason = "a test: a failure to read the tree should fail it")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failure to read the tree should fail it"
+)]
 
 use std::collections::BTreeSet;
 use std::path::Path;
