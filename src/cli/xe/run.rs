@@ -1,0 +1,227 @@
+//! Running a command: log in, fetch the records, act, log out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::args::{Invocation, credentials, endpoint};
+use super::commands::{COMMANDS, Command};
+use super::errors::{CliError, api_error, usage};
+use super::filter;
+use super::output::{pci_table, print_minimal, print_records, show};
+use super::records::{World, XeRecord, records, text};
+use crate::cli::client::{Client, RpcFailure};
+use crate::value::Value;
+
+/// Run one xe-style command against the daemon; returns stdout text.
+pub async fn run(inv: &Invocation) -> Result<String, CliError> {
+    let Some(cmd) = COMMANDS.iter().find(|c| c.name == inv.command) else {
+        return Err(usage(format!("Unknown command: {}", inv.command)));
+    };
+    for required in cmd.required {
+        if inv.get(required).is_none() {
+            return Err(usage(format!("Required parameter not found: {required}")));
+        }
+    }
+    let endpoint = endpoint(inv)?;
+    let mut client = Client::connect(&endpoint).await.map_err(api_error)?;
+    let (user, password) = credentials(inv)?;
+    let session = client
+        .call(
+            "session.login_with_password",
+            vec![
+                Value::String(user),
+                Value::String(password),
+                Value::str("2.21"),
+                Value::str("pcipass"),
+            ],
+        )
+        .await
+        .map_err(api_error)?;
+    let result = execute(cmd, inv, &mut client, &session).await;
+    let _ = client.call("session.logout", vec![session]).await;
+    result
+}
+
+async fn fetch(
+    client: &mut Client,
+    session: &Value,
+    class: &str,
+) -> Result<BTreeMap<String, Value>, CliError> {
+    Ok(records(
+        client
+            .call(&format!("{class}.get_all_records"), vec![session.clone()])
+            .await
+            .map_err(api_error)?,
+    ))
+}
+
+async fn execute(
+    cmd: &Command,
+    inv: &Invocation,
+    client: &mut Client,
+    session: &Value,
+) -> Result<String, CliError> {
+    let (class, verb) = cmd.name.split_once('-').unwrap_or((cmd.name, ""));
+    let api_class = match class {
+        "pci" => "PCI",
+        "pgpu" => "PGPU",
+        _ => "host",
+    };
+    let world = World {
+        pcis: fetch(client, session, "PCI").await?,
+        pgpus: if class == "pgpu" {
+            fetch(client, session, "PGPU").await?
+        } else {
+            BTreeMap::new()
+        },
+        hosts: fetch(client, session, "host").await?,
+    };
+    let table = match class {
+        "pci" => &world.pcis,
+        "pgpu" => &world.pgpus,
+        _ => &world.hosts,
+    };
+    let to_xe = |r: &Value| match class {
+        "pci" => world.pci(r),
+        "pgpu" => world.pgpu(r),
+        _ => world.host(r),
+    };
+    let mut out = String::new();
+    let by_uuid = |uuid: &str| -> Result<(String, Value), CliError> {
+        table
+            .iter()
+            .find(|(_, r)| text(r, "uuid") == uuid)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .ok_or_else(|| {
+                api_error(RpcFailure::Api(vec![
+                    "UUID_INVALID".into(),
+                    api_class.into(),
+                    uuid.into(),
+                ]))
+            })
+    };
+    match verb {
+        "list" => {
+            let defaults: &[&str] = match class {
+                "pci" => &["uuid", "vendor-name", "device-name", "pci-id"],
+                "pgpu" => &[
+                    "uuid",
+                    "pci-uuid",
+                    "vendor-name",
+                    "device-name",
+                    "gpu-group-uuid",
+                ],
+                _ => &["uuid", "name-label", "name-description"],
+            };
+            let mut rows: Vec<XeRecord> = table.values().map(to_xe).collect();
+            rows.sort_by_key(|r| {
+                r.iter()
+                    .find(|(n, _, _)| *n == "pci-id")
+                    .map(|(_, v, _)| show(v))
+                    .unwrap_or_default()
+            });
+            filter::apply(&mut rows, inv)?;
+            if inv.flag("table") && class == "pci" {
+                return pci_table(client, session, &world, &rows).await;
+            }
+            let params = inv
+                .get("params")
+                .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
+            let selected = |name: &str| match &params {
+                Some(p) if p.iter().any(|x| x == "all") => true,
+                Some(p) => p.iter().any(|x| x == name),
+                None => defaults.contains(&name),
+            };
+            if inv.flag("minimal") {
+                print_minimal(&rows, &selected, &mut out);
+            } else {
+                print_records(&rows, &selected, &mut out);
+            }
+        }
+        "param-list" => {
+            let (_, record) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            print_records(&[to_xe(&record)], &|_| true, &mut out);
+        }
+        "param-get" => {
+            let (_, record) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            let name = inv.get("param-name").unwrap_or("");
+            let rec = to_xe(&record);
+            let Some((_, value, _)) = rec.iter().find(|(n, _, _)| *n == name) else {
+                return Err(CliError {
+                    message: format!("Error code: Missing parameter\nError parameters: {name}"),
+                    code: 1,
+                });
+            };
+            match inv.get("param-key") {
+                Some(key) => match value.member(key) {
+                    Some(v) => {
+                        let _ = writeln!(out, "{}", show(v));
+                    }
+                    None => {
+                        return Err(CliError {
+                            message: format!("Key {key} not found in map"),
+                            code: 1,
+                        });
+                    }
+                },
+                None => {
+                    let _ = writeln!(out, "{}", show(value));
+                }
+            }
+        }
+        "enable-dom0-access" | "disable-dom0-access" | "get-dom0-access-status" => {
+            let (reference, _) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            let message = format!("{api_class}.{}", verb.replace('-', "_"));
+            let status = client
+                .call(&message, vec![session.clone(), Value::String(reference)])
+                .await
+                .map_err(api_error)?;
+            let _ = writeln!(
+                out,
+                "{}",
+                if inv.flag("minimal") {
+                    String::new()
+                } else {
+                    show(&status)
+                }
+            );
+        }
+        "disable" | "enable" | "reboot" => {
+            let selector = inv.get("uuid").or(inv.get("host"));
+            let hosts: Vec<&String> = table
+                .iter()
+                .filter(|(_, r)| {
+                    selector.is_none_or(|s| {
+                        text(r, "uuid") == s
+                            || text(r, "name_label") == s
+                            || text(r, "hostname") == s
+                    })
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if hosts.is_empty() {
+                return Err(CliError {
+                    message: "No matching hosts found".into(),
+                    code: 1,
+                });
+            }
+            if hosts.len() > 1 && !inv.flag("multiple") {
+                return Err(CliError {
+                    message: "More than one host matches: use --multiple".into(),
+                    code: 1,
+                });
+            }
+            for host in hosts {
+                client
+                    .call(
+                        &format!("host.{verb}"),
+                        vec![session.clone(), Value::String(host.clone())],
+                    )
+                    .await
+                    .map_err(api_error)?;
+            }
+        }
+        _ => return Err(usage(format!("Unknown command: {}", inv.command))),
+    }
+    Ok(out)
+}
