@@ -1,0 +1,288 @@
+//! [`Dom0AccessEngine`]: dom0 access of PCI functions from the two views
+//! of the hide list (cached on the files' fingerprints, with a change
+//! watch), the PCI tree, and edits checked against the boot disks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{BootConfig, BootConfigError};
+use crate::domain::hide::{self, HideView, Topology};
+use crate::domain::{Dom0Access, PciAddress, bootdev};
+use crate::host::boot::{Fingerprint, GrubFingerprint};
+use crate::host::watch::ChangeWatch;
+use crate::host::{HostRoot, boot, procfs, sysfs};
+
+/// How long the cached views are trusted on the change watch alone before
+/// a `stat` confirms them (bounds what inotify cannot see, such as a file
+/// system mounted over `/boot` after start).
+const WATCH_TRUST: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Cache {
+    running: Option<(Fingerprint, Arc<HideView>)>,
+    boot: Option<(GrubFingerprint, Arc<HideView>)>,
+}
+
+/// Dom0 access of PCI functions: status from the two views, and edits.
+#[derive(Debug)]
+pub struct Dom0AccessEngine {
+    boot: Box<dyn BootConfig>,
+    host: HostRoot,
+    cache: Mutex<Cache>,
+    cache_boot: bool,
+    /// The PCI tree, read from sysfs when first needed and again when a
+    /// function is not in it.
+    tree: Mutex<Option<Arc<Topology>>>,
+    /// Present when both views come from files alone (native backend).
+    watch: Option<ChangeWatch>,
+}
+
+/// The bridges above a function, nearest first, from its sysfs device
+/// path (every path component that is a PCI address, but the last).
+pub fn bridges_in_path(path: &str) -> Vec<PciAddress> {
+    let mut chain = bootdev::pci_functions_in_path(path);
+    chain.pop();
+    chain.reverse();
+    chain
+}
+
+/// The PCI tree as sysfs shows it now. A listing or link that cannot be
+/// read is an error: the tree decides what a bridge entry hides.
+pub fn pci_tree(host: &HostRoot) -> Result<Topology, BootConfigError> {
+    let links = sysfs::device_links(host)?;
+    Ok(Topology::new(links.into_iter().filter_map(
+        |(name, target)| Some((name.parse::<PciAddress>().ok()?, bridges_in_path(&target))),
+    )))
+}
+
+impl Dom0AccessEngine {
+    /// An engine over a backend and the host (for `/proc/cmdline`, the PCI
+    /// tree and the boot devices).
+    pub fn new(boot: Box<dyn BootConfig>, host: HostRoot) -> Dom0AccessEngine {
+        let cache_boot = boot.cacheable();
+        let watch = cache_boot.then(|| {
+            let mut files = boot::GRUB_CANDIDATES.to_vec();
+            files.push(procfs::CMDLINE);
+            ChangeWatch::new(host.clone(), &files, WATCH_TRUST)
+        });
+        Dom0AccessEngine {
+            boot,
+            host,
+            cache: Mutex::new(Cache::default()),
+            cache_boot,
+            tree: Mutex::new(None),
+            watch,
+        }
+    }
+
+    /// The PCI tree as sysfs shows it now (see [`pci_tree`]).
+    pub fn read_tree(&self) -> Result<Arc<Topology>, BootConfigError> {
+        let tree = Arc::new(pci_tree(&self.host)?);
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) = Some(tree.clone());
+        Ok(tree)
+    }
+
+    /// The PCI tree, covering `addrs` (re-read when one is missing).
+    fn tree_for(&self, addrs: &[PciAddress]) -> Result<Arc<Topology>, BootConfigError> {
+        let cached = self.tree.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(tree) = cached
+            && addrs.iter().all(|a| tree.contains(a))
+        {
+            return Ok(tree);
+        }
+        self.read_tree()
+    }
+
+    /// Both views, running and next boot. While the change watch reports
+    /// nothing, the views confirmed last are answered without touching the
+    /// files; otherwise each is checked by `stat` (and re-read if changed).
+    pub fn views(&self) -> Result<(Arc<HideView>, Arc<HideView>), BootConfigError> {
+        let Some(watch) = &self.watch else {
+            return Ok((self.running_view()?, self.boot_view()?));
+        };
+        if watch.unchanged() {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some((_, running)), Some((_, boot))) = (&cache.running, &cache.boot) {
+                return Ok((running.clone(), boot.clone()));
+            }
+        }
+        let epoch = watch.epoch_before_reading();
+        let views = (self.running_view()?, self.boot_view()?);
+        watch.confirm(epoch);
+        Ok(views)
+    }
+
+    /// The hide list the running kernel uses.
+    pub fn running_view(&self) -> Result<Arc<HideView>, BootConfigError> {
+        let print = procfs::cmdline_fingerprint(&self.host)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, view)) = &cache.running
+            && *p == print
+        {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(HideView::from_cmdline(&procfs::read_cmdline(&self.host)?));
+        cache.running = Some((print, view.clone()));
+        Ok(view)
+    }
+
+    /// The hide list the next boot will use.
+    pub fn boot_view(&self) -> Result<Arc<HideView>, BootConfigError> {
+        let print = if self.cache_boot {
+            self.boot.fingerprint()
+        } else {
+            None
+        };
+        if let Some(print) = print {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, view)) = &cache.boot
+                && *p == print
+            {
+                return Ok(view.clone());
+            }
+        }
+        let view = Arc::new(self.boot.boot_view()?);
+        if let Some(print) = print {
+            let changed = {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let changed = cache.boot.as_ref().is_none_or(|(_, old)| **old != *view);
+                cache.boot = Some((print, view.clone()));
+                changed
+            };
+            if changed {
+                self.report_boot_view(&view);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Read the next boot's hide list and log what a person should know
+    /// about it (a cached read logs it on every change after this).
+    pub fn report_at_start(&self) {
+        let cached = self.cache_boot;
+        match self.boot_view() {
+            Ok(view) if !cached => self.report_boot_view(&view),
+            Ok(_) => {}
+            Err(e) => tracing::error!("the boot configuration cannot be read: {e}"),
+        }
+    }
+
+    /// Log what a person should know about the next boot's hide list: a
+    /// value the kernel refuses or ignores, and a boot device it would
+    /// hide.
+    pub fn report_boot_view(&self, view: &HideView) {
+        if let Some(e) = view.malformed() {
+            tracing::error!(value = %e.value, reason = %e.reason, at = %e.offending,
+                "the next boot's xen-pciback.hide does not parse: the kernel will hide no device at all");
+        }
+        for refused in &view.refused {
+            tracing::warn!(
+                ?refused,
+                "the kernel will refuse an occurrence of xen-pciback.hide and keep the one before it"
+            );
+        }
+        if view.after_end > 0 {
+            tracing::warn!(
+                "xen-pciback.hide after `--` on the dom0 command line goes to init and hides nothing"
+            );
+        }
+        if let Some(legacy) = &view.legacy {
+            tracing::warn!(%legacy, "pciback.hide belongs to the old pciback driver and hides nothing");
+        }
+        match self.boot_disk_hidden(view) {
+            Ok(None) => {}
+            Ok(Some((disk, function))) => tracing::error!(
+                %function, block_device = %disk,
+                "the boot configuration hides a PCI function a boot disk sits behind: the host may not boot"
+            ),
+            Err(e) => tracing::warn!("cannot check the boot devices against the hide list: {e}"),
+        }
+    }
+
+    /// The first boot-disk function `view` hides (through a bridge or a
+    /// wildcard too).
+    fn boot_disk_hidden(
+        &self,
+        view: &HideView,
+    ) -> Result<Option<(String, PciAddress)>, BootConfigError> {
+        if view.entries().is_empty() {
+            return Ok(None);
+        }
+        let disks = bootdev::boot_devices(&self.host)
+            .map_err(|e| BootConfigError::SafetyUnknown(format!("boot devices unknown: {e}")))?;
+        let functions: Vec<PciAddress> = disks
+            .iter()
+            .flat_map(|d| d.pci_functions.iter().copied())
+            .collect();
+        let tree = self.tree_for(&functions)?;
+        Ok(disks.iter().find_map(|d| {
+            d.pci_functions
+                .iter()
+                .find(|f| view.hides_in(&tree, f))
+                .map(|f| (d.block_device.clone(), *f))
+        }))
+    }
+
+    /// The status of one function.
+    pub fn status(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
+        Ok(self.statuses(std::slice::from_ref(addr))?[0])
+    }
+
+    /// The status of several functions from one read of the views.
+    pub fn statuses(&self, addrs: &[PciAddress]) -> Result<Vec<Dom0Access>, BootConfigError> {
+        let (running, boot) = self.views()?;
+        let tree = if running.entries().is_empty() && boot.entries().is_empty() {
+            Arc::new(Topology::default())
+        } else {
+            self.tree_for(addrs)?
+        };
+        Ok(addrs
+            .iter()
+            .map(|a| Dom0Access::from_views(running.hides_in(&tree, a), boot.hides_in(&tree, a)))
+            .collect())
+    }
+
+    /// The check every edit passes before it is written: it must not newly
+    /// hide a function a boot disk sits behind.
+    fn safety_check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
+        if let Some((block_device, function)) = self.boot_disk_hidden(after)?
+            && self
+                .boot_disk_hidden(before)?
+                .is_none_or(|(_, f)| f != function)
+        {
+            return Err(BootConfigError::BootDevice {
+                block_device,
+                function,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hide `addr` from the next boot on.
+    pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
+        let tree = self.read_tree()?;
+        self.boot.update_hide(
+            &mut |current| hide::plan_disable(current, addr, &tree),
+            &|before, after| self.safety_check(before, after),
+        )?;
+        self.status(addr)
+    }
+
+    /// Give `addr` back to dom0 from the next boot on.
+    pub fn enable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
+        let tree = self.read_tree()?;
+        self.boot.update_hide(
+            &mut |current| hide::plan_enable(current, addr, &tree),
+            &|before, after| self.safety_check(before, after),
+        )?;
+        self.status(addr)
+    }
+
+    /// Fingerprints of the boot configuration and `/proc/cmdline`.
+    pub fn fingerprint(&self) -> (Option<GrubFingerprint>, Option<Fingerprint>) {
+        (
+            self.boot.fingerprint(),
+            procfs::cmdline_fingerprint(&self.host).ok(),
+        )
+    }
+}

@@ -1,0 +1,127 @@
+//! The boot configuration behind one trait, two backends, and the
+//! [`Dom0AccessEngine`] the API uses.
+//!
+//! * [`NativeBootConfig`] reads and edits grub.cfg under the root itself,
+//!   under the lock it shares with the `xen-cmdline` program, through the
+//!   whole chain ([`crate::domain::grub`], [`crate::domain::kernel`]).
+//! * [`ExecBootConfig`] runs a `xen-cmdline` program (`--get-dom0`,
+//!   `--set-dom0`, `--delete-dom0`), as xapi does on XenServer.
+//!
+//! The engine judges dom0 access from two views of the effective hide
+//! list, `/proc/cmdline` (now) and the dom0 command line the next boot
+//! gets, and from the PCI tree (a bridge's entry hides what is behind
+//! it). Both views are read fresh, with a cache keyed on the files'
+//! fingerprints; with the native backend a [`ChangeWatch`] on the files'
+//! directories lets a status call skip even the `stat`s while nothing has
+//! moved. Edits are checked before anything is written: the boot-device
+//! rule, Xen's and the kernel's length limits, and that the kernel will
+//! read back exactly the intended list.
+
+use crate::domain::PciAddress;
+use crate::domain::grub::GrubError;
+use crate::domain::hide::{HideEdit, HideParseError, HideView};
+use crate::host::boot::GrubFingerprint;
+use crate::host::{HostError, HostRoot, boot};
+
+mod engine;
+mod exec;
+mod native;
+
+pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
+pub use exec::ExecBootConfig;
+pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
+
+/// Why the boot configuration cannot be read or edited.
+#[derive(Debug, thiserror::Error)]
+pub enum BootConfigError {
+    /// A host file could not be read or written.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// grub.cfg has no usable Xen entry, or an edit would be misread.
+    #[error(transparent)]
+    Grub(#[from] GrubError),
+    /// The current hide value does not parse: edits are refused.
+    #[error("{0}")]
+    HideListMalformed(#[from] HideParseError),
+    /// The xen-cmdline program failed.
+    #[error("xen-cmdline failed ({status}): {stderr}")]
+    Exec { status: String, stderr: String },
+    /// The edit would hide a function a boot disk sits behind.
+    #[error("the edit would hide {function}, on the path of boot device {block_device}")]
+    BootDevice {
+        /// The mounted boot device.
+        block_device: String,
+        /// The PCI function that would be hidden.
+        function: PciAddress,
+    },
+    /// The boot devices or the PCI tree are unknown, so the safety rules
+    /// cannot be checked.
+    #[error("{0}")]
+    SafetyUnknown(String),
+    /// The written file would not read back as the intended hide list.
+    #[error("the edited boot configuration would not read back as intended: {0}")]
+    Verify(String),
+}
+
+impl BootConfigError {
+    /// A reason fit for a client: no paths, no raw newlines.
+    pub fn client_reason(&self) -> String {
+        let reason = match self {
+            BootConfigError::Host(e) if e.is_not_found() => {
+                "the boot configuration or /proc/cmdline is missing".into()
+            }
+            BootConfigError::Host(e) => format!("cannot {} the boot configuration", e.op),
+            BootConfigError::Grub(e) => e.to_string(),
+            BootConfigError::HideListMalformed(e) => e.reason.clone(),
+            BootConfigError::Exec { status, stderr } => {
+                format!("xen-cmdline failed ({status}): {stderr}")
+            }
+            other => other.to_string(),
+        };
+        one_line(&reason)
+    }
+}
+
+/// Text with every control character (newlines included) shown as a
+/// space, for error parameters and logs.
+pub fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The edit of the hide parameter a caller plans from its current value.
+pub type HidePlan<'a> = dyn FnMut(Option<&[u8]>) -> Result<HideEdit, HideParseError> + 'a;
+
+/// Read and edit the dom0 hide list of the boot configuration.
+pub trait BootConfig: Send + Sync + std::fmt::Debug {
+    /// The hide list the next boot's kernel will use.
+    fn boot_view(&self) -> Result<HideView, BootConfigError>;
+
+    /// Read-modify-write of the hide list, serialised against every other
+    /// writer (this process and `xen-cmdline`). `check` sees the view the
+    /// edit would produce before anything is written and may refuse it.
+    fn update_hide(
+        &self,
+        plan: &mut HidePlan<'_>,
+        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<(), BootConfigError>;
+
+    /// Changes when the configuration changes; `None` when unknown.
+    fn fingerprint(&self) -> Option<GrubFingerprint>;
+
+    /// True when a read may be cached on [`BootConfig::fingerprint`] (the
+    /// value comes from the files alone).
+    fn cacheable(&self) -> bool {
+        false
+    }
+}
+
+/// The fingerprint of the grub.cfg under `host`, if it has one.
+pub(super) fn grub_fingerprint(host: &HostRoot) -> Option<GrubFingerprint> {
+    boot::grub_fingerprint(host).ok().map(|(_, print)| print)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! The native backend: grub.cfg under the root, read through the whole
+//! chain and edited in-process under the lock shared with `xen-cmdline`.
+
+use std::sync::Mutex;
+
+use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint};
+use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
+use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
+use crate::host::boot::GrubFingerprint;
+use crate::host::{HostRoot, boot};
+
+/// grub.cfg under the root, edited in-process.
+#[derive(Debug)]
+pub struct NativeBootConfig {
+    host: HostRoot,
+    writer: Mutex<()>,
+}
+
+impl NativeBootConfig {
+    /// The backend for `host`.
+    pub fn new(host: HostRoot) -> NativeBootConfig {
+        NativeBootConfig {
+            host,
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+/// grub.cfg and the grubenv beside it, parsed.
+pub fn load_grub(host: &HostRoot) -> Result<(boot::GrubFiles, GrubConfig), BootConfigError> {
+    let files = boot::read(host)?;
+    let env = files
+        .env
+        .as_deref()
+        .map_or_else(GrubEnv::absent, GrubEnv::parse);
+    let config = GrubConfig::parse(&files.cfg, &env)?;
+    Ok((files, config))
+}
+
+/// Apply `op` to the grub.cfg under `host` (read, compute, write) while
+/// holding the shared lock. Used by the daemon and by `xen-cmdline`.
+pub fn edit_grub<T>(
+    host: &HostRoot,
+    op: impl FnOnce(&GrubConfig) -> Result<(Option<Vec<u8>>, T), BootConfigError>,
+) -> Result<T, BootConfigError> {
+    let _lock = boot::lock(host)?;
+    let (files, config) = load_grub(host)?;
+    let (new_text, result) = op(&config)?;
+    if let Some(new_text) = new_text
+        && new_text != files.cfg
+    {
+        boot::replace_atomic(host, files.rel, &new_text)?;
+    }
+    Ok(result)
+}
+
+/// The view the next boot's kernel takes from a parsed grub.cfg.
+pub fn grub_boot_view(config: &GrubConfig) -> Result<HideView, BootConfigError> {
+    Ok(HideView::from_cmdline(&config.boot_cmdline()?.bytes))
+}
+
+/// The grub.cfg bytes after applying `edit` to the hide parameter, and
+/// the view they give; the kernel must read back exactly the planned
+/// value.
+fn planned_grub(
+    config: &GrubConfig,
+    edit: &HideEdit,
+) -> Result<Option<(Vec<u8>, HideView)>, BootConfigError> {
+    let (text, want) = match edit {
+        HideEdit::Unchanged => return Ok(None),
+        HideEdit::Set(value) => (
+            config.edited(
+                Target::Dom0,
+                &Edit::Set {
+                    key: HIDE_KEY,
+                    value: Some(value),
+                    matching: Matching::Kernel,
+                },
+            )?,
+            Some(value.as_bytes()),
+        ),
+        HideEdit::Delete => (
+            config.edited(
+                Target::Dom0,
+                &Edit::Delete {
+                    key: HIDE_KEY,
+                    matching: Matching::Kernel,
+                },
+            )?,
+            None,
+        ),
+    };
+    // Read back as GRUB will boot it (no one-time override: the edit is
+    // for every later boot too).
+    let after = GrubConfig::parse(&text, &GrubEnv::absent())?;
+    let mut view = None;
+    for index in config.edited_entries()? {
+        let Some(entry) = after.entries().get(index) else {
+            continue;
+        };
+        let got = HideView::from_cmdline(&after.cmdline_of(entry)?.bytes);
+        if got.value.as_deref() != want {
+            return Err(BootConfigError::Verify(format!(
+                "entry '{}' would give xen-pciback.hide={:?}",
+                entry.title,
+                got.value_text()
+            )));
+        }
+        view.get_or_insert(got);
+    }
+    let view = match view {
+        Some(v) => v,
+        None => grub_boot_view(&after)?,
+    };
+    Ok(Some((text, view)))
+}
+
+impl BootConfig for NativeBootConfig {
+    fn boot_view(&self) -> Result<HideView, BootConfigError> {
+        let (_, config) = load_grub(&self.host)?;
+        if let DefaultSource::GrubEnv(choice) = config.default_source() {
+            tracing::info!(%choice, "the next boot is a one-time choice held in grubenv");
+        }
+        if let DefaultSource::Fallback(spec) = config.default_source() {
+            tracing::warn!(default = %spec, "grub.cfg's default names no entry; GRUB boots entry 0");
+        }
+        grub_boot_view(&config)
+    }
+
+    fn update_hide(
+        &self,
+        plan: &mut HidePlan<'_>,
+        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<(), BootConfigError> {
+        let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        edit_grub(&self.host, |config| {
+            let before = grub_boot_view(config)?;
+            if let Some(e) = before.malformed() {
+                return Err(e.clone().into());
+            }
+            let edit = plan(before.value.as_deref())?;
+            let Some((text, after)) = planned_grub(config, &edit)? else {
+                return Ok((None, ()));
+            };
+            check(&before, &after)?;
+            Ok((Some(text), ()))
+        })
+    }
+
+    fn fingerprint(&self) -> Option<GrubFingerprint> {
+        grub_fingerprint(&self.host)
+    }
+
+    fn cacheable(&self) -> bool {
+        true
+    }
+}

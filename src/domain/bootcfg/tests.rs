@@ -1,0 +1,322 @@
+//! The boot-configuration backends and the engine on mock hosts.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::domain::Dom0Access;
+use crate::domain::grub::GrubConfig;
+use crate::domain::grub::GrubEnv;
+use crate::domain::hide::{self, Topology};
+
+/// The demo mock host (its PCI tree, disks and mounts) with this
+/// grub.cfg and /proc/cmdline.
+fn host_with(grub: &str, cmdline: &str) -> (tempfile::TempDir, HostRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::Demo).unwrap();
+    std::fs::write(dir.path().join("boot/grub/grub.cfg"), grub).unwrap();
+    std::fs::write(dir.path().join("proc/cmdline"), cmdline).unwrap();
+    let host = HostRoot::new(dir.path());
+    (dir, host)
+}
+
+const GRUB: &str = include_str!("../../../tests/fixtures/grub/xcpng-grub.cfg");
+
+fn native_engine(host: &HostRoot) -> Dom0AccessEngine {
+    Dom0AccessEngine::new(Box::new(NativeBootConfig::new(host.clone())), host.clone())
+}
+
+/// [`GRUB`] edited by hand to hide 0000:01:00.0.
+fn grub_hiding_gpu() -> String {
+    let hidden = GRUB.replace("quiet vga=785", "quiet xen-pciback.hide=(01:00.0) vga=785");
+    assert_ne!(hidden, GRUB);
+    hidden
+}
+
+#[test]
+fn status_cycle_through_edits_and_reboot() {
+    let (dir, host) = host_with(GRUB, "root=LABEL=x ro\n");
+    let engine = native_engine(&host);
+    let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
+    assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
+    assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
+    std::fs::write(
+        dir.path().join("proc/cmdline"),
+        "ro xen-pciback.hide=(0000:01:00.0)\n",
+    )
+    .unwrap();
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Disabled);
+    assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::EnableOnReboot);
+    let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
+    assert_eq!(text, GRUB, "the parameter is removed entirely when empty");
+}
+
+#[test]
+fn hand_edits_show_up_at_once_between_cached_reads() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let engine = native_engine(&host);
+    let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+    let grub = dir.path().join("boot/grub/grub.cfg");
+    let hidden = grub_hiding_gpu();
+    for round in 0..50 {
+        // Served from the cache while nothing changes...
+        for _ in 0..3 {
+            assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled, "{round}");
+        }
+        // ...and a hand edit, in place or by rename, is seen by the very
+        // next call, well inside the change watch's trust period.
+        if round % 2 == 0 {
+            std::fs::write(&grub, &hidden).unwrap();
+        } else {
+            let tmp = dir.path().join("boot/grub/grub.cfg.tmp");
+            std::fs::write(&tmp, &hidden).unwrap();
+            std::fs::rename(&tmp, &grub).unwrap();
+        }
+        assert_eq!(
+            engine.status(&gpu).unwrap(),
+            Dom0Access::DisableOnReboot,
+            "{round}"
+        );
+        assert_eq!(
+            engine.status(&gpu).unwrap(),
+            Dom0Access::DisableOnReboot,
+            "{round}"
+        );
+        std::fs::write(&grub, GRUB).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("proc/cmdline"),
+        "ro xen-pciback.hide=(01:00.0)\n",
+    )
+    .unwrap();
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::EnableOnReboot);
+}
+
+#[test]
+fn concurrent_readers_see_a_hand_edit_made_before_they_ask() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let engine = Arc::new(native_engine(&host));
+    let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+    let grub = dir.path().join("boot/grub/grub.cfg");
+    let hidden = grub_hiding_gpu();
+    for round in 0..20 {
+        let (text, expected) = if round % 2 == 0 {
+            (&hidden, Dom0Access::DisableOnReboot)
+        } else {
+            (&GRUB.to_owned(), Dom0Access::Enabled)
+        };
+        std::fs::write(&grub, text).unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    (0..200).all(|_| engine.status(&gpu).unwrap() == expected)
+                })
+            })
+            .collect();
+        for r in readers {
+            assert!(
+                r.join().unwrap(),
+                "round {round}: a stale status after the edit"
+            );
+        }
+    }
+}
+
+#[test]
+fn malformed_value_refuses_edits_and_hides_nothing() {
+    let broken = GRUB.replace(
+        "quiet vga=785",
+        "quiet xen-pciback.hide=(0000:01:00.0)(0b::00.1) vga=785",
+    );
+    let (dir, host) = host_with(&broken, "ro\n");
+    let engine = native_engine(&host);
+    let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
+    assert!(matches!(
+        engine.disable(&gpu),
+        Err(BootConfigError::HideListMalformed(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap(),
+        broken
+    );
+}
+
+#[test]
+fn concurrent_edits_lose_nothing() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let backend = std::sync::Arc::new(NativeBootConfig::new(host.clone()));
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let backend = backend.clone();
+            std::thread::spawn(move || {
+                for i in 0..8u8 {
+                    let addr = PciAddress::new(0, t + 1, i, 0).unwrap();
+                    let tree = Topology::flat([addr]);
+                    backend
+                        .update_hide(&mut |c| hide::plan_disable(c, &addr, &tree), &|_, _| Ok(()))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = std::fs::read(dir.path().join("boot/grub/grub.cfg")).unwrap();
+    let config = GrubConfig::parse(&text, &GrubEnv::absent()).unwrap();
+    let view = grub_boot_view(&config).unwrap();
+    assert_eq!(view.entries().len(), 32);
+}
+
+fn a(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+fn grub_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    std::fs::read(dir.path().join("boot/grub/grub.cfg")).unwrap()
+}
+
+#[test]
+fn a_hidden_bridge_hides_the_functions_behind_it() {
+    // 0000:00:01.0 is the root port above the GPU and its audio function.
+    let grub = GRUB.replace(
+        "quiet vga=785",
+        "quiet xen-pciback.hide=(0000:00:01.0) vga=785",
+    );
+    let (_dir, host) = host_with(&grub, "ro xen-pciback.hide=(00:01.0)\n");
+    let engine = native_engine(&host);
+    for f in ["0000:01:00.0", "0000:01:00.1"] {
+        assert_eq!(engine.status(&a(f)).unwrap(), Dom0Access::Disabled, "{f}");
+    }
+    assert_eq!(
+        engine.status(&a("0000:00:1f.6")).unwrap(),
+        Dom0Access::Enabled
+    );
+    // Unhiding the GPU keeps its sibling hidden.
+    assert_eq!(
+        engine.enable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::EnableOnReboot
+    );
+    assert_eq!(
+        engine.status(&a("0000:01:00.1")).unwrap(),
+        Dom0Access::Disabled
+    );
+}
+
+#[test]
+fn an_edit_that_would_hide_a_boot_disk_is_refused_and_writes_nothing() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let engine = native_engine(&host);
+    let before = grub_bytes(&dir);
+    assert!(matches!(
+        engine.disable(&a("0000:02:00.0")),
+        Err(BootConfigError::BootDevice { .. })
+    ));
+    assert_eq!(grub_bytes(&dir), before);
+}
+
+#[test]
+fn a_boot_disk_already_hidden_by_hand_does_not_block_other_edits() {
+    // The root port above the NVMe that holds `/`, hidden by hand.
+    let grub = GRUB.replace(
+        "quiet vga=785",
+        "quiet xen-pciback.hide=(0000:00:1d.0) vga=785",
+    );
+    let (_dir, host) = host_with(&grub, "ro\n");
+    let engine = native_engine(&host);
+    assert_eq!(
+        engine.status(&a("0000:02:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+    assert_eq!(
+        engine.disable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+}
+
+#[test]
+fn an_unreadable_pci_tree_refuses_a_wildcard_unhide() {
+    let grub = GRUB.replace(
+        "quiet vga=785",
+        "quiet xen-pciback.hide=(0000:03:*.*) vga=785",
+    );
+    let (dir, host) = host_with(&grub, "ro\n");
+    let engine = native_engine(&host);
+    let before = grub_bytes(&dir);
+    let devices = dir.path().join("sys/bus/pci/devices");
+    std::fs::rename(&devices, dir.path().join("sys/bus/pci/devices.away")).unwrap();
+    assert!(matches!(
+        engine.enable(&a("0000:03:00.0")),
+        Err(BootConfigError::Host(_))
+    ));
+    assert_eq!(grub_bytes(&dir), before, "no sibling silently unhidden");
+}
+
+#[test]
+fn a_symlinked_grub_cfg_is_edited_through_its_link_inside_the_root() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let grub = dir.path().join("boot/grub/grub.cfg");
+    std::fs::rename(&grub, dir.path().join("boot/grub/real.cfg")).unwrap();
+    for target in ["real.cfg", "/boot/grub/real.cfg"] {
+        let _ = std::fs::remove_file(&grub);
+        std::os::unix::fs::symlink(target, &grub).unwrap();
+        let engine = native_engine(&host);
+        assert_eq!(
+            engine.disable(&a("0000:01:00.0")).unwrap(),
+            Dom0Access::DisableOnReboot
+        );
+        assert!(grub.is_symlink(), "{target}: the link is kept");
+        let text = std::fs::read_to_string(dir.path().join("boot/grub/real.cfg")).unwrap();
+        assert!(text.contains("xen-pciback.hide=(0000:01:00.0)"), "{target}");
+        engine.enable(&a("0000:01:00.0")).unwrap();
+    }
+}
+
+#[test]
+fn a_grub_cfg_link_leaving_the_root_is_an_error() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("grub.cfg"), GRUB).unwrap();
+    let grub = dir.path().join("boot/grub/grub.cfg");
+    std::fs::remove_file(&grub).unwrap();
+    let depth = dir.path().components().count() + 2;
+    let escape = format!(
+        "{}{}",
+        "../".repeat(depth),
+        outside.path().join("grub.cfg").display()
+    );
+    std::os::unix::fs::symlink(&escape, &grub).unwrap();
+    let engine = native_engine(&host);
+    assert!(engine.status(&a("0000:01:00.0")).is_err());
+    assert!(engine.disable(&a("0000:01:00.0")).is_err());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("grub.cfg")).unwrap(),
+        GRUB
+    );
+}
+
+#[test]
+fn quoted_and_double_dash_command_lines_read_as_the_kernel_reads_them() {
+    let (dir, host) = host_with(
+        GRUB,
+        "ro \"xen-pciback.hide=(01:00.0) (01:00.1)\" -- xen-pciback.hide=(00:1f.6)\n",
+    );
+    let engine = native_engine(&host);
+    let running = engine.running_view().unwrap();
+    assert!(running.hides(&a("0000:01:00.1")));
+    assert!(
+        !running.hides(&a("0000:00:1f.6")),
+        "after -- it goes to init"
+    );
+    std::fs::write(
+        dir.path().join("proc/cmdline"),
+        b"ro\xa0xen-pciback.hide=(00:1f.6)\n",
+    )
+    .unwrap();
+    assert_eq!(
+        engine.status(&a("0000:00:1f.6")).unwrap(),
+        Dom0Access::EnableOnReboot
+    );
+}
