@@ -13,7 +13,7 @@ use crate::value::Value;
 use crate::vocab::Role;
 
 /// The idl source text.
-pub const SOURCE: &str = include_str!("../idl/xenapi.idl");
+pub const SOURCE: &str = include_str!("../../idl/xenapi.idl");
 
 /// A XenAPI type.
 #[derive(Debug, Clone, PartialEq, Eq)]
