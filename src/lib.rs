@@ -1,19 +1,24 @@
 //! pcipass: a XenAPI daemon that manages PCI passthrough on a Xen host.
 //!
-//! The crate is layered; each layer only calls the layers below it:
+//! The crate is layered; each layer only names the layers below it
+//! (`tests/layers.rs` checks it, `ARCHITECTURE.md` walks a call through):
 //!
 //! * [`wire`]: HTTP (TCP, TLS, Unix sockets), the XML-RPC and JSON-RPC codecs
 //!   and the dispatcher that turns a method call into an API call.
-//! * [`api`]: one module per XenAPI class, the protocol-neutral [`api::Value`]
-//!   and the single mapping of errors to XenAPI error codes.
+//! * [`api`]: one module per XenAPI class, translating calls to the domain
+//!   surface, and the single mapping of errors to XenAPI error codes.
 //! * [`idl`]: the datamodel read from `idl/xenapi.idl`, from which dispatch,
 //!   `system.listMethods`, records and the API reference derive.
-//! * [`domain`]: PCI addresses, the kernel command line and its hide list,
-//!   dom0-access status, grub.cfg editing, device discovery and sync.
+//! * [`store`]: the SQLite object store, the users file, TLS material.
+//! * [`domain`]: the domain surface ([`domain::service::Dom0Host`]), the
+//!   kernel's and GRUB's reading of the boot configuration, the hide list,
+//!   dom0-access status, edits and their safety rules, device discovery.
 //! * [`host`]: every file-system access, rooted at `--root` (a real dom0 `/`
 //!   or a mock host), and the mock-host generator.
-//! * [`store`]: the SQLite object store.
-//! * [`cli`]: the `pcipass` command line.
+//! * [`vocab`] and [`value`]: PCI addresses, roles and the protocol-neutral
+//!   [`value::Value`], used by every layer.
+//! * [`cli`], [`config`], [`daemon`]: the `pcipass` command line, the
+//!   settings, and the daemon that wires the layers together.
 
 pub mod api;
 pub mod cli;

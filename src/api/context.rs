@@ -43,8 +43,8 @@ pub struct Context {
     /// The object store.
     pub store: Arc<Store>,
     /// The host, through the domain surface: devices, dom0 access,
-    /// reboot. Its calls block; async code goes through
-    /// [`Context::domain`].
+    /// reboot. Its calls block: async code runs them on the blocking pool
+    /// ([`Context::domain`], or a handler wrapped in `invoke::blocking`).
     pub host: Arc<dyn Dom0Host>,
     /// Settings.
     pub config: ApiConfig,
@@ -52,7 +52,7 @@ pub struct Context {
     pub host_ref: String,
     /// The pool's ref.
     pub pool_ref: String,
-    /// Serialises host-wide operations (reboot, sync).
+    /// Serialises `host.reboot` calls.
     pub host_lock: tokio::sync::Mutex<()>,
     /// Failed-login throttle.
     pub login_throttle: crate::api::session::LoginThrottle,

@@ -129,8 +129,8 @@ fn event_value(event: &Event, operation: Operation) -> Value {
 }
 
 /// Coalesce events per object: the newest state wins; an object created
-/// and changed in the batch is an `add`, one created and destroyed is
-/// dropped.
+/// and changed in the batch is an `add`, one created and destroyed is a
+/// `del`.
 fn coalesce(events: Vec<Event>) -> Vec<(Event, Operation)> {
     let mut order: Vec<String> = Vec::new();
     let mut latest: HashMap<String, (Event, Operation)> = HashMap::new();

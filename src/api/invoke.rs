@@ -17,7 +17,7 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + 
 /// A custom-message handler: context, caller, decoded parameters.
 pub type Handler = fn(Arc<Context>, Caller, Vec<Value>) -> HandlerFuture;
 
-/// The handler of a custom message, from the class modules' tables.
+/// The handler of a custom message, from the class module's `handler`.
 pub fn custom_handler(class: &str, message: &str) -> Option<Handler> {
     match class {
         "session" => session::handler(message),

@@ -1,6 +1,8 @@
-//! The `PCI` class: dom0 access of one PCI function. Status is computed
-//! from the boot configuration and `/proc/cmdline` on every call; edits go
-//! to the boot configuration and take effect at the next boot.
+//! The `PCI` class: dom0 access of one PCI function, through the domain
+//! surface. Every status answer reflects the files as they are (read
+//! fresh, or from a cache the change watch and file fingerprints keep
+//! exact); edits go to the boot configuration and take effect at the next
+//! boot.
 
 use std::sync::Arc;
 

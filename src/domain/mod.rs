@@ -1,6 +1,9 @@
-//! The domain: what a PCI device is, how the kernel reads the hide list, how
-//! the boot configuration is edited, and how dom0 access is judged. Pure
-//! functions over data; file access goes through [`crate::host`].
+//! The domain: what a PCI device is, how GRUB, Xen and the kernel read the
+//! boot configuration, how it is edited, and how dom0 access is judged.
+//! Parsing and judging are pure functions over data ([`kernel`], [`grub`],
+//! [`hide`]); the backends and the engine ([`bootcfg`]) and the surface the
+//! API uses ([`service`]) hold state and block; every file access goes
+//! through [`crate::host`].
 
 pub mod bootcfg;
 pub mod bootdev;

@@ -1,5 +1,5 @@
-//! The store: the SQLite object database ([`db`]) and the users file
-//! ([`users`]).
+//! The store: the SQLite object database ([`db`]), the users file
+//! ([`users`]) and the TLS material in the state directory ([`tls`]).
 
 pub mod db;
 pub mod tls;

@@ -99,9 +99,11 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// The hide list the next boot's kernel will use.
     fn boot_view(&self) -> Result<HideView, BootConfigError>;
 
-    /// Read-modify-write of the hide list, serialised against every other
-    /// writer (this process and `xen-cmdline`). `check` sees the view the
-    /// edit would produce before anything is written and may refuse it.
+    /// Read-modify-write of the hide list, serialised against this
+    /// process's other writers and, where the program allows it, against
+    /// `xen-cmdline` (the shared lock; a compare-and-set for the exec
+    /// backend; XenServer's own tool has neither). `check` sees the view
+    /// the edit would produce before anything is written and may refuse it.
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
