@@ -11,7 +11,7 @@
 //! list, `/proc/cmdline` (now) and the dom0 command line the next boot
 //! gets, and from the PCI tree (a bridge's entry hides what is behind
 //! it). Both views are read fresh, with a cache keyed on the files'
-//! fingerprints; with the native backend a [`ChangeWatch`] on the files'
+//! fingerprints; with the native backend a [`ChangeWatch`](crate::host::watch::ChangeWatch) on the files'
 //! directories lets a status call skip even the `stat`s while nothing has
 //! moved. Edits are checked before anything is written: the boot-device
 //! rule, Xen's and the kernel's length limits, and that the kernel will
