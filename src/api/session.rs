@@ -13,17 +13,13 @@ use crate::api::{ApiError, Role, Value};
 use crate::store::users::{UsersError, UsersFile};
 use crate::store::{Change, Object, db};
 
-/// The custom messages this module handles.
-pub const MESSAGES: &[&str] = &["login_with_password", "logout", "local_logout"];
-
-/// The handler of a custom message.
-pub fn handler(name: &str) -> Option<Handler> {
-    Some(match name {
-        "login_with_password" => login_with_password,
-        "logout" | "local_logout" => logout,
-        _ => return None,
-    })
-}
+/// This class's custom messages and their handlers (`api::invoke`'s tests
+/// check them against the idl both ways).
+pub const HANDLERS: &[(&str, Handler)] = &[
+    ("login_with_password", login_with_password),
+    ("logout", logout),
+    ("local_logout", logout),
+];
 
 /// How often `last_active` is written back at most.
 const LAST_ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
