@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api::{ApiError, Role};
 use crate::domain::service::Dom0Host;
-use crate::store::{Object, Store};
+use crate::store::{Change, Object, Store};
 use crate::value::Snapshot;
 
 /// Settings of the API layer.
@@ -138,10 +138,55 @@ impl Context {
             .map_err(|_| ApiError::Internal("a host worker failed".into()))
     }
 
+    /// Apply changes to the store. In debug builds (every test) each class
+    /// and field name is checked against the idl first, so a misspelt
+    /// literal in a handler fails a test instead of storing a stray field.
+    pub fn apply(&self, changes: Vec<Change>) -> Result<u64, ApiError> {
+        if cfg!(debug_assertions) {
+            for change in &changes {
+                check_names(&self.store, change);
+            }
+        }
+        Ok(self.store.apply(changes)?)
+    }
+
     /// The object of `class` behind `reference`, or HANDLE_INVALID.
     pub fn object(&self, class: &str, reference: &str) -> Result<Arc<Object>, ApiError> {
         self.store
             .get_of(class, reference)
             .ok_or_else(|| ApiError::handle_invalid(class, reference))
+    }
+}
+
+/// Panics (debug builds) when a change names a class or field the idl
+/// does not declare.
+fn check_names(store: &Store, change: &Change) {
+    let declared = |class: &str, field: &str| {
+        crate::idl::datamodel()
+            .class(class)
+            .is_some_and(|c| c.fields.iter().any(|f| f.name == field))
+    };
+    match change {
+        Change::Create(object) => {
+            for (name, _) in &object.fields {
+                assert!(
+                    declared(&object.class, name),
+                    "{}.{name} is not in the idl",
+                    object.class
+                );
+            }
+        }
+        Change::Update { reference, fields } => {
+            if let Some(object) = store.get(reference) {
+                for (name, _) in fields {
+                    assert!(
+                        declared(&object.class, name),
+                        "{}.{name} is not in the idl",
+                        object.class
+                    );
+                }
+            }
+        }
+        Change::Delete(_) | Change::Touch(_) => {}
     }
 }

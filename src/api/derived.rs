@@ -105,7 +105,7 @@ fn refresh_field(
         })
         .collect();
     if !changes.is_empty() {
-        ctx.store.apply(changes)?;
+        ctx.apply(changes)?;
     }
     Ok(())
 }

@@ -293,7 +293,7 @@ fn inject(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture
             .map(|c| c.name.clone())
             .unwrap_or_else(|| class.to_owned());
         ctx.object(&canonical, reference)?;
-        let generation = ctx.store.apply(vec![Change::Touch(reference.to_owned())])?;
+        let generation = ctx.apply(vec![Change::Touch(reference.to_owned())])?;
         Ok(Value::String(token(generation)))
     })
 }

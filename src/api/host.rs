@@ -51,7 +51,7 @@ fn set_enabled(ctx: &Context, reference: &str, enabled: bool) -> Result<(), ApiE
     } else {
         Value::strings(["shutdown", "reboot", "enable"])
     };
-    ctx.store.apply(vec![Change::Update {
+    ctx.apply(vec![Change::Update {
         reference: reference.to_owned(),
         fields: vec![
             ("enabled".into(), Value::Bool(enabled)),
@@ -161,7 +161,7 @@ pub fn record_agent_start(ctx: &Context) -> Result<String, ApiError> {
     let now = agent_start_time_now();
     other_config.retain(|(k, _)| k != AGENT_START_TIME);
     other_config.push((AGENT_START_TIME.to_owned(), Value::str(&now)));
-    ctx.store.apply(vec![Change::Update {
+    ctx.apply(vec![Change::Update {
         reference: ctx.host_ref.clone(),
         fields: vec![("other_config".into(), Value::Struct(other_config))],
     }])?;

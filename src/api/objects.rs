@@ -227,7 +227,7 @@ fn map_members(object: &Object, field: &str) -> Vec<(String, Value)> {
 }
 
 fn update(ctx: &Context, object: &Object, field: &str, value: Value) -> Result<Value, ApiError> {
-    ctx.store.apply(vec![Change::Update {
+    ctx.apply(vec![Change::Update {
         reference: object.reference.clone(),
         fields: vec![(field.to_owned(), value)],
     }])?;

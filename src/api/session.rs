@@ -254,7 +254,7 @@ pub fn create_session(
                 .map(|s| Change::Delete(s.reference.clone())),
         );
     }
-    ctx.store.apply(changes)?;
+    ctx.apply(changes)?;
     Ok(reference)
 }
 
@@ -295,7 +295,7 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
         return Err(invalid());
     }
     if idle > LAST_ACTIVE_GRANULARITY.as_secs() as i64 {
-        ctx.store.apply(vec![Change::Update {
+        ctx.apply(vec![Change::Update {
             reference: reference.to_owned(),
             fields: vec![
                 ("last_active".into(), now_datetime()),
@@ -325,7 +325,7 @@ fn logout(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture
 pub fn invalidate_all(ctx: &Context) -> Result<usize, ApiError> {
     let sessions = ctx.store.all("session");
     let count = sessions.len();
-    ctx.store.apply(
+    ctx.apply(
         sessions
             .iter()
             .map(|s| Change::Delete(s.reference.clone()))
@@ -346,7 +346,7 @@ pub fn expire_idle(ctx: &Context) -> Result<usize, ApiError> {
         .map(|s| Change::Delete(s.reference.clone()))
         .collect();
     let count = stale.len();
-    ctx.store.apply(stale)?;
+    ctx.apply(stale)?;
     Ok(count)
 }
 

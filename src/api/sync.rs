@@ -279,7 +279,7 @@ pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
         .filter(|c| matches!(c, Change::Delete(r) if ctx.store.get_of("PCI", r).is_some()))
         .count();
     let updated = wanted.len() - created;
-    ctx.store.apply(changes)?;
+    ctx.apply(changes)?;
     derived::refresh_all(ctx);
     tracing::info!(
         functions = found.len(),

@@ -39,7 +39,7 @@ fn new_task(
             ("finished_unix", Value::Int(0)),
         ],
     );
-    ctx.store.apply(vec![Change::Create(task)])?;
+    ctx.apply(vec![Change::Create(task)])?;
     Ok(reference)
 }
 
@@ -87,7 +87,7 @@ pub fn complete(ctx: &Context, reference: &str, outcome: Result<Value, ApiError>
             fields.push(("error_info".into(), Value::strings(error.description())));
         }
     }
-    if let Err(e) = ctx.store.apply(vec![Change::Update {
+    if let Err(e) = ctx.apply(vec![Change::Update {
         reference: reference.to_owned(),
         fields,
     }]) {
@@ -137,7 +137,7 @@ fn cancel(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
                 task.get_str("status")
             )));
         }
-        ctx.store.apply(vec![Change::Update {
+        ctx.apply(vec![Change::Update {
             reference: task.reference.clone(),
             fields: vec![
                 ("status".into(), Value::str("cancelled")),
@@ -168,6 +168,6 @@ pub fn collect_finished(ctx: &Context) -> Result<usize, ApiError> {
         .map(|t| Change::Delete(t.reference.clone()))
         .collect();
     let count = old.len();
-    ctx.store.apply(old)?;
+    ctx.apply(old)?;
     Ok(count)
 }
