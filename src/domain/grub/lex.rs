@@ -103,17 +103,7 @@ pub(super) fn lex(line: &[u8], base: usize) -> (Vec<Command>, bool) {
                         lit.push(line[i + 1]);
                         i += 2;
                     }
-                    b'$' => {
-                        let (var, next) = read_var(line, i);
-                        match var {
-                            Some(v) => {
-                                flush(&mut lit, &mut parts);
-                                parts.push(Part::Var(v));
-                            }
-                            None => lit.push(b'$'),
-                        }
-                        i = next;
-                    }
+                    b'$' => i = variable(line, i, &mut lit, &mut parts),
                     _ => {
                         lit.push(c);
                         i += 1;
@@ -131,17 +121,7 @@ pub(super) fn lex(line: &[u8], base: usize) -> (Vec<Command>, bool) {
                         }
                         i += 2;
                     }
-                    b'$' => {
-                        let (var, next) = read_var(line, i);
-                        match var {
-                            Some(v) => {
-                                flush(&mut lit, &mut parts);
-                                parts.push(Part::Var(v));
-                            }
-                            None => lit.push(b'$'),
-                        }
-                        i = next;
-                    }
+                    b'$' => i = variable(line, i, &mut lit, &mut parts),
                     _ => {
                         lit.push(c);
                         i += 1;
@@ -164,6 +144,22 @@ pub(super) fn lex(line: &[u8], base: usize) -> (Vec<Command>, bool) {
     }
     commands.retain(|c| !c.is_empty());
     (commands, open)
+}
+
+/// A `$variable` at `i` becomes a part of its own (a lone `$` stays a
+/// literal byte); returns where the lexer goes on.
+fn variable(line: &[u8], i: usize, lit: &mut Vec<u8>, parts: &mut Vec<Part>) -> usize {
+    let (var, next) = read_var(line, i);
+    match var {
+        Some(v) => {
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(lit)));
+            }
+            parts.push(Part::Var(v));
+        }
+        None => lit.push(b'$'),
+    }
+    next
 }
 
 /// `$name` or `${name}` at `i` (which holds `$`).
@@ -192,8 +188,8 @@ pub(super) fn read_var(line: &[u8], i: usize) -> (Option<String>, usize) {
     )
 }
 
-/// `NAME=VALUE` in a word: the name and, when literal, the value.
-pub(super) fn assignment(word: &Word) -> Option<(String, Option<Vec<u8>>)> {
+/// `NAME=VALUE` in a word: the name and the value as a word of its own.
+pub(super) fn assignment(word: &Word) -> Option<(String, Word)> {
     let Some(Part::Lit(first)) = word.parts.first() else {
         return None;
     };
@@ -209,5 +205,5 @@ pub(super) fn assignment(word: &Word) -> Option<(String, Option<Vec<u8>>)> {
             .chain(word.parts[1..].iter().cloned())
             .collect(),
     };
-    Some((name, rest.literal()))
+    Some((name, rest))
 }

@@ -262,7 +262,7 @@ impl GrubConfig {
                     };
                     for word in assigned {
                         if let Some((name, value)) = assignment(word) {
-                            entry.locals.entry(name).or_default().push(value);
+                            entry.locals.entry(name).or_default().push(value.literal());
                         }
                     }
                     if first.is("multiboot2") || first.is("multiboot") || first.is("xen_hypervisor")
@@ -300,22 +300,8 @@ impl GrubConfig {
     /// `unset`, `load_env`.
     fn top_level(cmd: &[Word], context: Tri, vars: &mut Vars, env: &GrubEnv) {
         let assign = |vars: &mut Vars, word: &Word| {
-            let Some(Part::Lit(first)) = word.parts.first() else {
+            let Some((name, rest)) = assignment(word) else {
                 return;
-            };
-            let Some(eq) = first.iter().position(|b| *b == b'=') else {
-                return;
-            };
-            let name = String::from_utf8_lossy(&first[..eq]).into_owned();
-            if name.is_empty() || !first[..eq].iter().all(|b| is_name_byte(*b)) {
-                return;
-            }
-            let rest = Word {
-                start: word.start,
-                end: word.end,
-                parts: std::iter::once(Part::Lit(first[eq + 1..].to_vec()))
-                    .chain(word.parts[1..].iter().cloned())
-                    .collect(),
             };
             let value = match context {
                 Tri::True => vars.expand(&rest),
