@@ -138,12 +138,19 @@ pub enum ConfigError {
     /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// The config file is not valid TOML for these keys.
     #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// What went wrong, for people.
+        message: String,
+    },
     /// A combination of settings that cannot work.
     #[error("{0}")]
     Invalid(String),

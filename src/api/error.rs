@@ -11,43 +11,90 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// Bad user name or password: `[user, message]`.
-    SessionAuthenticationFailed { user: String, message: String },
+    SessionAuthenticationFailed {
+        /// The user name.
+        user: String,
+        /// What went wrong, for people.
+        message: String,
+    },
     /// Unknown or expired session: `[handle]`.
     SessionInvalid(String),
     /// A ref that is not an object of that class: `[class, handle]`.
-    HandleInvalid { class: String, handle: String },
+    HandleInvalid {
+        /// The class.
+        class: String,
+        /// The reference given.
+        handle: String,
+    },
     /// `get_by_uuid` found nothing: `[class, uuid]`.
-    UuidInvalid { class: String, uuid: String },
+    UuidInvalid {
+        /// The class.
+        class: String,
+        /// The uuid given.
+        uuid: String,
+    },
     /// No such method: `[method]`.
     MessageMethodUnknown(String),
     /// Wrong number of parameters: `[method, expected, received]`.
     MessageParameterCountMismatch {
+        /// The method called.
         method: String,
+        /// How many parameters it takes.
         expected: usize,
+        /// How many were given.
         received: i64,
     },
     /// A parameter of the wrong type: `[field]`, with the reason.
-    FieldTypeError { field: String, reason: String },
+    FieldTypeError {
+        /// The field or parameter.
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// The session's role is too low: `[permission, message]`.
-    RbacPermissionDenied { permission: String, message: String },
+    RbacPermissionDenied {
+        /// The permission the call needs.
+        permission: String,
+        /// What went wrong, for people.
+        message: String,
+    },
     /// A value that is well-typed but not acceptable: `[field, value]`.
-    InvalidValue { field: String, value: String },
+    InvalidValue {
+        /// The field or parameter.
+        field: String,
+        /// The value given.
+        value: String,
+    },
     /// `add_to_<map>` with an existing key: `[class, field, ref, key]`.
     MapDuplicateKey {
+        /// The class.
         class: String,
+        /// The field or parameter.
         field: String,
+        /// The reference given.
         handle: String,
+        /// The key.
         key: String,
     },
     /// Hiding a device on the path of a boot disk: `[device]`.
     BootDevicePassthroughDisallowed(String),
     /// The boot configuration's hide value does not parse: `[value, reason]`.
-    BootConfigHideListMalformed { value: String, reason: String },
+    BootConfigHideListMalformed {
+        /// The value given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The boot configuration cannot be read or edited: `[reason]`.
     BootConfigUnavailable(String),
     /// The edit would make the dom0 command line (or the hide value)
     /// longer than Xen or the kernel takes: `[length, limit]`.
-    BootConfigCmdlineTooLong { length: usize, limit: usize },
+    BootConfigCmdlineTooLong {
+        /// The length the edit would give.
+        length: usize,
+        /// The most that passes.
+        limit: usize,
+    },
     /// `host.reboot` on an enabled host: `[]`.
     HostNotDisabled,
     /// An operation that cannot be done now: `[reason]`.

@@ -11,7 +11,12 @@ pub enum CmdlineError {
     BadKey(String),
     /// The value has a character the kernel or GRUB would misread.
     #[error("value {value:?} contains {found:?}, which the kernel or GRUB would misread")]
-    BadValue { value: String, found: char },
+    BadValue {
+        /// The value given.
+        value: String,
+        /// The character that would be misread.
+        found: char,
+    },
 }
 
 /// Refuse a parameter name a boot line cannot carry.

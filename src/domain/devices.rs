@@ -57,8 +57,11 @@ pub enum DeviceError {
     /// An attribute is not the number it should be.
     #[error("{device}: attribute {attribute} = {value:?} is not a number")]
     BadAttribute {
+        /// The device.
         device: String,
+        /// The sysfs attribute.
         attribute: &'static str,
+        /// The value given.
         value: String,
     },
     /// The directory name is not an address.

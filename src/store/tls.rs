@@ -9,7 +9,9 @@ pub enum TlsMaterialError {
     /// A file cannot be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// Certificate generation failed.

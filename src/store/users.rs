@@ -15,12 +15,19 @@ pub enum UsersError {
     /// Reading or writing failed.
     #[error("users file {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A line does not parse.
     #[error("users file line {line}: {reason}")]
-    Corrupt { line: usize, reason: String },
+    Corrupt {
+        /// The line number.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
     /// The user exists already.
     #[error("user {0} exists already")]
     Exists(String),

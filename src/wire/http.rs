@@ -131,7 +131,9 @@ pub enum HttpError {
     /// A listener could not be set up.
     #[error("cannot listen on {what}: {source}")]
     Bind {
+        /// What would be too long.
         what: String,
+        /// The OS error.
         source: std::io::Error,
     },
 }

@@ -11,7 +11,7 @@ use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostRoot, exec};
 
-/// A `xen-cmdline` program, run for every read and edit.
+/// The error of a run that did not exit 0.
 fn exec_failure(code: Option<i32>, stderr: &str) -> BootConfigError {
     BootConfigError::Exec {
         status: code
@@ -27,6 +27,7 @@ const EXEC_CHANGED: i32 = 3;
 /// How often a compare-and-set is retried after a concurrent change.
 const EXEC_ATTEMPTS: usize = 3;
 
+/// A `xen-cmdline` program, run for every read and edit.
 #[derive(Debug)]
 pub struct ExecBootConfig {
     program: PathBuf,

@@ -45,7 +45,12 @@ pub enum BootConfigError {
     HideListMalformed(#[from] HideParseError),
     /// The xen-cmdline program failed.
     #[error("xen-cmdline failed ({status}): {stderr}")]
-    Exec { status: String, stderr: String },
+    Exec {
+        /// How the program ended.
+        status: String,
+        /// What it printed on stderr, on one line.
+        stderr: String,
+    },
     /// The edit would hide a function a boot disk sits behind.
     #[error("the edit would hide {function}, on the path of boot device {block_device}")]
     BootDevice {

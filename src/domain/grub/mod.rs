@@ -68,13 +68,21 @@ pub enum GrubError {
     DefaultUncertain(String),
     /// A boot line uses GRUB syntax whose result pcipass cannot compute.
     #[error("the boot line of entry '{entry}' cannot be read exactly: {reason}")]
-    Unsupported { entry: String, reason: String },
+    Unsupported {
+        /// The boot entry's title.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
     /// The edit would make a command line longer than Xen or the kernel
     /// takes.
     #[error("the edited {what} would be {length} bytes, longer than the {limit} that pass")]
     TooLong {
+        /// What would be too long.
         what: &'static str,
+        /// The length the edit would give.
         length: usize,
+        /// The most that passes.
         limit: usize,
     },
     /// An edit was refused.
