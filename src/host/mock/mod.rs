@@ -1,0 +1,81 @@
+//! Mock hosts: real directory trees laid out like a dom0 root, for tests,
+//! demos and benchmarks.
+//!
+//! A mock host has `sys/devices/pci0000:00/...` device directories with
+//! attribute files, `sys/bus/pci/devices/*` links to them, `driver`,
+//! `physfn` and `virtfnN` links as in real sysfs, `sys/class/block/*` links
+//! down to the PCI path of each disk, `proc/cmdline`,
+//! `proc/self/mountinfo`, `boot/grub/grub.cfg` in XCP-ng's layout, and the
+//! marker file. [`reboot()`] applies a new command line: the driver links of
+//! hidden devices point at `pciback`, the others back at their own driver.
+
+mod builder;
+mod lspci;
+mod profile;
+mod reboot;
+mod tree;
+
+use std::path::Path;
+
+use crate::host::MOCK_HOST_MARKER;
+
+pub use builder::{MockDevice, MockDisk, MockHostBuilder, MockVirtualDisk};
+pub use lspci::from_lspci;
+pub use profile::{Profile, create, profile_builder};
+pub use reboot::reboot;
+pub use tree::grub_cfg;
+
+/// Why a mock host could not be built or rebooted.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The directory is not a mock host.
+    #[error("{0} is not a mock host (no {MOCK_HOST_MARKER})")]
+    NotMockHost(String),
+    /// The directory exists and is not empty.
+    #[error("{0} exists and is not empty")]
+    NotEmpty(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MockError + '_ {
+    move |source| MockError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), MockError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::write(path, text).map_err(io(path))
+}
+
+fn symlink(target: &str, link: &Path) -> Result<(), MockError> {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).map_err(io(link))
+}
+
+/// A relative link target from directory `from` to `to` (both relative
+/// to the root).
+fn relative(from: &str, to: &str) -> String {
+    let from: Vec<&str> = from.split('/').filter(|s| !s.is_empty()).collect();
+    let to: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
+}
+
+/// A fresh boot id (a uuid, as the kernel makes) at `path`.
+fn write_boot_id(path: &Path) -> Result<(), MockError> {
+    write(path, &format!("{}\n", uuid::Uuid::new_v4()))
+}

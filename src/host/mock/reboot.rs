@@ -1,0 +1,85 @@
+//! The offline reboot of a mock host, in place.
+
+use super::{MockError, io, relative, symlink, write_boot_id};
+use crate::host::HostRoot;
+use crate::vocab::PciAddress;
+
+/// Apply a reboot to the tree: `proc/cmdline` becomes `cmdline`, the boot
+/// id changes, and every function's `driver` link points at `pciback` when
+/// `hidden` says so, else back at its own driver.
+pub fn reboot(
+    host: &HostRoot,
+    cmdline: &[u8],
+    hidden: &dyn Fn(&PciAddress) -> bool,
+) -> Result<(), MockError> {
+    if !host.is_mock() {
+        return Err(MockError::NotMockHost(host.root().display().to_string()));
+    }
+    let line = host.path("proc/cmdline");
+    std::fs::write(&line, [cmdline, b"\n"].concat()).map_err(io(&line))?;
+    write_boot_id(&host.path(crate::host::procfs::BOOT_ID))?;
+    let names = host.list_dir("sys/bus/pci/devices").unwrap_or_default();
+    for name in names {
+        let Ok(addr) = name.parse::<PciAddress>() else {
+            continue;
+        };
+        let Ok(target) = host.read_link(&format!("sys/bus/pci/devices/{name}")) else {
+            continue;
+        };
+        let rel = format!("sys/bus/pci/devices/{target}");
+        let dev_rel = normalize(&rel);
+        let own = host
+            .read_to_string(&format!("{dev_rel}/.pcipass-driver"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let driver = if hidden(&addr) {
+            Some("pciback".to_owned())
+        } else {
+            own
+        };
+        let link = host.path(&format!("{dev_rel}/driver"));
+        let _ = std::fs::remove_file(&link);
+        if let Some(driver) = driver {
+            std::fs::create_dir_all(host.path(&format!("sys/bus/pci/drivers/{driver}")))
+                .map_err(io(&link))?;
+            symlink(
+                &relative(&dev_rel, &format!("sys/bus/pci/drivers/{driver}")),
+                &link,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolve `.` and `..` in a root-relative path.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            relative("sys/bus/pci/devices", "sys/devices/pci0000:00/0000:00:02.0"),
+            "../../../devices/pci0000:00/0000:00:02.0"
+        );
+        assert_eq!(relative("sys/devices/a/b", "sys/devices/a/c"), "../c");
+        assert_eq!(
+            normalize("sys/bus/pci/devices/../../../devices/x"),
+            "sys/devices/x"
+        );
+    }
+}

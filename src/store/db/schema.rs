@@ -1,0 +1,111 @@
+//! Opening the database: pragmas, schema migrations and loading every
+//! object into memory.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{Memory, Object, Store, StoreError};
+use crate::value::Value;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE objects (
+         ref TEXT PRIMARY KEY,
+         class TEXT NOT NULL,
+         uuid TEXT NOT NULL,
+         record TEXT NOT NULL,
+         UNIQUE (class, uuid)
+     );
+     CREATE INDEX objects_class ON objects (class);",
+];
+
+impl Store {
+    /// Open (creating or migrating) the database at `path` and load it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let connection = Connection::open(path)?;
+        let store = Store::from_connection(connection)?;
+        // The database holds sessions: readable by its owner only.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        Ok(store)
+    }
+
+    /// An in-memory store (tests, benches).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(mut connection: Connection) -> Result<Store, StoreError> {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut connection)?;
+        let mut memory = Memory::default();
+        {
+            let mut statement =
+                connection.prepare("SELECT ref, class, uuid, record FROM objects")?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (reference, class, uuid, record) = row?;
+                let fields: Vec<(String, Value)> =
+                    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+                        reference: reference.clone(),
+                        reason: e.to_string(),
+                    })?;
+                memory.insert(Arc::new(Object {
+                    class,
+                    reference,
+                    uuid,
+                    fields,
+                }));
+            }
+        }
+        memory.generation = connection
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        let (generation_tx, _) = tokio::sync::watch::channel(memory.generation);
+        Ok(Store {
+            connection: Mutex::new(connection),
+            memory: RwLock::new(memory),
+            generation_tx,
+        })
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
