@@ -31,7 +31,9 @@ pub enum MockError {
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// The directory is not a mock host.

@@ -29,10 +29,20 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     /// A stored record does not decode.
     #[error("stored record {reference} is corrupt: {reason}")]
-    Corrupt { reference: String, reason: String },
+    Corrupt {
+        /// The object.
+        reference: String,
+        /// Why it does not decode.
+        reason: String,
+    },
     /// The database was written by a newer pcipass.
     #[error("database schema version {found} is newer than this build's {known}")]
-    TooNew { found: i64, known: i64 },
+    TooNew {
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
     /// A change names an object that does not exist.
     #[error("no object {0}")]
     NoSuchObject(String),
