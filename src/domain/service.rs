@@ -93,6 +93,12 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// Reboot: a mock host in place, a real one by starting `command`.
     fn reboot(&self, command: &[String]) -> Result<Reboot, DomainError>;
 
+    /// The statuses when they can be answered without any I/O (from views
+    /// still known to be current), else `None`. Never blocks.
+    fn cached_statuses(&self, _addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
+        None
+    }
+
     /// A token that moves when the boot configuration or `/proc/cmdline`
     /// changes.
     fn changes(&self) -> ChangeToken;
@@ -161,6 +167,10 @@ impl Dom0Host for HostDom0 {
 
     fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         Ok(self.engine.enable(addr)?)
+    }
+
+    fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
+        self.engine.cached_statuses(addrs)
     }
 
     fn boot_id(&self) -> Result<String, DomainError> {

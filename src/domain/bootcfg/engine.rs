@@ -242,6 +242,45 @@ impl Dom0AccessEngine {
             .collect())
     }
 
+    /// The statuses from the views the change watch still vouches for,
+    /// without touching a file or starting a process: `None` when an
+    /// answer needs I/O (nothing cached, something moved, the PCI tree
+    /// not read yet). Never blocks, so async code may call it inline.
+    pub fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
+        let watch = self.watch.as_ref()?;
+        if !watch.unchanged() {
+            return None;
+        }
+        let (running, boot) = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match (&cache.running, &cache.boot) {
+                (Some((_, r)), Some((_, b))) => (r.clone(), b.clone()),
+                _ => return None,
+            }
+        };
+        let tree = if running.entries().is_empty() && boot.entries().is_empty() {
+            Arc::new(Topology::default())
+        } else {
+            let tree = self
+                .tree
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()?;
+            if !addrs.iter().all(|a| tree.contains(a)) {
+                return None;
+            }
+            tree
+        };
+        Some(
+            addrs
+                .iter()
+                .map(|a| {
+                    Dom0Access::from_views(running.hides_in(&tree, a), boot.hides_in(&tree, a))
+                })
+                .collect(),
+        )
+    }
+
     /// The check every edit passes before it is written: it must not newly
     /// hide a function a boot disk sits behind.
     fn safety_check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
