@@ -114,10 +114,27 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
     read_on_thread(child.stdout.take(), Pipe::Stdout, tx.clone());
     read_on_thread(child.stderr.take(), Pipe::Stderr, tx);
 
+    // The pipes first: they close when the program (and whatever it
+    // started) is done, which wakes us at once; the child stays unreaped
+    // meanwhile, so its group id cannot be reused before a kill.
+    let (mut stdout, mut stderr) = (None, None);
+    while stdout.is_none() || stderr.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((Pipe::Stdout, text)) => stdout = Some(text),
+            Ok((Pipe::Stderr, text)) => stderr = Some(text),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                kill_group(pgid);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(timed_out(program, limit));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     let status = match wait_until(&mut child, deadline) {
         Ok(Some(status)) => status,
         Ok(None) => {
-            // Still unreaped, so `pgid` cannot have been reused.
             kill_group(pgid);
             let _ = child.kill();
             let _ = child.wait();
@@ -130,23 +147,6 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
             return Err(e);
         }
     };
-
-    let (mut stdout, mut stderr) = (None, None);
-    while stdout.is_none() || stderr.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((Pipe::Stdout, text)) => stdout = Some(text),
-            Ok((Pipe::Stderr, text)) => stderr = Some(text),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // The program exited but something it started keeps a
-                // pipe open. The group still exists while that process is
-                // in it, so its id has not been reused.
-                kill_group(pgid);
-                return Err(timed_out(program, limit));
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
     Ok(Output {
         code: status.code(),
         stdout: stdout.unwrap_or_default(),
