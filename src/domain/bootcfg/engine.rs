@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{BootConfig, BootConfigError};
+use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
-use crate::domain::{Dom0Access, PciAddress, bootdev};
+use crate::domain::{Dom0Access, PciAddress};
 use crate::host::boot::{Fingerprint, GrubFingerprint};
 use crate::host::watch::ChangeWatch;
 use crate::host::{HostRoot, boot, procfs, sysfs};
@@ -208,6 +209,13 @@ impl Dom0AccessEngine {
         if view.entries().is_empty() {
             return Ok(None);
         }
+        let (disks, tree) = self.boot_disks()?;
+        Ok(first_hidden(&disks, &tree, view))
+    }
+
+    /// The boot disks, and a PCI tree that covers the functions beneath
+    /// them.
+    fn boot_disks(&self) -> Result<(Vec<BootDisk>, Arc<Topology>), BootConfigError> {
         let disks = bootdev::boot_devices(&self.host)
             .map_err(|e| BootConfigError::SafetyUnknown(format!("boot devices unknown: {e}")))?;
         let functions: Vec<PciAddress> = disks
@@ -215,12 +223,7 @@ impl Dom0AccessEngine {
             .flat_map(|d| d.pci_functions.iter().copied())
             .collect();
         let tree = self.tree_for(&functions)?;
-        Ok(disks.iter().find_map(|d| {
-            d.pci_functions
-                .iter()
-                .find(|f| view.hides_in(&tree, f))
-                .map(|f| (d.block_device.clone(), *f))
-        }))
+        Ok((disks, tree))
     }
 
     /// The status of one function.
@@ -236,10 +239,7 @@ impl Dom0AccessEngine {
         } else {
             self.tree_for(addrs)?
         };
-        Ok(addrs
-            .iter()
-            .map(|a| Dom0Access::from_views(running.hides_in(&tree, a), boot.hides_in(&tree, a)))
-            .collect())
+        Ok(judge(&running, &boot, &tree, addrs))
     }
 
     /// The statuses from the views the change watch still vouches for,
@@ -271,23 +271,19 @@ impl Dom0AccessEngine {
             }
             tree
         };
-        Some(
-            addrs
-                .iter()
-                .map(|a| {
-                    Dom0Access::from_views(running.hides_in(&tree, a), boot.hides_in(&tree, a))
-                })
-                .collect(),
-        )
+        Some(judge(&running, &boot, &tree, addrs))
     }
 
     /// The check every edit passes before it is written: it must not newly
     /// hide a function a boot disk sits behind.
     fn safety_check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
-        if let Some((block_device, function)) = self.boot_disk_hidden(after)?
-            && self
-                .boot_disk_hidden(before)?
-                .is_none_or(|(_, f)| f != function)
+        if after.entries().is_empty() {
+            return Ok(());
+        }
+        // One read of the mounts and the tree for both views.
+        let (disks, tree) = self.boot_disks()?;
+        if let Some((block_device, function)) = first_hidden(&disks, &tree, after)
+            && first_hidden(&disks, &tree, before).is_none_or(|(_, f)| f != function)
         {
             return Err(BootConfigError::BootDevice {
                 block_device,
@@ -324,4 +320,32 @@ impl Dom0AccessEngine {
             procfs::cmdline_fingerprint(&self.host).ok(),
         )
     }
+}
+
+/// The status of each function from the two views and the tree.
+fn judge(
+    running: &HideView,
+    boot: &HideView,
+    tree: &Topology,
+    addrs: &[PciAddress],
+) -> Vec<Dom0Access> {
+    addrs
+        .iter()
+        .map(|a| Dom0Access::from_views(running.hides_in(tree, a), boot.hides_in(tree, a)))
+        .collect()
+}
+
+/// The first boot-disk function `view` hides (through a bridge or a
+/// wildcard too), with its disk.
+fn first_hidden(
+    disks: &[BootDisk],
+    tree: &Topology,
+    view: &HideView,
+) -> Option<(String, PciAddress)> {
+    disks.iter().find_map(|d| {
+        d.pci_functions
+            .iter()
+            .find(|f| view.hides_in(tree, f))
+            .map(|f| (d.block_device.clone(), *f))
+    })
 }
