@@ -157,6 +157,19 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// Settings for a new demo mock host made under `dir` (`dir/root`),
+    /// with its state in `dir/state`: what tests and benchmarks start a
+    /// daemon context on.
+    pub fn demo_under(dir: &Path) -> Result<Settings, crate::host::mock::MockError> {
+        let root = dir.join("root");
+        crate::host::mock::create(&root, crate::host::mock::Profile::Demo)?;
+        Ok(Settings {
+            root: Some(root),
+            state_dir: Some(dir.join("state")),
+            ..Settings::default()
+        })
+    }
+
     /// Command-line settings merged over the `--config` file, if any.
     pub fn load(cli: Settings) -> Result<Settings, ConfigError> {
         let Some(path) = cli.config.clone() else {

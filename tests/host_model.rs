@@ -205,13 +205,8 @@ fn pci_refs(ctx: &pcipass::api::Context) -> BTreeMap<String, (String, String)> {
 #[test]
 fn refs_stable_across_restart_and_reboot_while_devices_come_and_go() {
     let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::demo_under(dir.path()).unwrap();
     let root = dir.path().join("root");
-    mock::create(&root, Profile::Demo).unwrap();
-    let settings = Settings {
-        root: Some(root.clone()),
-        state_dir: Some(dir.path().join("state")),
-        ..Settings::default()
-    };
     let first = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
     assert_eq!(first.len(), 13);
     let restarted = pci_refs(&pcipass::daemon::build_context(&settings).unwrap());
@@ -284,13 +279,8 @@ type Breakage<'a> = (&'a str, &'a dyn Fn(), &'a dyn Fn());
 fn failed_discovery_keeps_every_stored_pci() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::demo_under(dir.path()).unwrap();
     let root = dir.path().join("root");
-    mock::create(&root, Profile::Demo).unwrap();
-    let settings = Settings {
-        root: Some(root.clone()),
-        state_dir: Some(dir.path().join("state")),
-        ..Settings::default()
-    };
     let devices_dir = root.join("sys/bus/pci/devices");
     let aside = root.join("sys/bus/pci/devices.aside");
     let breakages: [Breakage; 3] = [

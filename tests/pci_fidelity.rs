@@ -16,7 +16,6 @@ use pcipass::api::context::Context;
 use pcipass::api::session::create_session;
 use pcipass::api::{Role, Value};
 use pcipass::config::Settings;
-use pcipass::host::mock::{self, Profile};
 use pcipass::idl::datamodel;
 use pcipass::wire::dispatch::Dispatcher;
 use pcipass::wire::http::{Peer, Protocol, RpcHandler, RpcRequest};
@@ -51,13 +50,7 @@ const INTERNAL: [&str; 4] = [
 ];
 
 fn context(dir: &tempfile::TempDir) -> Arc<Context> {
-    let root = dir.path().join("root");
-    mock::create(&root, Profile::Demo).unwrap();
-    let settings = Settings {
-        root: Some(root),
-        state_dir: Some(dir.path().join("state")),
-        ..Settings::default()
-    };
+    let settings = Settings::demo_under(dir.path()).unwrap();
     pcipass::daemon::build_context(&settings).unwrap()
 }
 

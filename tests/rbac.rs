@@ -10,7 +10,6 @@ use pcipass::api::invoke::invoke;
 use pcipass::api::session::create_session;
 use pcipass::api::{Origin, Role, Value};
 use pcipass::config::Settings;
-use pcipass::host::mock::{self, Profile};
 use pcipass::idl::{Type, datamodel};
 
 fn placeholder(ty: &Type) -> Value {
@@ -30,13 +29,7 @@ fn placeholder(ty: &Type) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_checks_its_minimum_role() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    mock::create(&root, Profile::Demo).unwrap();
-    let settings = Settings {
-        root: Some(root),
-        state_dir: Some(dir.path().join("state")),
-        ..Settings::default()
-    };
+    let settings = Settings::demo_under(dir.path()).unwrap();
     let ctx = pcipass::daemon::build_context(&settings).unwrap();
     let mut checked = 0;
     for method in datamodel().methods().filter(|m| m.session) {

@@ -384,16 +384,9 @@ mod tests {
     use super::*;
     use crate::api::{Origin, session};
     use crate::config::Settings;
-    use crate::host::mock::{self, Profile};
 
     fn context(dir: &tempfile::TempDir) -> Arc<Context> {
-        let root = dir.path().join("root");
-        mock::create(&root, Profile::Demo).unwrap();
-        let settings = Settings {
-            root: Some(root),
-            state_dir: Some(dir.path().join("state")),
-            ..Settings::default()
-        };
+        let settings = Settings::demo_under(dir.path()).unwrap();
         crate::daemon::build_context(&settings).unwrap()
     }
 

@@ -319,7 +319,6 @@ mod tests {
     use super::*;
     use crate::api::{Origin, Role};
     use crate::config::Settings;
-    use crate::host::mock::{self, Profile};
     use crate::host::procfs::BOOT_ID;
 
     struct Fixture {
@@ -330,13 +329,8 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::demo_under(dir.path()).unwrap();
         let root = dir.path().join("root");
-        mock::create(&root, Profile::Demo).unwrap();
-        let settings = Settings {
-            root: Some(root.clone()),
-            state_dir: Some(dir.path().join("state")),
-            ..Settings::default()
-        };
         Fixture {
             _dir: dir,
             root,
