@@ -7,7 +7,9 @@
 //!    hyper server;
 //! 3. scale from 256 to 4096 functions: start-up sync, `get_all_records`
 //!    latency and size, resident memory;
-//! 4. `event.from` with 100 watchers: edit to last watcher notified.
+//! 4. `event.from` with 100 watchers: edit to last watcher notified;
+//! 5. a client's first sync, `event.from(["*"], "")`, against
+//!    `PCI.get_all_records` on the 4096-function host, in both codecs.
 //!
 //! Without `--bench` (that is, under `cargo test --all-targets`) or with
 //! `PCIPASS_BENCH_QUICK=1`, every run is shortened: the test suite checks
@@ -26,8 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 use support::{
-    Daemon, XEN_CMDLINE, add_user, connect, first_ref, hello_server, load, login, mock_host, post,
-    quick, rss_kib, run_hello_server, secs, start, status_load, value_of, wanted, xml_call,
+    Daemon, XEN_CMDLINE, add_user, connect, first_ref, hello_server, json_call, load, login,
+    mock_host, post, quick, rss_kib, run_hello_server, secs, start, status_load, value_of, wanted,
+    xml_call,
 };
 
 fn main() {
@@ -71,6 +74,9 @@ fn main() {
     }
     if wanted("events") {
         events(&runtime, &native);
+    }
+    if wanted("sync") {
+        first_sync(&runtime, dir.path());
     }
     drop(native);
 }
@@ -243,5 +249,45 @@ fn events(runtime: &Runtime, native: &Daemon) {
         "\n4. event.from, 100 watchers: edit to last watcher notified {:.2} ms ({} of 100 saw the PGPU change)",
         latency.0.as_secs_f64() * 1e3,
         latency.1
+    );
+}
+
+/// Section 5, a client's first sync: `event.from(["*"], "", 0)`, which
+/// Xen Orchestra's object cache starts from, against the class listing it
+/// contains, `PCI.get_all_records`, on the large host, in both codecs.
+fn first_sync(runtime: &Runtime, dir: &Path) {
+    let large = mock_host(dir, "large");
+    let state = dir.join("state-sync");
+    add_user(&state);
+    let daemon = start(&large, &state, &[]);
+    println!("\n5. First sync on the large host, one connection, sequential");
+    runtime.block_on(async {
+        let s = login(daemon.addr, "bench", "bench-secret").await;
+        let quoted = format!("\"{s}\"");
+        let calls = [
+            ("XML-RPC ", xml_call("PCI.get_all_records", &[&s]), {
+                let from = "<array><data><value>*</value></data></array></value></param><param><value></value></param><param><value><double>0</double>";
+                xml_call("event.from", &[&s, from])
+            }),
+            (
+                "JSON-RPC",
+                json_call("PCI.get_all_records", &[&quoted]),
+                json_call("event.from", &[&quoted, "[\"*\"]", "\"\"", "0.0"]),
+            ),
+        ];
+        for (codec, records, from) in calls {
+            let records = load(daemon.addr, records, 1, secs(4.0)).await;
+            let from = load(daemon.addr, from, 1, secs(4.0)).await;
+            println!("   {codec} PCI.get_all_records  {}  {} bytes", records.line(), records.bytes);
+            println!("   {codec} event.from(*, \"\")   {}  {} bytes", from.line(), from.bytes);
+            println!(
+                "   {codec} ratio first sync / get_all_records {:.2}x (p50)",
+                from.p50.as_secs_f64() / records.p50.as_secs_f64()
+            );
+        }
+    });
+    println!(
+        "   daemon resident memory after the sync calls: {} KiB",
+        rss_kib(daemon.child.id())
     );
 }

@@ -104,6 +104,15 @@ pub fn xml_call(method: &str, params: &[&str]) -> Vec<u8> {
     format!("<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>").into_bytes()
 }
 
+/// A JSON-RPC 2.0 call whose parameters are JSON texts.
+pub fn json_call(method: &str, params: &[&str]) -> Vec<u8> {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"{method}\",\"params\":[{}]}}",
+        params.join(",")
+    )
+    .into_bytes()
+}
+
 pub async fn connect(addr: SocketAddr) -> http1::SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -117,9 +126,14 @@ async fn send(
     body: &[u8],
 ) -> Result<hyper::body::Incoming, hyper::Error> {
     sender.ready().await?;
-    let request = hyper::Request::post("/")
+    // A JSON body goes where JSON-RPC clients send it.
+    let json = body.first() == Some(&b'{');
+    let request = hyper::Request::post(if json { "/jsonrpc" } else { "/" })
         .header("host", "bench")
-        .header("content-type", "text/xml")
+        .header(
+            "content-type",
+            if json { "application/json" } else { "text/xml" },
+        )
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap();
     Ok(sender.send_request(request).await?.into_body())
