@@ -9,8 +9,13 @@
 //! order. A [`Snapshot`] is a large struct (a class's `get_all_records`)
 //! made on demand, member by member, and shared between replies; each codec
 //! keeps its encoding of it, so a large unchanged reply is encoded once.
+//! [`Rows`] are array items made from a snapshot's members (the first
+//! `event.from` of a client: one `add` event per record), which a codec
+//! writes by splicing the snapshot's encoded members, encoding nothing
+//! twice.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -39,6 +44,10 @@ pub enum Value {
     /// A struct made on demand and shared between replies (never stored).
     #[serde(skip)]
     Snapshot(Snapshot),
+    /// Items of the enclosing [`Value::Array`], one struct per member of
+    /// a snapshot (never stored). Alone, it is an array of those items.
+    #[serde(skip)]
+    Rows(Rows),
 }
 
 /// Number of codecs that may keep an encoding in a [`Snapshot`].
@@ -55,7 +64,30 @@ pub struct Snapshot(Arc<SnapshotInner>);
 struct SnapshotInner {
     members: Box<MemberSource>,
     len: usize,
-    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+    encodings: [OnceLock<Encoding>; ENCODING_SLOTS],
+}
+
+/// One codec's encoding of a [`Snapshot`]: the whole struct, and where
+/// each member's encoded name and encoded value lie in it, so that the
+/// members can be written again elsewhere without being encoded again.
+#[derive(Debug, Clone, Default)]
+pub struct Encoding {
+    /// The encoded struct.
+    pub bytes: Bytes,
+    /// Per member, in order: the byte ranges of its name and its value.
+    pub members: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Encoding {
+    /// Each member's encoded name and encoded value.
+    pub fn member_parts(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.members.iter().map(|(name, value)| {
+            (
+                self.bytes.get(name.clone()).unwrap_or_default(),
+                self.bytes.get(value.clone()).unwrap_or_default(),
+            )
+        })
+    }
 }
 
 impl Snapshot {
@@ -96,10 +128,82 @@ impl Snapshot {
 
     /// The encoding in `slot` (one slot per codec), made by `encode` the
     /// first time it is asked for.
-    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Snapshot) -> Vec<u8>) -> Bytes {
-        self.0.encodings[slot]
-            .get_or_init(|| Bytes::from(encode(self)))
-            .clone()
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Snapshot) -> Encoding) -> &Encoding {
+        self.0.encodings[slot].get_or_init(|| encode(self))
+    }
+}
+
+/// Array items made from a [`Snapshot`]: for each of its members, a
+/// struct of the `head` members, then the member's name as `name_as` and
+/// its value as `value_as`. Cloning shares it.
+#[derive(Clone, PartialEq)]
+pub struct Rows {
+    source: Snapshot,
+    head: Arc<Vec<(String, Value)>>,
+    name_as: &'static str,
+    value_as: &'static str,
+}
+
+impl Rows {
+    /// One row per member of `source`.
+    pub fn new(
+        source: Snapshot,
+        head: Vec<(String, Value)>,
+        name_as: &'static str,
+        value_as: &'static str,
+    ) -> Rows {
+        Rows {
+            source,
+            head: Arc::new(head),
+            name_as,
+            value_as,
+        }
+    }
+
+    /// The snapshot the rows are made from.
+    pub fn source(&self) -> &Snapshot {
+        &self.source
+    }
+
+    /// The members every row starts with.
+    pub fn head(&self) -> &[(String, Value)] {
+        &self.head
+    }
+
+    /// The row member that holds the snapshot member's name.
+    pub fn name_as(&self) -> &'static str {
+        self.name_as
+    }
+
+    /// The row member that holds the snapshot member's value.
+    pub fn value_as(&self) -> &'static str {
+        self.value_as
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    /// Visit every row as an ordinary struct.
+    pub fn for_each(&self, mut visit: impl FnMut(Value)) {
+        self.source.for_each(|name, value| {
+            let mut members = self.head.as_ref().clone();
+            members.push((self.name_as.to_owned(), Value::str(name)));
+            members.push((self.value_as.to_owned(), value));
+            visit(Value::Struct(members));
+        });
+    }
+}
+
+impl fmt::Debug for Rows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Rows({} of {:?})", self.len(), self.head)
     }
 }
 
@@ -151,6 +255,32 @@ impl Value {
         }
     }
 
+    /// The same value made only of plain variants: snapshots become
+    /// structs and rows become the array items they stand for.
+    pub fn expanded(&self) -> Value {
+        match self {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::Rows(rows) => rows.for_each(|row| out.push(row.expanded())),
+                        other => out.push(other.expanded()),
+                    }
+                }
+                Value::Array(out)
+            }
+            Value::Struct(members) => Value::Struct(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expanded()))
+                    .collect(),
+            ),
+            Value::Snapshot(snapshot) => snapshot.to_struct().expanded(),
+            Value::Rows(rows) => Value::Array(vec![Value::Rows(rows.clone())]).expanded(),
+            plain => plain.clone(),
+        }
+    }
+
     /// A short name of the value's kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -159,7 +289,7 @@ impl Value {
             Value::Bool(_) => "bool",
             Value::Float(_) => "float",
             Value::DateTime(_) => "datetime",
-            Value::Array(_) => "array",
+            Value::Array(_) | Value::Rows(_) => "array",
             Value::Struct(_) | Value::Snapshot(_) => "struct",
             Value::Nil => "nil",
         }
@@ -220,6 +350,7 @@ impl fmt::Display for Value {
                 Ok(())
             }
             Value::Snapshot(snapshot) => snapshot.to_struct().fmt(f),
+            Value::Rows(_) => self.expanded().fmt(f),
         }
     }
 }

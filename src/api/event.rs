@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture};
-use crate::api::objects::record;
+use crate::api::objects::{self, record};
 use crate::api::{ApiError, Role, Value, derived};
 use crate::idl;
 use crate::store::{Change, Event, Operation};
+use crate::value::Rows;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
 /// check them against the idl both ways).
@@ -96,17 +97,19 @@ fn may_see(caller: &Caller, class: &str, snapshot_owner: Option<&str>, reference
     }
 }
 
-fn event_value(event: &Event, operation: Operation) -> Value {
-    let mut members = vec![
-        ("id".to_owned(), Value::String(event.id.to_string())),
+/// The members an event starts with: id, timestamp, class, operation.
+fn event_head(id: u64, class: &str, operation: Operation) -> Vec<(String, Value)> {
+    vec![
+        ("id".to_owned(), Value::String(id.to_string())),
         ("timestamp".to_owned(), Value::str("0.0")),
-        (
-            "class".to_owned(),
-            Value::String(event.class.to_lowercase()),
-        ),
+        ("class".to_owned(), Value::String(class.to_lowercase())),
         ("operation".to_owned(), Value::str(operation.as_str())),
-        ("ref".to_owned(), Value::String(event.reference.clone())),
-    ];
+    ]
+}
+
+fn event_value(event: &Event, operation: Operation) -> Value {
+    let mut members = event_head(event.id, &event.class, operation);
+    members.push(("ref".to_owned(), Value::String(event.reference.clone())));
     if operation != Operation::Del
         && let (Some(snapshot), Some(class)) =
             (&event.snapshot, idl::datamodel().class(&event.class))
@@ -188,11 +191,29 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
 /// the objects are copied is then at or after the token, so the next
 /// `event.from` delivers it (perhaps again, which is harmless); a token
 /// read after the copy could pass it by.
+///
+/// A class subscribed to as a whole whose objects every caller may see is
+/// answered from its shared `get_all_records` snapshot, as rows: the
+/// codecs splice the records they already encoded, so a client's first
+/// sync costs about what listing the classes costs. Each of those events
+/// carries the class generation its records are at.
 fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<Value>, u64) {
     derived::refresh_all(ctx);
     let generation = ctx.store.generation();
     let mut events = Vec::new();
     for class in idl::datamodel().classes.iter().filter(|c| c.is_stored()) {
+        if whole_class(subs, &class.name) && !objects::has_private_objects(&class.name) {
+            let (at, records) = objects::all_records(ctx, class);
+            if !records.is_empty() {
+                events.push(Value::Rows(Rows::new(
+                    records,
+                    event_head(at, &class.name, Operation::Add),
+                    "ref",
+                    "snapshot",
+                )));
+            }
+            continue;
+        }
         for object in ctx.store.all(&class.name) {
             if !matches(subs, &class.name, &object.reference)
                 || !may_see(
@@ -217,6 +238,13 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<V
         }
     }
     (events, generation)
+}
+
+/// Is `class` subscribed to as a whole (`*` or its name without a ref)?
+fn whole_class(subs: &[Subscription], class: &str) -> bool {
+    subs.iter().any(|s| {
+        s.reference.is_none() && s.class.as_deref().is_none_or(|c| c == class.to_lowercase())
+    })
 }
 
 fn timeout_of(value: Option<&Value>) -> Duration {
@@ -450,14 +478,36 @@ mod tests {
         let token = member(&reply, "token").as_str().unwrap();
         let generation = parse_token(token).unwrap().unwrap();
         assert!(generation >= before);
-        let Value::Array(events) = member(&reply, "events") else {
+        let Value::Array(events) = member(&reply, "events").expanded() else {
             panic!("events is not an array: {reply:?}");
         };
-        assert!(!events.is_empty());
-        for event in events {
+        // Every stored object the caller may see, once, as an add no
+        // newer than the token.
+        let mut expected: Vec<String> = idl::datamodel()
+            .classes
+            .iter()
+            .filter(|c| c.is_stored())
+            .flat_map(|c| ctx.store.all(&c.name))
+            .map(|o| o.reference.clone())
+            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        for event in &events {
             let id = member(event, "id").as_str().unwrap();
-            assert_eq!(id.parse::<u64>().unwrap(), generation, "{event:?}");
+            assert!(id.parse::<u64>().unwrap() <= generation, "{event:?}");
+            assert_eq!(member(event, "operation"), &Value::str("add"));
+            let class = member(event, "class").as_str().unwrap();
+            let reference = member(event, "ref").as_str().unwrap();
+            let object = ctx.store.get(reference).unwrap();
+            assert_eq!(class, object.class.to_lowercase());
+            assert_eq!(
+                member(event, "snapshot"),
+                &record(idl::datamodel().class(&object.class).unwrap(), &object)
+            );
+            seen.push(reference.to_owned());
         }
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected);
     }
 
     #[test]

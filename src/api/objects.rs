@@ -53,7 +53,7 @@ pub fn new_object(
 }
 
 /// Classes some of whose objects are private to some callers.
-fn has_private_objects(class: &str) -> bool {
+pub fn has_private_objects(class: &str) -> bool {
     matches!(class, "session" | "task")
 }
 
@@ -80,7 +80,8 @@ fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Objec
 /// shared snapshot: made once per change of the class, so that the codecs
 /// encode a large unchanged answer only once. Records are built from the
 /// objects one at a time while they are encoded, never all at once.
-fn all_records(ctx: &Context, class: &'static Class) -> Snapshot {
+/// Returns the class generation the records are at, and the snapshot.
+pub fn all_records(ctx: &Context, class: &'static Class) -> (u64, Snapshot) {
     derived::refresh(ctx, class);
     let mut snapshots = ctx
         .record_snapshots
@@ -90,7 +91,7 @@ fn all_records(ctx: &Context, class: &'static Class) -> Snapshot {
     if let Some((generation, snapshot)) = snapshots.get(&class.name)
         && *generation == current
     {
-        return snapshot.clone();
+        return (*generation, snapshot.clone());
     }
     let (generation, objects) = ctx.store.all_at_generation(&class.name);
     let snapshot = Snapshot::new(objects.len(), move |visit| {
@@ -99,7 +100,7 @@ fn all_records(ctx: &Context, class: &'static Class) -> Snapshot {
         }
     });
     snapshots.insert(class.name.clone(), (generation, snapshot.clone()));
-    snapshot
+    (generation, snapshot)
 }
 
 fn checked_object(
@@ -163,7 +164,7 @@ pub fn implicit(
                 .map(|o| (o.reference.clone(), record(class, o)))
                 .collect(),
         )),
-        MethodKind::GetAllRecords => Ok(Value::Snapshot(all_records(ctx, class))),
+        MethodKind::GetAllRecords => Ok(Value::Snapshot(all_records(ctx, class).1)),
         MethodKind::GetByNameLabel => {
             let label = arg_str(&args, 0);
             Ok(Value::Array(

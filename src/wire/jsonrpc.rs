@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::value::{Snapshot, Value};
+use crate::value::{Encoding, Rows, Snapshot, Value};
 use crate::wire::body::ReplyBody;
 
 /// The protocol version of a request.
@@ -104,6 +104,9 @@ pub fn to_json(value: &Value) -> Json {
         Value::Float(x) => Number::from_f64(*x)
             .map(Json::Number)
             .unwrap_or(Json::Number(0.into())),
+        Value::Array(items) if items.iter().any(|i| matches!(i, Value::Rows(_))) => {
+            to_json(&value.expanded())
+        }
         Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
         Value::Struct(members) => Json::Object(
             members
@@ -113,31 +116,122 @@ pub fn to_json(value: &Value) -> Json {
         ),
         Value::Nil => Json::Null,
         Value::Snapshot(snapshot) => to_json(&snapshot.to_struct()),
+        Value::Rows(_) => to_json(&value.expanded()),
     }
 }
 
 /// The [`Snapshot`] encoding slot of this codec.
 const SNAPSHOT_SLOT: usize = 1;
 
-/// The JSON object of a snapshot, made once per snapshot, member by member.
-fn snapshot_object(snapshot: &Snapshot) -> Bytes {
+/// The JSON object of a snapshot, made once per snapshot, member by
+/// member, with where each member's name and value lie in it.
+fn snapshot_encoding(snapshot: &Snapshot) -> &Encoding {
     snapshot.encoded(SNAPSHOT_SLOT, |s| {
         let mut out = Vec::with_capacity(2 + s.len() * 1024);
+        let mut members = Vec::with_capacity(s.len());
         out.push(b'{');
-        let mut first = true;
         s.for_each(|name, value| {
-            if !std::mem::take(&mut first) {
+            if !members.is_empty() {
                 out.push(b',');
             }
-            // Writing strings and JSON values into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, name);
+            let name_start = out.len();
+            write_string(name, &mut out);
+            let name_end = out.len();
             out.push(b':');
-            let _ = serde_json::to_writer(&mut out, &to_json(&value));
+            write_json(&value, &mut out);
+            members.push((name_start..name_end, name_end + 1..out.len()));
         });
         out.push(b'}');
         out.shrink_to_fit();
-        out
+        Encoding {
+            bytes: Bytes::from(out),
+            members,
+        }
     })
+}
+
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Append the rows as comma-separated objects, splicing the encoded
+/// members of their snapshot; `first` says whether an item came before.
+fn write_rows(rows: &Rows, first: &mut bool, out: &mut Vec<u8>) {
+    let encoding = snapshot_encoding(rows.source());
+    let mut head = b"{".to_vec();
+    for (name, value) in rows.head() {
+        write_string(name, &mut head);
+        head.push(b':');
+        write_json(value, &mut head);
+        head.push(b',');
+    }
+    write_string(rows.name_as(), &mut head);
+    head.push(b':');
+    let mut middle = b",".to_vec();
+    write_string(rows.value_as(), &mut middle);
+    middle.push(b':');
+    out.reserve(encoding.bytes.len() + rows.len() * (head.len() + middle.len() + 2));
+    for (name, value) in encoding.member_parts() {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(&head);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&middle);
+        out.extend_from_slice(value);
+        out.push(b'}');
+    }
+}
+
+/// Append the JSON text of a value: what [`to_json`] gives, written
+/// directly, with snapshots and rows spliced from their cached encodings.
+pub fn write_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::String(s) | Value::DateTime(s) => write_string(s, out),
+        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Int32(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Float(x) => match Number::from_f64(*x) {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None => out.push(b'0'),
+        },
+        Value::Array(items) => {
+            out.push(b'[');
+            let mut first = true;
+            for item in items {
+                match item {
+                    Value::Rows(rows) => write_rows(rows, &mut first, out),
+                    item => {
+                        if !std::mem::take(&mut first) {
+                            out.push(b',');
+                        }
+                        write_json(item, out);
+                    }
+                }
+            }
+            out.push(b']');
+        }
+        Value::Struct(members) => {
+            out.push(b'{');
+            for (i, (name, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(name, out);
+                out.push(b':');
+                write_json(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Nil => out.extend_from_slice(b"null"),
+        Value::Snapshot(snapshot) => out.extend_from_slice(&snapshot_encoding(snapshot).bytes),
+        Value::Rows(rows) => {
+            out.push(b'[');
+            write_rows(rows, &mut true, out);
+            out.push(b']');
+        }
+    }
 }
 
 /// Parse a request body.
@@ -176,13 +270,22 @@ pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
     })
 }
 
+/// The envelope of a success reply up to its result.
+fn success_head(version: Version, id: &Json) -> Vec<u8> {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    match version {
+        Version::V1 => format!("{{\"error\":null,\"id\":{id},\"result\":"),
+        Version::V2 => format!("{{\"id\":{id},\"jsonrpc\":\"2.0\",\"result\":"),
+    }
+    .into_bytes()
+}
+
 /// A success reply.
 pub fn write_success(version: Version, id: &Json, result: &Value) -> Vec<u8> {
-    let reply = match version {
-        Version::V1 => serde_json::json!({"result": to_json(result), "error": null, "id": id}),
-        Version::V2 => serde_json::json!({"jsonrpc": "2.0", "result": to_json(result), "id": id}),
-    };
-    serde_json::to_vec(&reply).unwrap_or_default()
+    let mut out = success_head(version, id);
+    write_json(result, &mut out);
+    out.push(b'}');
+    out
 }
 
 /// [`write_success`] as a reply body; a snapshot's cached encoding is
@@ -191,14 +294,9 @@ pub fn success_body(version: Version, id: &Json, result: &Value) -> ReplyBody {
     let Value::Snapshot(snapshot) = result else {
         return ReplyBody::from(write_success(version, id, result));
     };
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let head = match version {
-        Version::V1 => format!("{{\"error\":null,\"id\":{id},\"result\":"),
-        Version::V2 => format!("{{\"id\":{id},\"jsonrpc\":\"2.0\",\"result\":"),
-    };
     ReplyBody::from_chunks([
-        Bytes::from(head),
-        snapshot_object(snapshot),
+        Bytes::from(success_head(version, id)),
+        snapshot_encoding(snapshot).bytes.clone(),
         Bytes::from_static(b"}"),
     ])
 }
@@ -235,6 +333,95 @@ pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event batch as `event.from` builds it: rows of a snapshot (with
+    /// names that need escaping) between two plain items.
+    fn rows_batch() -> Value {
+        let records = Snapshot::new(3, |visit| {
+            for (i, name) in ["OpaqueRef:a", "OpaqueRef:<b>&\"c\"", "OpaqueRef:é"]
+                .iter()
+                .enumerate()
+            {
+                visit(
+                    name,
+                    Value::Struct(vec![
+                        ("uuid".into(), Value::String(format!("u{i}"))),
+                        ("n".into(), Value::Int(i as i64)),
+                        ("x".into(), Value::Float(60.1)),
+                        ("set".into(), Value::strings(["a", "b"])),
+                    ]),
+                );
+            }
+        });
+        let rows = Rows::new(
+            records,
+            vec![
+                ("id".into(), Value::str("7")),
+                ("class".into(), Value::str("pci")),
+            ],
+            "ref",
+            "snapshot",
+        );
+        let plain = Value::Struct(vec![("id".into(), Value::str("8"))]);
+        Value::Struct(vec![
+            (
+                "events".into(),
+                Value::Array(vec![plain.clone(), Value::Rows(rows.clone()), plain]),
+            ),
+            ("alone".into(), Value::Rows(rows)),
+            (
+                "empty".into(),
+                Value::Array(vec![Value::Rows(Rows::new(
+                    Snapshot::new(0, |_| {}),
+                    vec![],
+                    "r",
+                    "s",
+                ))]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn rows_are_written_as_the_items_they_stand_for() {
+        let batch = rows_batch();
+        let (mut spliced, mut plain) = (Vec::new(), Vec::new());
+        write_json(&batch, &mut spliced);
+        write_json(&batch.expanded(), &mut plain);
+        assert_eq!(
+            String::from_utf8(spliced.clone()).unwrap(),
+            String::from_utf8(plain).unwrap()
+        );
+        let parsed: Json = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(parsed, to_json(&batch.expanded()));
+        assert_eq!(parsed["events"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            parsed["events"][1]["snapshot"]["x"],
+            serde_json::json!(60.1)
+        );
+        assert_eq!(parsed["empty"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn direct_writer_agrees_with_serde() {
+        for value in [
+            Value::Float(60.1),
+            Value::Float(1.0),
+            Value::Float(1e300),
+            Value::Float(f64::NAN),
+            Value::Int(-3),
+            Value::str("\u{1}\"\\/é"),
+            Value::Nil,
+            Value::Struct(vec![("k".into(), Value::Array(vec![Value::Bool(true)]))]),
+        ] {
+            let mut out = Vec::new();
+            write_json(&value, &mut out);
+            let expected = serde_json::to_vec(&to_json(&value)).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn versions_ids_and_params() {

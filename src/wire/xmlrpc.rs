@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use crate::value::{Snapshot, Value};
+use crate::value::{Encoding, Rows, Snapshot, Value};
 use crate::wire::body::ReplyBody;
 
 /// A decoded method call.
@@ -132,16 +132,30 @@ fn write_float(x: f64, out: &mut Vec<u8>) {
 /// The [`Snapshot`] encoding slot of this codec.
 const SNAPSHOT_SLOT: usize = 0;
 
-/// The `<value>` fragment of a snapshot, made once per snapshot.
-fn snapshot_fragment(snapshot: &Snapshot) -> Bytes {
+/// The `<value>` fragment of a snapshot, made once per snapshot, with
+/// where each member's name and value lie in it.
+fn snapshot_encoding(snapshot: &Snapshot) -> &Encoding {
     snapshot.encoded(SNAPSHOT_SLOT, |s| {
         // Records are about 1.7 KB each in XML: start near the final size.
         let mut out = Vec::with_capacity(64 + s.len() * 2048);
+        let mut members = Vec::with_capacity(s.len());
         out.extend_from_slice(b"<value><struct>");
-        s.for_each(|name, v| write_member(name, &v, &mut out));
+        s.for_each(|name, v| {
+            out.extend_from_slice(b"<member><name>");
+            let name_start = out.len();
+            escape_into(name, &mut out);
+            let name_end = out.len();
+            out.extend_from_slice(b"</name>");
+            write_value(&v, &mut out);
+            members.push((name_start..name_end, name_end + 7..out.len()));
+            out.extend_from_slice(b"</member>");
+        });
         out.extend_from_slice(b"</struct></value>");
         out.shrink_to_fit();
-        out
+        Encoding {
+            bytes: Bytes::from(out),
+            members,
+        }
     })
 }
 
@@ -153,11 +167,45 @@ fn write_member(name: &str, value: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"</member>");
 }
 
+/// Append one `<value>` per row, splicing the encoded members of the
+/// rows' snapshot: nothing of the snapshot is encoded again.
+fn write_rows(rows: &Rows, out: &mut Vec<u8>) {
+    let encoding = snapshot_encoding(rows.source());
+    let mut head = b"<value><struct>".to_vec();
+    for (name, value) in rows.head() {
+        write_member(name, value, &mut head);
+    }
+    head.extend_from_slice(b"<member><name>");
+    escape_into(rows.name_as(), &mut head);
+    head.extend_from_slice(b"</name><value>");
+    let mut middle = b"</value></member><member><name>".to_vec();
+    escape_into(rows.value_as(), &mut middle);
+    middle.extend_from_slice(b"</name>");
+    let tail = b"</member></struct></value>";
+    out.reserve(encoding.bytes.len() + rows.len() * (head.len() + middle.len() + tail.len()));
+    for (name, value) in encoding.member_parts() {
+        out.extend_from_slice(&head);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&middle);
+        out.extend_from_slice(value);
+        out.extend_from_slice(tail);
+    }
+}
+
 /// Append a `<value>…</value>` fragment.
 pub fn write_value(value: &Value, out: &mut Vec<u8>) {
-    if let Value::Snapshot(snapshot) = value {
-        out.extend_from_slice(&snapshot_fragment(snapshot));
-        return;
+    match value {
+        Value::Snapshot(snapshot) => {
+            out.extend_from_slice(&snapshot_encoding(snapshot).bytes);
+            return;
+        }
+        Value::Rows(rows) => {
+            out.extend_from_slice(b"<value><array><data>");
+            write_rows(rows, out);
+            out.extend_from_slice(b"</data></array></value>");
+            return;
+        }
+        _ => {}
     }
     out.extend_from_slice(b"<value>");
     match value {
@@ -186,7 +234,10 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Array(items) => {
             out.extend_from_slice(b"<array><data>");
             for item in items {
-                write_value(item, out);
+                match item {
+                    Value::Rows(rows) => write_rows(rows, out),
+                    item => write_value(item, out),
+                }
             }
             out.extend_from_slice(b"</data></array>");
         }
@@ -198,7 +249,7 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(b"</struct>");
         }
         Value::Nil => out.extend_from_slice(b"<nil/>"),
-        Value::Snapshot(_) => unreachable!("written above"),
+        Value::Snapshot(_) | Value::Rows(_) => unreachable!("written above"),
     }
     out.extend_from_slice(b"</value>");
 }
@@ -223,7 +274,7 @@ pub fn success_body(value: &Value) -> ReplyBody {
     match value {
         Value::Snapshot(snapshot) => ReplyBody::from_chunks([
             Bytes::from_static(SUCCESS_HEAD),
-            snapshot_fragment(snapshot),
+            snapshot_encoding(snapshot).bytes.clone(),
             Bytes::from_static(SUCCESS_TAIL),
         ]),
         _ => ReplyBody::from(write_success(value)),
@@ -259,6 +310,76 @@ pub fn write_bare(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event batch as `event.from` builds it: rows of a snapshot (with
+    /// names that need escaping) between two plain items.
+    fn rows_batch() -> Value {
+        let records = Snapshot::new(3, |visit| {
+            for (i, name) in ["OpaqueRef:a", "OpaqueRef:<b>&\"c\"", "OpaqueRef:é"]
+                .iter()
+                .enumerate()
+            {
+                visit(
+                    name,
+                    Value::Struct(vec![
+                        ("uuid".into(), Value::String(format!("u{i}"))),
+                        ("n".into(), Value::Int(i as i64)),
+                        ("x".into(), Value::Float(60.1)),
+                        ("set".into(), Value::strings(["a", "b"])),
+                    ]),
+                );
+            }
+        });
+        let rows = Rows::new(
+            records,
+            vec![
+                ("id".into(), Value::str("7")),
+                ("class".into(), Value::str("pci")),
+            ],
+            "ref",
+            "snapshot",
+        );
+        let plain = Value::Struct(vec![("id".into(), Value::str("8"))]);
+        Value::Struct(vec![
+            (
+                "events".into(),
+                Value::Array(vec![plain.clone(), Value::Rows(rows.clone()), plain]),
+            ),
+            ("alone".into(), Value::Rows(rows)),
+            (
+                "empty".into(),
+                Value::Array(vec![Value::Rows(Rows::new(
+                    Snapshot::new(0, |_| {}),
+                    vec![],
+                    "r",
+                    "s",
+                ))]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn rows_are_written_as_the_items_they_stand_for() {
+        let batch = rows_batch();
+        let (mut spliced, mut plain) = (Vec::new(), Vec::new());
+        write_value(&batch, &mut spliced);
+        write_value(&batch.expanded(), &mut plain);
+        assert_eq!(
+            String::from_utf8(spliced).unwrap(),
+            String::from_utf8(plain).unwrap()
+        );
+        let Value::Struct(members) = batch.expanded() else {
+            panic!()
+        };
+        let Value::Array(events) = &members[0].1 else {
+            panic!()
+        };
+        assert_eq!(events.len(), 5);
+        assert_eq!(
+            events[2].member("ref"),
+            Some(&Value::str("OpaqueRef:<b>&\"c\""))
+        );
+    }
 
     fn parse(text: &str) -> Call {
         parse_call(text.as_bytes()).unwrap()
