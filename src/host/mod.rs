@@ -9,6 +9,7 @@
 pub mod block;
 pub mod boot;
 pub mod exec;
+pub mod facts;
 pub mod mock;
 pub mod procfs;
 pub mod sysfs;

@@ -105,6 +105,47 @@ pub struct MockVirtualDisk {
     pub slaves: Vec<String>,
 }
 
+/// `etc/os-release` of an XCP-ng 8.3.0 dom0.
+pub const XCP_NG_OS_RELEASE: &str = "NAME=\"XCP-ng\"
+VERSION=\"8.3.0\"
+ID=\"xenenterprise\"
+ID_LIKE=\"centos rhel fedora\"
+VERSION_ID=\"8.3.0\"
+PRETTY_NAME=\"XCP-ng 8.3.0\"
+ANSI_COLOR=\"0;31\"
+HOME_URL=\"https://xcp-ng.org/\"
+BUG_REPORT_URL=\"https://github.com/xcp-ng/xcp/issues\"
+";
+
+/// `etc/xensource-inventory` of an XCP-ng 8.3.0 dom0, with fresh
+/// installation and control-domain uuids.
+pub fn xcp_ng_inventory() -> String {
+    let installation = uuid::Uuid::new_v4();
+    let control_domain = uuid::Uuid::new_v4();
+    format!(
+        "PRIMARY_DISK='/dev/disk/by-id/nvme-pcipass-mock'
+BACKUP_PARTITION='/dev/disk/by-id/nvme-pcipass-mock-part2'
+PRODUCT_BRAND='XCP-ng'
+PRODUCT_NAME='xenenterprise'
+PRODUCT_VERSION='8.3.0'
+PRODUCT_VERSION_TEXT='8.3'
+PRODUCT_VERSION_TEXT_SHORT='8.3'
+PLATFORM_NAME='XCP'
+PLATFORM_VERSION='3.4.0'
+BUILD_NUMBER='cloud'
+COMPANY_NAME='Vates'
+COMPANY_NAME_SHORT='Vates'
+INSTALLATION_UUID='{installation}'
+CONTROL_DOMAIN_UUID='{control_domain}'
+DOM0_MEM='7584'
+DOM0_VCPUS='16'
+MANAGEMENT_INTERFACE='xenbr0'
+MANAGEMENT_ADDRESS_TYPE='IPv4'
+CURRENT_INTERFACES='xenbr0'
+"
+    )
+}
+
 /// Builds mock hosts of any shape.
 #[derive(Debug, Clone, Default)]
 pub struct MockHostBuilder {
@@ -120,6 +161,10 @@ pub struct MockHostBuilder {
     pub hostname: String,
     /// Extra dom0 arguments for grub.cfg and `proc/cmdline`.
     pub dom0_extra: String,
+    /// The text of `etc/xensource-inventory` (`None`: no such file).
+    pub inventory: Option<String>,
+    /// The text of `etc/os-release` (`None`: no such file).
+    pub os_release: Option<String>,
 }
 
 impl MockHostBuilder {
@@ -127,8 +172,22 @@ impl MockHostBuilder {
     pub fn new() -> MockHostBuilder {
         MockHostBuilder {
             hostname: "pcipass-mock".into(),
+            inventory: Some(xcp_ng_inventory()),
+            os_release: Some(XCP_NG_OS_RELEASE.to_owned()),
             ..MockHostBuilder::default()
         }
+    }
+
+    /// With this `etc/xensource-inventory` text (`None`: no inventory).
+    pub fn inventory(mut self, text: Option<&str>) -> MockHostBuilder {
+        self.inventory = text.map(str::to_owned);
+        self
+    }
+
+    /// With this `etc/os-release` text (`None`: no os-release).
+    pub fn os_release(mut self, text: Option<&str>) -> MockHostBuilder {
+        self.os_release = text.map(str::to_owned);
+        self
     }
 
     /// Add a function.

@@ -5,8 +5,10 @@
 //! attribute files, `sys/bus/pci/devices/*` links to them, `driver`,
 //! `physfn` and `virtfnN` links as in real sysfs, `sys/class/block/*` links
 //! down to the PCI path of each disk, `proc/cmdline`,
-//! `proc/self/mountinfo`, `boot/grub/grub.cfg` in XCP-ng's layout, and the
-//! marker file. [`reboot()`] applies a new command line: the driver links of
+//! `proc/self/mountinfo`, `boot/grub/grub.cfg` in XCP-ng's layout, the
+//! XCP-ng 8.3 self-description files [`crate::host::facts`] reads
+//! (`etc/xensource-inventory`, `etc/os-release`, kernel and Xen versions,
+//! `proc/meminfo`, the host name), and the marker file. [`reboot()`] applies a new command line: the driver links of
 //! hidden devices point at `pciback`, the others back at their own driver.
 
 mod builder;
@@ -19,7 +21,9 @@ use std::path::Path;
 
 use crate::host::MOCK_HOST_MARKER;
 
-pub use builder::{MockDevice, MockDisk, MockHostBuilder, MockVirtualDisk};
+pub use builder::{
+    MockDevice, MockDisk, MockHostBuilder, MockVirtualDisk, XCP_NG_OS_RELEASE, xcp_ng_inventory,
+};
 pub use lspci::from_lspci;
 pub use profile::{Profile, create, profile_builder};
 pub use reboot::reboot;

@@ -5,10 +5,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{MockDevice, MockError, MockHostBuilder, io, relative, symlink, write, write_boot_id};
-use crate::host::MOCK_HOST_MARKER;
+use crate::host::{MOCK_HOST_MARKER, facts};
 use crate::vocab::PciAddress;
 
 const DOM0_BASE: &str = "root=LABEL=root-pcipass ro nolvm hpet=disable console=hvc0 console=tty0 quiet vga=785 splash plymouth.ignore-serial-consoles";
+
+/// `proc/meminfo` of a dom0 booted with `dom0_mem=7584M` (its start).
+const MEMINFO: &str = "MemTotal:        7592376 kB
+MemFree:         5421340 kB
+MemAvailable:    6702188 kB
+Buffers:          112864 kB
+Cached:          1237520 kB
+SwapCached:            0 kB
+Active:           904312 kB
+Inactive:         812644 kB
+SwapTotal:       1048572 kB
+SwapFree:        1048572 kB
+";
 
 /// The XCP-ng grub.cfg layout (entries `XCP-ng`, `XCP-ng (Serial)`, safe
 /// mode and fallbacks) with `dom0` as the dom0 arguments.
@@ -177,6 +190,28 @@ impl MockHostBuilder {
         write(&at("proc/cmdline"), &format!("{dom0}\n"))?;
         write_boot_id(&at(crate::host::procfs::BOOT_ID))?;
         write(&at("boot/grub/grub.cfg"), &grub_cfg(&dom0))?;
+        self.write_facts(dir)
+    }
+
+    /// The files [`crate::host::facts`] reads, as on an XCP-ng 8.3.0 dom0.
+    fn write_facts(&self, dir: &Path) -> Result<(), MockError> {
+        let at = |rel: &str| -> PathBuf { dir.join(rel) };
+        if let Some(text) = &self.inventory {
+            write(&at(facts::INVENTORY), text)?;
+        }
+        if let Some(text) = &self.os_release {
+            write(&at(facts::OS_RELEASE), text)?;
+        }
+        write(&at(facts::KERNEL_RELEASE), "4.19.0+1\n")?;
+        write(&at(facts::HOSTNAME), &format!("{}\n", self.hostname))?;
+        write(&at(facts::XEN_MAJOR), "4\n")?;
+        write(&at(facts::XEN_MINOR), "17\n")?;
+        write(&at(facts::XEN_EXTRA), ".5-3\n")?;
+        write(
+            &at(facts::XEN_CAPABILITIES),
+            "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64\n",
+        )?;
+        write(&at(facts::MEMINFO), MEMINFO)?;
         Ok(())
     }
 }
