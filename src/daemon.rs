@@ -9,7 +9,7 @@ use crate::api::context::{ApiConfig, Context};
 use crate::api::{derived, event::Registrations, host, session, sync, task};
 use crate::config::{BootBackend, ConfigError, Settings};
 use crate::domain::bootcfg::{BootConfig, ExecBootConfig, NativeBootConfig};
-use crate::domain::service::HostDom0;
+use crate::domain::service::{Dom0Host, HostDom0};
 use crate::host::HostRoot;
 use crate::store::{Store, users::UsersFile};
 use crate::wire::dispatch::{Dispatcher, encode_task_result};
@@ -56,10 +56,23 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
             Box::new(ExecBootConfig::new(program, host_root.clone()))
         }
     };
-    let hostname = host_root
-        .read_to_string("etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
+    let dom0 = Arc::new(HostDom0::new(host_root.clone(), boot));
+    let about = dom0.describe();
+    tracing::info!(
+        product = about.software("product_brand"),
+        version = about.software("product_version"),
+        source = ?about.source,
+        "host described"
+    );
+    let hostname = about
+        .hostname
+        .clone()
+        .or_else(|| {
+            host_root
+                .read_to_string("etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
     let address = settings
@@ -67,7 +80,8 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         .first()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let (host_ref, pool_ref) = host::bootstrap(&store, &hostname, &address).map_err(state_err)?;
+    let (host_ref, pool_ref) =
+        host::bootstrap(&store, &about, &hostname, &address).map_err(state_err)?;
     let config = ApiConfig {
         session_idle_timeout: Settings::seconds(settings.session_idle_timeout, 24 * 3600),
         max_sessions_per_user: settings.max_sessions_per_user.unwrap_or(500),
@@ -83,7 +97,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     };
     let ctx = Arc::new(Context {
         store,
-        host: Arc::new(HostDom0::new(host_root, boot)),
+        host: dom0,
         config,
         host_ref,
         pool_ref,

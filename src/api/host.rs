@@ -18,6 +18,7 @@ use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::{self, now_datetime};
 use crate::api::{ApiError, Value, sync};
+use crate::domain::about::HostDescription;
 use crate::domain::service::Reboot;
 use crate::idl;
 use crate::store::{Change, Store, db};
@@ -29,33 +30,43 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("disable", disable),
     ("enable", enable),
     ("get_servertime", get_servertime),
+    ("evacuate", evacuate),
 ];
+
+/// xapi's null reference.
+const NULL_REF: &str = "OpaqueRef:NULL";
 
 fn host_arg(ctx: &Context, args: &[Value]) -> Result<String, ApiError> {
     let reference = args.first().and_then(Value::as_str).unwrap_or("");
     Ok(ctx.object("host", reference)?.reference.clone())
 }
 
-fn set_enabled(ctx: &Context, reference: &str, enabled: bool) -> Result<(), ApiError> {
-    let allowed = if enabled {
+/// What a live host allows, as xapi's `valid_operations` judges it: VMs
+/// may start or arrive only while it is enabled, `enable` only while it is
+/// disabled; evacuating, shutting down and rebooting always (`power_on`
+/// is for a host that is down, never this one).
+fn allowed_operations(enabled: bool) -> Value {
+    if enabled {
         Value::strings([
             "provision",
             "evacuate",
             "shutdown",
             "reboot",
-            "power_on",
             "vm_start",
             "vm_resume",
             "vm_migrate",
         ])
     } else {
-        Value::strings(["shutdown", "reboot", "enable"])
-    };
+        Value::strings(["evacuate", "shutdown", "reboot", "enable"])
+    }
+}
+
+fn set_enabled(ctx: &Context, reference: &str, enabled: bool) -> Result<(), ApiError> {
     ctx.apply(vec![Change::Update {
         reference: reference.to_owned(),
         fields: vec![
             ("enabled".into(), Value::Bool(enabled)),
-            ("allowed_operations".into(), allowed),
+            ("allowed_operations".into(), allowed_operations(enabled)),
         ],
     }])?;
     Ok(())
@@ -222,7 +233,11 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
                 Err(e) => tracing::warn!("cannot read the new boot id: {e}"),
             }
             sync::synchronise(&work)?;
+            describe_again(&work)?;
             enable_after_reboot(&work)?;
+            // The toolstack started again, as after a real reboot: clients
+            // (Xen Orchestra) wait for agent_start_time to move.
+            record_agent_start(&work)?;
             tracing::info!(sessions_ended = dropped, "mock host rebooted");
             Ok(())
         })
@@ -232,71 +247,102 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
     })
 }
 
-/// What the daemon says about itself in `host.software_version`.
-fn software_version(hostname: &str) -> Value {
-    let version = env!("CARGO_PKG_VERSION");
-    Value::Struct(
-        [
-            ("product_brand", "pcipass"),
-            ("product_version", version),
-            ("platform_name", "pcipass"),
-            ("platform_version", version),
-            ("xapi", version),
-            ("hostname", hostname),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), Value::str(v)))
-        .collect(),
-    )
+/// The fields of the host object that describe the host as it is now:
+/// product and versions (its own files say them: the inventory on XCP-ng,
+/// os-release elsewhere), host name, address, Xen capabilities.
+fn described_fields(
+    about: &HostDescription,
+    hostname: &str,
+    address: &str,
+    metrics_ref: &str,
+) -> Vec<(String, Value)> {
+    let (major, minor) = idl::datamodel().api_version;
+    let software_version = Value::Struct(
+        about
+            .software_version
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::str(v)))
+            .collect(),
+    );
+    vec![
+        ("API_version_major".into(), Value::Int(major)),
+        ("API_version_minor".into(), Value::Int(minor)),
+        ("API_version_vendor".into(), Value::str("XenSource")),
+        ("software_version".into(), software_version),
+        ("hostname".into(), Value::str(hostname)),
+        ("address".into(), Value::str(address)),
+        (
+            "capabilities".into(),
+            Value::strings(about.capabilities.iter().cloned()),
+        ),
+        ("metrics".into(), Value::str(metrics_ref)),
+    ]
 }
 
-/// Find or create this host's `host` object and the one-host `pool`;
-/// refresh the fields that describe this build. Returns (host, pool) refs,
-/// stable across restarts.
+/// The fields of the host's `host_metrics` object.
+fn metrics_fields(about: &HostDescription) -> Vec<(String, Value)> {
+    vec![
+        (
+            "memory_total".into(),
+            Value::Int(about.memory_total.unwrap_or(0)),
+        ),
+        (
+            "memory_free".into(),
+            Value::Int(about.memory_free.unwrap_or(0)),
+        ),
+        ("live".into(), Value::Bool(true)),
+        ("last_updated".into(), now_datetime()),
+    ]
+}
+
+/// Find or create this host's `host` object, its `host_metrics` and the
+/// one-host `pool`, and write what describes the host now (`about`).
+/// Returns (host, pool) refs, stable across restarts.
 pub fn bootstrap(
     store: &Store,
+    about: &HostDescription,
     hostname: &str,
     address: &str,
 ) -> Result<(String, String), ApiError> {
-    let (major, minor) = idl::datamodel().api_version;
-    let common = vec![
-        ("API_version_major", Value::Int(major)),
-        ("API_version_minor", Value::Int(minor)),
-        ("API_version_vendor", Value::str("XenSource")),
-        ("software_version", software_version(hostname)),
-        ("hostname", Value::str(hostname)),
-        ("address", Value::str(address)),
-        (
-            "capabilities",
-            Value::strings(["xen-3.0-x86_64", "hvm-3.0-x86_64"]),
-        ),
-    ];
     let mut changes = Vec::new();
-    let host_ref = match store.all("host").first() {
-        Some(host) => {
-            changes.push(Change::Update {
-                reference: host.reference.clone(),
-                fields: common
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect(),
-            });
-            host.reference.clone()
-        }
+    let metrics_ref = match store.all("host_metrics").first() {
+        Some(metrics) => metrics.reference.clone(),
         None => {
             let reference = db::new_ref();
-            let mut fields = common.clone();
-            fields.push(("name_label", Value::str(hostname)));
-            fields.push(("enabled", Value::Bool(true)));
             changes.push(Change::Create(new_object(
-                "host",
+                "host_metrics",
                 reference.clone(),
                 db::new_uuid(),
-                fields,
+                Vec::new(),
             )));
             reference
         }
     };
+    let host_ref = match store.all("host").first() {
+        Some(host) => host.reference.clone(),
+        None => {
+            let reference = db::new_ref();
+            changes.push(Change::Create(new_object(
+                "host",
+                reference.clone(),
+                db::new_uuid(),
+                vec![
+                    ("name_label", Value::str(hostname)),
+                    ("enabled", Value::Bool(true)),
+                    ("allowed_operations", allowed_operations(true)),
+                ],
+            )));
+            reference
+        }
+    };
+    changes.push(Change::Update {
+        reference: host_ref.clone(),
+        fields: described_fields(about, hostname, address, &metrics_ref),
+    });
+    changes.push(Change::Update {
+        reference: metrics_ref,
+        fields: metrics_fields(about),
+    });
     let pool_ref = match store.all("pool").first() {
         Some(pool) => pool.reference.clone(),
         None => {
@@ -312,6 +358,47 @@ pub fn bootstrap(
     };
     store.apply(changes)?;
     Ok((host_ref, pool_ref))
+}
+
+/// Describe the host again (after a reboot in place): product, versions
+/// and memory as the host says them now.
+pub fn describe_again(ctx: &Context) -> Result<(), ApiError> {
+    let about = ctx.host.describe();
+    let host = ctx.object("host", &ctx.host_ref)?;
+    let hostname = about
+        .hostname
+        .clone()
+        .unwrap_or_else(|| host.get_str("hostname").to_owned());
+    let metrics_ref = host.get_str("metrics").to_owned();
+    let mut changes = vec![Change::Update {
+        reference: ctx.host_ref.clone(),
+        fields: described_fields(&about, &hostname, host.get_str("address"), &metrics_ref),
+    }];
+    if ctx.store.get(&metrics_ref).is_some() {
+        changes.push(Change::Update {
+            reference: metrics_ref,
+            fields: metrics_fields(&about),
+        });
+    }
+    ctx.apply(changes)?;
+    Ok(())
+}
+
+fn evacuate(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let reference = host_arg(&ctx, &args)?;
+        let network = args.get(1).and_then(Value::as_str).unwrap_or(NULL_REF);
+        if network != NULL_REF {
+            return Err(ApiError::handle_invalid("network", network));
+        }
+        let host = ctx.object("host", &reference)?;
+        let resident = match host.get("resident_VMs") {
+            Some(Value::Array(vms)) => vms.len(),
+            _ => 0,
+        };
+        tracing::info!(user = %caller.user, resident, "host evacuated (no resident VMs)");
+        Ok(Value::void())
+    })
 }
 
 #[cfg(test)]

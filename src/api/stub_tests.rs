@@ -58,7 +58,8 @@ fn stub() -> Arc<StubDom0Host> {
 
 fn context(stub: Arc<StubDom0Host>) -> Arc<Context> {
     let store = Arc::new(Store::open_in_memory().unwrap());
-    let (host_ref, pool_ref) = host::bootstrap(&store, "stub", "127.0.0.1").unwrap();
+    let (host_ref, pool_ref) =
+        host::bootstrap(&store, &stub.description, "stub", "127.0.0.1").unwrap();
     let ctx = Arc::new(Context {
         store,
         host: stub,

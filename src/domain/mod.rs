@@ -5,6 +5,7 @@
 //! API uses ([`service`]) hold state and block; every file access goes
 //! through [`crate::host`].
 
+pub mod about;
 pub mod bootcfg;
 pub mod bootdev;
 pub mod cmdline;

@@ -12,11 +12,12 @@
 
 use std::fmt;
 
+use crate::domain::about::{self, HostDescription};
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine};
 use crate::domain::devices::{self, PciFunction};
 use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
 use crate::host::boot::{Fingerprint, GrubFingerprint};
-use crate::host::{HostError, HostRoot, exec, procfs};
+use crate::host::{HostError, HostRoot, exec, facts, procfs};
 
 /// Why a domain call failed. Mapped to XenAPI error codes in one place
 /// (`api::error`).
@@ -106,6 +107,10 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// Log, once at start, what the next boot will do that a person should
     /// know (a hide value the kernel refuses, a boot disk hidden by hand).
     fn report_at_start(&self);
+
+    /// What the host says about itself (product, versions, memory), read
+    /// now.
+    fn describe(&self) -> HostDescription;
 }
 
 /// The status of one function through [`Dom0Host::statuses`].
@@ -205,6 +210,10 @@ impl Dom0Host for HostDom0 {
     fn report_at_start(&self) {
         self.engine.report_at_start();
     }
+
+    fn describe(&self) -> HostDescription {
+        about::describe(&facts::read_facts(&self.root))
+    }
 }
 
 /// A host in memory for API unit tests: functions, the hidden set now and
@@ -226,6 +235,8 @@ pub struct StubDom0Host {
     pub broken: std::sync::Mutex<Option<String>>,
     /// Calls made, in order (`hide 0000:01:00.0`, `reboot`, ...).
     pub calls: std::sync::Mutex<Vec<String>>,
+    /// What `describe` answers.
+    pub description: HostDescription,
 }
 
 #[cfg(test)]
@@ -304,4 +315,8 @@ impl Dom0Host for StubDom0Host {
     }
 
     fn report_at_start(&self) {}
+
+    fn describe(&self) -> HostDescription {
+        self.description.clone()
+    }
 }

@@ -123,5 +123,5 @@ def test_https_needs_a_pinned_fingerprint_or_no_verify(tmp_path):
 
 def test_map_and_set_filters(daemon):
     assert out(daemon, "pci-list", "dependencies:contains=0000:01:00.1", "--minimal", "params=pci-id") == "0000:01:00.0"
-    assert out(daemon, "host-list", "software-version:product_brand=pcipass", "--minimal") != ""
+    assert out(daemon, "host-list", "software-version:product_brand=XCP-ng", "--minimal") != ""
     assert out(daemon, "host-list", "software-version:product_brand=xapi", "--minimal") == ""

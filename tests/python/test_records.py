@@ -95,3 +95,43 @@ def test_pci_records_have_exactly_xapis_public_fields_in_both_protocols(daemon):
         method = "PCI.get_" + field
         assert failure(getattr(s.xenapi.PCI, "get_" + field), ref) == ["MESSAGE_METHOD_UNKNOWN", method]
         assert _jsonrpc(daemon.url, method, s._session, ref)["error"]["message"] == "MESSAGE_METHOD_UNKNOWN"
+
+
+def software(daemon):
+    s = daemon.session("reader")
+    host = s.xenapi.host.get_all()[0]
+    return s.xenapi.host.get_software_version(host), s.xenapi.host.get_record(host), s
+
+
+def test_the_host_describes_itself_from_its_own_files(daemon):
+    """software_version is what the host's files say (XCP-ng's inventory,
+    os-release elsewhere), read again at every start; no brand is made up."""
+    version, host, s = software(daemon)
+    inventory = dict(line.split("=", 1) for line in (daemon.root / "etc/xensource-inventory").read_text().split("\n") if "=" in line)
+    assert version["product_brand"] == inventory["PRODUCT_BRAND"].strip("'") == "XCP-ng"
+    assert version["product_version"] == inventory["PRODUCT_VERSION"].strip("'") == "8.3.0"
+    assert version["platform_version"] == inventory["PLATFORM_VERSION"].strip("'")
+    assert version["xen"] == "4.17.5-3"
+    assert version["linux"] == (daemon.root / "proc/sys/kernel/osrelease").read_text().strip()
+    assert version["pcipass"]
+    metrics = s.xenapi.host_metrics.get_record(host["metrics"])
+    meminfo = (daemon.root / "proc/meminfo").read_text()
+    total_kib = int(meminfo.split("MemTotal:")[1].split()[0])
+    assert int(metrics["memory_total"]) == total_kib * 1024 and metrics["live"] is True
+    assert "hvm-3.0-x86_64" in host["capabilities"]
+
+    # The host is upgraded by hand: the next start says so.
+    inv = daemon.root / "etc/xensource-inventory"
+    inv.write_text(inv.read_text().replace("PRODUCT_VERSION='8.3.0'", "PRODUCT_VERSION='8.3.1'"))
+    daemon.restart()
+    assert software(daemon)[0]["product_version"] == "8.3.1"
+
+    # A plain Xen dom0: no inventory, os-release names the distribution.
+    inv.unlink()
+    (daemon.root / "etc/os-release").write_text(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION="12 (bookworm)"\nID=debian\n')
+    daemon.restart()
+    version = software(daemon)[0]
+    assert version["product_brand"] == "Debian GNU/Linux"
+    assert version["product_version"] == "12"
+    assert version["platform_version"] == "0.0.0"
