@@ -2,40 +2,9 @@
 // a demo mock host, over each transport it offers.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { createInterface } from 'node:readline'
 import { createClient } from 'xen-api'
 
-const BIN = process.env.PCIPASS_BIN_DIR ?? resolve(import.meta.dirname, '../../target/debug')
-
-async function startDaemon () {
-  const dir = mkdtempSync(join(tmpdir(), 'pcipass-xo-'))
-  const root = join(dir, 'root')
-  const state = join(dir, 'state')
-  execFileSync(join(BIN, 'pcipass'), ['mock-host', 'create', root, '--profile', 'demo'])
-  execFileSync(join(BIN, 'pcipass'), ['user-add', 'xo', '--role', 'pool-admin', '--state-dir', state], { input: 'xo-secret\n' })
-  const proc = spawn(join(BIN, 'pcipassd'), [
-    '--root', root, '--state-dir', state, '--listen', '127.0.0.1:0',
-    '--unix', join(dir, 'xapi.sock'), '--watch-interval-ms', '100'
-  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } })
-  const url = await new Promise((resolve, reject) => {
-    const lines = createInterface({ input: proc.stdout })
-    lines.on('line', line => {
-      const m = line.match(/listening on (http:\/\/\S+)/)
-      if (m) resolve(m[1].replace(/\/$/, ''))
-    })
-    proc.on('exit', code => reject(new Error(`pcipassd exited ${code}`)))
-  })
-  return {
-    url,
-    root,
-    xenCmdline: (...args) => execFileSync(join(BIN, 'xen-cmdline'), ['--root', root, ...args]).toString(),
-    stop () { proc.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }) }
-  }
-}
+import { startDaemon, within } from './support.mjs'
 
 // A second client: plain JSON-RPC with fetch.
 async function rpc (url, method, params) {
@@ -48,11 +17,6 @@ async function rpc (url, method, params) {
   if (body.error) throw new Error(`${body.error.message} ${JSON.stringify(body.error.data)}`)
   return body.result
 }
-
-const within = (ms, what, promise) => Promise.race([
-  promise,
-  new Promise((_, reject) => setTimeout(() => reject(new Error(`timeout: ${what}`)), ms).unref())
-])
 
 async function waitFor (what, predicate, ms = 10000) {
   const deadline = Date.now() + ms
