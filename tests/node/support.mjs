@@ -16,7 +16,7 @@ export async function startDaemon () {
   const proc = spawn(join(BIN, 'pcipassd'), [
     '--root', root, '--state-dir', state, '--listen', '127.0.0.1:0',
     '--unix', join(dir, 'xapi.sock'), '--watch-interval-ms', '100'
-  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } })
+  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.PCIPASS_TEST_LOG ?? 'warn' } })
   const url = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout })
     lines.on('line', line => {

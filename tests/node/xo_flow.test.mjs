@@ -122,8 +122,21 @@ test('XO hides 9 functions, reboots the host and finds them hidden; then gives t
     const pcis = hideable(xapi).slice(0, 9)
     assert.equal(pcis.length, 9)
     const bootBefore = host.other_config.agent_start_time
+    // What XO's object cache sees of the host while the flow runs.
+    const seen = []
+    const onUpdate = objects => {
+      for (const o of Object.values(objects)) {
+        if (o.$type === 'host') seen.push({ enabled: o.enabled, allowed: o.allowed_operations })
+      }
+    }
+    xapi.objects.on('update', onUpdate)
 
     await within(60000, 'hide flow', setDom0Access(xapi, pcis, true))
+    xapi.objects.removeListener('update', onUpdate)
+    assert.ok(
+      seen.some(h => !h.enabled && h.allowed.includes('enable') && !h.allowed.includes('vm_start')),
+      `the cache saw the host disabled: ${JSON.stringify(seen)}`
+    )
     // xo-web's isPciHidden: the status is 'disabled'.
     assert.deepEqual(await statuses(xapi, pcis), Array(9).fill('disabled'))
     const after = cached(xapi, 'host')[0]
