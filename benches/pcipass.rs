@@ -256,8 +256,10 @@ fn events(runtime: &Runtime, native: &Daemon) {
 /// Xen Orchestra's object cache starts from, against the class listing it
 /// contains, `PCI.get_all_records`, on the large host, in both codecs.
 fn first_sync(runtime: &Runtime, dir: &Path) {
-    let large = mock_host(dir, "large");
-    let state = dir.join("state-sync");
+    let own = dir.join("sync");
+    std::fs::create_dir_all(&own).unwrap();
+    let large = mock_host(&own, "large");
+    let state = own.join("state");
     add_user(&state);
     let daemon = start(&large, &state, &[]);
     println!("\n5. First sync on the large host, one connection, sequential");

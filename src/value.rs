@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -65,7 +65,11 @@ struct SnapshotInner {
     members: Box<MemberSource>,
     len: usize,
     encodings: [OnceLock<Encoding>; ENCODING_SLOTS],
+    derived: [Mutex<Option<Derived>>; ENCODING_SLOTS],
 }
+
+/// An encoding made from a snapshot's, with the key it was made for.
+type Derived = (Vec<u8>, Bytes);
 
 /// One codec's encoding of a [`Snapshot`]: the whole struct, and where
 /// each member's encoded name and encoded value lie in it, so that the
@@ -101,6 +105,7 @@ impl Snapshot {
             members: Box::new(members),
             len,
             encodings: Default::default(),
+            derived: Default::default(),
         }))
     }
 
@@ -130,6 +135,29 @@ impl Snapshot {
     /// first time it is asked for.
     pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Snapshot) -> Encoding) -> &Encoding {
         self.0.encodings[slot].get_or_init(|| encode(self))
+    }
+
+    /// An encoding made from this snapshot's (rows over its members), kept
+    /// in `slot` under `key`: made by `make` the first time `key` is asked
+    /// for, and kept until another key is (one per slot, so its size stays
+    /// bounded by the snapshot's).
+    pub fn derived_encoding(
+        &self,
+        slot: usize,
+        key: &[u8],
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Bytes {
+        let mut kept = self.0.derived[slot]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((k, bytes)) = kept.as_ref()
+            && k.as_slice() == key
+        {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(make());
+        *kept = Some((key.to_vec(), bytes.clone()));
+        bytes
     }
 }
 

@@ -45,6 +45,65 @@ impl ReplyBody {
     }
 }
 
+/// Where a codec writes a reply: bytes it makes, and shared bytes (a
+/// cached encoding) it may pass on without copying.
+pub trait Sink {
+    /// The buffer that made bytes go to.
+    fn buf(&mut self) -> &mut Vec<u8>;
+
+    /// Shared bytes, copied or handed on as they are.
+    fn shared(&mut self, bytes: &Bytes);
+}
+
+impl Sink for Vec<u8> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn shared(&mut self, bytes: &Bytes) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A [`Sink`] that keeps large shared bytes as chunks of their own, so a
+/// reply made of cached encodings is sent without copying them.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    chunks: Vec<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    /// Shared bytes shorter than this are copied: a chunk of their own
+    /// would cost more than the copy.
+    const SHARE_FROM: usize = 16 * 1024;
+
+    /// The reply body of everything written.
+    pub fn into_body(mut self) -> ReplyBody {
+        if !self.buf.is_empty() {
+            self.chunks.push(Bytes::from(std::mem::take(&mut self.buf)));
+        }
+        ReplyBody::from_chunks(self.chunks)
+    }
+}
+
+impl Sink for Chunks {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn shared(&mut self, bytes: &Bytes) {
+        if bytes.len() < Self::SHARE_FROM {
+            self.buf.extend_from_slice(bytes);
+            return;
+        }
+        if !self.buf.is_empty() {
+            self.chunks.push(Bytes::from(std::mem::take(&mut self.buf)));
+        }
+        self.chunks.push(bytes.clone());
+    }
+}
+
 impl From<Vec<u8>> for ReplyBody {
     fn from(bytes: Vec<u8>) -> ReplyBody {
         ReplyBody::from_chunks([Bytes::from(bytes)])
@@ -85,6 +144,23 @@ impl Body for ReplyBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn large_shared_bytes_become_chunks_of_their_own() {
+        let big = Bytes::from(vec![b'b'; 20_000]);
+        let mut out = Chunks::default();
+        out.buf().extend_from_slice(b"<a>");
+        out.shared(&Bytes::from_static(b"small"));
+        out.shared(&big);
+        out.buf().extend_from_slice(b"</a>");
+        let body = out.into_body();
+        assert_eq!(body.chunks.len(), 3);
+        assert_eq!(body.chunks[1].as_ptr(), big.as_ptr(), "not copied");
+        let mut expected = b"<a>small".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"</a>");
+        assert_eq!(body.to_vec(), expected);
+    }
 
     #[tokio::test]
     async fn chunks_arrive_in_order_with_an_exact_length() {

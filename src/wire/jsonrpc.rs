@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::value::{Encoding, Rows, Snapshot, Value};
-use crate::wire::body::ReplyBody;
+use crate::wire::body::{Chunks, ReplyBody, Sink};
 
 /// The protocol version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,10 +155,9 @@ fn write_string(text: &str, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// Append the rows as comma-separated objects, splicing the encoded
-/// members of their snapshot; `first` says whether an item came before.
-fn write_rows(rows: &Rows, first: &mut bool, out: &mut Vec<u8>) {
-    let encoding = snapshot_encoding(rows.source());
+/// The rows as comma-separated objects, made once per snapshot and head
+/// by splicing the encoded members of the rows' snapshot.
+fn rows_fragment(rows: &Rows) -> Bytes {
     let mut head = b"{".to_vec();
     for (name, value) in rows.head() {
         write_string(name, &mut head);
@@ -171,65 +170,85 @@ fn write_rows(rows: &Rows, first: &mut bool, out: &mut Vec<u8>) {
     let mut middle = b",".to_vec();
     write_string(rows.value_as(), &mut middle);
     middle.push(b':');
-    out.reserve(encoding.bytes.len() + rows.len() * (head.len() + middle.len() + 2));
-    for (name, value) in encoding.member_parts() {
-        if !std::mem::take(first) {
-            out.push(b',');
+    let key = [head.as_slice(), &middle].concat();
+    rows.source().derived_encoding(SNAPSHOT_SLOT, &key, || {
+        let encoding = snapshot_encoding(rows.source());
+        let mut out =
+            Vec::with_capacity(encoding.bytes.len() + rows.len() * (head.len() + middle.len() + 2));
+        for (name, value) in encoding.member_parts() {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(&head);
+            out.extend_from_slice(name);
+            out.extend_from_slice(&middle);
+            out.extend_from_slice(value);
+            out.push(b'}');
         }
-        out.extend_from_slice(&head);
-        out.extend_from_slice(name);
-        out.extend_from_slice(&middle);
-        out.extend_from_slice(value);
-        out.push(b'}');
+        out
+    })
+}
+
+/// Append the rows to an array whose items so far are `first`-less.
+fn write_rows(rows: &Rows, first: &mut bool, out: &mut impl Sink) {
+    if rows.is_empty() {
+        return;
     }
+    if !std::mem::take(first) {
+        out.buf().push(b',');
+    }
+    out.shared(&rows_fragment(rows));
 }
 
 /// Append the JSON text of a value: what [`to_json`] gives, written
-/// directly, with snapshots and rows spliced from their cached encodings.
-pub fn write_json(value: &Value, out: &mut Vec<u8>) {
+/// directly; snapshots and rows are passed to `out` as their shared
+/// encodings.
+pub fn write_json(value: &Value, out: &mut impl Sink) {
     match value {
-        Value::String(s) | Value::DateTime(s) => write_string(s, out),
-        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::Int32(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::String(s) | Value::DateTime(s) => write_string(s, out.buf()),
+        Value::Int(n) => out.buf().extend_from_slice(n.to_string().as_bytes()),
+        Value::Int32(n) => out.buf().extend_from_slice(n.to_string().as_bytes()),
+        Value::Bool(b) => out
+            .buf()
+            .extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Float(x) => match Number::from_f64(*x) {
-            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            None => out.push(b'0'),
+            Some(n) => out.buf().extend_from_slice(n.to_string().as_bytes()),
+            None => out.buf().push(b'0'),
         },
         Value::Array(items) => {
-            out.push(b'[');
+            out.buf().push(b'[');
             let mut first = true;
             for item in items {
                 match item {
                     Value::Rows(rows) => write_rows(rows, &mut first, out),
                     item => {
                         if !std::mem::take(&mut first) {
-                            out.push(b',');
+                            out.buf().push(b',');
                         }
                         write_json(item, out);
                     }
                 }
             }
-            out.push(b']');
+            out.buf().push(b']');
         }
         Value::Struct(members) => {
-            out.push(b'{');
+            out.buf().push(b'{');
             for (i, (name, value)) in members.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.buf().push(b',');
                 }
-                write_string(name, out);
-                out.push(b':');
+                write_string(name, out.buf());
+                out.buf().push(b':');
                 write_json(value, out);
             }
-            out.push(b'}');
+            out.buf().push(b'}');
         }
-        Value::Nil => out.extend_from_slice(b"null"),
-        Value::Snapshot(snapshot) => out.extend_from_slice(&snapshot_encoding(snapshot).bytes),
+        Value::Nil => out.buf().extend_from_slice(b"null"),
+        Value::Snapshot(snapshot) => out.shared(&snapshot_encoding(snapshot).bytes),
         Value::Rows(rows) => {
-            out.push(b'[');
+            out.buf().push(b'[');
             write_rows(rows, &mut true, out);
-            out.push(b']');
+            out.buf().push(b']');
         }
     }
 }
@@ -288,17 +307,14 @@ pub fn write_success(version: Version, id: &Json, result: &Value) -> Vec<u8> {
     out
 }
 
-/// [`write_success`] as a reply body; a snapshot's cached encoding is
-/// sent as it is, not copied.
+/// [`write_success`] as a reply body; the cached encodings of snapshots
+/// and rows are sent as they are, not copied.
 pub fn success_body(version: Version, id: &Json, result: &Value) -> ReplyBody {
-    let Value::Snapshot(snapshot) = result else {
-        return ReplyBody::from(write_success(version, id, result));
-    };
-    ReplyBody::from_chunks([
-        Bytes::from(success_head(version, id)),
-        snapshot_encoding(snapshot).bytes.clone(),
-        Bytes::from_static(b"}"),
-    ])
+    let mut out = Chunks::default();
+    out.buf().extend_from_slice(&success_head(version, id));
+    write_json(result, &mut out);
+    out.buf().push(b'}');
+    out.into_body()
 }
 
 /// A failure reply for `[CODE, params...]`.
@@ -399,6 +415,11 @@ mod tests {
             serde_json::json!(60.1)
         );
         assert_eq!(parsed["empty"], serde_json::json!([]));
+        let id = Json::Number(0.into());
+        assert_eq!(
+            success_body(Version::V2, &id, &batch).to_vec(),
+            write_success(Version::V2, &id, &batch.expanded())
+        );
     }
 
     #[test]

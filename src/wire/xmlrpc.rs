@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use crate::value::{Encoding, Rows, Snapshot, Value};
-use crate::wire::body::ReplyBody;
+use crate::wire::body::{Chunks, ReplyBody, Sink};
 
 /// A decoded method call.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,18 +159,18 @@ fn snapshot_encoding(snapshot: &Snapshot) -> &Encoding {
     })
 }
 
-fn write_member(name: &str, value: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"<member><name>");
-    escape_into(name, out);
-    out.extend_from_slice(b"</name>");
+fn write_member(name: &str, value: &Value, out: &mut impl Sink) {
+    out.buf().extend_from_slice(b"<member><name>");
+    escape_into(name, out.buf());
+    out.buf().extend_from_slice(b"</name>");
     write_value(value, out);
-    out.extend_from_slice(b"</member>");
+    out.buf().extend_from_slice(b"</member>");
 }
 
-/// Append one `<value>` per row, splicing the encoded members of the
-/// rows' snapshot: nothing of the snapshot is encoded again.
-fn write_rows(rows: &Rows, out: &mut Vec<u8>) {
-    let encoding = snapshot_encoding(rows.source());
+/// The `<value>` items of the rows, made once per snapshot and head by
+/// splicing the encoded members of the rows' snapshot: nothing of the
+/// snapshot is encoded again.
+fn rows_fragment(rows: &Rows) -> Bytes {
     let mut head = b"<value><struct>".to_vec();
     for (name, value) in rows.head() {
         write_member(name, value, &mut head);
@@ -181,77 +181,88 @@ fn write_rows(rows: &Rows, out: &mut Vec<u8>) {
     let mut middle = b"</value></member><member><name>".to_vec();
     escape_into(rows.value_as(), &mut middle);
     middle.extend_from_slice(b"</name>");
-    let tail = b"</member></struct></value>";
-    out.reserve(encoding.bytes.len() + rows.len() * (head.len() + middle.len() + tail.len()));
-    for (name, value) in encoding.member_parts() {
-        out.extend_from_slice(&head);
-        out.extend_from_slice(name);
-        out.extend_from_slice(&middle);
-        out.extend_from_slice(value);
-        out.extend_from_slice(tail);
-    }
+    // The head and middle together say what the rows are; the snapshot
+    // keeps the fragment under them.
+    let key = [head.as_slice(), &middle].concat();
+    rows.source().derived_encoding(SNAPSHOT_SLOT, &key, || {
+        let encoding = snapshot_encoding(rows.source());
+        let tail = b"</member></struct></value>";
+        let mut out = Vec::with_capacity(
+            encoding.bytes.len() + rows.len() * (head.len() + middle.len() + tail.len()),
+        );
+        for (name, value) in encoding.member_parts() {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(name);
+            out.extend_from_slice(&middle);
+            out.extend_from_slice(value);
+            out.extend_from_slice(tail);
+        }
+        out
+    })
 }
 
-/// Append a `<value>…</value>` fragment.
-pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+/// Append a `<value>…</value>` fragment; snapshots and rows are passed
+/// to `out` as their shared encodings.
+pub fn write_value(value: &Value, out: &mut impl Sink) {
     match value {
         Value::Snapshot(snapshot) => {
-            out.extend_from_slice(&snapshot_encoding(snapshot).bytes);
+            out.shared(&snapshot_encoding(snapshot).bytes);
             return;
         }
         Value::Rows(rows) => {
-            out.extend_from_slice(b"<value><array><data>");
-            write_rows(rows, out);
-            out.extend_from_slice(b"</data></array></value>");
+            out.buf().extend_from_slice(b"<value><array><data>");
+            out.shared(&rows_fragment(rows));
+            out.buf().extend_from_slice(b"</data></array></value>");
             return;
         }
         _ => {}
     }
-    out.extend_from_slice(b"<value>");
+    let buf = out.buf();
+    buf.extend_from_slice(b"<value>");
     match value {
-        Value::String(s) => escape_into(s, out),
-        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => escape_into(s, buf),
+        Value::Int(n) => buf.extend_from_slice(n.to_string().as_bytes()),
         Value::Int32(n) => {
-            out.extend_from_slice(b"<i4>");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"</i4>");
+            buf.extend_from_slice(b"<i4>");
+            buf.extend_from_slice(n.to_string().as_bytes());
+            buf.extend_from_slice(b"</i4>");
         }
-        Value::Bool(b) => out.extend_from_slice(if *b {
+        Value::Bool(b) => buf.extend_from_slice(if *b {
             b"<boolean>1</boolean>"
         } else {
             b"<boolean>0</boolean>"
         }),
         Value::Float(x) => {
-            out.extend_from_slice(b"<double>");
-            write_float(*x, out);
-            out.extend_from_slice(b"</double>");
+            buf.extend_from_slice(b"<double>");
+            write_float(*x, buf);
+            buf.extend_from_slice(b"</double>");
         }
         Value::DateTime(d) => {
-            out.extend_from_slice(b"<dateTime.iso8601>");
-            escape_into(d, out);
-            out.extend_from_slice(b"</dateTime.iso8601>");
+            buf.extend_from_slice(b"<dateTime.iso8601>");
+            escape_into(d, buf);
+            buf.extend_from_slice(b"</dateTime.iso8601>");
         }
         Value::Array(items) => {
-            out.extend_from_slice(b"<array><data>");
+            buf.extend_from_slice(b"<array><data>");
             for item in items {
                 match item {
-                    Value::Rows(rows) => write_rows(rows, out),
+                    Value::Rows(rows) => out.shared(&rows_fragment(rows)),
                     item => write_value(item, out),
                 }
             }
-            out.extend_from_slice(b"</data></array>");
+            out.buf().extend_from_slice(b"</data></array>");
         }
         Value::Struct(members) => {
-            out.extend_from_slice(b"<struct>");
+            buf.extend_from_slice(b"<struct>");
             for (name, v) in members {
                 write_member(name, v, out);
             }
-            out.extend_from_slice(b"</struct>");
+            out.buf().extend_from_slice(b"</struct>");
         }
-        Value::Nil => out.extend_from_slice(b"<nil/>"),
+        Value::Nil => buf.extend_from_slice(b"<nil/>"),
         Value::Snapshot(_) | Value::Rows(_) => unreachable!("written above"),
     }
-    out.extend_from_slice(b"</value>");
+    out.buf().extend_from_slice(b"</value>");
 }
 
 const HEAD: &[u8] = b"<?xml version=\"1.0\"?><methodResponse><params><param>";
@@ -268,17 +279,14 @@ pub fn write_success(value: &Value) -> Vec<u8> {
     out
 }
 
-/// [`write_success`] as a reply body; a snapshot's cached encoding is
-/// sent as it is, not copied.
+/// [`write_success`] as a reply body; the cached encodings of snapshots
+/// and rows are sent as they are, not copied.
 pub fn success_body(value: &Value) -> ReplyBody {
-    match value {
-        Value::Snapshot(snapshot) => ReplyBody::from_chunks([
-            Bytes::from_static(SUCCESS_HEAD),
-            snapshot_encoding(snapshot).bytes.clone(),
-            Bytes::from_static(SUCCESS_TAIL),
-        ]),
-        _ => ReplyBody::from(write_success(value)),
-    }
+    let mut out = Chunks::default();
+    out.buf().extend_from_slice(SUCCESS_HEAD);
+    write_value(value, &mut out);
+    out.buf().extend_from_slice(SUCCESS_TAIL);
+    out.into_body()
 }
 
 /// `{Status: Failure, ErrorDescription: [CODE, params...]}`.
