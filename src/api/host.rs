@@ -218,12 +218,15 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
             return Err(ApiError::HostNotDisabled);
         }
         let command = ctx.config.reboot_command.clone();
-        tracing::warn!(user = %caller.user, ?command, "rebooting the host");
-        let outcome = ctx.domain(move |host| host.reboot(&command)).await??;
+        tracing::warn!(user = %caller.user, "host reboot requested");
+        let started = command.clone();
+        let outcome = ctx.domain(move |host| host.reboot(&started)).await??;
         if outcome == Reboot::Started {
+            tracing::warn!(user = %caller.user, ?command, "reboot command started");
             return Ok(Value::void());
         }
         let work = ctx.clone();
+        let work_user = caller.user.clone();
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
             let dropped = session::invalidate_all(&work)?;
             // The mock reboot wrote a new boot id: remember it, or the next
@@ -238,7 +241,11 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
             // The toolstack started again, as after a real reboot: clients
             // (Xen Orchestra) wait for agent_start_time to move.
             record_agent_start(&work)?;
-            tracing::info!(sessions_ended = dropped, "mock host rebooted");
+            tracing::warn!(
+                user = %work_user,
+                sessions_ended = dropped,
+                "mock host rebooted in place"
+            );
             Ok(())
         })
         .await
