@@ -143,7 +143,13 @@ fn prepare_unchecked_role(
     let session_count = usize::from(method.session);
     let received = params.len() as i64 - session_count as i64;
     let required = method.required_params();
-    if received < required as i64 {
+    // As xapi's generated dispatcher: a message without defaults takes
+    // exactly its parameters; one with defaults takes at least the
+    // required ones and ignores any beyond its own (clients rely on the
+    // refusal to fall back to an older arity, as Xen Orchestra does for
+    // host.evacuate).
+    let has_defaults = required < method.params.len();
+    if received < required as i64 || (!has_defaults && received > required as i64) {
         return Err(ApiError::MessageParameterCountMismatch {
             method: method.wire_name.clone(),
             expected: required,
@@ -155,7 +161,7 @@ fn prepare_unchecked_role(
     } else {
         None
     };
-    // Extra trailing parameters are ignored, as xapi does.
+    // Parameters beyond a message's own (it has defaults) are ignored.
     params.truncate(method.params.len());
     let mut args = Vec::with_capacity(method.params.len());
     let mut supplied = params.into_iter();

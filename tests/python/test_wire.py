@@ -25,6 +25,9 @@ def test_every_error_has_its_description(daemon):
     assert failure(proxy, "PCI.get_by_uuid", ("no-such-uuid",)) == ["UUID_INVALID", "PCI", "no-such-uuid"]
     assert failure(proxy, "PCI.get_frobnicated", ()) == ["MESSAGE_METHOD_UNKNOWN", "PCI.get_frobnicated"]
     assert failure(proxy, "PCI.get_record", ()) == ["MESSAGE_PARAMETER_COUNT_MISMATCH", "PCI.get_record", "1", "0"]
+    # As xapi's dispatcher: one too many for a message without defaults.
+    pci = s.xenapi.PCI.get_all()[0]
+    assert failure(proxy, "PCI.get_record", (pci, "x")) == ["MESSAGE_PARAMETER_COUNT_MISMATCH", "PCI.get_record", "1", "2"]
     details = failure(proxy, "PCI.get_record", (5,))
     assert details[0:2] == ["FIELD_TYPE_ERROR", "self"]
     raw = xmlrpc.client.ServerProxy(daemon.url)
