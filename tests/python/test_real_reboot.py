@@ -3,8 +3,11 @@ changes, and the next start of pcipassd drops every session, re-enables a
 host that host.disable left disabled (unless auto_enable was false) and
 writes a later other_config:agent_start_time."""
 
+import time
 import uuid
 import xmlrpc.client
+
+from conftest import failure
 
 BOOT_ID = "proc/sys/kernel/random/boot_id"
 
@@ -76,3 +79,45 @@ def test_agent_start_time_is_xapi_format(daemon):
     value = s.xenapi.host.get_other_config(_host(s))["agent_start_time"]
     seconds, _, fraction = value.partition(".")
     assert seconds.isdigit() and fraction.isdigit(), value
+
+
+def _task_result(s, task):
+    for _ in range(200):
+        if s.xenapi.task.get_status(task) != "pending":
+            break
+        time.sleep(0.05)
+    return s.xenapi.task.get_record(task)
+
+
+def test_evacuate_as_xapi_takes_it(daemon):
+    """host.evacuate with xapi's arities (host[, network[, batch size]]):
+    no VM is resident, so it succeeds at once, also on a disabled host and
+    as an Async task; errors as xapi raises them."""
+    s = daemon.session("operator")
+    host = _host(s)
+    assert s.xenapi.host.evacuate(host) == ""
+    assert s.xenapi.host.evacuate(host, "OpaqueRef:NULL") == ""
+    s.xenapi.host.disable(host)
+    assert "evacuate" in s.xenapi.host.get_allowed_operations(host)
+    task = s.xenapi.Async.host.evacuate(host, "OpaqueRef:NULL", "3")
+    rec = _task_result(s, task)
+    assert rec["status"] == "success", rec
+    # A message with defaults ignores parameters beyond its own, as xapi's
+    # dispatcher does; one without refuses them.
+    assert s.xenapi.host.evacuate(host, "OpaqueRef:NULL", "3", "x") == ""
+    assert failure(s.xenapi.host.get_servertime, host, "x") == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "host.get_servertime", "1", "2"]
+    assert failure(s.xenapi.host.evacuate, "OpaqueRef:nope") == ["HANDLE_INVALID", "host", "OpaqueRef:nope"]
+    net = "OpaqueRef:" + str(uuid.uuid4())
+    assert failure(s.xenapi.host.evacuate, host, net) == ["HANDLE_INVALID", "network", net]
+    reader = daemon.session("reader")
+    assert failure(reader.xenapi.host.evacuate, host)[0] == "RBAC_PERMISSION_DENIED"
+    s.xenapi.host.enable(host)
+
+
+def test_every_start_moves_agent_start_time(daemon):
+    s = daemon.session("admin")
+    host = _host(s)
+    first = _start_time(s, host)
+    daemon.restart()
+    assert _start_time(daemon.session("admin"), host) > first
