@@ -99,25 +99,34 @@ fn upsert(pairs: &mut Vec<(String, String)>, key: &str, value: String) {
 /// Blank lines, lines without `=` and `#` comments are skipped. The pairs
 /// keep file order; a later duplicate key replaces the earlier value.
 pub fn parse_inventory(text: &str) -> Vec<(String, String)> {
+    key_value_lines(text, |value| {
+        ['\'', '"']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q))
+            .unwrap_or(value)
+            .to_owned()
+    })
+}
+
+/// The `KEY=value` lines of `text` (blank lines, `#` comments, lines
+/// without `=` or with an empty key skipped; key and value trimmed), each
+/// value read by `value`. File order is kept; a later duplicate key
+/// replaces the earlier value.
+fn key_value_lines(text: &str, value: impl Fn(&str) -> String) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
+        let Some((key, raw)) = line.split_once('=') else {
             continue;
         };
         let key = key.trim();
         if key.is_empty() {
             continue;
         }
-        let value = value.trim();
-        let unquoted = ['\'', '"']
-            .iter()
-            .find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q))
-            .unwrap_or(value);
-        upsert(&mut pairs, key, unquoted.to_owned());
+        upsert(&mut pairs, key, value(raw.trim()));
     }
     pairs
 }
@@ -130,22 +139,7 @@ pub fn parse_inventory(text: &str) -> Vec<(String, String)> {
 /// the line. The pairs keep file order; a later duplicate key replaces the
 /// earlier value.
 pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.is_empty() {
-            continue;
-        }
-        upsert(&mut pairs, key, os_release_value(value.trim()));
-    }
-    pairs
+    key_value_lines(text, os_release_value)
 }
 
 /// One os-release value, quotes and escapes removed.

@@ -349,53 +349,7 @@ pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An event batch as `event.from` builds it: rows of a snapshot (with
-    /// names that need escaping) between two plain items.
-    fn rows_batch() -> Value {
-        let records = Snapshot::new(3, |visit| {
-            for (i, name) in ["OpaqueRef:a", "OpaqueRef:<b>&\"c\"", "OpaqueRef:é"]
-                .iter()
-                .enumerate()
-            {
-                visit(
-                    name,
-                    Value::Struct(vec![
-                        ("uuid".into(), Value::String(format!("u{i}"))),
-                        ("n".into(), Value::Int(i as i64)),
-                        ("x".into(), Value::Float(60.1)),
-                        ("set".into(), Value::strings(["a", "b"])),
-                    ]),
-                );
-            }
-        });
-        let rows = Rows::new(
-            records,
-            vec![
-                ("id".into(), Value::str("7")),
-                ("class".into(), Value::str("pci")),
-            ],
-            "ref",
-            "snapshot",
-        );
-        let plain = Value::Struct(vec![("id".into(), Value::str("8"))]);
-        Value::Struct(vec![
-            (
-                "events".into(),
-                Value::Array(vec![plain.clone(), Value::Rows(rows.clone()), plain]),
-            ),
-            ("alone".into(), Value::Rows(rows)),
-            (
-                "empty".into(),
-                Value::Array(vec![Value::Rows(Rows::new(
-                    Snapshot::new(0, |_| {}),
-                    vec![],
-                    "r",
-                    "s",
-                ))]),
-            ),
-        ])
-    }
+    use crate::value::samples::rows_batch;
 
     #[test]
     fn rows_are_written_as_the_items_they_stand_for() {
