@@ -26,8 +26,9 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("inject", inject),
 ];
 
-/// Longest an `event.from` or `event.next` call blocks.
-const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Longest an `event.from` call blocks, whatever timeout it asks for (a
+/// client's own timeouts are shorter: Xen Orchestra waits 60 s).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// `event.next` returns an empty batch after this long without events.
 const NEXT_WAIT: Duration = Duration::from_secs(60);
 
@@ -253,10 +254,14 @@ fn timeout_of(value: Option<&Value>) -> Duration {
         Some(Value::Int(n)) => *n as f64,
         _ => 0.0,
     };
-    if seconds.is_finite() && seconds >= 0.0 {
-        Duration::from_secs_f64(seconds).min(MAX_WAIT)
+    // As xapi's deadline (now + timeout): a negative or NaN timeout has
+    // already passed, so the call answers at once.
+    if seconds.is_nan() || seconds <= 0.0 {
+        Duration::ZERO
     } else {
-        MAX_WAIT
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT)
     }
 }
 
@@ -508,6 +513,26 @@ mod tests {
         expected.sort();
         seen.sort();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn timeouts_are_clamped_and_a_bad_one_answers_at_once() {
+        assert_eq!(
+            timeout_of(Some(&Value::Float(60.1))),
+            Duration::from_secs_f64(60.1)
+        );
+        assert_eq!(timeout_of(Some(&Value::Int(5))), Duration::from_secs(5));
+        for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, 0.0] {
+            assert_eq!(
+                timeout_of(Some(&Value::Float(bad))),
+                Duration::ZERO,
+                "{bad}"
+            );
+        }
+        assert_eq!(timeout_of(Some(&Value::Float(f64::INFINITY))), MAX_WAIT);
+        assert_eq!(timeout_of(Some(&Value::Float(1e300))), MAX_WAIT);
+        assert_eq!(timeout_of(Some(&Value::Int(-5))), Duration::ZERO);
+        assert_eq!(timeout_of(None), Duration::ZERO);
     }
 
     #[test]
