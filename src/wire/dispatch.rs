@@ -3,6 +3,7 @@
 //! the same protocol. Protocol specials live here: `system.listMethods`
 //! (unwrapped in XML-RPC, as xapi sends it) and `system.isAlive`.
 
+use bytes::Bytes;
 use std::sync::Arc;
 
 use crate::api::invoke::{invoke, list_methods};
@@ -60,6 +61,24 @@ pub fn encode_task_result(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Bodies at least this long are parsed on the blocking pool: parsing
+/// megabytes on a runtime thread would stall every other connection on it
+/// (root's call on the Unix socket among them).
+const PARSE_OFF_REACTOR_FROM: usize = 64 * 1024;
+
+/// `parse(body)`, on the blocking pool when the body is large.
+async fn off_reactor<T: Send + 'static>(body: &Bytes, parse: fn(&[u8]) -> T) -> T {
+    if body.len() < PARSE_OFF_REACTOR_FROM {
+        return parse(body);
+    }
+    let owned = body.clone();
+    match tokio::task::spawn_blocking(move || parse(&owned)).await {
+        Ok(parsed) => parsed,
+        // The blocking pool is shutting down: parse here instead.
+        Err(_) => parse(body),
+    }
+}
+
 impl RpcHandler for Dispatcher {
     fn handle(
         &self,
@@ -68,7 +87,7 @@ impl RpcHandler for Dispatcher {
         Box::pin(async move {
             match request.protocol {
                 Protocol::XmlRpc => {
-                    let body = match xmlrpc::parse_call(&request.body) {
+                    let body = match off_reactor(&request.body, xmlrpc::parse_call).await {
                         Ok(call) => match self.call(&call.method, call.params, &request.peer).await
                         {
                             Reply::Result(Ok(v)) => xmlrpc::success_body(&v),
@@ -86,7 +105,7 @@ impl RpcHandler for Dispatcher {
                     RpcResponse { body }
                 }
                 Protocol::JsonRpc => {
-                    let body = match jsonrpc::parse_request(&request.body) {
+                    let body = match off_reactor(&request.body, jsonrpc::parse_request).await {
                         Ok(call) => match self.call(&call.method, call.params, &request.peer).await
                         {
                             Reply::Result(Ok(v)) | Reply::Bare(v) => {
