@@ -104,9 +104,26 @@ pub struct Settings {
     #[arg(long, value_name = "SECONDS")]
     pub body_timeout: Option<u64>,
 
-    /// Most connections served at once. [default: 1024]
+    /// Most TCP connections served at once; further clients wait in the
+    /// kernel's accept queue. Lowered, with a warning, when the open-file
+    /// limit cannot hold them. [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Most TCP connections one client address may hold; further ones are
+    /// closed at once. [default: 128]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// Most Unix-socket connections served at once (a budget apart from
+    /// the TCP one); local root always gets in. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_unix_connections: Option<usize>,
+
+    /// Seconds an answer may wait unread (the client not reading) before
+    /// the connection is closed. [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub write_timeout: Option<u64>,
 
     /// Seconds of inactivity after which a session is invalid. [default: 86400]
     #[arg(long, value_name = "SECONDS")]
@@ -216,6 +233,12 @@ impl Settings {
             header_timeout: pick(self.header_timeout, base.header_timeout),
             body_timeout: pick(self.body_timeout, base.body_timeout),
             max_connections: pick(self.max_connections, base.max_connections),
+            max_connections_per_address: pick(
+                self.max_connections_per_address,
+                base.max_connections_per_address,
+            ),
+            max_unix_connections: pick(self.max_unix_connections, base.max_unix_connections),
+            write_timeout: pick(self.write_timeout, base.write_timeout),
             session_idle_timeout: pick(self.session_idle_timeout, base.session_idle_timeout),
             max_sessions_per_user: pick(self.max_sessions_per_user, base.max_sessions_per_user),
             task_retention: pick(self.task_retention, base.task_retention),

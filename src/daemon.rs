@@ -249,6 +249,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         header_timeout: Settings::seconds(settings.header_timeout, 10),
         body_timeout: Settings::seconds(settings.body_timeout, 30),
         max_connections: settings.max_connections.unwrap_or(1024),
+        max_connections_per_address: settings.max_connections_per_address.unwrap_or(128),
+        max_unix_connections: settings.max_unix_connections.unwrap_or(64),
+        write_timeout: Settings::seconds(settings.write_timeout, 30),
     };
     spawn_background(
         ctx.clone(),

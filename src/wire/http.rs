@@ -3,10 +3,13 @@
 //! POST `/jsonrpc` is JSON-RPC; every other POST path (`/`, `/RPC2`,
 //! `/xmlrpc`, ...) is XML-RPC, as xapi routes them. GET `/health` answers
 //! `ok`. Limits: body size (413), time to send the headers and the body
-//! (the connection is closed or 408), connections served at once (further
-//! ones wait in the kernel's accept queue). Responses go out in one write
-//! with TCP_NODELAY. On shutdown the listeners close and in-flight calls
-//! get up to ten seconds to finish.
+//! (the connection is closed or 408), time for a blocked answer to be read
+//! (the connection is closed), TCP connections served at once (further
+//! ones wait in the kernel's accept queue) and per client address (further
+//! ones are closed at once). The Unix sockets have a budget of their own,
+//! and local root gets in even when it is spent. Responses go out with
+//! TCP_NODELAY. On shutdown the listeners close and in-flight calls get up
+//! to ten seconds to finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,9 +29,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::body::ReplyBody;
+use crate::wire::limits::{AddressSlot, AddressSlots, WriteTimeout, fit_to_open_files};
 
 /// Listener and limit settings.
 #[derive(Debug, Clone)]
@@ -47,8 +51,16 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Time allowed for the request body.
     pub body_timeout: Duration,
-    /// Connections served at once.
+    /// TCP connections served at once.
     pub max_connections: usize,
+    /// TCP connections one client address may hold.
+    pub max_connections_per_address: usize,
+    /// Unix-socket connections served at once (local root is never
+    /// refused).
+    pub max_unix_connections: usize,
+    /// Time an answer may stay unread (its write blocked) before the
+    /// connection is closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +74,9 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_address: 128,
+            max_unix_connections: 64,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -237,14 +252,21 @@ struct Shared {
     config: Arc<HttpConfig>,
     handler: Arc<dyn RpcHandler>,
     permits: Arc<Semaphore>,
+    unix_permits: Arc<Semaphore>,
+    addresses: Arc<AddressSlots>,
     graceful: GracefulShutdown,
 }
 
+/// What a connection holds while it is served: its place in a connection
+/// budget and in its address's bound (both freed when it ends).
+type Hold = (Option<OwnedSemaphorePermit>, Option<AddressSlot>);
+
 impl Shared {
-    fn serve<IO>(&self, io: IO, peer: Peer, permit: tokio::sync::OwnedSemaphorePermit)
+    fn serve<IO>(&self, io: IO, peer: Peer, hold: Hold)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let io = WriteTimeout::new(io, self.config.write_timeout);
         let (config, handler) = (self.config.clone(), self.handler.clone());
         let service = service_fn(move |request| {
             route(request, peer.clone(), config.clone(), handler.clone())
@@ -259,7 +281,7 @@ impl Shared {
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended: {e}");
             }
-            drop(permit);
+            drop(hold);
         });
     }
 }
@@ -308,17 +330,22 @@ fn group_id(group: &str) -> Option<u32> {
         })
 }
 
-/// Accept connections until told to stop; each one first takes a slot of
-/// the connection limit (so excess clients wait in the accept queue).
+/// Accept connections until told to stop. With `permits`, each one first
+/// takes a slot of that budget (so excess clients wait in the accept
+/// queue); without, `on_connection` decides.
 async fn accept_loop<A>(
-    shared: Arc<Shared>,
+    permits: Option<Arc<Semaphore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut accept: impl AsyncFnMut() -> std::io::Result<A>,
-    on_connection: impl Fn(A, tokio::sync::OwnedSemaphorePermit),
+    on_connection: impl Fn(A, Option<OwnedSemaphorePermit>),
 ) {
     loop {
-        let Ok(permit) = shared.permits.clone().acquire_owned().await else {
-            return;
+        let permit = match &permits {
+            Some(permits) => match permits.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            },
+            None => None,
         };
         let accepted = tokio::select! {
             a = accept() => a,
@@ -327,6 +354,9 @@ async fn accept_loop<A>(
         match accepted {
             Ok(connection) => on_connection(connection, permit),
             Err(e) => {
+                // Out of descriptors, most likely: the client waits in
+                // the queue and is served when one is free; nothing is
+                // answered wrongly.
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -340,11 +370,26 @@ pub async fn serve(
     handler: Arc<dyn RpcHandler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
+    let mut config = config;
+    let wanted = config.max_connections + config.max_unix_connections;
+    let (usable, open_files) = fit_to_open_files(wanted);
+    if usable < wanted {
+        let tcp = usable.saturating_sub(config.max_unix_connections).max(1);
+        tracing::warn!(
+            open_files,
+            max_connections = config.max_connections,
+            lowered_to = tcp,
+            "the open-file limit cannot hold every connection: serving fewer"
+        );
+        config.max_connections = tcp;
+    }
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         config: config.clone(),
         handler,
         permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        unix_permits: Arc::new(Semaphore::new(config.max_unix_connections.max(1))),
+        addresses: AddressSlots::new(config.max_connections_per_address),
         graceful: GracefulShutdown::new(),
     });
     let mut tcp = Vec::new();
@@ -379,15 +424,20 @@ pub async fn serve(
         let on_connection = {
             let shared = shared.clone();
             move |(stream, addr): (tokio::net::TcpStream, SocketAddr), permit| {
+                let Some(slot) = shared.addresses.take(addr.ip()) else {
+                    tracing::debug!(%addr, "refused: the address holds its connection limit");
+                    return;
+                };
+                let hold = (permit, Some(slot));
                 let _ = stream.set_nodelay(true);
                 match &acceptor {
-                    None => shared.serve(stream, Peer::Tcp(addr), permit),
+                    None => shared.serve(stream, Peer::Tcp(addr), hold),
                     Some(acceptor) => {
                         let (acceptor, shared) = (acceptor.clone(), shared.clone());
                         let limit = shared.config.header_timeout;
                         tokio::spawn(async move {
                             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), permit),
+                                Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), hold),
                                 Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                             }
@@ -397,7 +447,7 @@ pub async fn serve(
             }
         };
         accepters.spawn(accept_loop(
-            shared.clone(),
+            Some(shared.permits.clone()),
             stop_rx.clone(),
             async move || listener.accept().await,
             on_connection,
@@ -407,17 +457,27 @@ pub async fn serve(
         println!("listening on unix:{}", path.display());
         let on_connection = {
             let shared = shared.clone();
-            move |(stream, _): (tokio::net::UnixStream, tokio::net::unix::SocketAddr), permit| {
+            move |(stream, _): (tokio::net::UnixStream, tokio::net::unix::SocketAddr), _| {
                 let cred = stream.peer_cred().ok();
+                let uid = cred.map(|c| c.uid());
+                let permit = match shared.unix_permits.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    // Local root always gets in.
+                    Err(_) if uid == Some(0) => None,
+                    Err(_) => {
+                        tracing::warn!(?uid, "refused a local client: the Unix sockets are full");
+                        return;
+                    }
+                };
                 let peer = Peer::Unix {
-                    uid: cred.map(|c| c.uid()),
+                    uid,
                     pid: cred.and_then(|c| c.pid()),
                 };
-                shared.serve(stream, peer, permit);
+                shared.serve(stream, peer, (permit, None));
             }
         };
         accepters.spawn(accept_loop(
-            shared.clone(),
+            None,
             stop_rx.clone(),
             async move || listener.accept().await,
             on_connection,

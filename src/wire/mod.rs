@@ -5,5 +5,6 @@ pub mod body;
 pub mod dispatch;
 pub mod http;
 pub mod jsonrpc;
+pub mod limits;
 pub mod tls;
 pub mod xmlrpc;
