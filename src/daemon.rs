@@ -27,6 +27,9 @@ pub enum DaemonError {
     /// The listeners failed.
     #[error("http: {0}")]
     Http(String),
+    /// Another pcipassd holds the state directory.
+    #[error(transparent)]
+    Locked(#[from] crate::store::lock::LockError),
 }
 
 fn state_err(e: impl std::fmt::Display) -> DaemonError {
@@ -226,9 +229,22 @@ fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, 
     Ok(Some(config))
 }
 
+/// Make the state directory and take its one-daemon lock (see
+/// [`crate::store::lock`]); the caller keeps the returned lock for the life
+/// of the process. Called before the database or any socket is touched, so
+/// a second daemon on the same directory leaves the first one's alone.
+pub fn lock_state(settings: &Settings) -> Result<crate::store::lock::StateLock, DaemonError> {
+    let state_dir = settings.state_dir();
+    crate::store::prepare_state_dir(&state_dir).map_err(state_err)?;
+    Ok(crate::store::lock::lock_state_dir(&state_dir)?)
+}
+
 /// Run the daemon until SIGTERM.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let listen = settings.listen_addrs()?;
+    // Held until this function returns, i.e. for the life of the daemon.
+    let state_lock = lock_state(&settings)?;
+    tracing::info!(lock = %state_lock.path().display(), "state directory locked");
     let build = settings.clone();
     let ctx = tokio::task::spawn_blocking(move || build_context(&build))
         .await
@@ -265,5 +281,6 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     .await
     .map_err(|e| DaemonError::Http(e.to_string()))?;
     tracing::info!("stopped");
+    drop(state_lock);
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The store: the SQLite object database ([`db`]), the users file
-//! ([`users`]) and the TLS material in the state directory ([`tls`]).
+//! ([`users`]), the TLS material in the state directory ([`tls`]) and the
+//! state directory's one-daemon lock ([`lock`]).
 
 pub mod db;
+pub mod lock;
 pub mod tls;
 pub mod users;
 

@@ -123,6 +123,8 @@ impl Store {
         }
         let first_generation = self.generation() + 1;
         let last_generation = first_generation + staged.len() as u64 - 1;
+        // A deleted or replaced file would swallow this write unseen.
+        self.check_file()?;
         let transaction = connection.transaction()?;
         {
             let mut upsert = transaction.prepare_cached(

@@ -20,6 +20,7 @@ impl Store {
     /// the key `generation` belongs to [`Store::apply`].
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let connection = self.connection.lock().map_err(|_| StoreError::Poisoned)?;
+        self.check_file()?;
         connection.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",

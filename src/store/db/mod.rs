@@ -9,6 +9,7 @@
 //! so tokens stay monotonic across restarts.
 
 mod events;
+mod file;
 mod meta;
 mod object;
 mod schema;
@@ -52,6 +53,19 @@ pub enum StoreError {
     /// The in-memory state was poisoned by a panic in another thread.
     #[error("store lock poisoned")]
     Poisoned,
+    /// The database file was deleted or replaced under the running daemon:
+    /// writes are refused, since nobody would read them again.
+    #[error(
+        "database file {} was {what} while pcipassd was running; \
+         writes are refused: restart pcipassd",
+        path.display()
+    )]
+    DatabaseGone {
+        /// The database file's path.
+        path: std::path::PathBuf,
+        /// What happened to it ("deleted", "replaced by another file").
+        what: &'static str,
+    },
 }
 
 #[derive(Default)]
@@ -94,6 +108,8 @@ pub struct Store {
     connection: Mutex<Connection>,
     memory: RwLock<Memory>,
     generation_tx: tokio::sync::watch::Sender<u64>,
+    /// The database file's identity at open; `None` for in-memory stores.
+    file: Option<file::DbFile>,
 }
 
 impl std::fmt::Debug for Store {

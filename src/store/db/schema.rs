@@ -26,7 +26,13 @@ impl Store {
     /// Open (creating or migrating) the database at `path` and load it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let connection = Connection::open(path)?;
-        let store = Store::from_connection(connection)?;
+        let mut store = Store::from_connection(connection)?;
+        store.file = Some(
+            super::file::DbFile::new(path).map_err(|e| StoreError::Corrupt {
+                reference: path.display().to_string(),
+                reason: format!("cannot stat the database file: {e}"),
+            })?,
+        );
         // The database holds sessions: readable by its owner only.
         for suffix in ["", "-wal", "-shm"] {
             let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
@@ -88,6 +94,7 @@ impl Store {
             connection: Mutex::new(connection),
             memory: RwLock::new(memory),
             generation_tx,
+            file: None,
         })
     }
 }
