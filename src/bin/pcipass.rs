@@ -16,7 +16,10 @@ Administration (no daemon needed):
 Roles, highest first: pool-admin, pool-operator, vm-power-admin, vm-admin,
 vm-operator, read-only. The state directory defaults to /var/lib/pcipass.
 Connection: the Unix socket (--socket PATH, $PCIPASS_SOCKET, else
-/var/lib/pcipass/xapi.sock), or -s HOST -p PORT --nossl, or $PCIPASS_URL.";
+/var/lib/pcipass/xapi.sock), or -s HOST -p PORT --nossl, or $PCIPASS_URL.
+Credentials: -u USER -pw PASSWORD, or -pwf FILE (USER and PASSWORD on two
+lines, username=/password= lines, or a lone password line); -u wins.
+pcipass --version prints the version.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +46,10 @@ fn main() -> ExitCode {
                     ExitCode::from(e.code)
                 }
             };
+        }
+        "--version" => {
+            println!("pcipass {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
         }
         "completion" => {
             print!("{}", xe::completion_bash());

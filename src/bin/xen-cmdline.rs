@@ -32,6 +32,7 @@ Operations, applied in order:
 Options:
   --root DIR              the host root (default /), e.g. a mock host
   -h, --help              this help
+  --version               print the version and exit
 
 Differences from XCP-ng's tool: a default given by title, tab-separated
 arguments and several keys in one --set work; a new argument goes before a
@@ -63,6 +64,10 @@ fn main() -> ExitCode {
         let (op, target) = match arg.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("xen-cmdline {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
             "--root" => {

@@ -125,3 +125,46 @@ def test_map_and_set_filters(daemon):
     assert out(daemon, "pci-list", "dependencies:contains=0000:01:00.1", "--minimal", "params=pci-id") == "0000:01:00.0"
     assert out(daemon, "host-list", "software-version:product_brand=XCP-ng", "--minimal") != ""
     assert out(daemon, "host-list", "software-version:product_brand=xapi", "--minimal") == ""
+
+
+def _cargo_version():
+    import re
+    from conftest import REPO
+    text = (REPO / "Cargo.toml").read_text()
+    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+
+
+def test_version_flags():
+    version = _cargo_version()
+    for name in ("pcipass", "xen-cmdline"):
+        p = subprocess.run([binary(name), "--version"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == f"{name} {version}\n"
+
+
+def test_password_file_forms_over_tcp(daemon, tmp_path):
+    """-pwf as xe reads it (user then password), `username=`/`password=`
+    lines, or a lone password line; an explicit -u wins over the file."""
+    u = urlparse(daemon.url)
+    pw = daemon.passwords["reader"]
+    forms = {
+        "two-lines": (f"reader\n{pw}\n", []),
+        "keyed": (f"username=reader\npassword={pw}\n", []),
+        "one-line-with-u": (f"{pw}\n", ["-u", "reader"]),
+        "u-wins": (f"admin\n{pw}\n", ["-u", "reader"]),
+    }
+    for name, (text, extra) in forms.items():
+        f = tmp_path / name
+        f.write_text(text)
+        p = subprocess.run([binary("pcipass"), "-s", u.hostname, "-p", str(u.port), "--nossl", *extra,
+                            "-pwf", str(f), "pci-list", "pci-id=0000:01:00.0", "--minimal"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.strip(), (name, p.stderr)
+    # A one-line file is the password of root (no such user here), never a
+    # user name: the login fails and the password is not echoed back.
+    f = tmp_path / "one-line"
+    f.write_text(f"{pw}\n")
+    p = subprocess.run([binary("pcipass"), "-s", u.hostname, "-p", str(u.port), "--nossl",
+                        "-pwf", str(f), "pci-list", "--minimal"], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert pw not in p.stderr

@@ -129,23 +129,78 @@ fn tls_endpoint(inv: &Invocation, addr: String) -> Result<Endpoint, CliError> {
     }
 }
 
-/// User and password: `-u/-pw`, or `-pwf FILE` (line 1 user, line 2 password).
+/// User and password.
+///
+/// `-u USER` and `-pw PASSWORD` are taken as given. `-pwf FILE` reads the
+/// file in one of these forms:
+///
+/// * xe's own: line 1 the user name, line 2 the password (xe's `newcli.ml`
+///   reads exactly two lines);
+/// * `username=USER` / `password=PASSWORD` lines, as in xe's `~/.xe`;
+/// * a single line: the password alone, never a user name.
+///
+/// An explicit `-u` wins over the file's user; without either the user is
+/// `root`. An explicit `-pw` wins over the file's password.
 pub(super) fn credentials(inv: &Invocation) -> Result<(String, String), CliError> {
-    if let Some(file) = inv.get("passwordfile") {
-        let text = std::fs::read_to_string(file).map_err(|e| CliError {
-            message: format!("cannot read password file {file}: {e}"),
-            code: 1,
-        })?;
-        let mut lines = text.lines();
-        return Ok((
-            lines.next().unwrap_or("").to_owned(),
-            lines.next().unwrap_or("").to_owned(),
-        ));
+    let (file_user, file_password) = match inv.get("passwordfile") {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| CliError {
+                message: format!("cannot read password file {file}: {e}"),
+                code: 1,
+            })?;
+            parse_password_file(&text)
+        }
+        None => (None, None),
+    };
+    let user = inv
+        .get("username")
+        .map(str::to_owned)
+        .or(file_user)
+        .unwrap_or_else(|| "root".to_owned());
+    let password = inv
+        .get("password")
+        .map(str::to_owned)
+        .or(file_password)
+        .unwrap_or_default();
+    Ok((user, password))
+}
+
+/// The user (if the file names one) and password of a `-pwf` file; see
+/// [`credentials`] for the forms accepted.
+fn parse_password_file(text: &str) -> (Option<String>, Option<String>) {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    let keyed = lines
+        .iter()
+        .any(|l| l.starts_with("username=") || l.starts_with("password="));
+    if keyed {
+        let mut user = None;
+        let mut password = None;
+        for line in &lines {
+            if let Some(v) = line.strip_prefix("username=") {
+                user = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("password=") {
+                password = Some(v.to_owned());
+            }
+        }
+        return (user, password);
     }
-    Ok((
-        inv.get("username").unwrap_or("root").to_owned(),
-        inv.get("password").unwrap_or("").to_owned(),
-    ))
+    // Trailing blank lines (an editor's final newline) do not make a
+    // one-line file a two-line one.
+    let mut significant = lines.as_slice();
+    while let Some((last, rest)) = significant.split_last() {
+        if !last.is_empty() || rest.is_empty() {
+            break;
+        }
+        significant = rest;
+    }
+    match significant {
+        [] => (None, None),
+        [password] => (None, Some((*password).to_owned())),
+        [user, password, ..] => (Some((*user).to_owned()), Some((*password).to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +230,106 @@ mod tests {
         assert_eq!(inv.get("password"), Some("x=y"));
         assert_eq!(parse(&strings(&["pci-list", "-x"])).unwrap_err().code, 2);
         assert_eq!(parse(&strings(&["pci-list", "-u"])).unwrap_err().code, 2);
+    }
+
+    fn creds(args: &[&str], file: Option<&str>) -> (String, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "pcipass-pwf-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        let mut all = strings(&["pci-list"]);
+        all.extend(strings(args));
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+            all.push("-pwf".to_owned());
+            all.push(path.to_string_lossy().into_owned());
+        }
+        let got = credentials(&parse(&all).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        got
+    }
+
+    fn pair(u: &str, p: &str) -> (String, String) {
+        (u.to_owned(), p.to_owned())
+    }
+
+    #[test]
+    fn pwf_two_lines_is_user_then_password() {
+        assert_eq!(creds(&[], Some("alice\ns3cret\n")), pair("alice", "s3cret"));
+        assert_eq!(
+            creds(&[], Some("alice\r\ns3cret\r\n")),
+            pair("alice", "s3cret")
+        );
+    }
+
+    #[test]
+    fn pwf_one_line_is_the_password_only() {
+        assert_eq!(creds(&[], Some("s3cret\n")), pair("root", "s3cret"));
+        assert_eq!(creds(&[], Some("s3cret")), pair("root", "s3cret"));
+        assert_eq!(creds(&[], Some("s3cret\n\n")), pair("root", "s3cret"));
+        assert_eq!(
+            creds(&["-u", "bob"], Some("s3cret\n")),
+            pair("bob", "s3cret")
+        );
+    }
+
+    #[test]
+    fn pwf_keyed_lines() {
+        assert_eq!(
+            creds(&[], Some("username=carol\npassword=a=b\n")),
+            pair("carol", "a=b")
+        );
+        assert_eq!(
+            creds(&[], Some("# xe\npassword=pw\nusername=dave\n")),
+            pair("dave", "pw")
+        );
+        assert_eq!(creds(&[], Some("password=pw\n")), pair("root", "pw"));
+        assert_eq!(
+            creds(&["-u", "erin"], Some("username=carol\npassword=pw\n")),
+            pair("erin", "pw")
+        );
+    }
+
+    #[test]
+    fn explicit_user_wins_over_the_file() {
+        assert_eq!(
+            creds(&["-u", "bob"], Some("alice\ns3cret\n")),
+            pair("bob", "s3cret")
+        );
+        // Order on the command line does not matter.
+        let dir = std::env::temp_dir().join(format!("pcipass-pwf-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, "alice\ns3cret\n").unwrap();
+        let inv = parse(&strings(&[
+            "pci-list",
+            "-pwf",
+            path.to_str().unwrap(),
+            "-u",
+            "bob",
+        ]))
+        .unwrap();
+        assert_eq!(credentials(&inv).unwrap(), pair("bob", "s3cret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_file() {
+        assert_eq!(creds(&[], None), pair("root", ""));
+        assert_eq!(creds(&["-u", "bob", "-pw", "x"], None), pair("bob", "x"));
+        assert_eq!(creds(&["-pw", "x"], Some("alice\ny\n")), pair("alice", "x"));
+        assert_eq!(creds(&[], Some("")), pair("root", ""));
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let inv = parse(&strings(&["pci-list", "-pwf", "/nonexistent/pcipass/pw"])).unwrap();
+        assert_eq!(credentials(&inv).unwrap_err().code, 1);
     }
 }

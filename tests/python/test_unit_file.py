@@ -1,0 +1,110 @@
+"""The systemd unit scripts/pcipassd.service: the limits and the sandbox
+that matter are there, and systemd-analyze rates it OK (exposure <= 4.0)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "scripts" / "pcipassd.service"
+
+
+def parse_unit(text):
+    """{section: {key: [value, ...]}}: systemd allows a key several times,
+    which configparser does not keep."""
+    sections = {}
+    current = None
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"directive outside a section: {line}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+@pytest.fixture(scope="module")
+def service():
+    return parse_unit(UNIT.read_text())["Service"]
+
+
+def last(service, key):
+    assert key in service, f"{key}= is missing"
+    return service[key][-1]
+
+
+def words(service, key):
+    return [w for v in service.get(key, []) for w in v.split()]
+
+
+def test_limit_nofile(service):
+    value = last(service, "LimitNOFILE")
+    soft = value.split(":")[0]
+    assert soft == "infinity" or int(soft) >= 4096
+
+
+def test_filesystem_is_read_only_but_state_and_boot(service):
+    assert last(service, "ProtectSystem") == "strict"
+    paths = {w.lstrip("-+") for w in words(service, "ReadWritePaths")}
+    assert "/var/lib/pcipass" in paths
+    assert "/boot" in paths
+    assert last(service, "ProtectHome") in ("yes", "read-only", "tmpfs")
+    # /proc/cmdline must stay readable.
+    assert service.get("ProcSubset", ["all"])[-1] == "all"
+
+
+def test_privileges(service):
+    assert last(service, "NoNewPrivileges") == "yes"
+    caps = words(service, "CapabilityBoundingSet")
+    assert caps, "CapabilityBoundingSet= must list what root needs"
+    assert not caps[0].startswith("~"), "an allow list, not a deny list"
+    assert "CAP_SYS_ADMIN" not in caps
+    assert "CAP_CHOWN" in caps  # the Unix socket's group
+
+
+def test_address_families(service):
+    families = words(service, "RestrictAddressFamilies")
+    assert "AF_UNIX" in families and "AF_INET" in families
+    assert not families[0].startswith("~")
+
+
+def test_kernel_and_devices(service):
+    for key in ("ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID",
+                "LockPersonality", "MemoryDenyWriteExecute"):
+        assert last(service, key) == "yes", key
+    assert last(service, "SystemCallArchitectures") == "native"
+    assert "@system-service" in words(service, "SystemCallFilter")
+    # /dev stays visible (the boot disk is resolved through it).
+    assert service.get("PrivateDevices", ["no"])[-1] == "no"
+    assert last(service, "DevicePolicy") == "closed"
+
+
+def test_systemd_analyze_rates_it_ok(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    true = shutil.which("true") or "/bin/true"
+    text = re.sub(r"^ExecStart=.*$", f"ExecStart={true}", UNIT.read_text(), flags=re.M)
+    unit = tmp_path / "pcipassd.service"
+    unit.write_text(text)
+    verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stderr
+    p = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(unit)],
+                       capture_output=True, text=True, timeout=120)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", p.stdout + p.stderr)
+    if found is None:
+        pytest.skip(f"systemd-analyze security --offline is not supported here: {p.stderr.strip()}")
+    assert float(found.group(1)) <= 4.0, p.stdout
