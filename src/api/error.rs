@@ -253,6 +253,8 @@ impl From<crate::store::StoreError> for ApiError {
                 class: String::new(),
                 handle,
             },
+            // The operator must act (restart): say so to the client too.
+            e @ crate::store::StoreError::DatabaseGone { .. } => ApiError::Internal(e.to_string()),
             _ => ApiError::Internal("database error".into()),
         }
     }

@@ -295,13 +295,17 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
         return Err(invalid());
     }
     if idle > LAST_ACTIVE_GRANULARITY.as_secs() as i64 {
-        ctx.apply(vec![Change::Update {
+        // Bookkeeping, not the call: a store that refuses writes (its file
+        // vanished) must not turn every read into an error.
+        if let Err(e) = ctx.apply(vec![Change::Update {
             reference: reference.to_owned(),
             fields: vec![
                 ("last_active".into(), now_datetime()),
                 ("last_active_unix".into(), Value::Int(now)),
             ],
-        }])?;
+        }]) {
+            tracing::warn!("cannot record the session's activity: {e}");
+        }
     }
     Ok(Caller {
         session: reference.to_owned(),

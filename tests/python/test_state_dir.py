@@ -74,6 +74,7 @@ def _log_says(daemon, *words, timeout=5):
 def _writes_refused_reads_served(daemon, session, pool):
     details = failure(session.xenapi.pool.add_to_other_config, pool, "lost", "1")
     assert details[0] == "INTERNAL_ERROR", details
+    assert "restart pcipassd" in details[1], details
     pci = session.xenapi.PCI.get_all()[0]
     details = failure(session.xenapi.PCI.set_other_config, pci, {"lost": "1"})
     assert details[0] == "INTERNAL_ERROR", details
