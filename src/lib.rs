@@ -17,8 +17,9 @@
 //!   or a mock host), and the mock-host generator.
 //! * [`vocab`] and [`value`]: PCI addresses, roles and the protocol-neutral
 //!   [`value::Value`], used by every layer.
-//! * [`cli`], [`config`], [`daemon`]: the `pcipass` command line, the
-//!   settings, and the daemon that wires the layers together.
+//! * [`cli`], [`config`], [`daemon`], [`logging`]: the `pcipass` command
+//!   line, the settings, the daemon that wires the layers together, and
+//!   its log output (every record escaped).
 
 pub mod api;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod domain;
 pub mod host;
 pub mod idl;
+pub mod logging;
 pub mod store;
 pub mod value;
 pub mod vocab;

@@ -36,6 +36,7 @@ const RULES: &[(&str, &[&str])] = &[
 
 const MODULES: &[&str] = &[
     "vocab", "value", "host", "store", "idl", "domain", "api", "wire", "cli", "daemon", "config",
+    "logging",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -4,9 +4,11 @@ use clap::Parser;
 use pcipass::config::Settings;
 
 fn main() -> std::process::ExitCode {
+    // Records are escaped (a client's user name cannot forge a line or
+    // colour the terminal), so the formatter writes no colours either.
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| pcipass::logging::SafeLines(std::io::stderr()))
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -31,8 +33,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(pcipass::daemon::run(settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("pcipassd: {e}");
+            // The log is stderr: one line says it.
+            tracing::error!("pcipassd: {e}");
             std::process::ExitCode::FAILURE
         }
     }
