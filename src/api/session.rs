@@ -10,7 +10,7 @@ use crate::api::context::{Caller, Context, Origin};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Role, Value};
-use crate::store::users::{UsersError, UsersFile};
+use crate::store::users::{Scratch, UsersError, UsersFile};
 use crate::store::{Change, Object, db};
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
@@ -24,52 +24,225 @@ pub const HANDLERS: &[(&str, Handler)] = &[
 /// How often `last_active` is written back at most.
 const LAST_ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
 
-/// Slows repeated failed logins, per user name and per client address.
-#[derive(Debug, Default)]
+/// The gate every password login passes, per user name and per client
+/// address ("keys"):
+///
+/// - **Throttle before any work.** After `f` failures of a key (within
+///   five minutes) its attempts are spaced `100 ms * 2^f` apart, at most
+///   5 s: each attempt reserves the next free time of each of its keys and
+///   waits for the latest, so parallel attempts queue one after another
+///   instead of sleeping side by side.
+/// - **Few waiting.** At most [`LoginThrottle::QUEUED_PER_KEY`] attempts
+///   wait per key and [`LoginThrottle::QUEUED`] in all; more are refused
+///   at once, with no password checked.
+/// - **Few hashes at once, in memory kept.** Passwords are checked by a
+///   few threads of their own (one per core, four at most), each reusing
+///   its argon2 memory (19 MiB with the users file's parameters), however
+///   many logins come.
+#[derive(Debug)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    keys: Mutex<HashMap<String, KeyState>>,
+    queued: Mutex<usize>,
+    hashing: tokio::sync::Semaphore,
+    checkers: std::sync::OnceLock<Option<std::sync::mpsc::Sender<CheckJob>>>,
+}
+
+/// A password check for the checker threads.
+type CheckJob = Box<dyn FnOnce(&mut Scratch) + Send>;
+
+#[derive(Debug)]
+struct KeyState {
+    failures: u32,
+    last_failure: Instant,
+    next_free: Instant,
+    queued: usize,
+}
+
+/// An attempt let through the gate: when it may check its password. Its
+/// place in the queues is freed when it is dropped.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    throttle: &'a LoginThrottle,
+    keys: Vec<String>,
+    /// When the password check may start.
+    pub at: tokio::time::Instant,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> LoginThrottle {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LoginThrottle {
+            keys: Mutex::new(HashMap::new()),
+            queued: Mutex::new(0),
+            hashing: tokio::sync::Semaphore::new(cores.clamp(1, 4)),
+            checkers: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl LoginThrottle {
-    /// The delay to impose before answering a login attempt for these keys.
-    pub fn delay(&self, keys: &[String]) -> Duration {
-        let Ok(failures) = self.failures.lock() else {
-            return Duration::ZERO;
-        };
-        let count = keys
-            .iter()
-            .filter_map(|k| failures.get(k))
-            .filter(|(_, at)| at.elapsed() < Duration::from_secs(300))
-            .map(|(n, _)| *n)
-            .max()
-            .unwrap_or(0);
-        if count == 0 {
+    /// Attempts that may wait per user name or per address.
+    pub const QUEUED_PER_KEY: usize = 4;
+    /// Attempts that may wait in all.
+    pub const QUEUED: usize = 256;
+    /// Failures are forgotten this long after the last one.
+    const MEMORY: Duration = Duration::from_secs(300);
+
+    fn spacing(failures: u32) -> Duration {
+        if failures == 0 {
             Duration::ZERO
         } else {
-            Duration::from_millis(100u64.saturating_mul(1 << count.min(6)))
+            Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
                 .min(Duration::from_secs(5))
         }
     }
 
+    /// The delay a new attempt for these keys would wait now.
+    pub fn delay(&self, keys: &[String]) -> Duration {
+        let now = Instant::now();
+        let states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| states.get(k))
+            .map(|s| s.next_free.saturating_duration_since(now))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Let an attempt for `keys` in, or `None` when too many already wait.
+    pub fn admit(&self, keys: &[String]) -> Option<Admission<'_>> {
+        let now = Instant::now();
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if *queued >= Self::QUEUED
+            || keys.iter().any(|k| {
+                states
+                    .get(k)
+                    .is_some_and(|s| s.queued >= Self::QUEUED_PER_KEY)
+            })
+        {
+            return None;
+        }
+        if states.len() > 10_000 {
+            states.retain(|_, s| s.queued > 0 || s.last_failure.elapsed() < Self::MEMORY);
+        }
+        let mut at = now;
+        for key in keys {
+            let state = states.entry(key.clone()).or_insert(KeyState {
+                failures: 0,
+                last_failure: now,
+                next_free: now,
+                queued: 0,
+            });
+            if state.failures > 0 && state.last_failure.elapsed() >= Self::MEMORY {
+                state.failures = 0;
+            }
+            at = at.max(state.next_free);
+        }
+        for key in keys {
+            if let Some(state) = states.get_mut(key) {
+                state.next_free = at + Self::spacing(state.failures);
+                state.queued += 1;
+            }
+        }
+        *queued += 1;
+        Some(Admission {
+            throttle: self,
+            keys: keys.to_vec(),
+            at: tokio::time::Instant::from_std(at),
+        })
+    }
+
+    /// Run `check` on a checker thread, when one is free; `None` when no
+    /// checker can run it.
+    pub async fn check<T: Send + 'static>(
+        &self,
+        check: impl FnOnce(&mut Scratch) -> T + Send + 'static,
+    ) -> Option<T> {
+        let _turn = self.hashing.acquire().await.ok()?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: CheckJob = Box::new(move |scratch| {
+            let _ = reply.send(check(scratch));
+        });
+        self.checkers
+            .get_or_init(|| self.start_checkers())
+            .as_ref()?
+            .send(job)
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// The checker threads, as many as turns.
+    fn start_checkers(&self) -> Option<std::sync::mpsc::Sender<CheckJob>> {
+        let (jobs, queue) = std::sync::mpsc::channel::<CheckJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..self.hashing.available_permits() {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("pcipass-login-{n}"))
+                .spawn(move || {
+                    let mut scratch = Scratch::default();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut scratch),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!("cannot start a password checker thread: {e}");
+                if n == 0 {
+                    return None;
+                }
+            }
+        }
+        Some(jobs)
+    }
+
     /// Record a failure for these keys.
     pub fn failed(&self, keys: &[String]) {
-        if let Ok(mut failures) = self.failures.lock() {
-            if failures.len() > 10_000 {
-                failures.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(300));
-            }
-            for k in keys {
-                let entry = failures.entry(k.clone()).or_insert((0, Instant::now()));
-                entry.0 = entry.0.saturating_add(1);
-                entry.1 = Instant::now();
-            }
+        let now = Instant::now();
+        let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            let state = states.entry(k.clone()).or_insert(KeyState {
+                failures: 0,
+                last_failure: now,
+                next_free: now,
+                queued: 0,
+            });
+            state.failures = state.failures.saturating_add(1);
+            state.last_failure = now;
+            state.next_free = state.next_free.max(now + Self::spacing(state.failures));
         }
     }
 
     /// Forget failures after a success.
     pub fn succeeded(&self, keys: &[String]) {
-        if let Ok(mut failures) = self.failures.lock() {
-            for k in keys {
-                failures.remove(k);
+        let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(state) = states.get_mut(k) {
+                state.failures = 0;
+                state.next_free = Instant::now();
+            }
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let mut queued = self
+            .throttle
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *queued = queued.saturating_sub(1);
+        let mut states = self.throttle.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &self.keys {
+            if let Some(state) = states.get_mut(k) {
+                state.queued = state.queued.saturating_sub(1);
             }
         }
     }
@@ -129,23 +302,35 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             )
         } else {
             let keys = throttle_keys(&user, &caller.origin);
-            let delay = ctx.login_throttle.delay(&keys);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            let refused = || ApiError::SessionAuthenticationFailed {
+                user: user.clone(),
+                message: "Authentication failure".into(),
+            };
+            let Some(admission) = ctx.login_throttle.admit(&keys) else {
+                tracing::warn!(
+                    user = %user,
+                    origin = ?caller.origin,
+                    "login refused unchecked: too many logins wait for this user or address"
+                );
+                return Err(refused());
+            };
+            tokio::time::sleep_until(admission.at).await;
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
             let users_file = state_dir.join("users");
-            let verdict =
-                tokio::task::spawn_blocking(move || check_password(&state_dir, &u, &p)).await;
+            let verdict = ctx
+                .login_throttle
+                .check(move |scratch| check_password(&state_dir, &u, &p, scratch))
+                .await;
+            drop(admission);
             let verified = match verdict {
-                Ok(Verdict::Accepted(role)) => Some(role),
-                Ok(Verdict::Refused) => None,
-                Err(cause) => {
-                    tracing::error!(user = %user, cause = %cause, "the password check failed");
+                Some(Verdict::Accepted(role)) => Some(role),
+                Some(Verdict::Refused) => None,
+                None => {
+                    tracing::error!(user = %user, "the password check could not run");
                     None
                 }
-                Ok(Verdict::Unavailable(cause)) => {
+                Some(Verdict::Unavailable(cause)) => {
                     // Not the client's fault: say why, or an operator sees
                     // only failed logins while everyone is locked out.
                     tracing::error!(
@@ -192,10 +377,15 @@ enum Verdict {
 
 /// Check `user`'s `password` against `<state_dir>/users` (blocking: reads
 /// the file and runs argon2).
-fn check_password(state_dir: &std::path::Path, user: &str, password: &str) -> Verdict {
+fn check_password(
+    state_dir: &std::path::Path,
+    user: &str,
+    password: &str,
+    scratch: &mut Scratch,
+) -> Verdict {
     match UsersFile::load(state_dir) {
         Ok(users) => users
-            .verify(user, password)
+            .verify_with(user, password, scratch)
             .map_or(Verdict::Refused, Verdict::Accepted),
         Err(e) => Verdict::Unavailable(e),
     }
@@ -369,12 +559,12 @@ mod tests {
     fn a_corrupt_users_file_is_unavailable_not_a_wrong_password() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            check_password(dir.path(), "alice", "pw"),
+            check_password(dir.path(), "alice", "pw", &mut Scratch::default()),
             Verdict::Refused
         ));
         std::fs::write(dir.path().join("users"), "this is not a users line\n").unwrap();
         assert!(matches!(
-            check_password(dir.path(), "alice", "pw"),
+            check_password(dir.path(), "alice", "pw", &mut Scratch::default()),
             Verdict::Unavailable(UsersError::Corrupt { line: 1, .. })
         ));
     }
@@ -385,11 +575,11 @@ mod tests {
         let mut users = UsersFile::load(dir.path()).unwrap();
         users.add("alice", Role::ReadOnly, "secret").unwrap();
         assert!(matches!(
-            check_password(dir.path(), "alice", "secret"),
+            check_password(dir.path(), "alice", "secret", &mut Scratch::default()),
             Verdict::Accepted(Role::ReadOnly)
         ));
         assert!(matches!(
-            check_password(dir.path(), "alice", "wrong"),
+            check_password(dir.path(), "alice", "wrong", &mut Scratch::default()),
             Verdict::Refused
         ));
     }
@@ -459,8 +649,29 @@ mod tests {
         assert_eq!(t.delay(&keys), Duration::ZERO);
         t.failed(&keys);
         t.failed(&keys);
-        assert_eq!(t.delay(&keys), Duration::from_millis(400));
+        let delay = t.delay(&keys);
+        assert!(delay > Duration::from_millis(350) && delay <= Duration::from_millis(400));
         t.succeeded(&keys);
         assert_eq!(t.delay(&keys), Duration::ZERO);
+    }
+
+    #[test]
+    fn parallel_attempts_queue_one_after_another() {
+        let t = LoginThrottle::default();
+        let keys = vec!["user:root".to_owned(), "addr:10.0.0.1".to_owned()];
+        t.failed(&keys);
+        // One failure: attempts are 200 ms apart, each after the previous.
+        let first = t.admit(&keys).unwrap();
+        let second = t.admit(&keys).unwrap();
+        let gap = second.at - first.at;
+        assert_eq!(gap, Duration::from_millis(200));
+        // At most QUEUED_PER_KEY wait for one key; another key is free.
+        let _third = t.admit(&keys).unwrap();
+        let _fourth = t.admit(&keys).unwrap();
+        assert!(t.admit(&keys).is_none());
+        assert!(t.admit(&["user:other".to_owned()]).is_some());
+        // A finished attempt frees its place.
+        drop(first);
+        assert!(t.admit(&keys).is_some());
     }
 }

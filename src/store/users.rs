@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 use crate::vocab::Role;
 
@@ -68,6 +68,63 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// argon2's working memory, kept between password checks.
+#[derive(Debug, Default)]
+pub struct Scratch(Vec<argon2::Block>);
+
+/// Largest argon2 memory a users-file hash may ask for (256 MiB): beyond,
+/// the hash is refused rather than allocated.
+const MAX_BLOCKS: usize = 256 * 1024;
+
+/// Does `password` hash to `hash` (a PHC string)? The hash is recomputed
+/// with its own algorithm, version, parameters and salt in `scratch`, and
+/// compared in constant time.
+fn verify_into(hash: &str, password: &str, scratch: &mut Scratch) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_BLOCKS {
+        return false;
+    }
+    if scratch.0.len() < blocks {
+        scratch.0.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params);
+    if argon
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            &mut scratch.0[..blocks],
+        )
+        .is_err()
+    {
+        return false;
+    }
+    // password_hash's Output compares in constant time.
+    argon2::password_hash::Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
 impl UsersFile {
@@ -161,12 +218,16 @@ impl UsersFile {
 
     /// The role of `name` when `password` is right.
     pub fn verify(&self, name: &str, password: &str) -> Option<Role> {
+        self.verify_with(name, password, &mut Scratch::default())
+    }
+
+    /// [`UsersFile::verify`] with argon2's working memory taken from
+    /// `scratch` (grown once to the hash's size, then reused), so that a
+    /// thread checking passwords one after another allocates it once.
+    pub fn verify_with(&self, name: &str, password: &str, scratch: &mut Scratch) -> Option<Role> {
         let user = self.users.iter().find(|u| u.name == name);
         let hash = user.map(|u| u.hash.as_str()).unwrap_or(DUMMY_HASH);
-        let parsed = PasswordHash::new(hash).ok()?;
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let ok = verify_into(hash, password, scratch);
         user.filter(|_| ok).map(|u| u.role)
     }
 
@@ -236,5 +297,30 @@ mod tests {
     #[test]
     fn dummy_hash_parses() {
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn reused_memory_verifies_as_argon2_itself_does() {
+        use argon2::password_hash::PasswordVerifier;
+        let mut scratch = Scratch::default();
+        for (m, t) in [(19_456, 2), (8, 1), (65_536, 1)] {
+            let params = argon2::Params::new(m, t, 1, None).unwrap();
+            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+            let hash = argon.hash_password(b"s3cret", &salt).unwrap().to_string();
+            for (password, right) in [("s3cret", true), ("s3cre", false), ("", false)] {
+                let oracle = Argon2::default()
+                    .verify_password(password.as_bytes(), &PasswordHash::new(&hash).unwrap())
+                    .is_ok();
+                assert_eq!(oracle, right);
+                assert_eq!(
+                    verify_into(&hash, password, &mut scratch),
+                    right,
+                    "m={m} {password}"
+                );
+            }
+        }
+        assert!(!verify_into("not a hash", "x", &mut scratch));
+        assert!(!verify_into(DUMMY_HASH, "x", &mut scratch));
     }
 }

@@ -149,3 +149,86 @@ def test_event_timeouts_a_client_gives_are_bounded(tmp_path):
             assert "token" in reply
     finally:
         d.cleanup()
+
+
+def raw_login(daemon, user, password, source):
+    """session.login_with_password over a connection from `source`; the
+    reply's ErrorDescription or session ref."""
+    import http.client
+    import xmlrpc.client
+    port = tcp_port(daemon)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        body = xmlrpc.client.dumps((user, password), "session.login_with_password")
+        conn.request("POST", "/", body, {"Content-Type": "text/xml"})
+        reply = xmlrpc.client.loads(conn.getresponse().read())[0][0]
+        return reply.get("Value") or reply["ErrorDescription"]
+    finally:
+        conn.close()
+
+
+def peak_rss_kib(daemon):
+    for line in open(f"/proc/{daemon.proc.pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_login_flood_checks_few_passwords_and_stays_small(tmp_path):
+    """150 parallel wrong-password clients for 5 s: the daemon's memory
+    stays flat, the passwords it checks are the throttle's schedule, and a
+    right password from elsewhere still gets in."""
+    import threading
+    # Every client gets a connection: the login gate alone is measured.
+    d = started(tmp_path, "--max-connections-per-address", "200")
+    try:
+        before = peak_rss_kib(d)
+        stop = time.time() + 5
+        replies = []
+
+        def attacker():
+            while time.time() < stop:
+                try:
+                    replies.append(raw_login(d, "admin", "wrong", "127.0.0.4")[0])
+                except OSError:
+                    replies.append("connection refused")
+
+        threads = [threading.Thread(target=attacker) for _ in range(150)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert replies.count("SESSION_AUTHENTICATION_FAILED") > 0.9 * len(replies)
+        assert set(replies) <= {"SESSION_AUTHENTICATION_FAILED", "connection refused"}
+        log = (d.workdir / "pcipassd.log").read_text()
+        checked = log.count("login failed")
+        unchecked = log.count("login refused unchecked")
+        # The gate's schedule: a burst of at most 4 waiting per key, then
+        # attempts spaced 100 ms * 2^failures (5 s at most), and the 4 still
+        # queued when the clients stop: far from the 150 clients' demand.
+        assert checked <= 16, (checked, unchecked, len(replies))
+        print(f"flood: {len(replies)} attempts, {checked} passwords checked, "
+              f"peak RSS +{peak_rss_kib(d) - before} KiB")
+        assert unchecked > 0
+        grown = peak_rss_kib(d) - before
+        assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB"
+        # Another user from another address is not held up by the flood.
+        d.add_user("bystander", "read-only", "bystander-secret")
+        assert raw_login(d, "bystander", "bystander-secret", "127.0.0.6").startswith("OpaqueRef:")
+    finally:
+        d.cleanup()
+
+
+def test_a_user_name_cannot_forge_a_log_line(tmp_path):
+    d = started(tmp_path)
+    try:
+        forged = "x\n2026-12-01T00:00:00Z  INFO pcipass: session opened user=root\x1b[2J"
+        assert raw_login(d, forged, "wrong", "127.0.0.7")[0] == "SESSION_AUTHENTICATION_FAILED"
+        time.sleep(0.3)
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "\x1b" not in log
+        for line in log.splitlines():
+            assert not line.startswith("2026-12-01T00:00:00Z"), line
+        assert "x\\n2026-12-01T00:00:00Z" in log
+    finally:
+        d.cleanup()
