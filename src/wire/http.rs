@@ -2,7 +2,9 @@
 //!
 //! POST `/jsonrpc` is JSON-RPC; every other POST path (`/`, `/RPC2`,
 //! `/xmlrpc`, ...) is XML-RPC, as xapi routes them. GET `/health` answers
-//! `ok`. Limits: body size (413), time to send the headers and the body
+//! `ok`. No CORS header is ever sent and a preflight (OPTIONS) is refused,
+//! so a web page of another origin cannot call the API with a user's
+//! browser. Limits: body size (413), time to send the headers and the body
 //! (the connection is closed or 408), time for a blocked answer to be read
 //! (the connection is closed), TCP connections served at once (further
 //! ones wait in the kernel's accept queue) and per client address (further
@@ -172,18 +174,6 @@ async fn route(
     let path = request.uri().path().to_owned();
     match *request.method() {
         Method::GET if path == "/health" => return Ok(plain(StatusCode::OK, "ok")),
-        Method::OPTIONS => {
-            let mut response = plain(StatusCode::NO_CONTENT, "");
-            let headers = response.headers_mut();
-            for (k, v) in [
-                ("access-control-allow-origin", "*"),
-                ("access-control-allow-methods", "POST, GET, OPTIONS"),
-                ("access-control-allow-headers", "content-type"),
-            ] {
-                headers.insert(k, hyper::header::HeaderValue::from_static(v));
-            }
-            return Ok(response);
-        }
         Method::POST => {}
         Method::GET => return Ok(plain(StatusCode::NOT_FOUND, "not found\n")),
         _ => {
@@ -240,10 +230,6 @@ async fn route(
     headers.insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(protocol.content_type()),
-    );
-    headers.insert(
-        "access-control-allow-origin",
-        hyper::header::HeaderValue::from_static("*"),
     );
     Ok(response)
 }
