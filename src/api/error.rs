@@ -224,7 +224,7 @@ impl ApiError {
     /// `[CODE, params...]`, the wire form.
     pub fn description(&self) -> Vec<String> {
         let mut d = vec![self.code().to_owned()];
-        d.extend(self.params());
+        d.extend(self.params().into_iter().map(capped));
         d
     }
 
@@ -235,6 +235,24 @@ impl ApiError {
             handle: handle.to_owned(),
         }
     }
+}
+
+/// Longest parameter an error description carries: an error echoes what
+/// the client sent (a method name, a ref, a user name), and must not echo
+/// megabytes of it back, or into a log.
+pub const MAX_ECHOED: usize = 1024;
+
+/// `param` cut to [`MAX_ECHOED`] bytes (at a character boundary), with how
+/// much was cut.
+fn capped(param: String) -> String {
+    if param.len() <= MAX_ECHOED {
+        return param;
+    }
+    let mut end = MAX_ECHOED;
+    while !param.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} more bytes]", &param[..end], param.len() - end)
 }
 
 impl fmt::Display for ApiError {
@@ -308,5 +326,21 @@ impl From<crate::domain::service::DomainError> for ApiError {
                 ApiError::Internal(other.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_never_echoes_megabytes() {
+        let huge = "é".repeat(1_000_000);
+        let d = ApiError::MessageMethodUnknown(huge.clone()).description();
+        assert_eq!(d[0], "MESSAGE_METHOD_UNKNOWN");
+        assert!(d[1].len() < MAX_ECHOED + 40, "{}", d[1].len());
+        assert!(d[1].ends_with(&format!("... [{} more bytes]", huge.len() - 1024)));
+        let short = ApiError::handle_invalid("PCI", "OpaqueRef:x").description();
+        assert_eq!(short, ["HANDLE_INVALID", "PCI", "OpaqueRef:x"]);
     }
 }

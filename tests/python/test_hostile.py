@@ -232,3 +232,40 @@ def test_a_user_name_cannot_forge_a_log_line(tmp_path):
         assert "x\\n2026-12-01T00:00:00Z" in log
     finally:
         d.cleanup()
+
+
+def test_no_web_page_may_call_the_api(tmp_path):
+    """No CORS: a page of another origin gets no Access-Control header, and
+    its preflight is refused."""
+    import http.client
+    d = started(tmp_path)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", tcp_port(d), timeout=10)
+        conn.request("OPTIONS", "/jsonrpc", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 405
+        assert reply.getheader("Access-Control-Allow-Origin") is None
+        conn.request("POST", "/jsonrpc", body='{"jsonrpc":"2.0","id":1,"method":"pool.get_all","params":["x"]}',
+                     headers={"Origin": "https://evil.example", "Content-Type": "application/json"})
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 200
+        assert reply.getheader("Access-Control-Allow-Origin") is None
+    finally:
+        d.cleanup()
+
+
+def test_an_error_does_not_echo_megabytes(tmp_path):
+    import xmlrpc.client
+    d = started(tmp_path)
+    try:
+        s = d.session("admin")
+        huge = "m" * 4_000_000
+        reply = xmlrpc.client.ServerProxy(d.url).PCI.get_record(s._session, huge)
+        assert reply["ErrorDescription"][0] == "HANDLE_INVALID"
+        assert len(reply["ErrorDescription"][2]) < 1100
+        assert reply["ErrorDescription"][2].endswith(f"... [{4_000_000 - 1024} more bytes]")
+    finally:
+        d.cleanup()
