@@ -28,13 +28,16 @@ const LAST_ACTIVE_GRANULARITY: Duration = Duration::from_secs(60);
 /// address ("keys"):
 ///
 /// - **Throttle before any work.** After `f` failures of a key (within
-///   five minutes) its attempts are spaced `100 ms * 2^f` apart, at most
-///   5 s: each attempt reserves the next free time of each of its keys and
-///   waits for the latest, so parallel attempts queue one after another
-///   instead of sleeping side by side.
+///   five minutes) its password checks are spaced `100 ms * 2^f` apart, at
+///   most 5 s: when a checker is free, an attempt takes the next free time
+///   of each of its keys or waits for the latest, so parallel attempts
+///   run one after another instead of side by side, and a failure counts
+///   for every attempt still waiting.
 /// - **Few waiting.** At most [`LoginThrottle::QUEUED_PER_KEY`] attempts
-///   wait per key and [`LoginThrottle::QUEUED`] in all; more are refused
-///   at once, with no password checked.
+///   wait per key that has failures and [`LoginThrottle::QUEUED`] in all;
+///   more are refused at once, with no password checked. Logins of a key
+///   without failures (a crowd of clients with the right password) only
+///   wait for a checker.
 /// - **Few hashes at once, in memory kept.** Passwords are checked by a
 ///   few threads of their own (one per core, four at most), each reusing
 ///   its argon2 memory (19 MiB with the users file's parameters), however
@@ -58,14 +61,12 @@ struct KeyState {
     queued: usize,
 }
 
-/// An attempt let through the gate: when it may check its password. Its
-/// place in the queues is freed when it is dropped.
+/// An attempt let through the gate, waiting for its turn. Its place in
+/// the queues is freed when it is dropped.
 #[derive(Debug)]
 pub struct Admission<'a> {
     throttle: &'a LoginThrottle,
     keys: Vec<String>,
-    /// When the password check may start.
-    pub at: tokio::time::Instant,
 }
 
 impl Default for LoginThrottle {
@@ -108,7 +109,9 @@ impl LoginThrottle {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Let an attempt for `keys` in, or `None` when too many already wait.
+    /// Let an attempt for `keys` in, or `None` when too many already wait
+    /// (in all, or for a key that has failures: a key without failures
+    /// only waits for a checker).
     pub fn admit(&self, keys: &[String]) -> Option<Admission<'_>> {
         let now = Instant::now();
         let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +120,7 @@ impl LoginThrottle {
             || keys.iter().any(|k| {
                 states
                     .get(k)
-                    .is_some_and(|s| s.queued >= Self::QUEUED_PER_KEY)
+                    .is_some_and(|s| s.failures > 0 && s.queued >= Self::QUEUED_PER_KEY)
             })
         {
             return None;
@@ -125,7 +128,6 @@ impl LoginThrottle {
         if states.len() > 10_000 {
             states.retain(|_, s| s.queued > 0 || s.last_failure.elapsed() < Self::MEMORY);
         }
-        let mut at = now;
         for key in keys {
             let state = states.entry(key.clone()).or_insert(KeyState {
                 failures: 0,
@@ -136,29 +138,57 @@ impl LoginThrottle {
             if state.failures > 0 && state.last_failure.elapsed() >= Self::MEMORY {
                 state.failures = 0;
             }
-            at = at.max(state.next_free);
-        }
-        for key in keys {
-            if let Some(state) = states.get_mut(key) {
-                state.next_free = at + Self::spacing(state.failures);
-                state.queued += 1;
-            }
+            state.queued += 1;
         }
         *queued += 1;
         Some(Admission {
             throttle: self,
             keys: keys.to_vec(),
-            at: tokio::time::Instant::from_std(at),
         })
     }
 
-    /// Run `check` on a checker thread, when one is free; `None` when no
-    /// checker can run it.
+    /// Take this attempt's turn now if its keys' schedule allows it
+    /// (reserving the next turn one spacing later), else the time to wait
+    /// until.
+    fn reserve(&self, keys: &[String]) -> Result<(), Instant> {
+        let now = Instant::now();
+        let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let at = keys
+            .iter()
+            .filter_map(|k| states.get(k))
+            .map(|s| s.next_free)
+            .max()
+            .unwrap_or(now);
+        if at > now {
+            return Err(at);
+        }
+        for key in keys {
+            if let Some(state) = states.get_mut(key) {
+                state.next_free = now + Self::spacing(state.failures);
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `check` for an admitted attempt on a checker thread, once a
+    /// checker is free and the attempt's keys' schedule allows it (the
+    /// schedule is read when the checker is free, so failures recorded
+    /// meanwhile count); `None` when no checker can run it.
     pub async fn check<T: Send + 'static>(
         &self,
+        admission: &Admission<'_>,
         check: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> Option<T> {
-        let _turn = self.hashing.acquire().await.ok()?;
+        let _turn = loop {
+            let turn = self.hashing.acquire().await.ok()?;
+            match self.reserve(&admission.keys) {
+                Ok(()) => break turn,
+                Err(at) => {
+                    drop(turn);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                }
+            }
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: CheckJob = Box::new(move |scratch| {
             let _ = reply.send(check(scratch));
@@ -314,13 +344,14 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 );
                 return Err(refused());
             };
-            tokio::time::sleep_until(admission.at).await;
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
             let users_file = state_dir.join("users");
             let verdict = ctx
                 .login_throttle
-                .check(move |scratch| check_password(&state_dir, &u, &p, scratch))
+                .check(&admission, move |scratch| {
+                    check_password(&state_dir, &u, &p, scratch)
+                })
                 .await;
             drop(admission);
             let verified = match verdict {
@@ -659,19 +690,20 @@ mod tests {
     fn parallel_attempts_queue_one_after_another() {
         let t = LoginThrottle::default();
         let keys = vec!["user:root".to_owned(), "addr:10.0.0.1".to_owned()];
+        // Without failures a crowd is let in and checked at once.
+        let crowd: Vec<_> = (0..10).map(|_| t.admit(&keys).unwrap()).collect();
+        assert!(crowd.iter().all(|_| t.reserve(&keys).is_ok()));
+        drop(crowd);
+        // One failure: checks are 200 ms apart, each after the previous.
         t.failed(&keys);
-        // One failure: attempts are 200 ms apart, each after the previous.
-        let first = t.admit(&keys).unwrap();
-        let second = t.admit(&keys).unwrap();
-        let gap = second.at - first.at;
-        assert_eq!(gap, Duration::from_millis(200));
-        // At most QUEUED_PER_KEY wait for one key; another key is free.
-        let _third = t.admit(&keys).unwrap();
-        let _fourth = t.admit(&keys).unwrap();
+        let _first = t.admit(&keys).unwrap();
+        let wait = t.reserve(&keys).unwrap_err();
+        let gap = wait.saturating_duration_since(Instant::now());
+        assert!(gap > Duration::from_millis(150) && gap <= Duration::from_millis(200));
+        // At most QUEUED_PER_KEY wait for a key with failures; another
+        // key is free.
+        let _more: Vec<_> = (0..3).map(|_| t.admit(&keys).unwrap()).collect();
         assert!(t.admit(&keys).is_none());
         assert!(t.admit(&["user:other".to_owned()]).is_some());
-        // A finished attempt frees its place.
-        drop(first);
-        assert!(t.admit(&keys).is_some());
     }
 }
