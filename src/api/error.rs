@@ -107,6 +107,8 @@ pub enum ApiError {
     EventsLost,
     /// The task was cancelled: `[task]`.
     TaskCancelled(String),
+    /// The caller holds as many unfinished tasks as it may: `[]`.
+    TooManyPendingTasks,
     /// Not implemented on this host: `[function]`.
     NotImplemented(String),
     /// Async call of a message that has no async form: xapi's `Fault`.
@@ -139,6 +141,7 @@ impl ApiError {
             ApiError::SessionNotRegistered(_) => "SESSION_NOT_REGISTERED",
             ApiError::EventsLost => "EVENTS_LOST",
             ApiError::TaskCancelled(_) => "TASK_CANCELLED",
+            ApiError::TooManyPendingTasks => "TOO_MANY_PENDING_TASKS",
             ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
             ApiError::NoAsyncMode(_) => "Fault",
             ApiError::Internal(_) => "INTERNAL_ERROR",
@@ -167,6 +170,7 @@ impl ApiError {
         "SESSION_NOT_REGISTERED",
         "EVENTS_LOST",
         "TASK_CANCELLED",
+        "TOO_MANY_PENDING_TASKS",
         "NOT_IMPLEMENTED",
         "INTERNAL_ERROR",
     ];
@@ -217,7 +221,9 @@ impl ApiError {
             ApiError::BootConfigCmdlineTooLong { length, limit } => {
                 vec![length.to_string(), limit.to_string()]
             }
-            ApiError::HostNotDisabled | ApiError::EventsLost => vec![],
+            ApiError::HostNotDisabled | ApiError::EventsLost | ApiError::TooManyPendingTasks => {
+                vec![]
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::{self, record};
+use crate::api::quota;
 use crate::api::{ApiError, Role, Value, derived};
 use crate::idl;
 use crate::store::{Change, Event, Operation};
@@ -32,10 +33,13 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// `event.next` returns an empty batch after this long without events.
 const NEXT_WAIT: Duration = Duration::from_secs(60);
 
-/// Legacy `event.register` state: per session, its classes and position.
+/// Legacy `event.register` state: per session, its classes and position
+/// (at most [`quota::REGISTRATION_ENTRIES`] entries, dropped with their
+/// session); and the budget of `event.inject`'s writes.
 #[derive(Debug, Default)]
 pub struct Registrations {
     sessions: Mutex<HashMap<String, (BTreeSet<String>, u64)>>,
+    injects: quota::InjectBudget,
 }
 
 /// Format an event.from token.
@@ -317,15 +321,24 @@ fn from(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     })
 }
 
-fn inject(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+/// `event.inject`: a `mod` event on the object and its token. Only a
+/// caller whose role may write the object's class makes the event, within
+/// its user's budget ([`quota::INJECTS_PER_SECOND`]); anyone else gets the
+/// current token and no event, so no client can flush the others' events
+/// out of the log.
+fn inject(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
         let class = args.first().and_then(Value::as_str).unwrap_or("");
         let reference = args.get(1).and_then(Value::as_str).unwrap_or("");
-        let canonical = idl::datamodel()
-            .class_ci(class)
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| class.to_owned());
-        ctx.object(&canonical, reference)?;
+        let declared = idl::datamodel().class_ci(class);
+        ctx.object(declared.map_or(class, |c| c.name.as_str()), reference)?;
+        let may_write = declared.is_some_and(|c| caller.may(c.default_role));
+        if !may_write || !ctx.event_registrations.injects.take(&caller.user) {
+            if may_write {
+                tracing::debug!(user = %caller.user, "event.inject over budget: no event made");
+            }
+            return Ok(Value::String(token(ctx.store.generation())));
+        }
         let generation = ctx.apply(vec![Change::Touch(reference.to_owned())])?;
         Ok(Value::String(token(generation)))
     })
@@ -358,10 +371,25 @@ fn register(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFutur
             .sessions
             .lock()
             .map_err(|_| ApiError::Internal("event registrations poisoned".into()))?;
+        // Registrations of sessions that ended (logout, expiry, reboot)
+        // go with them.
+        sessions.retain(|session, _| ctx.store.get_of("session", session).is_some());
         let entry = sessions
             .entry(caller.session.clone())
             .or_insert((BTreeSet::new(), generation));
-        entry.0.extend(class_set(&args));
+        let mut wanted = entry.0.clone();
+        wanted.extend(class_set(&args));
+        if wanted.len() > quota::REGISTRATION_ENTRIES {
+            return Err(ApiError::InvalidValue {
+                field: "classes".into(),
+                value: format!(
+                    "{} classes registered (at most {})",
+                    wanted.len(),
+                    quota::REGISTRATION_ENTRIES
+                ),
+            });
+        }
+        entry.0 = wanted;
         Ok(Value::void())
     })
 }

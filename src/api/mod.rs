@@ -17,6 +17,7 @@ pub mod invoke;
 pub mod objects;
 pub mod pci;
 pub mod pgpu;
+pub mod quota;
 pub mod session;
 pub mod sync;
 pub mod task;

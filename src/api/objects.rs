@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::{ApiError, Role, Value, derived};
+use crate::api::{ApiError, Role, Value, derived, quota};
 use crate::idl::{self, Class, Method, MethodKind};
 use crate::store::{Change, Object};
 use crate::value::Snapshot;
@@ -187,6 +187,7 @@ pub fn implicit(
         MethodKind::SetField(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
             let value = args.into_iter().nth(1).unwrap_or(Value::Nil);
+            quota::check_written(field, &value)?;
             update(ctx, &object, field, value)
         }
         MethodKind::AddToMap(field) => {
@@ -205,7 +206,9 @@ pub fn implicit(
                 });
             }
             members.push((key, value));
-            update(ctx, &object, field, Value::Struct(members))
+            let map = Value::Struct(members);
+            quota::check_written(field, &map)?;
+            update(ctx, &object, field, map)
         }
         MethodKind::RemoveFromMap(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;

@@ -10,7 +10,7 @@ use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::now_datetime;
-use crate::api::{ApiError, Role, Value};
+use crate::api::{ApiError, Role, Value, quota};
 use crate::store::{Change, Object, db};
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
@@ -24,6 +24,9 @@ fn new_task(
     label: &str,
     description: &str,
 ) -> Result<String, ApiError> {
+    quota::check_written("label", &Value::str(label))?;
+    quota::check_written("description", &Value::str(description))?;
+    let mut changes = make_room(ctx, &caller.user)?;
     let reference = db::new_ref();
     let task = new_object(
         "task",
@@ -39,8 +42,43 @@ fn new_task(
             ("finished_unix", Value::Int(0)),
         ],
     );
-    ctx.apply(vec![Change::Create(task)])?;
+    changes.push(Change::Create(task));
+    ctx.apply(changes)?;
     Ok(reference)
+}
+
+/// Room for one more task of `user`: refused when the user holds
+/// [`quota::PENDING_TASKS_PER_USER`] unfinished tasks; when it holds
+/// [`quota::TASKS_PER_USER`] in all, its oldest finished ones are
+/// destroyed (returned as the changes to apply with the new task).
+fn make_room(ctx: &Context, user: &str) -> Result<Vec<Change>, ApiError> {
+    let mut finished = Vec::new();
+    let mut pending = 0;
+    for task in ctx.store.all("task") {
+        if task.get_str("owner") != user {
+            continue;
+        }
+        if task.get_str("status") == "pending" || task.get_str("status") == "cancelling" {
+            pending += 1;
+        } else {
+            let at = match task.get("finished_unix") {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            };
+            finished.push((at, task.reference.clone()));
+        }
+    }
+    if pending >= quota::PENDING_TASKS_PER_USER {
+        tracing::warn!(user, pending, "task refused: too many unfinished tasks");
+        return Err(ApiError::TooManyPendingTasks);
+    }
+    let excess = (pending + finished.len() + 1).saturating_sub(quota::TASKS_PER_USER);
+    finished.sort();
+    Ok(finished
+        .into_iter()
+        .take(excess)
+        .map(|(_, reference)| Change::Delete(reference))
+        .collect())
 }
 
 /// Create the task of an `Async.` call.

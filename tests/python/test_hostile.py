@@ -269,3 +269,73 @@ def test_an_error_does_not_echo_megabytes(tmp_path):
         assert reply["ErrorDescription"][2].endswith(f"... [{4_000_000 - 1024} more bytes]")
     finally:
         d.cleanup()
+
+
+def test_a_read_only_account_cannot_grow_the_state(tmp_path):
+    """Quotas with the lowest role: tasks, map and value sizes, event
+    registrations; every refusal a XenAPI error."""
+    from conftest import failure
+    d = started(tmp_path)
+    try:
+        d.add_user("reader", "read-only")
+        r = d.session("reader")
+        created = []
+        details = None
+        for _ in range(300):
+            try:
+                created.append(r.xenapi.task.create("t", "d"))
+            except XenAPI.Failure as f:
+                details = f.details
+                break
+        assert details == ["TOO_MANY_PENDING_TASKS"], details
+        assert len(created) == 200
+        task = created[0]
+        assert failure(r.xenapi.task.add_to_other_config, task, "k", "x" * (1 << 20))[0] == "INVALID_VALUE"
+        for i in range(512):
+            r.xenapi.task.add_to_other_config(task, f"k{i}", "v")
+        assert failure(r.xenapi.task.add_to_other_config, task, "one-more", "v")[0] == "INVALID_VALUE"
+        assert failure(r.xenapi.task.create, "x" * (1 << 20), "")[0] == "INVALID_VALUE"
+        assert failure(r.xenapi.event.register, [f"c{i}" for i in range(100)])[0] == "INVALID_VALUE"
+        r.xenapi.event.register(["pci"])
+        # Finished tasks beyond the user's 1000 are collected, oldest first.
+        for t in created:
+            r.xenapi.task.destroy(t)
+        pci = r.xenapi.PCI.get_all()[0]
+        oldest = [r.xenapi.Async.PCI.get_dom0_access_status(pci) for _ in range(50)]
+        time.sleep(1.1)  # finished a second earlier than all the others
+        for _ in range(1050):
+            r.xenapi.Async.PCI.get_dom0_access_status(pci)
+        time.sleep(0.5)
+        mine = r.xenapi.task.get_all()
+        assert len(mine) <= 1000, len(mine)
+        assert not set(oldest) & set(mine)
+        db = (d.state / "pcipass.db").stat().st_size
+        assert db < 64 << 20, db
+    finally:
+        d.cleanup()
+
+
+def test_event_inject_cannot_flush_other_clients_events(tmp_path):
+    import xmlrpc.client
+    d = started(tmp_path)
+    try:
+        d.add_user("reader", "read-only")
+        d.add_user("operator", "pool-operator")
+        admin = d.session("admin")
+        pool = admin.xenapi.pool.get_all()[0]
+        before = int(admin.xenapi.event.get_current_id())
+        for user in ("reader", "operator"):
+            s = d.session(user)
+            proxy = xmlrpc.client.ServerProxy(d.url)
+            started_at = time.time()
+            for _ in range(1500):
+                reply = proxy.event.inject(s._session, "pool", pool)
+                assert reply["Status"] == "Success", reply
+            elapsed = time.time() - started_at
+        made = int(admin.xenapi.event.get_current_id()) - before
+        # The reader made none; the operator its burst and its rate.
+        assert made <= 100 + 50 * (elapsed + 1), (made, elapsed)
+        token = getattr(admin.xenapi.event, "from")(["pool"], "", 0.0)["token"]
+        assert getattr(admin.xenapi.event, "from")(["pool"], token, 0.0)["token"]
+    finally:
+        d.cleanup()
