@@ -339,3 +339,49 @@ def test_event_inject_cannot_flush_other_clients_events(tmp_path):
         assert getattr(admin.xenapi.event, "from")(["pool"], token, 0.0)["token"]
     finally:
         d.cleanup()
+
+
+def test_an_edit_is_honest(tmp_path):
+    """An edit answers success exactly when grub.cfg changed, and the
+    status its own write produced."""
+    import threading
+    from conftest import failure
+    d = started(tmp_path)
+    try:
+        s = d.session("admin")
+        pcis = s.xenapi.PCI.get_all_records()
+        gpu = next(r for r, p in pcis.items() if p["pci_id"] == "0000:01:00.0")
+        grub = d.root / "boot/grub/grub.cfg"
+        cmdline = d.root / "proc/cmdline"
+        saved = cmdline.read_bytes()
+        before = grub.read_bytes()
+        cmdline.unlink()
+        details = failure(s.xenapi.PCI.disable_dom0_access, gpu)
+        assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+        assert grub.read_bytes() == before, "nothing written by a failed edit"
+        cmdline.write_bytes(saved)
+
+        # Disables and enables of one device from 16 clients at once: each
+        # answer is what its own write made.
+        wrong = []
+
+        def flip(disable):
+            c = d.session("admin")
+            for _ in range(15):
+                if disable:
+                    got = c.xenapi.PCI.disable_dom0_access(gpu)
+                    if got not in ("disable_on_reboot", "disabled"):
+                        wrong.append(("disable", got))
+                else:
+                    got = c.xenapi.PCI.enable_dom0_access(gpu)
+                    if got not in ("enabled", "enable_on_reboot"):
+                        wrong.append(("enable", got))
+
+        threads = [threading.Thread(target=flip, args=(i % 2 == 0,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not wrong, wrong[:5]
+    finally:
+        d.cleanup()

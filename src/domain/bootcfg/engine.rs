@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{BootConfig, BootConfigError};
+use super::{BootConfig, BootConfigError, HidePlan};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
@@ -296,21 +296,35 @@ impl Dom0AccessEngine {
     /// Hide `addr` from the next boot on.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        self.boot.update_hide(
-            &mut |current| hide::plan_disable(current, addr, &tree),
-            &|before, after| self.safety_check(before, after),
-        )?;
-        self.status(addr)
+        self.edit(addr, &tree, &mut |current| {
+            hide::plan_disable(current, addr, &tree)
+        })
     }
 
     /// Give `addr` back to dom0 from the next boot on.
     pub fn enable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        self.boot.update_hide(
-            &mut |current| hide::plan_enable(current, addr, &tree),
-            &|before, after| self.safety_check(before, after),
-        )?;
-        self.status(addr)
+        self.edit(addr, &tree, &mut |current| {
+            hide::plan_enable(current, addr, &tree)
+        })
+    }
+
+    /// Edit the hide list by `plan` and answer `addr`'s status as this
+    /// edit left it. The running kernel's list is read first: when it
+    /// cannot be, nothing is written (an edit never fails after writing);
+    /// the next-boot side is the view this edit wrote, not a later read a
+    /// concurrent edit may have changed.
+    fn edit(
+        &self,
+        addr: &PciAddress,
+        tree: &Topology,
+        plan: &mut HidePlan<'_>,
+    ) -> Result<Dom0Access, BootConfigError> {
+        let running = self.running_view()?;
+        let written = self
+            .boot
+            .update_hide(plan, &|before, after| self.safety_check(before, after))?;
+        Ok(judge(&running, &written, tree, std::slice::from_ref(addr))[0])
     }
 
     /// Fingerprints of the boot configuration and `/proc/cmdline`.

@@ -92,7 +92,7 @@ impl BootConfig for ExecBootConfig {
         &self,
         plan: &mut HidePlan<'_>,
         check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
-    ) -> Result<(), BootConfigError> {
+    ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..EXEC_ATTEMPTS {
             // What the program prints now is the compare-and-set's witness.
@@ -104,13 +104,14 @@ impl BootConfig for ExecBootConfig {
             }
             let edit = plan(before.value.as_deref())?;
             let (setting, want) = match &edit {
-                HideEdit::Unchanged => return Ok(()),
+                HideEdit::Unchanged => return Ok(before),
                 HideEdit::Set(value) => {
                     (Some(format!("{HIDE_KEY}={value}")), Some(value.as_bytes()))
                 }
                 HideEdit::Delete => (None, None),
             };
-            check(&before, &HideView::from_value(want))?;
+            let wanted = HideView::from_value(want);
+            check(&before, &wanted)?;
             let mut cas = vec!["--set-dom0-if-unchanged", HIDE_KEY, expected];
             cas.extend(setting.as_deref());
             match self.run_status(&cas)? {
@@ -124,7 +125,7 @@ impl BootConfig for ExecBootConfig {
                 (code, _, stderr) => return Err(exec_failure(code, &stderr)),
             }
             if self.boot_view()?.value.as_deref() == want {
-                return Ok(());
+                return Ok(wanted);
             }
             // A program without the compare-and-set (XenServer's own
             // xen-cmdline ignores options it does not know, and takes no
@@ -144,7 +145,7 @@ impl BootConfig for ExecBootConfig {
                     after.value_text()
                 )));
             }
-            return Ok(());
+            return Ok(after);
         }
         Err(BootConfigError::Verify(
             "the boot configuration kept changing while pcipass edited it".into(),

@@ -113,7 +113,7 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
         &self,
         plan: &mut HidePlan<'_>,
         check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
-    ) -> Result<(), BootConfigError>;
+    ) -> Result<HideView, BootConfigError>;
 
     /// Changes when the configuration changes; `None` when unknown.
     fn fingerprint(&self) -> Option<GrubFingerprint>;

@@ -131,7 +131,7 @@ impl BootConfig for NativeBootConfig {
         &self,
         plan: &mut HidePlan<'_>,
         check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
-    ) -> Result<(), BootConfigError> {
+    ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         edit_grub(&self.host, |config| {
             let before = grub_boot_view(config)?;
@@ -140,10 +140,10 @@ impl BootConfig for NativeBootConfig {
             }
             let edit = plan(before.value.as_deref())?;
             let Some((text, after)) = planned_grub(config, &edit)? else {
-                return Ok((None, ()));
+                return Ok((None, before));
             };
             check(&before, &after)?;
-            Ok((Some(text), ()))
+            Ok((Some(text), after))
         })
     }
 
