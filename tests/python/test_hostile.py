@@ -385,3 +385,36 @@ def test_an_edit_is_honest(tmp_path):
         assert not wrong, wrong[:5]
     finally:
         d.cleanup()
+
+
+def test_connections_fit_the_open_file_limit(tmp_path):
+    """Under an open-file limit of 512 the daemon serves fewer connections
+    than --max-connections asks (and says so), so that with every slot
+    held a file can still be opened: an edit through the Unix socket
+    succeeds instead of BOOT_CONFIG_UNAVAILABLE."""
+    class Limited(Daemon):
+        def args(self):
+            return ["prlimit", "--nofile=512:512", *super().args()]
+
+    d = Limited(tmp_path, extra_args=["--max-connections", "1024", "--max-connections-per-address", "1000"])
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        port = tcp_port(d)
+        held = []
+        for _ in range(600):  # more than the 512 descriptors
+            s = socket.socket()
+            s.bind(("127.0.0.8", 0))
+            s.connect(("127.0.0.1", port))
+            held.append(s)
+        time.sleep(0.5)
+        root = d.local_session()
+        pcis = root.xenapi.PCI.get_all_records()
+        usb = next(r for r, p in pcis.items() if p["pci_id"] == "0000:00:14.0")
+        assert root.xenapi.PCI.disable_dom0_access(usb) == "disable_on_reboot"
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "serving fewer" in log and "lowered_to=192" in log, log[-2000:]
+        for s in held:
+            s.close()
+    finally:
+        d.cleanup()
