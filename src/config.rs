@@ -26,7 +26,8 @@ pub enum BootBackend {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
     /// Root of the host: sysfs, /proc, /boot are read under it. `/` on a
-    /// real dom0; a mock host directory in tests. [default: /]
+    /// real dom0; a mock host directory in tests. It must exist (pcipassd
+    /// refuses to start otherwise). [default: /]
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
@@ -79,8 +80,11 @@ pub struct Settings {
 
     /// Serve a demo mock host: create <state-dir>/demo-root (profile
     /// `demo`) if missing, use it as --root, create user `root` with a
-    /// random password if there are no users, and print URL, user and
-    /// password. Listens on 127.0.0.1:8080 unless --listen is given.
+    /// random password (kept in <state-dir>/demo-password) if there are no
+    /// users, and, once the listeners accept connections, print the URL
+    /// (http or https), user and password and the pcipass command lines
+    /// that reach this daemon. Listens on 127.0.0.1:8080 unless --listen is
+    /// given (port 0 picks a free port).
     // This comment is clap's --help text, so it is not written as Markdown.
     #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]

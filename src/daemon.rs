@@ -2,6 +2,7 @@
 //! pool objects, device sync, background work (session expiry, task
 //! collection, the hand-edit watcher) and the HTTP listeners, until SIGTERM.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,18 @@ pub enum DaemonError {
     /// Bad settings.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The state directory or database is unusable.
+    /// The state directory, database or another file is unusable; the
+    /// text names the path.
     #[error("state: {0}")]
     State(String),
+    /// `--root` names no directory.
+    #[error("--root {path}: {reason}")]
+    Root {
+        /// The path given.
+        path: String,
+        /// Why it is unusable.
+        reason: String,
+    },
     /// The listeners failed.
     #[error("http: {0}")]
     Http(String),
@@ -32,8 +42,31 @@ pub enum DaemonError {
     Locked(#[from] crate::store::lock::LockError),
 }
 
-fn state_err(e: impl std::fmt::Display) -> DaemonError {
-    DaemonError::State(e.to_string())
+/// A state error about `path`: the message names it (once).
+fn state_at<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> DaemonError + '_ {
+    move |e| {
+        let text = e.to_string();
+        let shown = path.display().to_string();
+        if text.contains(&shown) {
+            DaemonError::State(text)
+        } else {
+            DaemonError::State(format!("{shown}: {text}"))
+        }
+    }
+}
+
+/// Refuse a `--root` that is not a directory (a typo would otherwise
+/// serve an empty host). A demo root is created before this is asked.
+fn check_root(root: &Path) -> Result<(), DaemonError> {
+    let reason = match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "not a directory".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(DaemonError::Root {
+        path: root.display().to_string(),
+        reason,
+    })
 }
 
 /// Build the shared state: open the store, create this host's objects,
@@ -41,14 +74,16 @@ fn state_err(e: impl std::fmt::Display) -> DaemonError {
 /// synchronise the devices and write `host.other_config:agent_start_time`.
 pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     let state_dir = settings.state_dir();
-    crate::store::prepare_state_dir(&state_dir).map_err(state_err)?;
+    crate::store::prepare_state_dir(&state_dir).map_err(state_at(&state_dir))?;
     let host_root = HostRoot::new(settings.root());
     if settings.demo && !host_root.root().exists() {
         crate::host::mock::create(host_root.root(), crate::host::mock::Profile::Demo)
-            .map_err(state_err)?;
+            .map_err(state_at(host_root.root()))?;
         tracing::info!(root = %host_root.root().display(), "created the demo mock host");
     }
-    let store = Arc::new(Store::open(&state_dir.join("pcipass.db")).map_err(state_err)?);
+    check_root(host_root.root())?;
+    let db = state_dir.join("pcipass.db");
+    let store = Arc::new(Store::open(&db).map_err(state_at(&db))?);
     let boot: Box<dyn BootConfig> = match settings.boot_backend.unwrap_or(BootBackend::Native) {
         BootBackend::Native => Box::new(NativeBootConfig::new(host_root.clone())),
         BootBackend::Exec => {
@@ -84,7 +119,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let (host_ref, pool_ref) =
-        host::bootstrap(&store, &about, &hostname, &address).map_err(state_err)?;
+        host::bootstrap(&store, &about, &hostname, &address).map_err(state_at(&db))?;
     let config = ApiConfig {
         session_idle_timeout: Settings::seconds(settings.session_idle_timeout, 24 * 3600),
         max_sessions_per_user: settings.max_sessions_per_user.unwrap_or(500),
@@ -96,7 +131,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
             .split_whitespace()
             .map(str::to_owned)
             .collect(),
-        state_dir,
+        state_dir: state_dir.clone(),
     };
     let ctx = Arc::new(Context {
         store,
@@ -111,14 +146,14 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         task_result_encoder: encode_task_result,
     });
     // A reboot nobody asked pcipassd for ends every session, as xapi's.
-    match host::check_boot(&ctx).map_err(state_err)? {
+    match host::check_boot(&ctx).map_err(state_at(&db))? {
         host::BootCheck::FirstStart => tracing::info!("first start on this host: boot id stored"),
         host::BootCheck::SameBoot
         | host::BootCheck::NewBoot { .. }
         | host::BootCheck::Unreadable => {}
     }
-    sync::synchronise(&ctx).map_err(state_err)?;
-    host::record_agent_start(&ctx).map_err(state_err)?;
+    sync::synchronise(&ctx).map_err(state_at(&db))?;
+    host::record_agent_start(&ctx).map_err(state_at(&db))?;
     // Say at once what the next boot will do that a person should know
     // (a hide value the kernel refuses, a boot disk hidden by hand).
     ctx.host.report_at_start();
@@ -129,14 +164,15 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
 /// password to print (the stored one when it exists).
 fn demo_credentials(settings: &Settings) -> Result<(String, String), DaemonError> {
     let state_dir = settings.state_dir();
-    let mut users = UsersFile::load(&state_dir).map_err(state_err)?;
+    let mut users = UsersFile::load(&state_dir).map_err(state_at(&state_dir))?;
     let password_file = state_dir.join("demo-password");
     if users.is_empty() {
         let password = crate::store::users::random_password();
         users
             .add("root", crate::api::Role::PoolAdmin, &password)
-            .map_err(state_err)?;
-        crate::store::write_private(&password_file, password.as_bytes()).map_err(state_err)?;
+            .map_err(state_at(&state_dir))?;
+        crate::store::write_private(&password_file, password.as_bytes())
+            .map_err(state_at(&password_file))?;
     }
     let password =
         std::fs::read_to_string(&password_file).unwrap_or_else(|_| "(set by user-add)".into());
@@ -200,24 +236,52 @@ async fn shutdown_signal() {
     }
 }
 
+/// TLS for the TCP listeners, if asked for.
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    /// The certificate's SHA-256 fingerprint, for `pcipass --fingerprint`.
+    fingerprint: Option<String>,
+}
+
 /// The TLS configuration for the TCP listeners, if TLS is asked for.
-fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, DaemonError> {
+fn tls_config(settings: &Settings) -> Result<Option<Tls>, DaemonError> {
     let material = match (
         &settings.tls_cert,
         &settings.tls_key,
         settings.tls_self_signed,
     ) {
-        (Some(cert), Some(key), _) => crate::store::tls::load(cert, key).map_err(state_err)?,
-        (Some(_), None, _) | (None, Some(_), _) => {
-            return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()).into());
+        (Some(cert), Some(key), _) => crate::store::tls::load(cert, key).map_err(|e| {
+            let text = e.to_string();
+            let (c, k) = (cert.display().to_string(), key.display().to_string());
+            if text.contains(&c) || text.contains(&k) {
+                DaemonError::State(text)
+            } else {
+                DaemonError::State(format!("--tls-cert {c} / --tls-key {k}: {text}"))
+            }
+        })?,
+        (Some(cert), None, _) => {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-cert {} needs --tls-key",
+                cert.display()
+            ))
+            .into());
+        }
+        (None, Some(key), _) => {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-key {} needs --tls-cert",
+                key.display()
+            ))
+            .into());
         }
         (None, None, true) => {
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            crate::store::tls::self_signed(&settings.state_dir(), &names).map_err(state_err)?
+            let dir = settings.state_dir();
+            crate::store::tls::self_signed(&dir, &names).map_err(state_at(&dir))?
         }
         (None, None, false) => return Ok(None),
     };
-    if let Some(fingerprint) = crate::wire::tls::fingerprint(&material.cert_pem) {
+    let fingerprint = crate::wire::tls::fingerprint(&material.cert_pem);
+    if let Some(fingerprint) = &fingerprint {
         println!("tls certificate sha256 fingerprint {fingerprint}");
     }
     let config = crate::wire::tls::server_config(
@@ -225,8 +289,11 @@ fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, 
         &material.key_pem,
         &material.cert_path.display().to_string(),
     )
-    .map_err(state_err)?;
-    Ok(Some(config))
+    .map_err(state_at(&material.cert_path))?;
+    Ok(Some(Tls {
+        config,
+        fingerprint,
+    }))
 }
 
 /// Make the state directory and take its one-daemon lock (see
@@ -235,8 +302,113 @@ fn tls_config(settings: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, 
 /// a second daemon on the same directory leaves the first one's alone.
 pub fn lock_state(settings: &Settings) -> Result<crate::store::lock::StateLock, DaemonError> {
     let state_dir = settings.state_dir();
-    crate::store::prepare_state_dir(&state_dir).map_err(state_err)?;
+    crate::store::prepare_state_dir(&state_dir).map_err(state_at(&state_dir))?;
     Ok(crate::store::lock::lock_state_dir(&state_dir)?)
+}
+
+/// Resolve port 0 to a free port, so that the demo lines can name the
+/// real address, which [`http::serve`] then binds (a port taken in between
+/// makes `serve` fail with the address named; nothing wrong is printed).
+fn resolve_port_zero(
+    listen: &[std::net::SocketAddr],
+) -> Result<Vec<std::net::SocketAddr>, DaemonError> {
+    listen
+        .iter()
+        .map(|addr| {
+            if addr.port() != 0 {
+                return Ok(*addr);
+            }
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.local_addr())
+                .map_err(|e| DaemonError::Http(format!("cannot listen on {addr}: {e}")))
+        })
+        .collect()
+}
+
+/// The identity of the file at `path`, if any: device, inode and change
+/// time (an inode number freed by removing a stale socket may come back).
+fn file_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+/// True once every Unix socket in `sockets` is a new file (not the one
+/// there before, `before`) that accepts connections. [`http::serve`]
+/// binds its TCP listeners before its Unix sockets, so then all are bound.
+fn sockets_ready(sockets: &[PathBuf], before: &[Option<(u64, u64, i64, i64)>]) -> bool {
+    sockets.iter().zip(before).all(|(path, old)| {
+        let now = file_identity(path);
+        now.is_some() && now != *old && std::os::unix::net::UnixStream::connect(path).is_ok()
+    })
+}
+
+/// `text` quoted for a POSIX shell when it needs it.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=+@%,".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// The `pcipass` to name in the demo lines: the one built next to this
+/// program when there is one, else `pcipass` from `$PATH`.
+fn pcipass_program() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("pcipass")))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "pcipass".to_owned())
+}
+
+/// The lines `--demo` prints once the listeners are bound: the URL, user
+/// and password, and the `pcipass` command lines that reach this daemon.
+fn demo_lines(
+    user: &str,
+    password: &str,
+    listen: &[std::net::SocketAddr],
+    sockets: &[PathBuf],
+    tls: Option<&Option<String>>,
+) -> Vec<String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let program = shell_quote(&pcipass_program());
+    let mut lines = Vec::new();
+    for addr in listen {
+        lines.push(format!(
+            "demo: url {scheme}://{addr}/ user {user} password {password}"
+        ));
+    }
+    for addr in listen {
+        let security = match tls {
+            None => "--nossl".to_owned(),
+            Some(Some(fingerprint)) => format!("--fingerprint {fingerprint}"),
+            Some(None) => "--no-verify".to_owned(),
+        };
+        lines.push(format!(
+            "demo: {program} -s {} -p {} {security} -u {} -pw {} pci-list",
+            shell_quote(&addr.ip().to_string()),
+            addr.port(),
+            shell_quote(user),
+            shell_quote(password),
+        ));
+    }
+    for path in sockets {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        lines.push(format!(
+            "demo: PCIPASS_SOCKET={} {program} -u {} -pw {} pci-list",
+            shell_quote(&path.display().to_string()),
+            shell_quote(user),
+            shell_quote(password),
+        ));
+    }
+    lines
 }
 
 /// Run the daemon until SIGTERM.
@@ -249,17 +421,26 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let ctx = tokio::task::spawn_blocking(move || build_context(&build))
         .await
         .map_err(|e| DaemonError::State(e.to_string()))??;
-    if settings.demo {
-        let (user, password) = demo_credentials(&settings)?;
-        for addr in &listen {
-            println!("demo: url http://{addr}/ user {user} password {password}");
-        }
-    }
+    let demo = if settings.demo {
+        Some(demo_credentials(&settings)?)
+    } else {
+        None
+    };
     let tls = tls_config(&settings)?;
+    // Only the demo needs its port known before serve binds it; elsewhere
+    // serve binds port 0 itself (no window for another process).
+    let listen = if settings.demo {
+        resolve_port_zero(&listen)?
+    } else {
+        listen
+    };
+    let unix = settings.unix_sockets();
+    let before: Vec<_> = unix.iter().map(|p| file_identity(p)).collect();
+    let fingerprint = tls.as_ref().map(|t| t.fingerprint.clone());
     let http_config = HttpConfig {
-        tls,
-        listen,
-        unix: settings.unix_sockets(),
+        tls: tls.map(|t| t.config),
+        listen: listen.clone(),
+        unix: unix.clone(),
         unix_group: settings.unix_group.clone(),
         max_body_bytes: settings.max_body_bytes.unwrap_or(16 * 1024 * 1024),
         header_timeout: Settings::seconds(settings.header_timeout, 10),
@@ -273,14 +454,77 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         ctx.clone(),
         Duration::from_millis(settings.watch_interval_ms.unwrap_or(500)),
     );
-    http::serve(
+    let server = tokio::spawn(http::serve(
         http_config,
         Arc::new(Dispatcher::new(ctx)),
         shutdown_signal(),
-    )
-    .await
-    .map_err(|e| DaemonError::Http(e.to_string()))?;
+    ));
+    if let Some((user, password)) = demo {
+        // Say where to connect only once it can be connected to.
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            if server.is_finished() {
+                break;
+            }
+            let (sockets, old) = (unix.clone(), before.clone());
+            let ready = tokio::task::spawn_blocking(move || sockets_ready(&sockets, &old))
+                .await
+                .unwrap_or(false);
+            if ready {
+                for line in demo_lines(&user, &password, &listen, &unix, fingerprint.as_ref()) {
+                    println!("{line}");
+                }
+                break;
+            }
+        }
+    }
+    server
+        .await
+        .map_err(|e| DaemonError::Http(e.to_string()))?
+        .map_err(|e| DaemonError::Http(e.to_string()))?;
     tracing::info!("stopped");
     drop(state_lock);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_lines_name_the_scheme_and_the_commands() {
+        let listen = vec!["127.0.0.1:4443".parse().unwrap()];
+        let sockets = vec![PathBuf::from("/tmp/d s/xapi.sock")];
+        let https = demo_lines("root", "pw", &listen, &sockets, Some(&Some("AB:CD".into())));
+        assert_eq!(
+            https[0],
+            "demo: url https://127.0.0.1:4443/ user root password pw"
+        );
+        assert!(
+            https[1].ends_with("-s 127.0.0.1 -p 4443 --fingerprint AB:CD -u root -pw pw pci-list")
+        );
+        assert!(https[2].starts_with("demo: PCIPASS_SOCKET='/tmp/d s/xapi.sock' "));
+        let http = demo_lines("root", "pw", &listen, &sockets, None);
+        assert!(http[0].starts_with("demo: url http://127.0.0.1:4443/"));
+        assert!(http[1].contains(" --nossl "));
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_naming_it() {
+        let e = check_root(Path::new("/no/such/root"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/root"), "{e}");
+    }
+
+    #[test]
+    fn state_errors_name_the_path_once() {
+        let p = Path::new("/srv/state");
+        assert_eq!(state_at(p)("boom").to_string(), "state: /srv/state: boom");
+        assert_eq!(
+            state_at(p)("open /srv/state: boom").to_string(),
+            "state: open /srv/state: boom"
+        );
+    }
 }
