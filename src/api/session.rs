@@ -61,6 +61,18 @@ struct KeyState {
     queued: usize,
 }
 
+impl KeyState {
+    /// A key seen for the first time at `now`.
+    fn fresh(now: Instant) -> KeyState {
+        KeyState {
+            failures: 0,
+            last_failure: now,
+            next_free: now,
+            queued: 0,
+        }
+    }
+}
+
 /// An attempt let through the gate, waiting for its turn. Its place in
 /// the queues is freed when it is dropped.
 #[derive(Debug)]
@@ -129,12 +141,9 @@ impl LoginThrottle {
             states.retain(|_, s| s.queued > 0 || s.last_failure.elapsed() < Self::MEMORY);
         }
         for key in keys {
-            let state = states.entry(key.clone()).or_insert(KeyState {
-                failures: 0,
-                last_failure: now,
-                next_free: now,
-                queued: 0,
-            });
+            let state = states
+                .entry(key.clone())
+                .or_insert_with(|| KeyState::fresh(now));
             if state.failures > 0 && state.last_failure.elapsed() >= Self::MEMORY {
                 state.failures = 0;
             }
@@ -237,12 +246,9 @@ impl LoginThrottle {
         let now = Instant::now();
         let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
-            let state = states.entry(k.clone()).or_insert(KeyState {
-                failures: 0,
-                last_failure: now,
-                next_free: now,
-                queued: 0,
-            });
+            let state = states
+                .entry(k.clone())
+                .or_insert_with(|| KeyState::fresh(now));
             state.failures = state.failures.saturating_add(1);
             state.last_failure = now;
             state.next_free = state.next_free.max(now + Self::spacing(state.failures));

@@ -24,6 +24,16 @@ def binary(name):
     return str(path)
 
 
+def stop_process(proc):
+    """SIGTERM, then SIGKILL after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run(*args, stdin=None, check=True):
     return subprocess.run(args, input=stdin, capture_output=True, text=True, check=check, timeout=60)
 
@@ -91,12 +101,7 @@ class Daemon:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc = None
 
     def restart(self):

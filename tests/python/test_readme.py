@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN_DIR, REPO, binary
+from conftest import BIN_DIR, REPO, binary, stop_process
 
 README = REPO / "README.md"
 SKIP = re.compile(r"#\s*not run by tests:\s*(?P<reason>\S.*)$")
@@ -127,12 +127,7 @@ class Demo:
         self.addr = f"{host}:{port}"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
