@@ -8,6 +8,7 @@
 pub mod about;
 pub mod bootcfg;
 pub mod bootdev;
+pub mod bootflow;
 pub mod cmdline;
 pub mod devices;
 pub mod dom0_access;

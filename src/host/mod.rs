@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod boot;
+pub mod efi;
 pub mod exec;
 pub mod facts;
 pub mod mock;

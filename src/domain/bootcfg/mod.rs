@@ -66,6 +66,9 @@ pub enum BootConfigError {
     /// The written file would not read back as the intended hide list.
     #[error("the edited boot configuration would not read back as intended: {0}")]
     Verify(String),
+    /// This host's boot flow cannot be edited (yet): why, and what to do.
+    #[error("{0}")]
+    EditsRefused(String),
 }
 
 impl BootConfigError {
@@ -122,6 +125,47 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// value comes from the files alone).
     fn cacheable(&self) -> bool {
         false
+    }
+}
+
+/// A boot configuration that is read but never edited: every edit is
+/// refused with `reason` (an edit it cannot make durable is worse than
+/// none: the next regeneration would silently drop it).
+#[derive(Debug)]
+pub struct ReadOnly {
+    inner: Box<dyn BootConfig>,
+    reason: String,
+}
+
+impl ReadOnly {
+    /// `inner`, read-only, refusing edits with `reason`.
+    pub fn new(inner: Box<dyn BootConfig>, reason: impl Into<String>) -> ReadOnly {
+        ReadOnly {
+            inner,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl BootConfig for ReadOnly {
+    fn boot_view(&self) -> Result<HideView, BootConfigError> {
+        self.inner.boot_view()
+    }
+
+    fn update_hide(
+        &self,
+        _plan: &mut HidePlan<'_>,
+        _check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+    ) -> Result<HideView, BootConfigError> {
+        Err(BootConfigError::EditsRefused(self.reason.clone()))
+    }
+
+    fn fingerprint(&self) -> Option<GrubFingerprint> {
+        self.inner.fingerprint()
+    }
+
+    fn cacheable(&self) -> bool {
+        self.inner.cacheable()
     }
 }
 
