@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod mock_boot;
 pub mod pciids;
 pub mod service;
+pub mod xen_efi;
 
 pub use crate::vocab::PciAddress;
 pub use crate::vocab::pci_address;
