@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::api::context::{ApiConfig, Context};
 use crate::api::{derived, event::Registrations, host, session, sync, task};
 use crate::config::{BootBackend, ConfigError, Settings};
-use crate::domain::bootcfg::{BootConfig, ExecBootConfig, NativeBootConfig, ReadOnly};
+use crate::domain::bootcfg::{
+    BootConfig, ExecBootConfig, NativeBootConfig, ReadOnly, XenEfiBootConfig,
+};
 use crate::domain::bootflow::{self, BootFlow, FlowError};
 use crate::domain::service::{Dom0Host, HostDom0};
 use crate::host::HostRoot;
@@ -85,7 +87,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     check_root(host_root.root())?;
     let db = state_dir.join("pcipass.db");
     let store = Arc::new(Store::open(&db).map_err(state_at(&db))?);
-    let flow = boot_flow(settings, &host_root)?;
+    let (flow, flow_cfg) = boot_flow(settings, &host_root)?;
     let boot: Box<dyn BootConfig> = match settings.boot_backend.unwrap_or(BootBackend::Native) {
         BootBackend::Native => Box::new(NativeBootConfig::new(host_root.clone())),
         BootBackend::Exec => {
@@ -107,11 +109,10 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
              at the next update-grub; pcipass does not edit /etc/default/grub yet. To edit \
              grub.cfg in place anyway, start pcipassd with --boot-flow xcp-ng",
         )),
-        BootFlow::XenEfi => Box::new(ReadOnly::new(
-            boot,
-            "this host boots through Xen's EFI loader (xen.cfg), which pcipass does not \
-             edit yet",
-        )),
+        BootFlow::XenEfi => match &flow_cfg {
+            Some(cfg) => Box::new(XenEfiBootConfig::new(host_root.clone(), cfg.clone())),
+            None => boot,
+        },
     };
     let dom0 = Arc::new(HostDom0::new(host_root.clone(), boot));
     let about = dom0.describe();
@@ -183,19 +184,31 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
 /// A root that holds no boot configuration at all keeps the grub.cfg
 /// flow (every call then says what is missing); an ambiguous one, or a
 /// flow whose file is missing, stops the start.
-fn boot_flow(settings: &Settings, host_root: &HostRoot) -> Result<BootFlow, DaemonError> {
+fn boot_flow(
+    settings: &Settings,
+    host_root: &HostRoot,
+) -> Result<(BootFlow, Option<String>), DaemonError> {
     let choice = settings
         .boot_flow
         .unwrap_or(crate::config::BootFlowArg::Auto)
         .choice();
     match bootflow::detect(choice, &bootflow::gather(host_root)) {
         Ok(found) => {
-            tracing::info!(flow = %found.flow, reason = %found.reason, "boot flow");
-            Ok(found.flow)
+            tracing::info!(
+                flow = %found.flow,
+                reason = %found.reason,
+                edits = match found.flow {
+                    BootFlow::XcpNg => "grub.cfg, in place",
+                    BootFlow::GrubMkconfig => "nothing: edits are refused",
+                    BootFlow::XenEfi => found.xen_cfg.as_deref().unwrap_or("xen.cfg"),
+                },
+                "boot flow"
+            );
+            Ok((found.flow, found.xen_cfg))
         }
         Err(FlowError::Nothing) => {
             tracing::warn!("{}; serving the grub.cfg flow", FlowError::Nothing);
-            Ok(BootFlow::XcpNg)
+            Ok((BootFlow::XcpNg, None))
         }
         Err(e) => Err(DaemonError::State(format!(
             "--root {}: {e}",

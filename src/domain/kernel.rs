@@ -135,6 +135,76 @@ pub fn params(line: &[u8]) -> Vec<Arg<'_>> {
     all
 }
 
+/// `line` with the kernel parameter `key` (either spelling of `-`/`_`)
+/// set to `value`, or removed with `None`: every occurrence before a
+/// bare `--` goes, with the blank before it; the new `key=value` takes
+/// the last one's place, else goes before a bare `--`, else at the end.
+/// Every other byte is kept.
+pub fn with_param(line: &[u8], key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let line = c_str(line);
+    let all = args(line);
+    let end_of_params = all.iter().position(is_end_of_params);
+    let ours: Vec<&Arg<'_>> = all
+        .iter()
+        .take(end_of_params.unwrap_or(all.len()))
+        .filter(|a| param_eq(a.name, key))
+        .collect();
+    let mut new = key.to_vec();
+    if let Some(v) = value {
+        new.push(b'=');
+        new.extend_from_slice(v);
+    }
+    let insert_at = ours
+        .last()
+        .map(|a| a.start)
+        .or_else(|| end_of_params.map(|n| all[n].start))
+        .unwrap_or(line.len());
+    let mut out = Vec::with_capacity(line.len() + new.len() + 1);
+    let mut at = 0;
+    let mut inserted = value.is_none();
+    for arg in &ours {
+        // Drop the argument and the blanks before it (none at the start).
+        let mut from = arg.start;
+        while from > at && is_space(line[from - 1]) {
+            from -= 1;
+        }
+        out.extend_from_slice(&line[at..from]);
+        if !inserted && arg.start == insert_at {
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend_from_slice(&new);
+            inserted = true;
+        }
+        at = arg.end;
+    }
+    if !inserted {
+        let mut to = insert_at.max(at);
+        while to > at && is_space(line[to - 1]) {
+            to -= 1;
+        }
+        out.extend_from_slice(&line[at..to]);
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&new);
+        if to < line.len() {
+            out.push(b' ');
+        }
+        at = insert_at.max(at);
+        // The blanks before the `--` were written as the one above.
+        while at < line.len() && is_space(line[at]) {
+            at += 1;
+        }
+    } else if out.is_empty() {
+        while at < line.len() && is_space(line[at]) {
+            at += 1;
+        }
+    }
+    out.extend_from_slice(&line[at..]);
+    out
+}
+
 /// `parameq`: names are equal when they are equal with every `-` read
 /// as `_`.
 pub fn param_eq(a: &[u8], b: &[u8]) -> bool {
@@ -628,5 +698,44 @@ mod tests {
             (e[0].start, e[0].end, e[1].start, e[1].end),
             (0, 12, 12, v.len())
         );
+    }
+
+    #[test]
+    fn with_param_sets_replaces_and_removes_keeping_the_rest() {
+        let key = b"xen-pciback.hide";
+        let v = Some(&b"(0000:01:00.0)"[..]);
+        let cases: &[(&str, Option<&[u8]>, &str)] = &[
+            (
+                "root=/dev/sda1 ro quiet",
+                v,
+                "root=/dev/sda1 ro quiet xen-pciback.hide=(0000:01:00.0)",
+            ),
+            (
+                "ro xen-pciback.hide=(a) quiet",
+                v,
+                "ro xen-pciback.hide=(0000:01:00.0) quiet",
+            ),
+            (
+                "ro xen_pciback.hide=(a) quiet xen-pciback.hide=(b)",
+                v,
+                "ro quiet xen-pciback.hide=(0000:01:00.0)",
+            ),
+            (
+                "ro -- xen-pciback.hide=(a)",
+                v,
+                "ro xen-pciback.hide=(0000:01:00.0) -- xen-pciback.hide=(a)",
+            ),
+            ("ro xen-pciback.hide=(a) quiet", None, "ro quiet"),
+            ("xen-pciback.hide=(a)", None, ""),
+            ("xen-pciback.hide=(a) ro", None, "ro"),
+            ("", v, "xen-pciback.hide=(0000:01:00.0)"),
+            ("ro  quiet", None, "ro  quiet"),
+        ];
+        for (line, value, want) in cases {
+            let got = with_param(line.as_bytes(), key, *value);
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{line:?}");
+            let read = charp(&got, key);
+            assert_eq!(read.value, *value, "{line:?} reads back");
+        }
     }
 }

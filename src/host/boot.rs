@@ -164,7 +164,12 @@ pub struct BootLock {
 /// that is a symbolic link is an error: the lock file is never created or
 /// opened through a link.
 pub fn lock(host: &HostRoot) -> Result<BootLock, HostError> {
-    let cfg = locate(host)?;
+    lock_beside(host, locate(host)?)
+}
+
+/// The lock of [`lock`] for the boot configuration file at `cfg`
+/// (`<cfg>.pcipass-lock` beside the resolved file).
+pub fn lock_beside(host: &HostRoot, cfg: &str) -> Result<BootLock, HostError> {
     let rel = format!("{cfg}.pcipass-lock");
     let (dir, name) = host.resolve_parent_and_name(cfg)?;
     let mut lock_name = name;

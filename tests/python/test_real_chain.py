@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from conftest import Daemon, binary, failure, run
+from conftest import REPO, Daemon, binary, failure, run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "grub-real"
 BASE = b"root=LABEL=root-pcipass ro nolvm hpet=disable console=hvc0 console=tty0 quiet vga=785 splash plymouth.ignore-serial-consoles"
@@ -505,3 +505,60 @@ def test_an_ambiguous_root_is_refused_with_the_candidates(tmp_path):
     assert "boot/grub/grub.cfg (grub-mkconfig)" in proc.stderr, proc.stderr
     assert "boot/efi/EFI/xen/xen.cfg (xen-efi)" in proc.stderr and "--boot-flow" in proc.stderr
     d.cleanup()
+
+
+def _efi_var(path):
+    """An efivarfs Boot#### entry whose loader is `path` (UEFI
+    EFI_LOAD_OPTION: attributes, device-path length, UCS-2 description,
+    a hard-drive node, a file-path node, the end node)."""
+    import struct
+    ucs2 = lambda s: s.encode("utf-16-le") + b"\0\0"
+    file = ucs2(path)
+    nodes = bytes([4, 1, 42, 0]) + bytes(38) + bytes([4, 4]) + struct.pack("<H", 4 + len(file)) + file
+    nodes += bytes([0x7F, 0xFF, 4, 0])
+    return bytes([7, 0, 0, 0]) + struct.pack("<IH", 1, len(nodes)) + ucs2("Xen") + nodes
+
+
+def test_xen_efi_edits_the_kernel_line_of_the_default_section(tmp_path):
+    """A dom0 booted by Xen's EFI loader: the firmware's BootCurrent names
+    xen.efi; pcipass edits only the dom0 arguments of xen.cfg's default
+    section, every other byte kept."""
+    import difflib
+    d = Daemon(tmp_path)
+    guid = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    (d.root / "boot/grub/grub.cfg").unlink()
+    esp = d.root / "boot/efi/EFI/xen"
+    esp.mkdir(parents=True)
+    shutil.copy(REPO / "tests/fixtures/xen-efi/xen.cfg", esp / "xen.cfg")
+    (esp / "xen.efi").write_bytes(b"")
+    vars_ = d.root / "sys/firmware/efi/efivars"
+    vars_.mkdir(parents=True)
+    (vars_ / f"BootCurrent-{guid}").write_bytes(bytes([7, 0, 0, 0, 3, 0]))
+    (vars_ / f"Boot0003-{guid}").write_bytes(_efi_var("\\EFI\\XEN\\XEN.EFI"))
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "flow=xen-efi" in log and "EFI BootCurrent" in log, log[-1500:]
+        s = d.session("admin")
+        pcis = {p["pci_id"]: r for r, p in s.xenapi.PCI.get_all_records().items()}
+        # The fixture's kernel= line already hides the GPU and its audio.
+        assert s.xenapi.PCI.get_dom0_access_status(pcis["0000:01:00.0"]) == "disable_on_reboot"
+        before = (esp / "xen.cfg").read_text()
+        assert s.xenapi.PCI.disable_dom0_access(pcis["0000:00:14.0"]) == "disable_on_reboot"
+        assert s.xenapi.PCI.enable_dom0_access(pcis["0000:01:00.0"]) == "enabled"
+        after = (esp / "xen.cfg").read_text()
+        diff = [l for l in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+                if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+        print("\n".join(diff))
+        assert diff == [
+            "-kernel=vmlinuz-6.1.0-28-amd64 root=UUID=3f1c2a9e-5b7d-4e0a-9c61-2d8f4b7e1a53 ro quiet "
+            "console=hvc0 xen-pciback.hide=(0000:01:00.0)(0000:01:00.1)",
+            "+kernel=vmlinuz-6.1.0-28-amd64 root=UUID=3f1c2a9e-5b7d-4e0a-9c61-2d8f4b7e1a53 ro quiet "
+            "console=hvc0 xen-pciback.hide=(0000:01:00.1)(0000:00:14.0)",
+        ], diff
+        # The boot disk stays refused on this flow too.
+        assert failure(s.xenapi.PCI.disable_dom0_access, pcis["0000:02:00.0"])[0] == "BOOT_DEVICE_PASSTHROUGH_DISALLOWED"
+        assert (esp / "xen.cfg").read_text() == after
+    finally:
+        d.cleanup()

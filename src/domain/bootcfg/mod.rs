@@ -26,10 +26,12 @@ use crate::host::{HostError, HostRoot, boot};
 mod engine;
 mod exec;
 mod native;
+mod xenefi;
 
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
+pub use xenefi::XenEfiBootConfig;
 
 /// Why the boot configuration cannot be read or edited.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,9 @@ pub enum BootConfigError {
     /// The written file would not read back as the intended hide list.
     #[error("the edited boot configuration would not read back as intended: {0}")]
     Verify(String),
+    /// xen.cfg cannot be read as Xen reads it, or edited so.
+    #[error(transparent)]
+    XenEfi(#[from] crate::domain::xen_efi::XenEfiError),
     /// This host's boot flow cannot be edited (yet): why, and what to do.
     #[error("{0}")]
     EditsRefused(String),
