@@ -3,7 +3,9 @@
 //! Xen and the kernel the status uses.
 
 use crate::domain::bootcfg::{BootConfigError, load_grub, pci_tree};
+use crate::domain::bootflow::{self, BootFlow, Detected, FlowChoice};
 use crate::domain::hide::HideView;
+use crate::domain::xen_efi;
 use crate::host::HostRoot;
 use crate::host::mock::{self, MockError};
 
@@ -18,14 +20,30 @@ pub enum MockBootError {
     Mock(#[from] MockError),
 }
 
-/// Reboot the mock host under `host`; returns the new command line: the
-/// default entry's dom0 command line as GRUB and Xen hand it over (grubenv
-/// one-time choices included, as GRUB boots them). Every function the
+/// The dom0 command line the host's boot flow hands over: on a host the
+/// firmware starts Xen's EFI loader on, the dom0 arguments of `xen.cfg`'s
+/// booted section; else the default entry's, as GRUB and Xen hand it
+/// over (grubenv one-time choices included, as GRUB boots them).
+fn booted_cmdline(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
+    if let Ok(Detected {
+        flow: BootFlow::XenEfi,
+        xen_cfg: Some(cfg),
+        ..
+    }) = bootflow::detect(FlowChoice::Auto, &bootflow::gather(host))
+    {
+        let text = host.read(&cfg).map_err(BootConfigError::from)?;
+        return Ok(xen_efi::dom0_args(&text).map_err(BootConfigError::from)?);
+    }
+    let (_, config) = load_grub(host)?;
+    Ok(config.boot_cmdline().map_err(BootConfigError::from)?.bytes)
+}
+
+/// Reboot the mock host under `host` (see [`booted_cmdline`]); returns the
+/// new command line. Every function the
 /// kernel would hide with it, itself or through a bridge above it, is
 /// bound to `pciback`.
 pub fn reboot(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
-    let (_, config) = load_grub(host)?;
-    let cmdline = config.boot_cmdline().map_err(BootConfigError::from)?.bytes;
+    let cmdline = booted_cmdline(host)?;
     let view = HideView::from_cmdline(&cmdline);
     let tree = pci_tree(host)?;
     mock::reboot(host, &cmdline, &|addr| view.hides_in(&tree, addr))?;

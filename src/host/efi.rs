@@ -65,6 +65,43 @@ pub fn load_option_path(var: &[u8]) -> Option<String> {
     None
 }
 
+/// An efivarfs `Boot####` file for a loader at `path` on the ESP (`\\EFI\\xen\\xen.efi`):
+/// the variable's attributes, then an `EFI_LOAD_OPTION` with a hard-drive
+/// node and a file-path node (what a firmware boot manager writes; mock
+/// hosts use it).
+pub fn encode_load_option(description: &str, path: &str) -> Vec<u8> {
+    let ucs2 = |s: &str| -> Vec<u8> {
+        s.encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    };
+    let file = ucs2(path);
+    let mut list = vec![4, 1, 42, 0];
+    list.extend([0u8; 38]);
+    list.extend([4, 4]);
+    list.extend(
+        u16::try_from(4 + file.len())
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
+    list.extend(file);
+    list.extend([0x7f, 0xff, 4, 0]);
+    let mut var = vec![7, 0, 0, 0];
+    var.extend(1u32.to_le_bytes());
+    var.extend(u16::try_from(list.len()).unwrap_or(u16::MAX).to_le_bytes());
+    var.extend(ucs2(description));
+    var.extend(list);
+    var
+}
+
+/// An efivarfs `BootCurrent` file for boot entry `number`.
+pub fn encode_boot_current(number: u16) -> Vec<u8> {
+    let mut var = vec![7, 0, 0, 0];
+    var.extend(number.to_le_bytes());
+    var
+}
+
 /// The loader the firmware booted this time, as a host-relative path on
 /// the ESP (`boot/efi/EFI/xen/xen.efi`); `None` without EFI variables or
 /// when they do not say.
@@ -102,34 +139,9 @@ pub fn xen_cfgs(host: &HostRoot) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn ucs2(s: &str) -> Vec<u8> {
-        s.encode_utf16()
-            .chain([0])
-            .flat_map(u16::to_le_bytes)
-            .collect()
-    }
-
-    /// An efivarfs Boot#### file: attributes, then an EFI_LOAD_OPTION
-    /// with a hard-drive node and a file path node.
-    fn boot_entry(description: &str, path: &str) -> Vec<u8> {
-        let mut list = vec![4, 1, 42, 0];
-        list.extend([0u8; 38]);
-        let file = ucs2(path);
-        list.extend([4, 4]);
-        list.extend(u16::try_from(4 + file.len()).unwrap().to_le_bytes());
-        list.extend(file);
-        list.extend([0x7f, 0xff, 4, 0]);
-        let mut var = vec![7, 0, 0, 0];
-        var.extend(1u32.to_le_bytes());
-        var.extend(u16::try_from(list.len()).unwrap().to_le_bytes());
-        var.extend(ucs2(description));
-        var.extend(list);
-        var
-    }
-
     #[test]
     fn the_firmware_entry_names_the_loader() {
-        let var = boot_entry("Xen", "\\EFI\\xen\\xen.efi");
+        let var = encode_load_option("Xen", "\\EFI\\xen\\xen.efi");
         assert_eq!(load_option_path(&var).as_deref(), Some("/EFI/xen/xen.efi"));
         assert_eq!(boot_current(&[7, 0, 0, 0, 0x02, 0x00]), Some(2));
         assert_eq!(boot_current(&[7, 0, 0]), None);
@@ -149,7 +161,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             vars.join(format!("Boot000A-{EFI_GLOBAL_GUID}")),
-            boot_entry("Xen", "\\EFI\\XEN\\XEN.EFI"),
+            encode_load_option("Xen", "\\EFI\\XEN\\XEN.EFI"),
         )
         .unwrap();
         let esp = dir.path().join("boot/efi/EFI/xen");

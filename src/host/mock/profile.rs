@@ -16,6 +16,11 @@ pub enum Profile {
     /// The demo plus SR-IOV NICs (a PF and 127 VFs each) to reach at
     /// least this many functions (`scale-N`), for scale benchmarks.
     Scale(usize),
+    /// The demo's devices on a Debian 12 dom0 started by Xen's own EFI
+    /// loader: `boot/efi/EFI/xen/xen.efi` and its `xen.cfg` (`[global]
+    /// default=`, `options=`, `kernel=FILE dom0 args`, `ramdisk=`), EFI
+    /// variables whose `BootCurrent` entry names that loader, no grub.cfg.
+    XenEfi,
 }
 
 impl FromStr for Profile {
@@ -24,10 +29,11 @@ impl FromStr for Profile {
         match s {
             "demo" => Ok(Profile::Demo),
             "large" => Ok(Profile::Large),
+            "xen-efi" => Ok(Profile::XenEfi),
             other => match other.strip_prefix("scale-").and_then(|n| n.parse().ok()) {
                 Some(n) if n <= 65_536 => Ok(Profile::Scale(n)),
                 _ => Err(format!(
-                    "unknown profile {other:?} (profiles: demo, large, scale-N)"
+                    "unknown profile {other:?} (profiles: demo, xen-efi, large, scale-N)"
                 )),
             },
         }
@@ -118,7 +124,7 @@ fn demo_builder() -> MockHostBuilder {
 pub fn profile_builder(profile: Profile) -> MockHostBuilder {
     let mut builder = demo_builder();
     let nics = match profile {
-        Profile::Demo => 0,
+        Profile::Demo | Profile::XenEfi => 0,
         // 32 SR-IOV NICs, each a PF with 127 VFs: 4096 functions.
         Profile::Large => 32,
         Profile::Scale(n) => n
@@ -146,9 +152,74 @@ pub fn profile_builder(profile: Profile) -> MockHostBuilder {
     builder
 }
 
+/// Debian 12's os-release.
+const DEBIAN_OS_RELEASE: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"
+NAME=\"Debian GNU/Linux\"
+VERSION_ID=\"12\"
+VERSION=\"12 (bookworm)\"
+VERSION_CODENAME=bookworm
+ID=debian
+";
+
 /// Create a mock host of `profile` in `dir`.
 pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
-    profile_builder(profile).write(dir)
+    match profile {
+        Profile::XenEfi => {
+            profile_builder(profile)
+                .inventory(None)
+                .os_release(Some(DEBIAN_OS_RELEASE))
+                .write(dir)?;
+            xen_efi_boot(dir)
+        }
+        _ => profile_builder(profile).write(dir),
+    }
+}
+
+/// Turn a written demo tree into one booted by Xen's EFI loader: the
+/// running command line becomes the dom0 arguments of `xen.cfg`'s
+/// default section, and grub.cfg goes.
+fn xen_efi_boot(dir: &Path) -> Result<(), MockError> {
+    use crate::host::efi;
+    let io = |what: &str| {
+        let path = what.to_owned();
+        move |source: std::io::Error| MockError::Io { path, source }
+    };
+    let cmdline = std::fs::read_to_string(dir.join("proc/cmdline")).map_err(io("proc/cmdline"))?;
+    let esp = dir.join("boot/efi/EFI/xen");
+    std::fs::create_dir_all(&esp).map_err(io("boot/efi/EFI/xen"))?;
+    let cfg = format!(
+        "# Xen's EFI loader configuration (docs/misc/efi.pandoc)\n\
+         [global]\n\
+         default=debian-xen\n\
+         \n\
+         [debian-xen]\n\
+         options=dom0_mem=4096M,max:4096M iommu=1\n\
+         kernel=vmlinuz-6.1.0-28-amd64 {}\n\
+         ramdisk=initrd.img-6.1.0-28-amd64\n",
+        cmdline.trim_end()
+    );
+    for (name, bytes) in [
+        ("xen.cfg", cfg.as_bytes()),
+        ("xen.efi", &b""[..]),
+        ("vmlinuz-6.1.0-28-amd64", &b""[..]),
+        ("initrd.img-6.1.0-28-amd64", &b""[..]),
+    ] {
+        std::fs::write(esp.join(name), bytes).map_err(io(name))?;
+    }
+    let vars = dir.join(efi::EFIVARS);
+    std::fs::create_dir_all(&vars).map_err(io(efi::EFIVARS))?;
+    let guid = efi::EFI_GLOBAL_GUID;
+    std::fs::write(
+        vars.join(format!("BootCurrent-{guid}")),
+        efi::encode_boot_current(1),
+    )
+    .map_err(io("BootCurrent"))?;
+    std::fs::write(
+        vars.join(format!("Boot0001-{guid}")),
+        efi::encode_load_option("Xen", "\\EFI\\xen\\xen.efi"),
+    )
+    .map_err(io("Boot0001"))?;
+    std::fs::remove_file(dir.join("boot/grub/grub.cfg")).map_err(io("boot/grub/grub.cfg"))
 }
 
 #[cfg(test)]
