@@ -38,7 +38,7 @@ fn booted_cmdline(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
     Ok(config.boot_cmdline().map_err(BootConfigError::from)?.bytes)
 }
 
-/// Reboot the mock host under `host` (see [`booted_cmdline`]); returns the
+/// Reboot the mock host under `host`, booting as its flow does; returns the
 /// new command line. Every function the
 /// kernel would hide with it, itself or through a bridge above it, is
 /// bound to `pciback`.
