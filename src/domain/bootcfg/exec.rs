@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint, one_line};
+use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint, one_line, plan_edit};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostRoot, exec};
@@ -99,10 +99,7 @@ impl BootConfig for ExecBootConfig {
             let printed = self.run(&["--get-dom0", HIDE_KEY])?;
             let expected = printed.trim_end_matches('\n');
             let before = self.boot_view()?;
-            if let Some(e) = before.malformed() {
-                return Err(e.clone().into());
-            }
-            let edit = plan(before.value.as_deref())?;
+            let edit = plan_edit(&before, plan)?;
             let (setting, want) = match &edit {
                 HideEdit::Unchanged => return Ok(before),
                 HideEdit::Set(value) => {

@@ -107,6 +107,19 @@ pub fn one_line(text: &str) -> String {
 /// The edit of the hide parameter a caller plans from its current value.
 pub type HidePlan<'a> = dyn FnMut(Option<&[u8]>) -> Result<HideEdit, HideParseError> + 'a;
 
+/// The edit `plan` makes of the hide list `before`: refused when the
+/// current value does not parse (the kernel hides nothing with it, and
+/// an edit on top would keep it broken). Every backend plans this way.
+pub(super) fn plan_edit(
+    before: &HideView,
+    plan: &mut HidePlan<'_>,
+) -> Result<HideEdit, BootConfigError> {
+    if let Some(e) = before.malformed() {
+        return Err(e.clone().into());
+    }
+    Ok(plan(before.value.as_deref())?)
+}
+
 /// Read and edit the dom0 hide list of the boot configuration.
 pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// The hide list the next boot's kernel will use.

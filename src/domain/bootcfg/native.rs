@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint};
+use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint, plan_edit};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
@@ -135,10 +135,7 @@ impl BootConfig for NativeBootConfig {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         edit_grub(&self.host, |config| {
             let before = grub_boot_view(config)?;
-            if let Some(e) = before.malformed() {
-                return Err(e.clone().into());
-            }
-            let edit = plan(before.value.as_deref())?;
+            let edit = plan_edit(&before, plan)?;
             let Some((text, after)) = planned_grub(config, &edit)? else {
                 return Ok((None, before));
             };

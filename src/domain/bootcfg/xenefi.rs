@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HidePlan};
+use super::{BootConfig, BootConfigError, HidePlan, plan_edit};
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::domain::{kernel, xen_efi};
@@ -54,10 +54,7 @@ impl BootConfig for XenEfiBootConfig {
         let _lock = boot::lock_beside(&self.host, &self.cfg)?;
         let (text, args) = self.args()?;
         let before = HideView::from_cmdline(&args);
-        if let Some(e) = before.malformed() {
-            return Err(e.clone().into());
-        }
-        let value = match plan(before.value.as_deref())? {
+        let value = match plan_edit(&before, plan)? {
             HideEdit::Unchanged => return Ok(before),
             HideEdit::Set(value) => Some(value),
             HideEdit::Delete => None,
