@@ -203,7 +203,6 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
 /// sync costs about what listing the classes costs. Each of those events
 /// carries the class generation its records are at.
 fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<Value>, u64) {
-    derived::refresh_all(ctx);
     let generation = ctx.store.generation();
     let mut events = Vec::new();
     for class in idl::datamodel().classes.iter().filter(|c| c.is_stored()) {
@@ -219,6 +218,9 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<V
             }
             continue;
         }
+        // all_records brings derived fields up to date itself; here it is
+        // done once per class read object by object.
+        derived::refresh(ctx, class);
         for object in ctx.store.all(&class.name) {
             if !matches(subs, &class.name, &object.reference)
                 || !may_see(
