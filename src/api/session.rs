@@ -110,15 +110,21 @@ impl LoginThrottle {
         }
     }
 
+    /// The earliest time an attempt for `keys` may be checked (`now` when
+    /// no key has a turn reserved later).
+    fn next_turn(states: &HashMap<String, KeyState>, keys: &[String], now: Instant) -> Instant {
+        keys.iter()
+            .filter_map(|k| states.get(k))
+            .map(|s| s.next_free)
+            .max()
+            .map_or(now, |at| at.max(now))
+    }
+
     /// The delay a new attempt for these keys would wait now.
     pub fn delay(&self, keys: &[String]) -> Duration {
         let now = Instant::now();
         let states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| states.get(k))
-            .map(|s| s.next_free.saturating_duration_since(now))
-            .max()
-            .unwrap_or(Duration::ZERO)
+        Self::next_turn(&states, keys, now) - now
     }
 
     /// Let an attempt for `keys` in, or `None` when too many already wait
@@ -162,12 +168,7 @@ impl LoginThrottle {
     fn reserve(&self, keys: &[String]) -> Result<(), Instant> {
         let now = Instant::now();
         let mut states = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let at = keys
-            .iter()
-            .filter_map(|k| states.get(k))
-            .map(|s| s.next_free)
-            .max()
-            .unwrap_or(now);
+        let at = Self::next_turn(&states, keys, now);
         if at > now {
             return Err(at);
         }

@@ -60,7 +60,7 @@ pub const DEFAULT_GRUB: &str = "etc/default/grub";
 
 /// Does the grub.cfg at `rel` say that `grub-mkconfig` generated it (its
 /// header, as `grub-mkconfig` writes it: "It is automatically generated
-/// by grub-mkconfig")? Only the first 4 KiB are read.
+/// by grub-mkconfig")? Only the first 4 KiB are searched.
 pub fn generated_by_grub_mkconfig(host: &HostRoot, rel: &str) -> bool {
     host.read(rel).is_ok_and(|bytes| {
         let head = &bytes[..bytes.len().min(4096)];
