@@ -48,6 +48,7 @@ pub struct LoginThrottle {
     queued: Mutex<usize>,
     hashing: tokio::sync::Semaphore,
     checkers: std::sync::OnceLock<Option<std::sync::mpsc::Sender<CheckJob>>>,
+    refusals: Mutex<(u64, Option<Instant>)>,
 }
 
 /// A password check for the checker threads.
@@ -89,6 +90,7 @@ impl Default for LoginThrottle {
             queued: Mutex::new(0),
             hashing: tokio::sync::Semaphore::new(cores.clamp(1, 4)),
             checkers: std::sync::OnceLock::new(),
+            refusals: Mutex::new((0, None)),
         }
     }
 }
@@ -178,6 +180,22 @@ impl LoginThrottle {
             }
         }
         Ok(())
+    }
+
+    /// Count an attempt refused unchecked; `Some(n)` (the refusals since the
+    /// last report, this one included) at most once a second, when it
+    /// should be logged.
+    pub fn refusal_to_report(&self) -> Option<u64> {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        refusals.0 += 1;
+        if refusals
+            .1
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        refusals.1 = Some(Instant::now());
+        Some(std::mem::take(&mut refusals.0))
     }
 
     /// Run `check` for an admitted attempt on a checker thread, once a
@@ -344,11 +362,16 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 message: "Authentication failure".into(),
             };
             let Some(admission) = ctx.login_throttle.admit(&keys) else {
-                tracing::warn!(
-                    user = %user,
-                    origin = ?caller.origin,
-                    "login refused unchecked: too many logins wait for this user or address"
-                );
+                // A flood would write a line per attempt: one a second is
+                // enough to say it happens, with how many were refused.
+                if let Some(refused_since) = ctx.login_throttle.refusal_to_report() {
+                    tracing::warn!(
+                        user = %user,
+                        origin = ?caller.origin,
+                        refused_since,
+                        "login refused unchecked: too many logins wait for this user or address"
+                    );
+                }
                 return Err(refused());
             };
             let state_dir = ctx.config.state_dir.clone();
@@ -712,5 +735,9 @@ mod tests {
         let _more: Vec<_> = (0..3).map(|_| t.admit(&keys).unwrap()).collect();
         assert!(t.admit(&keys).is_none());
         assert!(t.admit(&["user:other".to_owned()]).is_some());
+        // Refusals are reported once a second, with their count.
+        assert_eq!(t.refusal_to_report(), Some(1));
+        assert_eq!(t.refusal_to_report(), None);
+        assert_eq!(t.refusal_to_report(), None);
     }
 }
