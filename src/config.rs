@@ -107,6 +107,14 @@ pub struct Settings {
     #[arg(long, value_enum)]
     pub boot_flow: Option<BootFlowArg>,
 
+    /// Command that regenerates grub.cfg in the grub-mkconfig flow, run
+    /// after each edit of pcipass's drop-in (split on spaces, no shell).
+    /// [default on / : update-grub, else grub-mkconfig -o, else
+    /// grub2-mkconfig -o, writing the grub.cfg found; on another --root
+    /// none, and edits are refused]
+    #[arg(long, value_name = "COMMAND")]
+    pub grub_mkconfig_command: Option<String>,
+
     /// The xen-cmdline program the `exec` backend runs. [default:
     /// /opt/xensource/libexec/xen-cmdline]
     #[arg(long, value_name = "PATH")]
@@ -265,6 +273,7 @@ impl Settings {
             tls_self_signed: self.tls_self_signed || base.tls_self_signed,
             boot_backend: pick(self.boot_backend, base.boot_backend),
             boot_flow: pick(self.boot_flow, base.boot_flow),
+            grub_mkconfig_command: pick(self.grub_mkconfig_command, base.grub_mkconfig_command),
             xen_cmdline: pick(self.xen_cmdline, base.xen_cmdline),
             demo: self.demo || base.demo,
             config: self.config,

@@ -13,6 +13,7 @@ pub mod cmdline;
 pub mod devices;
 pub mod dom0_access;
 pub mod grub;
+pub mod grub_dropin;
 pub mod hide;
 pub mod kernel;
 pub mod mock_boot;

@@ -58,6 +58,66 @@ impl Fingerprint {
 /// What `grub-mkconfig` reads: the defaults file, host-relative.
 pub const DEFAULT_GRUB: &str = "etc/default/grub";
 
+/// The drop-in directory Debian's and Ubuntu's `grub-mkconfig` source
+/// after [`DEFAULT_GRUB`] (`*.cfg`, in glob order).
+pub const DEFAULT_GRUB_D: &str = "etc/default/grub.d";
+
+/// pcipass's drop-in there: `zz-` so that it is sourced last.
+pub const PCIPASS_DROPIN: &str = "etc/default/grub.d/zz-pcipass.cfg";
+
+/// The generators, host-relative, in the order they are looked for.
+const MKCONFIG_PROGRAMS: [&str; 4] = [
+    "usr/sbin/grub-mkconfig",
+    "usr/sbin/grub2-mkconfig",
+    "sbin/grub-mkconfig",
+    "sbin/grub2-mkconfig",
+];
+
+/// Whether this root's `grub-mkconfig` sources `/etc/default/grub.d/*.cfg`
+/// (Debian's does; upstream GRUB's and Fedora's do not): read from the
+/// program itself, and where it is not under the root (a mock host), from
+/// whether the directory exists.
+pub fn mkconfig_reads_dropins(host: &HostRoot) -> bool {
+    for rel in MKCONFIG_PROGRAMS {
+        if let Ok(text) = host.read(rel) {
+            let needle = b"/etc/default/grub.d/";
+            return text.windows(needle.len()).any(|w| w == needle);
+        }
+    }
+    host.exists(DEFAULT_GRUB_D)
+}
+
+/// The command that regenerates grub.cfg on the running system (`/`):
+/// `update-grub` where it exists (Debian, Ubuntu), else `grub-mkconfig` or
+/// `grub2-mkconfig` writing the grub.cfg at `grub_rel`. `None` when none is
+/// installed.
+pub fn default_mkconfig_command(host: &HostRoot, grub_rel: &str) -> Option<Vec<String>> {
+    for rel in ["usr/sbin/update-grub", "sbin/update-grub"] {
+        if host.exists(rel) {
+            return Some(vec![format!("/{rel}")]);
+        }
+    }
+    MKCONFIG_PROGRAMS
+        .iter()
+        .find(|rel| host.exists(rel))
+        .map(|rel| vec![format!("/{rel}"), "-o".into(), format!("/{grub_rel}")])
+}
+
+/// Remove `rel` durably (unlink, then fsync of its directory); `false`
+/// when it did not exist.
+pub fn remove_durable(host: &HostRoot, rel: &str) -> Result<bool, HostError> {
+    let (dir, name) = host.resolve_parent_and_name(rel)?;
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(HostRoot::err("remove", rel, e)),
+    }
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| HostRoot::err("fsync dir", rel, e))?;
+    Ok(true)
+}
+
 /// Does the grub.cfg at `rel` say that `grub-mkconfig` generated it (its
 /// header, as `grub-mkconfig` writes it: "It is automatically generated
 /// by grub-mkconfig")? Only the first 4 KiB are searched.

@@ -463,10 +463,11 @@ def _debian_like(tmp_path):
     return d
 
 
-def test_a_generated_grub_cfg_is_read_but_not_edited(tmp_path):
-    """On a grub-mkconfig host an edit of grub.cfg would be dropped by the
-    next update-grub: auto finds the flow, statuses are read, edits are
-    refused saying why and what to do, and nothing is written."""
+def test_a_generated_grub_cfg_with_no_way_to_regenerate_it_is_read_only(tmp_path):
+    """On a grub-mkconfig host an edit of grub.cfg alone would be dropped
+    by the next update-grub, and on a root other than / pcipassd has no
+    generator to run: auto finds the flow, statuses are read, edits are
+    refused saying what to give, and nothing is written."""
     d = _debian_like(tmp_path).start()
     passwords = d.passwords
     try:
@@ -478,7 +479,8 @@ def test_a_generated_grub_cfg_is_read_but_not_edited(tmp_path):
         assert s.xenapi.PCI.get_dom0_access_status(ref) in ("enabled", "disabled", "disable_on_reboot", "enable_on_reboot")
         before = (d.root / "boot/grub/grub.cfg").read_bytes()
         details = failure(s.xenapi.PCI.disable_dom0_access, ref)
-        assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "update-grub" in details[1], details
+        assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "--grub-mkconfig-command" in details[1], details
+        assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
         assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
     finally:
         d.cleanup()

@@ -25,11 +25,13 @@ use crate::host::{HostError, HostRoot, boot};
 
 mod engine;
 mod exec;
+mod mkconfig;
 mod native;
 mod xenefi;
 
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
+pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
 pub use xenefi::XenEfiBootConfig;
 
@@ -71,6 +73,22 @@ pub enum BootConfigError {
     /// xen.cfg cannot be read as Xen reads it, or edited so.
     #[error(transparent)]
     XenEfi(#[from] crate::domain::xen_efi::XenEfiError),
+    /// pcipass's part of the GRUB defaults cannot be read or written.
+    #[error(transparent)]
+    Dropin(#[from] crate::domain::grub_dropin::DropinError),
+    /// The command that regenerates grub.cfg failed; the previous hide
+    /// list was put back.
+    #[error(
+        "regenerating grub.cfg with `{command}` failed ({status}): {stderr}; the hide list was left as it was"
+    )]
+    Regenerate {
+        /// The command, as run.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The end of what it printed on stderr, on one line.
+        stderr: String,
+    },
     /// This host's boot flow cannot be edited (yet): why, and what to do.
     #[error("{0}")]
     EditsRefused(String),
@@ -143,47 +161,6 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// value comes from the files alone).
     fn cacheable(&self) -> bool {
         false
-    }
-}
-
-/// A boot configuration that is read but never edited: every edit is
-/// refused with `reason` (an edit it cannot make durable is worse than
-/// none: the next regeneration would silently drop it).
-#[derive(Debug)]
-pub struct ReadOnly {
-    inner: Box<dyn BootConfig>,
-    reason: String,
-}
-
-impl ReadOnly {
-    /// `inner`, read-only, refusing edits with `reason`.
-    pub fn new(inner: Box<dyn BootConfig>, reason: impl Into<String>) -> ReadOnly {
-        ReadOnly {
-            inner,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl BootConfig for ReadOnly {
-    fn boot_view(&self) -> Result<HideView, BootConfigError> {
-        self.inner.boot_view()
-    }
-
-    fn update_hide(
-        &self,
-        _plan: &mut HidePlan<'_>,
-        _check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
-    ) -> Result<HideView, BootConfigError> {
-        Err(BootConfigError::EditsRefused(self.reason.clone()))
-    }
-
-    fn fingerprint(&self) -> Option<GrubFingerprint> {
-        self.inner.fingerprint()
-    }
-
-    fn cacheable(&self) -> bool {
-        self.inner.cacheable()
     }
 }
 
