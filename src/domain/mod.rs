@@ -16,6 +16,7 @@ pub mod grub;
 pub mod hide;
 pub mod kernel;
 pub mod mock_boot;
+pub mod pciback;
 pub mod pciids;
 pub mod service;
 pub mod xen_efi;
