@@ -17,6 +17,7 @@ pub mod grub_dropin;
 pub mod hide;
 pub mod kernel;
 pub mod mock_boot;
+pub mod pciback;
 pub mod pciids;
 pub mod service;
 pub mod xen_efi;

@@ -12,6 +12,7 @@ pub mod efi;
 pub mod exec;
 pub mod facts;
 pub mod mock;
+pub mod modules;
 pub mod procfs;
 pub mod sysfs;
 pub mod watch;
