@@ -134,7 +134,7 @@ fn mock_host(args: &[String], stdout: &mut dyn std::io::Write) -> Result<(), Adm
                 .map_err(failure)
         }
         _ => Err(usage(
-            "mock-host create DIR --profile demo|xen-efi|large|scale-N | mock-host reboot DIR",
+            "mock-host create DIR --profile demo|demo-uefi|debian|xen-efi|large|scale-N | mock-host reboot DIR",
         )),
     }
 }

@@ -165,6 +165,10 @@ pub struct MockHostBuilder {
     pub inventory: Option<String>,
     /// The text of `etc/os-release` (`None`: no such file).
     pub os_release: Option<String>,
+    /// The running kernel's release (`None`: XCP-ng 8.3's `4.19.0+1`).
+    pub kernel_release: Option<String>,
+    /// Xen's extra version after `4.17` (`None`: XCP-ng 8.3's `.5-3`).
+    pub xen_extra: Option<String>,
 }
 
 impl MockHostBuilder {
@@ -187,6 +191,19 @@ impl MockHostBuilder {
     /// With this `etc/os-release` text (`None`: no os-release).
     pub fn os_release(mut self, text: Option<&str>) -> MockHostBuilder {
         self.os_release = text.map(str::to_owned);
+        self
+    }
+
+    /// With this running kernel release (`proc/sys/kernel/osrelease`).
+    pub fn kernel_release(mut self, release: &str) -> MockHostBuilder {
+        self.kernel_release = Some(release.to_owned());
+        self
+    }
+
+    /// With this Xen extra version (`sys/hypervisor/version/extra`, the
+    /// part after `4.17`, e.g. `.5`).
+    pub fn xen_extra(mut self, extra: &str) -> MockHostBuilder {
+        self.xen_extra = Some(extra.to_owned());
         self
     }
 

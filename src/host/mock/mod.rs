@@ -5,11 +5,27 @@
 //! attribute files, `sys/bus/pci/devices/*` links to them, `driver`,
 //! `physfn` and `virtfnN` links as in real sysfs, `sys/class/block/*` links
 //! down to the PCI path of each disk, `proc/cmdline`,
-//! `proc/self/mountinfo`, `boot/grub/grub.cfg` in XCP-ng's layout, the
-//! XCP-ng 8.3 self-description files [`crate::host::facts`] reads
-//! (`etc/xensource-inventory`, `etc/os-release`, kernel and Xen versions,
-//! `proc/meminfo`, the host name), and the marker file. [`reboot()`] applies a new command line: the driver links of
-//! hidden devices point at `pciback`, the others back at their own driver.
+//! `proc/self/mountinfo`, the self-description files [`crate::host::facts`]
+//! reads (`etc/xensource-inventory`, `etc/os-release`, kernel and Xen
+//! versions, `proc/meminfo`, the host name), and the marker file.
+//! [`reboot()`] applies a new command line: the driver links of hidden
+//! devices point at `pciback`, the others back at their own driver.
+//!
+//! The boot configuration depends on the [`Profile`]:
+//!
+//! - `demo`, `large`, `scale-N`: XCP-ng 8.3 with BIOS GRUB,
+//!   `boot/grub/grub.cfg` in XCP-ng's layout ([`grub_cfg`]);
+//! - `demo-uefi`: the same grub.cfg at `boot/efi/EFI/xenserver/grub.cfg`,
+//!   the loader `grubx64.efi` next to it, and EFI variables
+//!   (`sys/firmware/efi/efivars`) whose `BootCurrent` entry names it;
+//! - `debian`: a Debian 12 dom0, `etc/default/grub`,
+//!   `etc/default/grub.d/xen.cfg` and the `boot/grub/grub.cfg` Debian's
+//!   `grub-mkconfig` generated from them (stored in `data/debian12/`), the
+//!   `boot/` files `grub-mkconfig` needs to generate it again, kernel
+//!   6.1.0-28-amd64 with xen-pciback a module (`lib/modules/`), an
+//!   `etc/initramfs-tools/modules` that lists nothing, no inventory;
+//! - `xen-efi`: a Debian 12 dom0 started by Xen's EFI loader,
+//!   `boot/efi/EFI/xen/xen.cfg`, no grub.cfg.
 
 mod builder;
 mod lspci;

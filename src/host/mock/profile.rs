@@ -1,16 +1,29 @@
-//! The built-in host shapes: demo, large and scale-N.
+//! The built-in host shapes: demo, demo-uefi, debian, xen-efi, large and
+//! scale-N.
 
 use std::path::Path;
 use std::str::FromStr;
 
 use super::{MockDevice, MockError, MockHostBuilder};
 
-/// A built-in host shape.
+/// A built-in host shape, by name: `demo`, `demo-uefi`, `debian`,
+/// `xen-efi`, `large`, `scale-N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// A workstation-like server: iGPU, discrete GPU + audio, NVMe boot
     /// disk behind a root port, SATA, USB, NICs, an SR-IOV NIC.
     Demo,
+    /// The demo booting with UEFI: XCP-ng's UEFI layout, grub.cfg at
+    /// `boot/efi/EFI/xenserver/grub.cfg` (no `boot/grub/grub.cfg`), the
+    /// loader `boot/efi/EFI/xenserver/grubx64.efi`, and EFI variables whose
+    /// `BootCurrent` entry (`Boot0001`, "XCP-ng") names that loader.
+    DemoUefi,
+    /// The demo's devices on a Debian 12 Xen dom0 booted by GRUB:
+    /// `etc/default/grub`, `etc/default/grub.d/xen.cfg`, `boot/grub/grub.cfg`
+    /// as Debian's `grub-mkconfig` generated it, the kernel, initrd, config
+    /// and Xen files `grub-mkconfig` needs to regenerate it, kernel
+    /// 6.1.0-28-amd64 with xen-pciback built as a module, no inventory.
+    Debian,
     /// The demo plus SR-IOV NICs to reach 4096+ functions.
     Large,
     /// The demo plus SR-IOV NICs (a PF and 127 VFs each) to reach at
@@ -28,12 +41,14 @@ impl FromStr for Profile {
     fn from_str(s: &str) -> Result<Profile, String> {
         match s {
             "demo" => Ok(Profile::Demo),
+            "demo-uefi" => Ok(Profile::DemoUefi),
+            "debian" => Ok(Profile::Debian),
             "large" => Ok(Profile::Large),
             "xen-efi" => Ok(Profile::XenEfi),
             other => match other.strip_prefix("scale-").and_then(|n| n.parse().ok()) {
                 Some(n) if n <= 65_536 => Ok(Profile::Scale(n)),
                 _ => Err(format!(
-                    "unknown profile {other:?} (profiles: demo, xen-efi, large, scale-N)"
+                    "unknown profile {other:?} (profiles: demo, demo-uefi, debian, xen-efi, large, scale-N)"
                 )),
             },
         }
@@ -124,7 +139,7 @@ fn demo_builder() -> MockHostBuilder {
 pub fn profile_builder(profile: Profile) -> MockHostBuilder {
     let mut builder = demo_builder();
     let nics = match profile {
-        Profile::Demo | Profile::XenEfi => 0,
+        Profile::Demo | Profile::DemoUefi | Profile::Debian | Profile::XenEfi => 0,
         // 32 SR-IOV NICs, each a PF with 127 VFs: 4096 functions.
         Profile::Large => 32,
         Profile::Scale(n) => n
@@ -171,8 +186,166 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
                 .write(dir)?;
             xen_efi_boot(dir)
         }
-        _ => profile_builder(profile).write(dir),
+        Profile::DemoUefi => {
+            profile_builder(profile).write(dir)?;
+            demo_uefi_boot(dir)
+        }
+        Profile::Debian => {
+            profile_builder(profile)
+                .inventory(None)
+                .os_release(Some(DEBIAN_OS_RELEASE))
+                .kernel_release(DEBIAN_KERNEL)
+                .xen_extra(".5")
+                .write(dir)?;
+            debian_boot(dir)
+        }
+        Profile::Demo | Profile::Large | Profile::Scale(_) => profile_builder(profile).write(dir),
     }
+}
+
+/// A `MockError::Io` maker for a host-relative path.
+fn io_at(what: &str) -> impl FnOnce(std::io::Error) -> MockError + '_ {
+    move |source| MockError::Io {
+        path: what.to_owned(),
+        source,
+    }
+}
+
+/// Write `bytes` at host-relative `rel` under `dir`, parents included.
+fn put(dir: &Path, rel: &str, bytes: &[u8]) -> Result<(), MockError> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(rel))?;
+    }
+    std::fs::write(&path, bytes).map_err(io_at(rel))
+}
+
+/// Write the EFI variables of a firmware that booted `Boot0001`, named
+/// `description`, whose loader is `loader` on the ESP (`\EFI\...`).
+fn efi_boot_vars(dir: &Path, description: &str, loader: &str) -> Result<(), MockError> {
+    use crate::host::efi;
+    let guid = efi::EFI_GLOBAL_GUID;
+    put(
+        dir,
+        &format!("{}/BootCurrent-{guid}", efi::EFIVARS),
+        &efi::encode_boot_current(1),
+    )?;
+    put(
+        dir,
+        &format!("{}/Boot0001-{guid}", efi::EFIVARS),
+        &efi::encode_load_option(description, loader),
+    )
+}
+
+/// Where XCP-ng's UEFI installation keeps grub.cfg, host-relative.
+const XCP_NG_EFI_GRUB_CFG: &str = "boot/efi/EFI/xenserver/grub.cfg";
+
+/// Turn a written demo tree into one booted with UEFI the way XCP-ng
+/// installs it: grub.cfg moves to the ESP's `EFI/xenserver/`, next to
+/// the GRUB loader the firmware's `BootCurrent` entry names.
+fn demo_uefi_boot(dir: &Path) -> Result<(), MockError> {
+    let bios = "boot/grub/grub.cfg";
+    let cfg = std::fs::read(dir.join(bios)).map_err(io_at(bios))?;
+    put(dir, XCP_NG_EFI_GRUB_CFG, &cfg)?;
+    put(dir, "boot/efi/EFI/xenserver/grubx64.efi", b"")?;
+    efi_boot_vars(dir, "XCP-ng", "\\EFI\\xenserver\\grubx64.efi")?;
+    std::fs::remove_file(dir.join(bios)).map_err(io_at(bios))?;
+    // The empty `boot/grub` directory goes too: no BIOS GRUB on this host.
+    let _ = std::fs::remove_dir(dir.join("boot/grub"));
+    Ok(())
+}
+
+/// The Debian 12 kernel release of the `debian` profile.
+const DEBIAN_KERNEL: &str = "6.1.0-28-amd64";
+
+/// `etc/default/grub` as grub2-common 2.06-13+deb12u2 installs it
+/// (`tests/fixtures/debian12/etc/default/grub`).
+const DEBIAN_DEFAULT_GRUB: &[u8] = include_bytes!("data/debian12/grub");
+
+/// `etc/default/grub.d/xen.cfg` as xen-hypervisor-common 4.17 ships it
+/// (`tests/fixtures/debian12/etc/default/grub.d/xen.cfg`).
+const DEBIAN_XEN_CFG: &[u8] = include_bytes!("data/debian12/xen.cfg");
+
+/// `boot/grub/grub.cfg` as Debian's real `grub-mkconfig` generated it for
+/// this root (`tests/fixtures/debian12/generated-grub.cfg`).
+const DEBIAN_GRUB_CFG: &[u8] = include_bytes!("data/debian12/generated-grub.cfg");
+
+/// What the dom0 kernel gets from the default entry of
+/// [`DEBIAN_GRUB_CFG`], 'Debian GNU/Linux, with Xen hypervisor': the
+/// arguments after the kernel path of its line
+/// `module2 /boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet`
+/// (line 180), as GRUB joins words (one space) and Xen passes them on
+/// (loaded by GRUB 2, Xen keeps the first word, so `placeholder` stays).
+const DEBIAN_DOM0_CMDLINE: &str = "placeholder root=/dev/nvme0n1p2 ro quiet";
+
+/// A Multiboot2 header (magic `0xe85250d6`, architecture 0, length 24,
+/// checksum, end tag), which `grub-file --is-x86-multiboot2` looks for;
+/// the Xen file is this, zero padded to 64 bytes.
+const MULTIBOOT2_HEADER: [u8; 24] = [
+    0xd6, 0x50, 0x52, 0xe8, 0, 0, 0, 0, 24, 0, 0, 0, 0x12, 0xaf, 0xad, 0x17, 0, 0, 0, 0, 8, 0, 0, 0,
+];
+
+/// Built-in modules of Debian's 6.1 amd64 kernel (a short excerpt of
+/// `modules.builtin`; xen-pciback is not among them).
+const DEBIAN_MODULES_BUILTIN: &str = "kernel/fs/binfmt_script.ko
+kernel/fs/nls/nls_base.ko
+kernel/crypto/crypto.ko
+kernel/crypto/crypto_algapi.ko
+kernel/lib/zlib_inflate/zlib_inflate.ko
+kernel/lib/xz/xz_dec.ko
+kernel/lib/zstd/zstd_decompress.ko
+kernel/drivers/xen/xenbus/xenbus_probe_frontend.ko
+kernel/drivers/tty/serial/serial_core.ko
+kernel/drivers/tty/serial/8250/8250.ko
+kernel/drivers/tty/serial/8250/8250_base.ko
+kernel/drivers/base/firmware_loader/firmware_class.ko
+kernel/drivers/input/input-core.ko
+kernel/drivers/rtc/rtc-cmos.ko
+kernel/net/unix/unix.ko
+kernel/net/ipv6/ipv6.ko
+";
+
+/// `etc/initramfs-tools/modules` with no module listed (as
+/// initramfs-tools ships it: comments only).
+const DEBIAN_INITRAMFS_MODULES: &str = "# Modules to add to the initramfs, one per line, as NAME or
+# NAME ARGUMENTS (for example: xen-pciback hide=(0000:01:00.0)).
+# Run update-initramfs -u after editing.
+";
+
+/// Turn a written demo tree into a Debian 12 Xen dom0: GRUB's inputs and
+/// the grub.cfg Debian's `grub-mkconfig` made from them, the boot files it
+/// needs to make it again, the kernel's modules, and the command line the
+/// default entry boots.
+fn debian_boot(dir: &Path) -> Result<(), MockError> {
+    let kernel = DEBIAN_KERNEL;
+    let mut xen = MULTIBOOT2_HEADER.to_vec();
+    xen.resize(64, 0);
+    let pciback = format!("lib/modules/{kernel}/kernel/drivers/xen/xen-pciback/xen-pciback.ko");
+    // The builder wrote its own dom0 arguments; this host boots grub.cfg's.
+    let cmdline = format!("{DEBIAN_DOM0_CMDLINE}\n");
+    let files: [(String, &[u8]); 11] = [
+        ("etc/default/grub".into(), DEBIAN_DEFAULT_GRUB),
+        ("etc/default/grub.d/xen.cfg".into(), DEBIAN_XEN_CFG),
+        ("boot/grub/grub.cfg".into(), DEBIAN_GRUB_CFG),
+        (format!("boot/vmlinuz-{kernel}"), b""),
+        (format!("boot/initrd.img-{kernel}"), b""),
+        (format!("boot/config-{kernel}"), b"CONFIG_XEN_DOM0=y\n"),
+        ("boot/xen-4.17-amd64.gz".into(), &xen),
+        (
+            format!("lib/modules/{kernel}/modules.builtin"),
+            DEBIAN_MODULES_BUILTIN.as_bytes(),
+        ),
+        (pciback, b""),
+        (
+            "etc/initramfs-tools/modules".into(),
+            DEBIAN_INITRAMFS_MODULES.as_bytes(),
+        ),
+        ("proc/cmdline".into(), cmdline.as_bytes()),
+    ];
+    for (rel, bytes) in &files {
+        put(dir, rel, bytes)?;
+    }
+    Ok(())
 }
 
 /// Turn a written demo tree into one booted by Xen's EFI loader: the
@@ -229,7 +402,131 @@ mod tests {
     #[test]
     fn profiles_parse() {
         assert_eq!("demo".parse::<Profile>(), Ok(Profile::Demo));
-        assert!("huge".parse::<Profile>().is_err());
+        assert_eq!("demo-uefi".parse::<Profile>(), Ok(Profile::DemoUefi));
+        assert_eq!("debian".parse::<Profile>(), Ok(Profile::Debian));
+        assert_eq!("xen-efi".parse::<Profile>(), Ok(Profile::XenEfi));
+        assert_eq!("large".parse::<Profile>(), Ok(Profile::Large));
+        assert_eq!("scale-300".parse::<Profile>(), Ok(Profile::Scale(300)));
+        let err = "huge".parse::<Profile>().unwrap_err();
+        for name in ["demo", "demo-uefi", "debian", "xen-efi", "large", "scale-N"] {
+            assert!(err.contains(name), "{err} lists {name}");
+        }
         assert!(profile_builder(Profile::Large).devices.len() >= 4096);
+    }
+
+    fn read(dir: &Path, rel: &str) -> Vec<u8> {
+        std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    #[test]
+    fn debian_has_grub_mkconfig_inputs_and_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        create(dir, Profile::Debian).unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12");
+        for (rel, fixture) in [
+            ("etc/default/grub", "etc/default/grub"),
+            ("etc/default/grub.d/xen.cfg", "etc/default/grub.d/xen.cfg"),
+            ("boot/grub/grub.cfg", "generated-grub.cfg"),
+        ] {
+            assert_eq!(read(dir, rel), read(&fixtures, fixture), "{rel}");
+        }
+        assert_eq!(read(dir, "boot/grub/grub.cfg"), DEBIAN_GRUB_CFG);
+        assert!(!dir.join(crate::host::facts::INVENTORY).exists());
+        assert_eq!(
+            read(dir, crate::host::facts::OS_RELEASE),
+            DEBIAN_OS_RELEASE.as_bytes()
+        );
+        assert!(read(dir, "boot/vmlinuz-6.1.0-28-amd64").is_empty());
+        assert!(read(dir, "boot/initrd.img-6.1.0-28-amd64").is_empty());
+        assert_eq!(
+            read(dir, "boot/config-6.1.0-28-amd64"),
+            b"CONFIG_XEN_DOM0=y\n"
+        );
+        // The README's printf, then 40 zero bytes.
+        let mut xen = b"\xd6PR\xe8\0\0\0\0\x18\0\0\0\x12\xaf\xad\x17\0\0\0\0\x08\0\0\0".to_vec();
+        xen.extend([0; 40]);
+        assert_eq!(read(dir, "boot/xen-4.17-amd64.gz"), xen);
+        let magic = u32::from_le_bytes([xen[0], xen[1], xen[2], xen[3]]);
+        let sum = [0usize, 4, 8, 12].iter().fold(0u32, |acc, &at| {
+            acc.wrapping_add(u32::from_le_bytes([
+                xen[at],
+                xen[at + 1],
+                xen[at + 2],
+                xen[at + 3],
+            ]))
+        });
+        assert_eq!((magic, sum), (0xe852_50d6, 0), "multiboot2 header");
+        assert_eq!(
+            read(dir, crate::host::facts::KERNEL_RELEASE),
+            b"6.1.0-28-amd64\n"
+        );
+        assert_eq!(read(dir, crate::host::facts::XEN_MAJOR), b"4\n");
+        assert_eq!(read(dir, crate::host::facts::XEN_MINOR), b"17\n");
+        let builtin =
+            String::from_utf8(read(dir, "lib/modules/6.1.0-28-amd64/modules.builtin")).unwrap();
+        let lines: Vec<&str> = builtin.lines().collect();
+        assert!((10..=30).contains(&lines.len()));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("kernel/") && l.ends_with(".ko"))
+        );
+        assert!(!builtin.contains("pciback"));
+        assert!(
+            read(
+                dir,
+                "lib/modules/6.1.0-28-amd64/kernel/drivers/xen/xen-pciback/xen-pciback.ko"
+            )
+            .is_empty()
+        );
+        let modules = String::from_utf8(read(dir, "etc/initramfs-tools/modules")).unwrap();
+        assert!(modules.lines().all(|l| l.starts_with('#')));
+        assert_eq!(
+            read(dir, "proc/cmdline"),
+            b"placeholder root=/dev/nvme0n1p2 ro quiet\n"
+        );
+        // The command line is the default Xen entry's dom0 line, words
+        // joined by one space.
+        let cfg = String::from_utf8(DEBIAN_GRUB_CFG.to_vec()).unwrap();
+        let xen_entry = cfg
+            .split("menuentry 'Debian GNU/Linux, with Xen hypervisor'")
+            .nth(1)
+            .unwrap();
+        let module = xen_entry
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("module2\t/boot/vmlinuz-6.1.0-28-amd64 ")
+            })
+            .unwrap();
+        assert_eq!(
+            module.split_whitespace().collect::<Vec<_>>().join(" "),
+            DEBIAN_DOM0_CMDLINE
+        );
+    }
+
+    #[test]
+    fn demo_uefi_boots_grub_from_the_esp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        create(dir, Profile::DemoUefi).unwrap();
+        let demo_tmp = tempfile::tempdir().unwrap();
+        create(demo_tmp.path(), Profile::Demo).unwrap();
+        assert_eq!(
+            read(dir, XCP_NG_EFI_GRUB_CFG),
+            read(demo_tmp.path(), "boot/grub/grub.cfg")
+        );
+        assert!(!dir.join("boot/grub/grub.cfg").exists());
+        assert!(read(dir, "boot/efi/EFI/xenserver/grubx64.efi").is_empty());
+        assert_eq!(
+            read(dir, crate::host::facts::OS_RELEASE),
+            read(demo_tmp.path(), crate::host::facts::OS_RELEASE)
+        );
+        assert!(dir.join(crate::host::facts::INVENTORY).exists());
+        assert_eq!(
+            crate::host::efi::booted_loader(&crate::host::HostRoot::new(dir)).as_deref(),
+            Some("boot/efi/EFI/xenserver/grubx64.efi")
+        );
     }
 }

@@ -193,7 +193,8 @@ impl MockHostBuilder {
         self.write_facts(dir)
     }
 
-    /// The files [`crate::host::facts`] reads, as on an XCP-ng 8.3.0 dom0.
+    /// The files [`crate::host::facts`] reads, as on an XCP-ng 8.3.0 dom0
+    /// unless the builder says otherwise.
     fn write_facts(&self, dir: &Path) -> Result<(), MockError> {
         let at = |rel: &str| -> PathBuf { dir.join(rel) };
         if let Some(text) = &self.inventory {
@@ -202,11 +203,13 @@ impl MockHostBuilder {
         if let Some(text) = &self.os_release {
             write(&at(facts::OS_RELEASE), text)?;
         }
-        write(&at(facts::KERNEL_RELEASE), "4.19.0+1\n")?;
+        let kernel = self.kernel_release.as_deref().unwrap_or("4.19.0+1");
+        write(&at(facts::KERNEL_RELEASE), &format!("{kernel}\n"))?;
         write(&at(facts::HOSTNAME), &format!("{}\n", self.hostname))?;
         write(&at(facts::XEN_MAJOR), "4\n")?;
         write(&at(facts::XEN_MINOR), "17\n")?;
-        write(&at(facts::XEN_EXTRA), ".5-3\n")?;
+        let extra = self.xen_extra.as_deref().unwrap_or(".5-3");
+        write(&at(facts::XEN_EXTRA), &format!("{extra}\n"))?;
         write(
             &at(facts::XEN_CAPABILITIES),
             "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64\n",
