@@ -115,6 +115,15 @@ pub struct Settings {
     #[arg(long, value_name = "COMMAND")]
     pub grub_mkconfig_command: Option<String>,
 
+    /// Command that rebuilds the initramfs after pcipass lists xen-pciback
+    /// in it (where xen-pciback is a module that would load too late for
+    /// xen-pciback.hide; split on spaces, no shell). [default on / :
+    /// update-initramfs -u -k all, or dracut -f --regenerate-all; on a mock
+    /// host none is needed; on another --root none, and such edits are
+    /// refused]
+    #[arg(long, value_name = "COMMAND")]
+    pub initramfs_command: Option<String>,
+
     /// The xen-cmdline program the `exec` backend runs. [default:
     /// /opt/xensource/libexec/xen-cmdline]
     #[arg(long, value_name = "PATH")]
@@ -274,6 +283,7 @@ impl Settings {
             boot_backend: pick(self.boot_backend, base.boot_backend),
             boot_flow: pick(self.boot_flow, base.boot_flow),
             grub_mkconfig_command: pick(self.grub_mkconfig_command, base.grub_mkconfig_command),
+            initramfs_command: pick(self.initramfs_command, base.initramfs_command),
             xen_cmdline: pick(self.xen_cmdline, base.xen_cmdline),
             demo: self.demo || base.demo,
             config: self.config,

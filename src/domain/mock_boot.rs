@@ -5,8 +5,9 @@
 use crate::domain::bootcfg::{BootConfigError, load_grub, pci_tree};
 use crate::domain::bootflow::{self, BootFlow, Detected, FlowChoice};
 use crate::domain::hide::HideView;
+use crate::domain::pciback::{self, Loading};
 use crate::domain::xen_efi;
-use crate::host::HostRoot;
+use crate::host::{HostRoot, modules};
 use crate::host::mock::{self, MockError};
 
 /// Why a mock reboot failed.
@@ -39,13 +40,22 @@ fn booted_cmdline(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
 }
 
 /// Reboot the mock host under `host`, booting as its flow does; returns the
-/// new command line. Every function the
-/// kernel would hide with it, itself or through a bridge above it, is
-/// bound to `pciback`.
+/// new command line. Every function the kernel would hide with it, itself
+/// or through a bridge above it, is bound to `pciback`, provided
+/// xen-pciback is there before the native drivers: built in, or a module
+/// the initramfs loads (listed for initramfs-tools, forced for dracut).
+/// Otherwise the native driver binds first and keeps the function. A mock
+/// that says nothing about its kernel's modules (the XCP-ng profiles)
+/// boots as with xen-pciback built in.
 pub fn reboot(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
     let cmdline = booted_cmdline(host)?;
     let view = HideView::from_cmdline(&cmdline);
     let tree = pci_tree(host)?;
-    mock::reboot(host, &cmdline, &|addr| view.hides_in(&tree, addr))?;
+    let facts = modules::pciback_facts(host).map_err(BootConfigError::from)?;
+    let early = matches!(
+        pciback::loading(&facts),
+        Loading::BuiltIn | Loading::Early(_) | Loading::Unknown
+    );
+    mock::reboot(host, &cmdline, &|addr| early && view.hides_in(&tree, addr))?;
     Ok(cmdline)
 }

@@ -13,7 +13,7 @@
 use std::fmt;
 
 use crate::domain::about::{self, HostDescription};
-use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine};
+use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
 use crate::domain::devices::{self, PciFunction};
 use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
 use crate::host::boot::{Fingerprint, GrubFingerprint};
@@ -137,6 +137,13 @@ impl HostDom0 {
             engine: Dom0AccessEngine::new(backend, root.clone()),
             root,
         }
+    }
+
+    /// The same host, rebuilding the initramfs by `update` where
+    /// xen-pciback is a module that must be listed in it.
+    pub fn with_initramfs(mut self, update: InitramfsUpdate) -> HostDom0 {
+        self.engine = self.engine.with_initramfs(update);
+        self
     }
 
     /// Refuse a function on the path of a boot disk (named directly; the

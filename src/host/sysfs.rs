@@ -96,6 +96,20 @@ fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {
     })
 }
 
+/// The name xen-pciback's PCI driver registers (`DRV_NAME`).
+pub const PCIBACK_DRIVER: &str = "pciback";
+
+/// The driver bound to PCI function `name` (basename of its `driver`
+/// link), `None` when none is. A link that cannot be read for another
+/// reason than its absence is an error.
+pub fn bound_driver(host: &HostRoot, name: &str) -> Result<Option<String>, HostError> {
+    match host.read_link(&format!("sys/bus/pci/devices/{name}/driver")) {
+        Ok(target) => Ok(target.rsplit('/').next().map(str::to_owned)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The host's `pci.ids`, if it has one.
 pub fn read_pci_ids(host: &HostRoot) -> Option<String> {
     ["usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids"]

@@ -308,3 +308,78 @@ def test_the_pcipass_cli_through_the_four_states(tmp_path, made):
     cli("host-disable")
     cli("host-reboot")
     assert cli("pci-get-dom0-access-status", f"uuid={uuid}") == "enabled"
+
+
+# xen-pciback is a module on Debian: the hide only works when the
+# initramfs loads it before the native drivers (initramfs-tools loads the
+# modules listed in /etc/initramfs-tools/modules at boot, before the
+# root file system is mounted).
+MODULES = "etc/initramfs-tools/modules"
+
+
+def listed(text):
+    """The modules an initramfs-tools list loads (first word of each line
+    that is not a comment)."""
+    return [l.split()[0] for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+
+
+def test_the_module_is_listed_for_the_initramfs_so_the_hide_takes_effect(tmp_path, made):
+    d = debian(tmp_path)
+    made.append(d.start())
+    s = d.session("admin")
+    stock = (d.root / MODULES).read_text()
+    assert listed(stock) == []
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    after = (d.root / MODULES).read_text()
+    assert after == stock + "xen-pciback\n", after
+    s = _reboot(d, s)
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "disabled"
+    assert os.path.basename(os.readlink(d.root / "sys/bus/pci/devices" / GPU / "driver")) == "pciback"
+
+
+def test_a_function_its_native_driver_kept_is_not_disabled(tmp_path, made):
+    """The operator takes xen-pciback out of the initramfs list after the
+    edit: at the next boot the native driver binds first and keeps the
+    GPU, whatever the command line says. pcipass never calls it
+    disabled."""
+    d = debian(tmp_path)
+    made.append(d.start())
+    s = d.session("admin")
+    stock = (d.root / MODULES).read_text()
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    (d.root / MODULES).write_text(stock)
+    s = _reboot(d, s)
+    assert f"xen-pciback.hide=({GPU})" in (d.root / "proc/cmdline").read_text()
+    assert os.path.basename(os.readlink(d.root / "sys/bus/pci/devices" / GPU / "driver")) == "nouveau"
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "disable_on_reboot"
+
+
+def test_without_a_way_to_rebuild_the_initramfs_the_edit_says_what_to_do(tmp_path, made):
+    """A root that is not a mock host and not / (here: the debian tree
+    without its mock marker) has no initramfs builder pcipass may run:
+    the hide is refused with the exact steps, and nothing is written."""
+    d = debian(tmp_path)
+    (d.root / ".pcipass-mock-host").unlink()
+    made.append(d.start())
+    s = d.session("admin")
+    before = (d.root / "boot/grub/grub.cfg").read_bytes()
+    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[GPU])
+    assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+    assert "/etc/initramfs-tools/modules" in details[1] and "update-initramfs -u" in details[1], details
+    assert listed((d.root / MODULES).read_text()) == []
+    assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
+
+
+def test_a_failing_initramfs_rebuild_puts_the_module_list_back(tmp_path, made):
+    fail = tmp_path / "failing-update-initramfs"
+    fail.write_text("#!/bin/sh\necho 'update-initramfs: failed for /boot/initrd.img-6.1.0-28-amd64 with 1.' >&2\nexit 1\n")
+    fail.chmod(0o755)
+    d = debian(tmp_path, extra=["--initramfs-command", str(fail)])
+    made.append(d.start())
+    s = d.session("admin")
+    stock = (d.root / MODULES).read_bytes()
+    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[GPU])
+    assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "initrd.img" in details[1], details
+    assert (d.root / MODULES).read_bytes() == stock
+    assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{BootConfig, BootConfigError, HidePlan};
+use super::{BootConfig, BootConfigError, HidePlan, InitramfsUpdate, ensure_pciback_early};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
@@ -36,6 +36,8 @@ pub struct Dom0AccessEngine {
     tree: Mutex<Option<Arc<Topology>>>,
     /// Present when both views come from files alone (native backend).
     watch: Option<ChangeWatch>,
+    /// How the initramfs is rebuilt where xen-pciback must be listed in it.
+    initramfs: InitramfsUpdate,
 }
 
 /// The bridges above a function, nearest first, from its sysfs device
@@ -73,7 +75,15 @@ impl Dom0AccessEngine {
             cache_boot,
             tree: Mutex::new(None),
             watch,
+            initramfs: InitramfsUpdate::Unknown("no initramfs command configured".into()),
         }
+    }
+
+    /// The same engine, rebuilding the initramfs by `update` where
+    /// xen-pciback is a module it must list.
+    pub fn with_initramfs(mut self, update: InitramfsUpdate) -> Dom0AccessEngine {
+        self.initramfs = update;
+        self
     }
 
     /// The PCI tree as sysfs shows it now (see [`pci_tree`]).
@@ -239,7 +249,17 @@ impl Dom0AccessEngine {
         } else {
             self.tree_for(addrs)?
         };
-        Ok(judge(&running, &boot, &tree, addrs))
+        judge(&running, &boot, &tree, addrs, &|a| self.native_driver(a))
+    }
+
+    /// The dom0 driver other than pciback bound to `addr`, if any: a
+    /// function the running command line hides is hidden now only when
+    /// no native driver holds it (where xen-pciback is a module that
+    /// loaded late, the native driver won). A link that cannot be read is
+    /// an error.
+    fn native_driver(&self, addr: &PciAddress) -> Result<Option<String>, BootConfigError> {
+        Ok(sysfs::bound_driver(&self.host, &addr.to_string())?
+            .filter(|d| d != sysfs::PCIBACK_DRIVER))
     }
 
     /// The statuses from the views the change watch still vouches for,
@@ -271,7 +291,11 @@ impl Dom0AccessEngine {
             }
             tree
         };
-        Some(judge(&running, &boot, &tree, addrs))
+        // A function hidden now needs its driver link read.
+        if addrs.iter().any(|a| running.hides_in(&tree, a)) {
+            return None;
+        }
+        judge(&running, &boot, &tree, addrs, &|_| Ok(None)).ok()
     }
 
     /// The check every edit passes before it is written: it must not newly
@@ -296,6 +320,7 @@ impl Dom0AccessEngine {
     /// Hide `addr` from the next boot on.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
+        ensure_pciback_early(&self.host, &self.initramfs)?;
         self.edit(addr, &tree, &mut |current| {
             hide::plan_disable(current, addr, &tree)
         })
@@ -324,7 +349,11 @@ impl Dom0AccessEngine {
         let written = self
             .boot
             .update_hide(plan, &|before, after| self.safety_check(before, after))?;
-        Ok(judge(&running, &written, tree, std::slice::from_ref(addr))[0])
+        Ok(
+            judge(&running, &written, tree, std::slice::from_ref(addr), &|a| {
+                self.native_driver(a)
+            })?[0],
+        )
     }
 
     /// Fingerprints of the boot configuration and `/proc/cmdline`.
@@ -336,16 +365,22 @@ impl Dom0AccessEngine {
     }
 }
 
-/// The status of each function from the two views and the tree.
+/// The status of each function from the two views, the tree, and for a
+/// function the running line hides, the native driver still bound to it
+/// (then it is not hidden now: the driver won the race at boot).
 fn judge(
     running: &HideView,
     boot: &HideView,
     tree: &Topology,
     addrs: &[PciAddress],
-) -> Vec<Dom0Access> {
+    native_driver: &dyn Fn(&PciAddress) -> Result<Option<String>, BootConfigError>,
+) -> Result<Vec<Dom0Access>, BootConfigError> {
     addrs
         .iter()
-        .map(|a| Dom0Access::from_views(running.hides_in(tree, a), boot.hides_in(tree, a)))
+        .map(|a| {
+            let now = running.hides_in(tree, a) && native_driver(a)?.is_none();
+            Ok(Dom0Access::from_views(now, boot.hides_in(tree, a)))
+        })
         .collect()
 }
 

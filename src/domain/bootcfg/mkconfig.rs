@@ -17,15 +17,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    BootConfig, BootConfigError, HidePlan, grub_boot_view, grub_fingerprint, load_grub, one_line,
-    plan_edit,
+    BootConfig, BootConfigError, HidePlan, grub_boot_view, grub_fingerprint, load_grub, plan_edit,
+    regenerate,
 };
 use crate::domain::grub::{GrubConfig, GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::grub_dropin;
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::domain::kernel;
+use crate::host::HostRoot;
 use crate::host::boot::{self, GrubFingerprint};
-use crate::host::{HostRoot, exec};
 
 /// Longest a regeneration may take (`update-grub` probes every disk for
 /// other systems where os-prober runs).
@@ -179,31 +179,9 @@ impl GrubMkconfigBootConfig {
     }
 
     fn run_regenerate(&self) -> Result<(), BootConfigError> {
-        let argv = match &self.regenerate {
-            Regenerate::Command(argv) => argv,
-            Regenerate::Unknown(reason) => {
-                return Err(BootConfigError::EditsRefused(reason.clone()));
-            }
-        };
-        let Some((program, args)) = argv.split_first() else {
-            return Err(BootConfigError::EditsRefused(
-                "the grub-mkconfig command is empty".into(),
-            ));
-        };
-        let failed = |status: String, stderr: &str| BootConfigError::Regenerate {
-            command: argv.join(" "),
-            status,
-            stderr: one_line(&tail(stderr, 400)),
-        };
-        let out = exec::run(program, args, REGENERATE_LIMIT)
-            .map_err(|e| failed(format!("cannot run: {e}"), ""))?;
-        match out.code {
-            Some(0) => {
-                tracing::info!(command = %argv.join(" "), "grub.cfg regenerated");
-                Ok(())
-            }
-            Some(code) => Err(failed(format!("exit code {code}"), &out.stderr)),
-            None => Err(failed("killed".into(), &out.stderr)),
+        match &self.regenerate {
+            Regenerate::Command(argv) => regenerate("grub.cfg", argv, REGENERATE_LIMIT),
+            Regenerate::Unknown(reason) => Err(BootConfigError::EditsRefused(reason.clone())),
         }
     }
 
@@ -233,16 +211,6 @@ impl GrubMkconfigBootConfig {
         }
         Ok(view)
     }
-}
-
-/// The last `max` bytes of `text` (on a character boundary).
-fn tail(text: &str, max: usize) -> String {
-    let text = text.trim_end();
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_owned()
 }
 
 /// Titles of the Xen entries of `config` whose dom0 line does not give

@@ -23,12 +23,14 @@ use crate::domain::hide::{HideEdit, HideParseError, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostError, HostRoot, boot};
 
+mod early;
 mod engine;
 mod exec;
 mod mkconfig;
 mod native;
 mod xenefi;
 
+pub use early::{DRACUT_DROPIN, InitramfsUpdate, ensure_pciback_early};
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
@@ -76,12 +78,14 @@ pub enum BootConfigError {
     /// pcipass's part of the GRUB defaults cannot be read or written.
     #[error(transparent)]
     Dropin(#[from] crate::domain::grub_dropin::DropinError),
-    /// The command that regenerates grub.cfg failed; the previous hide
-    /// list was put back.
+    /// The command that regenerates grub.cfg or the initramfs failed;
+    /// its input was put back.
     #[error(
-        "regenerating grub.cfg with `{command}` failed ({status}): {stderr}; the hide list was left as it was"
+        "regenerating {what} with `{command}` failed ({status}): {stderr}; the hide list was left as it was"
     )]
     Regenerate {
+        /// What the command regenerates.
+        what: &'static str,
         /// The command, as run.
         command: String,
         /// How it ended.
@@ -120,6 +124,47 @@ pub fn one_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Run the command `argv` that regenerates `what` (no shell, at most
+/// `limit`); anything but exit 0 is [`BootConfigError::Regenerate`] with
+/// the end of its stderr.
+pub(super) fn regenerate(
+    what: &'static str,
+    argv: &[String],
+    limit: std::time::Duration,
+) -> Result<(), BootConfigError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(BootConfigError::EditsRefused(format!(
+            "the command that regenerates {what} is empty"
+        )));
+    };
+    let failed = |status: String, stderr: &str| BootConfigError::Regenerate {
+        what,
+        command: argv.join(" "),
+        status,
+        stderr: one_line(&tail(stderr, 400)),
+    };
+    let out = crate::host::exec::run(program, args, limit)
+        .map_err(|e| failed(format!("cannot run: {e}"), ""))?;
+    match out.code {
+        Some(0) => {
+            tracing::info!(command = %argv.join(" "), "{what} regenerated");
+            Ok(())
+        }
+        Some(code) => Err(failed(format!("exit code {code}"), &out.stderr)),
+        None => Err(failed("killed".into(), &out.stderr)),
+    }
+}
+
+/// The last `max` bytes of `text` (on a character boundary).
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim_end();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
 }
 
 /// The edit of the hide parameter a caller plans from its current value.

@@ -9,14 +9,23 @@ use crate::domain::grub::GrubEnv;
 use crate::domain::hide::{self, Topology};
 
 /// The demo mock host (its PCI tree, disks and mounts) with this
-/// grub.cfg and /proc/cmdline.
+/// grub.cfg, booted with this command line.
 fn host_with(grub: &str, cmdline: &str) -> (tempfile::TempDir, HostRoot) {
     let dir = tempfile::tempdir().unwrap();
     crate::host::mock::create(dir.path(), crate::host::mock::Profile::Demo).unwrap();
     std::fs::write(dir.path().join("boot/grub/grub.cfg"), grub).unwrap();
-    std::fs::write(dir.path().join("proc/cmdline"), cmdline).unwrap();
     let host = HostRoot::new(dir.path());
+    boot_to(&host, cmdline);
     (dir, host)
+}
+
+/// Boot the mock host with `cmdline`, as the kernel would: the functions
+/// it hides are bound to pciback, the others to their own driver.
+fn boot_to(host: &HostRoot, cmdline: impl AsRef<[u8]>) {
+    let line = cmdline.as_ref().trim_ascii_end();
+    let view = HideView::from_cmdline(line);
+    let tree = pci_tree(host).unwrap();
+    crate::host::mock::reboot(host, line, &|a| view.hides_in(&tree, a)).unwrap();
 }
 
 const GRUB: &str = include_str!("../../../tests/fixtures/grub/xcpng-grub.cfg");
@@ -40,11 +49,7 @@ fn status_cycle_through_edits_and_reboot() {
     assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
     assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
     assert_eq!(engine.disable(&gpu).unwrap(), Dom0Access::DisableOnReboot);
-    std::fs::write(
-        dir.path().join("proc/cmdline"),
-        "ro xen-pciback.hide=(0000:01:00.0)\n",
-    )
-    .unwrap();
+    boot_to(&host, "ro xen-pciback.hide=(0000:01:00.0)\n");
     assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Disabled);
     assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::EnableOnReboot);
     let text = std::fs::read_to_string(dir.path().join("boot/grub/grub.cfg")).unwrap();
@@ -84,11 +89,7 @@ fn hand_edits_show_up_at_once_between_cached_reads() {
         );
         std::fs::write(&grub, GRUB).unwrap();
     }
-    std::fs::write(
-        dir.path().join("proc/cmdline"),
-        "ro xen-pciback.hide=(01:00.0)\n",
-    )
-    .unwrap();
+    boot_to(&host, "ro xen-pciback.hide=(01:00.0)\n");
     assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::EnableOnReboot);
 }
 
@@ -299,7 +300,7 @@ fn a_grub_cfg_link_leaving_the_root_is_an_error() {
 
 #[test]
 fn quoted_and_double_dash_command_lines_read_as_the_kernel_reads_them() {
-    let (dir, host) = host_with(
+    let (_dir, host) = host_with(
         GRUB,
         "ro \"xen-pciback.hide=(01:00.0) (01:00.1)\" -- xen-pciback.hide=(00:1f.6)\n",
     );
@@ -310,11 +311,8 @@ fn quoted_and_double_dash_command_lines_read_as_the_kernel_reads_them() {
         !running.hides(&a("0000:00:1f.6")),
         "after -- it goes to init"
     );
-    std::fs::write(
-        dir.path().join("proc/cmdline"),
-        b"ro\xa0xen-pciback.hide=(00:1f.6)\n",
-    )
-    .unwrap();
+    // The kernel's isspace() counts 0xa0 (Latin-1) as a space.
+    boot_to(&host, b"ro\xa0xen-pciback.hide=(00:1f.6)\n");
     assert_eq!(
         engine.status(&a("0000:00:1f.6")).unwrap(),
         Dom0Access::EnableOnReboot
