@@ -5,11 +5,16 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use pcipass::domain::bootcfg::{BootConfigError, edit_grub, load_grub, one_line};
+use pcipass::domain::bootcfg::{
+    BootConfig, BootConfigError, DefaultsPlace, GrubMkconfigBootConfig, Regenerate,
+    XenEfiBootConfig, edit_grub, load_grub, one_line,
+};
+use pcipass::domain::bootflow::{self, BootFlow, FlowChoice, FlowError};
 use pcipass::domain::grub::{Edit, GrubConfig, Matching, Target};
+use pcipass::domain::hide::{HIDE_KEY, HideEdit};
 use pcipass::host::HostRoot;
 
-const USAGE: &str = "usage: xen-cmdline [--root DIR] OPERATION...
+const USAGE: &str = "usage: xen-cmdline [--root DIR] [--boot-flow FLOW] OPERATION...
 Read or edit the kernel arguments of the boot configuration (grub.cfg), as
 XCP-ng's xen-cmdline does: reads use the entry GRUB boots next; edits go to
 the entries XCP-ng's tool edits (the product-brand entry and its (Serial)
@@ -31,6 +36,19 @@ Operations, applied in order:
                           it would print to stderr and exit 3
 Options:
   --root DIR              the host root (default /), e.g. a mock host
+  --boot-flow FLOW        auto (default: decide from the root, as pcipassd
+                          does), xcp-ng (grub.cfg edited in place),
+                          grub-mkconfig (reads the generated grub.cfg; edits
+                          of xen-pciback.hide go to pcipass's drop-in
+                          /etc/default/grub.d/zz-pcipass.cfg, then grub.cfg
+                          is regenerated) or xen-efi (the default section of
+                          Xen's xen.cfg). On the last two only the dom0
+                          argument xen-pciback.hide can be edited; reads
+                          in the grub-mkconfig flow are of the generated
+                          grub.cfg (what boots), any key.
+  --grub-mkconfig-command CMD
+                          what regenerates grub.cfg in the grub-mkconfig flow
+                          (default on /: update-grub, else grub-mkconfig -o)
   -h, --help              this help
   --version               print the version and exit
 
@@ -58,6 +76,8 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut root = "/".to_owned();
+    let mut flow = FlowChoice::Auto;
+    let mut mkconfig: Option<String> = None;
     let mut ops: Vec<(Op, Target, Vec<String>)> = Vec::new();
     let mut iter = args.into_iter().peekable();
     while let Some(arg) = iter.next() {
@@ -75,6 +95,23 @@ fn main() -> ExitCode {
                     return fail("--root needs a directory");
                 };
                 root = dir;
+                continue;
+            }
+            "--boot-flow" => {
+                match iter.next().map(|f| f.parse::<FlowChoice>()) {
+                    Some(Ok(choice)) => flow = choice,
+                    Some(Err(e)) => return fail(e),
+                    None => {
+                        return fail("--boot-flow needs auto, xcp-ng, grub-mkconfig or xen-efi");
+                    }
+                }
+                continue;
+            }
+            "--grub-mkconfig-command" => {
+                let Some(command) = iter.next() else {
+                    return fail("--grub-mkconfig-command needs a command");
+                };
+                mkconfig = Some(command);
                 continue;
             }
             "--get-xen" => (Op::Get, Target::Xen),
@@ -116,9 +153,22 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let host = HostRoot::new(root);
+    let (boot, flow_is_mkconfig) = match flow_config(&host, flow, mkconfig.as_deref()) {
+        Ok(found) => found,
+        Err(e) => return fail(e),
+    };
     for (op, target, keys) in ops {
         if keys.is_empty() {
             return fail("an operation needs at least one KEY");
+        }
+        // The generated grub.cfg is what boots: read it as grub.cfg.
+        let reads_grub = op == Op::Get && flow_is_mkconfig;
+        if let Some(boot) = boot.as_ref().filter(|_| !reads_grub) {
+            match hide_op(boot.as_ref(), op, target, &keys) {
+                Ok(true) => continue,
+                Ok(false) => return ExitCode::from(CHANGED),
+                Err(e) => return fail(one_line(&e)),
+            }
         }
         let result = match op {
             Op::Get => get(&host, target, &keys),
@@ -247,4 +297,115 @@ fn compare_and_set(host: &HostRoot, words: &[String]) -> Result<bool, BootConfig
         };
         Ok((Some(apply_all(config, Target::Dom0, &[edit])?), true))
     })
+}
+
+/// The boot configuration of a flow other than XCP-ng's (`None`: edit
+/// grub.cfg in place, as XCP-ng's tool does), and whether the flow is
+/// grub-mkconfig's. A root with no boot configuration at all stays on
+/// grub.cfg, which then says what is missing.
+fn flow_config(
+    host: &HostRoot,
+    choice: FlowChoice,
+    mkconfig: Option<&str>,
+) -> Result<(Option<Box<dyn BootConfig>>, bool), String> {
+    let found = match bootflow::detect(choice, &bootflow::gather(host)) {
+        Ok(found) => found,
+        Err(FlowError::Nothing) => return Ok((None, false)),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mkconfig_flow = found.flow == BootFlow::GrubMkconfig;
+    let boot: Option<Box<dyn BootConfig>> = match (found.flow, found.xen_cfg) {
+        (BootFlow::XcpNg, _) => None,
+        (BootFlow::XenEfi, Some(cfg)) => Some(Box::new(XenEfiBootConfig::new(host.clone(), cfg))),
+        (BootFlow::XenEfi, None) => return Err("no xen.cfg to edit".into()),
+        (BootFlow::GrubMkconfig, _) => Some(Box::new(GrubMkconfigBootConfig::new(
+            host.clone(),
+            DefaultsPlace::for_host(host),
+            Regenerate::for_root(host, mkconfig),
+        ))),
+    };
+    Ok((boot, mkconfig_flow))
+}
+
+/// One operation on a flow that keeps the hide list for pcipass: only the
+/// dom0 argument `xen-pciback.hide` (either spelling). `Ok(false)`: a
+/// compare-and-set found another value (printed on stderr).
+fn hide_op(
+    boot: &dyn BootConfig,
+    op: Op,
+    target: Target,
+    words: &[String],
+) -> Result<bool, String> {
+    let underscore = HIDE_KEY.replace('-', "_");
+    let key_of = |w: &str| w.split_once('=').map_or(w, |(k, _)| k).to_owned();
+    let keys: Vec<String> = match op {
+        Op::CompareAndSet => vec![words[0].clone()],
+        _ => words.iter().map(|w| key_of(w)).collect(),
+    };
+    if target != Target::Dom0 || keys.iter().any(|k| *k != HIDE_KEY && *k != underscore) {
+        return Err(format!(
+            "on this host's boot flow xen-cmdline edits and reads only the dom0 argument {HIDE_KEY} \
+             (pcipass keeps it where the boot loader's configuration is generated from); change \
+             other arguments where the flow keeps them (/etc/default/grub and update-grub, or xen.cfg)"
+        ));
+    }
+    let printed =
+        |value: Option<&str>| value.map(|v| format!("{HIDE_KEY}={v}")).unwrap_or_default();
+    match op {
+        Op::Get => {
+            let view = boot.boot_view().map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                printed(view.value_text().as_deref())
+            );
+            Ok(true)
+        }
+        Op::Set | Op::Delete => {
+            let value = match op {
+                Op::Set => words
+                    .last()
+                    .and_then(|w| w.split_once('='))
+                    .map(|(_, v)| v.to_owned()),
+                _ => None,
+            };
+            let mut plan = |_: Option<&[u8]>| {
+                Ok(match &value {
+                    Some(v) => HideEdit::Set(v.clone()),
+                    None => HideEdit::Delete,
+                })
+            };
+            boot.update_hide(&mut plan, &|_, _| Ok(()))
+                .map(|_| true)
+                .map_err(|e| e.to_string())
+        }
+        Op::CompareAndSet => {
+            let expected = words[1].clone();
+            let value = words
+                .get(2)
+                .and_then(|w| w.split_once('='))
+                .map(|(_, v)| v.to_owned());
+            let mut found = None;
+            let mut plan = |current: Option<&[u8]>| {
+                let now = printed(current.map(String::from_utf8_lossy).as_deref());
+                if now != expected {
+                    found = Some(now);
+                    return Ok(HideEdit::Unchanged);
+                }
+                Ok(match &value {
+                    Some(v) => HideEdit::Set(v.clone()),
+                    None => HideEdit::Delete,
+                })
+            };
+            boot.update_hide(&mut plan, &|_, _| Ok(()))
+                .map_err(|e: BootConfigError| e.to_string())?;
+            match found {
+                Some(now) => {
+                    eprintln!("{now}");
+                    Ok(false)
+                }
+                None => Ok(true),
+            }
+        }
+    }
 }

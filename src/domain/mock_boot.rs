@@ -7,8 +7,8 @@ use crate::domain::bootflow::{self, BootFlow, Detected, FlowChoice};
 use crate::domain::hide::HideView;
 use crate::domain::pciback::{self, Loading};
 use crate::domain::xen_efi;
-use crate::host::{HostRoot, modules};
 use crate::host::mock::{self, MockError};
+use crate::host::{HostRoot, modules};
 
 /// Why a mock reboot failed.
 #[derive(Debug, thiserror::Error)]

@@ -383,3 +383,38 @@ def test_a_failing_initramfs_rebuild_puts_the_module_list_back(tmp_path, made):
     assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "initrd.img" in details[1], details
     assert (d.root / MODULES).read_bytes() == stock
     assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+
+
+def test_xen_cmdline_takes_the_same_boot_flows(tmp_path):
+    """xen-cmdline on the debian host edits the hide list through the
+    drop-in and the real generator, reads the generated grub.cfg, and
+    refuses what the flow cannot keep; on the xen-efi host it edits
+    xen.cfg's default section."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    xc = lambda *a, check=True: run(binary("xen-cmdline"), "--root", str(root),
+                                     "--grub-mkconfig-command", f"{MKCONFIG} {root}", *a, check=check)
+    assert xc("--get-dom0", "xen-pciback.hide").stdout == "\n"
+    xc("--set-dom0", f"xen-pciback.hide=({USB})")
+    assert xc("--get-dom0", "xen-pciback.hide").stdout == f"xen-pciback.hide=({USB})\n"
+    xen, native = dom0_lines((root / "boot/grub/grub.cfg").read_text())
+    assert {hide_of(l) for l in xen.values()} == {f"({USB})"} and not any(map(hide_of, native.values()))
+    changed = xc("--set-dom0-if-unchanged", "xen-pciback.hide", "", f"xen-pciback.hide=({GPU})", check=False)
+    assert changed.returncode == 3 and changed.stderr.strip() == f"xen-pciback.hide=({USB})"
+    assert xc("--get-dom0", "ro", "quiet").stdout == "ro\nquiet\n"
+    refused = xc("--set-dom0", "quiet", check=False)
+    assert refused.returncode == 1 and "/etc/default/grub" in refused.stderr
+    xc("--delete-dom0", "xen-pciback.hide")
+    assert not (root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert "xen-pciback" not in (root / "boot/grub/grub.cfg").read_text()
+
+    efi = tmp_path / "efi"
+    run(binary("pcipass"), "mock-host", "create", str(efi), "--profile", "xen-efi")
+    cfg = efi / "boot/efi/EFI/xen/xen.cfg"
+    before = cfg.read_text()
+    run(binary("xen-cmdline"), "--root", str(efi), "--set-dom0", f"xen-pciback.hide=({USB})")
+    after = cfg.read_text()
+    diff = changed_lines(before, after)
+    assert len(diff) == 2 and diff[0].startswith("-kernel=") and diff[1].endswith(f" xen-pciback.hide=({USB})"), diff
+    forced = run(binary("xen-cmdline"), "--root", str(efi), "--boot-flow", "grub-mkconfig", "--get-dom0", "ro", check=False)
+    assert forced.returncode == 1 and "grub" in forced.stderr
