@@ -288,28 +288,6 @@ def test_a_native_default_is_refused_naming_the_entry(tmp_path, made):
     assert not (root / "etc/default/grub.d/zz-pcipass.cfg").exists()
 
 
-def test_the_pcipass_cli_through_the_four_states(tmp_path, made):
-    d = debian(tmp_path)
-    made.append(d.start())
-    env = dict(os.environ, PCIPASS_SOCKET=str(d.socket))
-
-    def cli(*args):
-        proc = subprocess.run([binary("pcipass"), *args], capture_output=True, text=True, env=env, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.strip()
-
-    uuid = cli("pci-list", "params=uuid", f"pci-id={USB}", "--minimal")
-    assert cli("pci-get-dom0-access-status", f"uuid={uuid}") == "enabled"
-    assert cli("pci-disable-dom0-access", f"uuid={uuid}") == "disable_on_reboot"
-    cli("host-disable")
-    cli("host-reboot")
-    assert cli("pci-get-dom0-access-status", f"uuid={uuid}") == "disabled"
-    assert cli("pci-enable-dom0-access", f"uuid={uuid}") == "enable_on_reboot"
-    cli("host-disable")
-    cli("host-reboot")
-    assert cli("pci-get-dom0-access-status", f"uuid={uuid}") == "enabled"
-
-
 # xen-pciback is a module on Debian: the hide only works when the
 # initramfs loads it before the native drivers (initramfs-tools loads the
 # modules listed in /etc/initramfs-tools/modules at boot, before the
