@@ -396,3 +396,33 @@ def test_xen_cmdline_takes_the_same_boot_flows(tmp_path):
     assert len(diff) == 2 and diff[0].startswith("-kernel=") and diff[1].endswith(f" xen-pciback.hide=({USB})"), diff
     forced = run(binary("xen-cmdline"), "--root", str(efi), "--boot-flow", "grub-mkconfig", "--get-dom0", "ro", check=False)
     assert forced.returncode == 1 and "grub" in forced.stderr
+
+
+def test_where_no_drop_ins_are_read_a_block_of_default_grub_is_edited(tmp_path, made):
+    """Upstream GRUB's and Fedora's generators read no /etc/default/grub.d:
+    there the hide list goes into a marked block at the end of
+    /etc/default/grub, every other byte kept, and goes away whole."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    for f in (root / "etc/default/grub.d").iterdir():
+        f.unlink()
+    (root / "etc/default/grub.d").rmdir()
+    default = root / "etc/default/grub"
+    default.write_text(re.sub(r"(?m)^GRUB_DEFAULT=.*$", 'GRUB_DEFAULT="Debian GNU/Linux, with Xen hypervisor"',
+                              default.read_text()))
+    regenerate(root)
+    stock = default.read_bytes()
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[USB]) == "disable_on_reboot"
+    edited = default.read_bytes()
+    assert edited.startswith(stock)
+    print(edited[len(stock):].decode())
+    assert edited[len(stock):].decode().splitlines()[0] == "# BEGIN pcipass: PCI functions hidden from dom0"
+    xen, native = dom0_lines((root / "boot/grub/grub.cfg").read_text())
+    assert xen and {hide_of(l) for l in xen.values()} == {f"({USB})"}
+    assert not any(map(hide_of, native.values()))
+    assert s.xenapi.PCI.enable_dom0_access(_pcis(s)[USB]) == "enabled"
+    assert default.read_bytes() == stock
