@@ -240,6 +240,8 @@ XEN_ADVANCED_PATH = f"{XEN_SUBMENU}>{XEN_VERSION_SUBMENU}>{XEN_ADVANCED}"
 FORMS = {
     "index": ("2", {}, "Debian GNU/Linux, with Xen hypervisor"),
     "index path": ("3>0>1", {}, XEN_ADVANCED_PATH + " (recovery mode)"),
+    # Past the end of a submenu: GRUB takes that submenu's first item.
+    "index past the end": ("3>5", {}, XEN_ADVANCED_PATH),
     "title path": (XEN_ADVANCED_PATH, {}, XEN_ADVANCED_PATH),
     "menu-entry id": (f"xen-gnulinux-simple-{UUID}", {}, "Debian GNU/Linux, with Xen hypervisor"),
     "saved": ("saved", {"saved_entry": XEN_ADVANCED_PATH}, XEN_ADVANCED_PATH),

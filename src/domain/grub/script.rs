@@ -385,35 +385,77 @@ impl GrubConfig {
             );
         }
         match find_item(menu, entries, spec_or_zero) {
-            Some(index) => (Ok(index), source),
-            None => {
-                let first = match menu.first() {
-                    Some(Item::Entry(i)) => Ok(*i),
-                    _ => Err(GrubError::DefaultNotXen(spec.clone())),
-                };
-                (first, DefaultSource::Fallback(spec))
-            }
+            Some((index, false)) => (Ok(index), source),
+            Some((index, true)) => (Ok(index), DefaultSource::Fallback(spec)),
+            None => (Err(GrubError::NoXenEntry), DefaultSource::Fallback(spec)),
         }
     }
 }
 
-/// The entry a default spec names: `N`, a title or an id, `>`-separated
-/// through submenus.
-pub(super) fn find_item(menu: &[Item], entries: &[Entry], spec: &str) -> Option<usize> {
-    let (head, rest) = match spec.split_once('>') {
-        Some((h, r)) => (h, Some(r)),
-        None => (spec, None),
+/// The entry GRUB boots for a default spec, and whether some part of the
+/// spec named nothing (GRUB then takes that menu's first item), as
+/// `normal/menu.c` walks it: at each level the part before an unescaped
+/// `>` (`>>` is a literal `>`) is a number (`strtoul` base 0: decimal,
+/// `0x` hex, leading-`0` octal; digits after which anything may follow)
+/// or the first entry or submenu whose title or `--id` it equals; a
+/// number past the end, or a name that matches nothing, is item 0. A
+/// submenu is entered with the rest of the spec (nothing left: its item
+/// 0); an entry boots whatever follows. `None` only for an empty menu.
+pub(super) fn find_item(menu: &[Item], entries: &[Entry], spec: &str) -> Option<(usize, bool)> {
+    let (head, rest) = split_default(spec);
+    let (index, missed) = match leading_number(&head) {
+        Some(n) if n < menu.len() => (n, false),
+        Some(_) => (0, true),
+        None => match menu.iter().position(|item| match item {
+            Item::Entry(i) => entries[*i].title == head || entries[*i].id.as_deref() == Some(&head),
+            Item::Submenu { title, id, .. } => *title == head || id.as_deref() == Some(&head),
+        }) {
+            Some(n) => (n, false),
+            None => (0, !head.is_empty()),
+        },
     };
-    let item = match head.parse::<usize>() {
-        Ok(n) => menu.get(n)?,
-        Err(_) => menu.iter().find(|item| match item {
-            Item::Entry(i) => entries[*i].title == head || entries[*i].id.as_deref() == Some(head),
-            Item::Submenu { title, id, .. } => title == head || id.as_deref() == Some(head),
-        })?,
-    };
-    match (item, rest) {
-        (Item::Entry(i), None) => Some(*i),
-        (Item::Submenu { items, .. }, Some(rest)) => find_item(items, entries, rest),
-        _ => None,
+    match menu.get(index)? {
+        Item::Entry(i) => Some((*i, missed)),
+        Item::Submenu { items, .. } => {
+            let (i, deeper) = find_item(items, entries, rest.unwrap_or(""))?;
+            Some((i, missed || deeper))
+        }
     }
+}
+
+/// The first part of a default spec (with `>>` read as `>`) and the rest
+/// after its separating `>`.
+fn split_default(spec: &str) -> (String, Option<&str>) {
+    let mut head = String::new();
+    let mut chars = spec.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c == '>' {
+            if chars.peek().is_some_and(|(_, n)| *n == '>') {
+                chars.next();
+                head.push('>');
+                continue;
+            }
+            return (head, Some(&spec[at + 1..]));
+        }
+        head.push(c);
+    }
+    (head, None)
+}
+
+/// GRUB's `grub_strtoul(text, 0, 0)`: leading blanks, then digits of base
+/// 16 (`0x`), 8 (leading `0`) or 10; `None` when no digit is read.
+fn leading_number(text: &str) -> Option<usize> {
+    let text = text.trim_start();
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) if hex.starts_with(|c: char| c.is_ascii_hexdigit()) => (hex, 16),
+        _ if text.starts_with('0') => (text, 8),
+        _ => (text, 10),
+    };
+    let end = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    if end == 0 {
+        return None;
+    }
+    usize::from_str_radix(&digits[..end], radix).ok()
 }

@@ -450,3 +450,53 @@ fn xen_cmdline_occurrences_are_exact_and_in_order() {
     );
     assert_eq!(config.occurrences_at(Target::Dom0, "ro").unwrap().len(), 1);
 }
+
+#[test]
+fn defaults_walk_the_menu_as_grub_does() {
+    // Debian's menu: 0 native entry, 1 native submenu, 2 the Xen entry,
+    // 3 the Xen submenu > 0 the Xen version submenu > 0, 1 entries.
+    let text = fixture("grub-real/debian12-grub-mkconfig.cfg");
+    let xen = "Debian GNU/Linux, with Xen hypervisor";
+    let advanced = "Debian GNU/Linux, with Xen 4.17-amd64 and Linux 6.1.0-28-amd64";
+    let submenu = "Advanced options for Debian GNU/Linux (with Xen hypervisor)";
+    for (spec, booted, fell_back) in [
+        ("2", Some(xen), false),
+        ("0x2", Some(xen), false),
+        ("2>7", Some(xen), false),
+        ("3>0>1", Some("recovery"), false),
+        // A number past the end, or a name that matches nothing, is item
+        // 0 of its menu; a submenu with nothing left boots its item 0.
+        ("3>5", Some(advanced), true),
+        ("3>0>9", Some(advanced), true),
+        (submenu, Some(advanced), false),
+        ("1", None, false),
+        ("no such entry", None, true),
+    ] {
+        let env = GrubEnv::parse(format!("next_entry={spec}\n").as_bytes());
+        let config = GrubConfig::parse(&text, &env).unwrap();
+        match booted {
+            Some(title) => assert!(
+                config.default_entry().unwrap().title.contains(title),
+                "{spec}: {:?}",
+                config.default_entry()
+            ),
+            None => assert!(
+                matches!(config.default_entry(), Err(GrubError::DefaultNotXen(_))),
+                "{spec}"
+            ),
+        }
+        assert_eq!(
+            matches!(config.default_source(), DefaultSource::Fallback(_)),
+            fell_back,
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn a_double_greater_than_is_a_literal_in_a_default() {
+    let text = b"load_env\nif [ \"${next_entry}\" ] ; then\n   set default=\"${next_entry}\"\nfi\nmenuentry 'A' {\n\tlinux /vmlinuz\n}\nmenuentry 'A>B' {\n\tmultiboot2 /xen\n\tmodule2 /vmlinuz ro\n}\n";
+    let env = GrubEnv::parse(b"next_entry=A>>B\n");
+    let config = GrubConfig::parse(text, &env).unwrap();
+    assert_eq!(config.default_entry().unwrap().title, "A>B");
+}
