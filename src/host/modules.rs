@@ -25,6 +25,10 @@ pub const INITRAMFS_TOOLS_DIR: &str = "etc/initramfs-tools";
 /// dracut's main configuration file, host-relative (dracut.conf(5)).
 pub const DRACUT_CONF: &str = "etc/dracut.conf";
 
+/// The drop-ins dracut's package ships, read with [`DRACUT_CONF_D`]'s
+/// (dracut.conf(5)).
+pub const DRACUT_CONF_D_VENDOR: &str = "usr/lib/dracut/dracut.conf.d";
+
 /// dracut's configuration drop-in directory, host-relative; only its
 /// `*.conf` files are read (dracut.conf(5)).
 pub const DRACUT_CONF_D: &str = "etc/dracut.conf.d";
@@ -95,15 +99,22 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
     if let Some(text) = main {
         dracut_confs.push((DRACUT_CONF.to_owned(), text));
     }
-    if let Some(names) = list_opt(host, DRACUT_CONF_D)? {
-        dracut = true;
-        // list_dir sorts by name, the order dracut's glob reads them in.
-        for name in names.iter().filter(|n| n.ends_with(".conf")) {
-            let rel = format!("{DRACUT_CONF_D}/{name}");
-            // A file removed between the listing and the read is skipped.
-            if let Some(text) = read_opt(host, &rel)? {
-                dracut_confs.push((rel, text));
+    // dracut reads the drop-ins of both directories sorted by name, a
+    // file in /etc replacing the one of the same name in /usr/lib.
+    let mut dropins = std::collections::BTreeMap::new();
+    for dir in [DRACUT_CONF_D_VENDOR, DRACUT_CONF_D] {
+        if let Some(names) = list_opt(host, dir)? {
+            dracut = true;
+            for name in names.into_iter().filter(|n| n.ends_with(".conf")) {
+                let rel = format!("{dir}/{name}");
+                dropins.insert(name, rel);
             }
+        }
+    }
+    for rel in dropins.into_values() {
+        // A file removed between the listing and the read is skipped.
+        if let Some(text) = read_opt(host, &rel)? {
+            dracut_confs.push((rel, text));
         }
     }
     Ok(PcibackFacts {
@@ -272,6 +283,33 @@ mod tests {
                 ("etc/dracut.conf", &b"main"[..]),
                 ("etc/dracut.conf.d/10-a.conf", &b"a"[..]),
                 ("etc/dracut.conf.d/20-b.conf", &b"b"[..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn vendor_dracut_drop_ins_are_read_and_etc_replaces_them_by_name() {
+        let (dir, host) = mock();
+        for (rel, text) in [
+            ("usr/lib/dracut/dracut.conf.d/01-dist.conf", "dist"),
+            ("usr/lib/dracut/dracut.conf.d/20-b.conf", "vendor b"),
+            ("etc/dracut.conf.d/20-b.conf", "etc b"),
+            ("etc/dracut.conf.d/30-c.conf", "c"),
+        ] {
+            write(dir.path(), rel, text);
+        }
+        let facts = pciback_facts(&host).unwrap();
+        let got: Vec<(&str, &[u8])> = facts
+            .dracut_confs
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("usr/lib/dracut/dracut.conf.d/01-dist.conf", &b"dist"[..]),
+                ("etc/dracut.conf.d/20-b.conf", &b"etc b"[..]),
+                ("etc/dracut.conf.d/30-c.conf", &b"c"[..]),
             ]
         );
     }
