@@ -12,12 +12,13 @@ from conftest import Daemon, binary, run
 from test_grub_mkconfig import MKCONFIG, _why_not
 
 USB = "0000:00:14.0"
-# profile -> (the flow auto must find, the file an edit changes)
+# profile -> (the flow auto must find, the file an edit changes, the
+# product the host says it is)
 PROFILES = {
-    "demo": ("xcp-ng", "boot/grub/grub.cfg"),
-    "demo-uefi": ("xcp-ng", "boot/efi/EFI/xenserver/grub.cfg"),
-    "debian": ("grub-mkconfig", "etc/default/grub.d/zz-pcipass.cfg"),
-    "xen-efi": ("xen-efi", "boot/efi/EFI/xen/xen.cfg"),
+    "demo": ("xcp-ng", "boot/grub/grub.cfg", "XCP-ng"),
+    "demo-uefi": ("xcp-ng", "boot/efi/EFI/xenserver/grub.cfg", "XCP-ng"),
+    "debian": ("grub-mkconfig", "etc/default/grub.d/zz-pcipass.cfg", "Debian GNU/Linux"),
+    "xen-efi": ("xen-efi", "boot/efi/EFI/xen/xen.cfg", "Debian GNU/Linux"),
 }
 
 
@@ -36,9 +37,12 @@ def _started(tmp_path, profile):
 def test_auto_finds_each_profiles_flow(tmp_path, profile):
     d = _started(tmp_path, profile)
     try:
-        flow, _ = PROFILES[profile]
+        flow, _, brand = PROFILES[profile]
         log = (d.workdir / "pcipassd.log").read_text()
         assert f"flow={flow} " in log, log[-1500:]
+        s = d.session("admin")
+        host = s.xenapi.host.get_all()[0]
+        assert s.xenapi.host.get_software_version(host)["product_brand"] == brand
     finally:
         d.cleanup()
 
@@ -47,7 +51,7 @@ def test_auto_finds_each_profiles_flow(tmp_path, profile):
 def test_the_four_states_through_the_sdk(tmp_path, profile):
     d = _started(tmp_path, profile)
     try:
-        _, edited = PROFILES[profile]
+        _, edited, _ = PROFILES[profile]
         s = d.session("admin")
         host = s.xenapi.host.get_all()[0]
         usb = next(r for r, p in s.xenapi.PCI.get_all_records().items() if p["pci_id"] == USB)

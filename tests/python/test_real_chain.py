@@ -564,37 +564,3 @@ def test_xen_efi_edits_the_kernel_line_of_the_default_section(tmp_path):
         assert (esp / "xen.cfg").read_text() == after
     finally:
         d.cleanup()
-
-
-def test_the_xen_efi_profile_hides_and_gives_back_across_reboots(tmp_path):
-    """The four states on a host booted by Xen's EFI loader, through the
-    API with the mock reboot booting xen.cfg's default section."""
-    root = tmp_path / "root"
-    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "xen-efi")
-    assert not (root / "boot/grub/grub.cfg").exists()
-    d = Daemon(tmp_path)
-    d.add_user("admin", "pool-admin")
-    d.start()
-    try:
-        s = d.session("admin")
-        host = s.xenapi.host.get_all()[0]
-        assert s.xenapi.host.get_software_version(host)["product_brand"] == "Debian GNU/Linux"
-        usb = next(r for r, p in s.xenapi.PCI.get_all_records().items() if p["pci_id"] == "0000:00:14.0")
-
-        def reboot():
-            nonlocal s
-            s.xenapi.host.disable(host)
-            s.xenapi.host.reboot(host)
-            s = d.session("admin")
-
-        assert s.xenapi.PCI.get_dom0_access_status(usb) == "enabled"
-        assert s.xenapi.PCI.disable_dom0_access(usb) == "disable_on_reboot"
-        assert "(0000:00:14.0)" in (root / "boot/efi/EFI/xen/xen.cfg").read_text()
-        reboot()
-        assert "xen-pciback.hide=(0000:00:14.0)" in (root / "proc/cmdline").read_text()
-        assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
-        assert s.xenapi.PCI.enable_dom0_access(usb) == "enable_on_reboot"
-        reboot()
-        assert s.xenapi.PCI.get_dom0_access_status(usb) == "enabled"
-    finally:
-        d.cleanup()

@@ -17,13 +17,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    BootConfig, BootConfigError, HidePlan, grub_boot_view, grub_fingerprint, load_grub, plan_edit,
-    regenerate,
+    BootConfig, BootConfigError, HidePlan, dom0_line_with_hide, grub_boot_view, grub_fingerprint,
+    load_grub, plan_edit, regenerate,
 };
-use crate::domain::grub::{GrubConfig, GrubError, XEN_DOM0_CMDLINE_MAX};
+use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
-use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
-use crate::domain::kernel;
+use crate::domain::hide::{HideEdit, HideView};
 use crate::host::HostRoot;
 use crate::host::boot::{self, GrubFingerprint};
 
@@ -304,19 +303,7 @@ impl BootConfig for GrubMkconfigBootConfig {
             HideEdit::Set(value) => Some(value),
             HideEdit::Delete => None,
         };
-        let line = kernel::with_param(
-            &config.boot_cmdline()?.bytes,
-            HIDE_KEY.as_bytes(),
-            value.as_deref().map(str::as_bytes),
-        );
-        if line.len() > XEN_DOM0_CMDLINE_MAX {
-            return Err(GrubError::TooLong {
-                what: "the dom0 command line",
-                length: line.len(),
-                limit: XEN_DOM0_CMDLINE_MAX,
-            }
-            .into());
-        }
+        let line = dom0_line_with_hide(&config.boot_cmdline()?.bytes, value.as_deref())?;
         check(&before, &HideView::from_cmdline(&line))?;
         self.write_ours(&ours, value.as_deref())?;
         if let Err(e) = self.run_regenerate() {

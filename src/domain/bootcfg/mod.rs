@@ -18,7 +18,7 @@
 //! read back exactly the intended list.
 
 use crate::domain::PciAddress;
-use crate::domain::grub::GrubError;
+use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HideEdit, HideParseError, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostError, HostRoot, boot};
@@ -124,6 +124,29 @@ pub fn one_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// The dom0 command line `line` with the hide parameter set to `value`
+/// (`None`: removed) as the kernel reads it; refused when it would be
+/// longer than Xen passes to dom0.
+pub(super) fn dom0_line_with_hide(
+    line: &[u8],
+    value: Option<&str>,
+) -> Result<Vec<u8>, BootConfigError> {
+    let new = crate::domain::kernel::with_param(
+        line,
+        crate::domain::hide::HIDE_KEY.as_bytes(),
+        value.map(str::as_bytes),
+    );
+    if new.len() > XEN_DOM0_CMDLINE_MAX {
+        return Err(GrubError::TooLong {
+            what: "the dom0 command line",
+            length: new.len(),
+            limit: XEN_DOM0_CMDLINE_MAX,
+        }
+        .into());
+    }
+    Ok(new)
 }
 
 /// Run the command `argv` that regenerates `what` (no shell, at most

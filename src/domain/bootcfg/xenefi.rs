@@ -8,10 +8,9 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HidePlan, plan_edit};
-use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
-use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
-use crate::domain::{kernel, xen_efi};
+use super::{BootConfig, BootConfigError, HidePlan, dom0_line_with_hide, plan_edit};
+use crate::domain::hide::{HideEdit, HideView};
+use crate::domain::xen_efi;
 use crate::host::HostRoot;
 use crate::host::boot::{self, GrubFingerprint};
 
@@ -59,19 +58,7 @@ impl BootConfig for XenEfiBootConfig {
             HideEdit::Set(value) => Some(value),
             HideEdit::Delete => None,
         };
-        let new_args = kernel::with_param(
-            &args,
-            HIDE_KEY.as_bytes(),
-            value.as_deref().map(str::as_bytes),
-        );
-        if new_args.len() > XEN_DOM0_CMDLINE_MAX {
-            return Err(GrubError::TooLong {
-                what: "the dom0 command line",
-                length: new_args.len(),
-                limit: XEN_DOM0_CMDLINE_MAX,
-            }
-            .into());
-        }
+        let new_args = dom0_line_with_hide(&args, value.as_deref())?;
         let after = HideView::from_cmdline(&new_args);
         if after.value.as_deref() != value.as_deref().map(str::as_bytes) {
             return Err(BootConfigError::Verify(format!(
