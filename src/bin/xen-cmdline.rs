@@ -82,12 +82,17 @@ fn main() -> ExitCode {
     let mut iter = args.into_iter().peekable();
     while let Some(arg) = iter.next() {
         let (op, target) = match arg.as_str() {
+            // A closed stdout (`| head`) ends the output, not the program.
             "-h" | "--help" => {
-                println!("{USAGE}");
+                let _ = writeln!(std::io::stdout(), "{USAGE}");
                 return ExitCode::SUCCESS;
             }
             "--version" => {
-                println!("xen-cmdline {}", env!("CARGO_PKG_VERSION"));
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "xen-cmdline {}",
+                    env!("CARGO_PKG_VERSION")
+                );
                 return ExitCode::SUCCESS;
             }
             "--root" => {
