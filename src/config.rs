@@ -47,6 +47,29 @@ impl BootFlowArg {
     }
 }
 
+/// How password logins are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The host's accounts, through PAM service `pcipass`
+    /// (/etc/pam.d/pcipass); roles from --role-group.
+    Pam,
+    /// The users file <state-dir>/users (`pcipass user-add`).
+    // This comment is clap's --help text, so it is not written as Markdown.
+    #[allow(rustdoc::invalid_html_tags)]
+    Users,
+}
+
+impl AuthMode {
+    /// The name used in logs and session records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Pam => "pam",
+            AuthMode::Users => "users",
+        }
+    }
+}
+
 /// pcipassd: a XenAPI daemon for PCI passthrough (hide PCI devices from
 /// dom0 through `xen-pciback.hide`).
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
@@ -96,6 +119,25 @@ pub struct Settings {
     #[arg(long)]
     #[serde(default)]
     pub tls_self_signed: bool,
+
+    /// How password logins over TCP are checked: pam (the host's accounts,
+    /// PAM service pcipass) or users (the users file, `pcipass
+    /// user-add`). Root on the Unix socket needs no password either way.
+    /// [default: users with --demo or when <state-dir>/users exists, else
+    /// pam]
+    // This comment is clap's --help text, so it is not written as Markdown.
+    #[allow(rustdoc::invalid_html_tags)]
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// With --auth pam, give members of GROUP (primary or supplementary,
+    /// from the system's group database) ROLE: pool-admin, pool-operator,
+    /// vm-power-admin, vm-admin, vm-operator or read-only (repeatable; the
+    /// first matching group wins). root is always pool-admin; a user in
+    /// no listed group is refused. Config key: role-groups = ["GROUP=ROLE"].
+    #[arg(long, value_name = "GROUP=ROLE")]
+    #[serde(default, rename = "role-groups")]
+    pub role_group: Vec<String>,
 
     /// Boot-configuration backend. [default: native]
     #[arg(long, value_enum)]
@@ -280,6 +322,8 @@ impl Settings {
             tls_cert: pick(self.tls_cert, base.tls_cert),
             tls_key: pick(self.tls_key, base.tls_key),
             tls_self_signed: self.tls_self_signed || base.tls_self_signed,
+            auth: pick(self.auth, base.auth),
+            role_group: list(self.role_group, base.role_group),
             boot_backend: pick(self.boot_backend, base.boot_backend),
             boot_flow: pick(self.boot_flow, base.boot_flow),
             grub_mkconfig_command: pick(self.grub_mkconfig_command, base.grub_mkconfig_command),
@@ -344,6 +388,26 @@ impl Settings {
             .collect()
     }
 
+    /// The login check in force: `--auth`, else `users` with `--demo` or
+    /// when the users file exists, else `pam`.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth.unwrap_or_else(|| {
+            if self.demo || self.state_dir().join("users").exists() {
+                AuthMode::Users
+            } else {
+                AuthMode::Pam
+            }
+        })
+    }
+
+    /// The `--role-group` mappings, in order.
+    pub fn role_groups(&self) -> Result<Vec<(String, crate::vocab::Role)>, ConfigError> {
+        self.role_group
+            .iter()
+            .map(|spec| crate::store::pam::parse_role_group(spec).map_err(ConfigError::Invalid))
+            .collect()
+    }
+
     /// A duration setting in seconds.
     pub fn seconds(value: Option<u64>, default: u64) -> Duration {
         Duration::from_secs(value.unwrap_or(default))
@@ -370,6 +434,30 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<Settings>("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn auth_and_role_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_str().unwrap();
+        let s = Settings::try_parse_from(["pcipassd", "--state-dir", state]).unwrap();
+        assert_eq!(s.auth_mode(), AuthMode::Pam);
+        let s = Settings::try_parse_from(["pcipassd", "--demo", "--state-dir", state]).unwrap();
+        assert_eq!(s.auth_mode(), AuthMode::Users);
+        std::fs::write(dir.path().join("users"), "").unwrap();
+        let s = Settings::try_parse_from(["pcipassd", "--state-dir", state]).unwrap();
+        assert_eq!(s.auth_mode(), AuthMode::Users);
+        let file: Settings =
+            toml::from_str("auth = \"pam\"\nrole-groups = [\"ops=pool-operator\"]").unwrap();
+        let cli = Settings::try_parse_from(["pcipassd"]).unwrap();
+        let merged = cli.over(file);
+        assert_eq!(merged.auth_mode(), AuthMode::Pam);
+        assert_eq!(
+            merged.role_groups().unwrap(),
+            vec![("ops".to_owned(), crate::vocab::Role::PoolOperator)]
+        );
+        let bad = Settings::try_parse_from(["pcipassd", "--role-group", "ops"]).unwrap();
+        assert!(bad.role_groups().is_err());
     }
 
     #[test]

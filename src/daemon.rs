@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::context::{ApiConfig, Context};
+use crate::api::context::{ApiConfig, Auth, Context};
 use crate::api::{derived, event::Registrations, host, session, sync, task};
-use crate::config::{BootBackend, ConfigError, Settings};
+use crate::config::{AuthMode, BootBackend, ConfigError, Settings};
 use crate::domain::bootcfg::{
     BootConfig, DefaultsPlace, ExecBootConfig, GrubMkconfigBootConfig, InitramfsUpdate,
     NativeBootConfig, Regenerate, XenEfiBootConfig,
@@ -131,7 +131,32 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
             .map(str::to_owned)
             .collect(),
         state_dir: state_dir.clone(),
+        auth: match settings.auth_mode() {
+            AuthMode::Users => Auth::Users,
+            AuthMode::Pam => Auth::Pam {
+                service: crate::store::pam::SERVICE.to_owned(),
+                role_groups: settings.role_groups()?,
+            },
+        },
     };
+    match &config.auth {
+        Auth::Users => tracing::info!(
+            users_file = %state_dir.join("users").display(),
+            "logins: auth users (the users file)"
+        ),
+        Auth::Pam {
+            service,
+            role_groups,
+        } => tracing::info!(
+            service = %service,
+            role_groups = %role_groups
+                .iter()
+                .map(|(g, r)| format!("{g}={r}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "logins: auth pam (root is pool-admin; other users need a --role-group)"
+        ),
+    }
     let ctx = Arc::new(Context {
         store,
         host: dom0,

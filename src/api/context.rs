@@ -23,6 +23,32 @@ pub struct ApiConfig {
     pub reboot_command: Vec<String>,
     /// Where the users file lives.
     pub state_dir: PathBuf,
+    /// How password logins are checked.
+    pub auth: Auth,
+}
+
+/// How password logins (other than local root's) are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Against the users file in the state directory.
+    Users,
+    /// With PAM, the role coming from the user's groups.
+    Pam {
+        /// The PAM service (`pcipass`).
+        service: String,
+        /// `(group, role)` in order: the first group the user is in wins.
+        role_groups: Vec<(String, Role)>,
+    },
+}
+
+impl Auth {
+    /// The auth source's name, as sessions record it.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Auth::Users => "users",
+            Auth::Pam { .. } => "pam",
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -33,6 +59,7 @@ impl Default for ApiConfig {
             task_retention: Duration::from_secs(65 * 60),
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             state_dir: PathBuf::from("/var/lib/pcipass"),
+            auth: Auth::Users,
         }
     }
 }

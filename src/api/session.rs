@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::context::{Caller, Context, Origin};
+use crate::api::context::{Auth, Caller, Context, Origin};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Role, Value};
+use crate::store::pam;
 use crate::store::users::{Scratch, UsersError, UsersFile};
 use crate::store::{Change, Object, db};
 
@@ -377,10 +378,15 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
             let users_file = state_dir.join("users");
+            let auth = ctx.config.auth.clone();
             let verdict = ctx
                 .login_throttle
-                .check(&admission, move |scratch| {
-                    check_password(&state_dir, &u, &p, scratch)
+                .check(&admission, move |scratch| match auth {
+                    Auth::Users => check_password(&state_dir, &u, &p, scratch),
+                    Auth::Pam {
+                        service,
+                        role_groups,
+                    } => check_pam(&service, &role_groups, &u, &p),
                 })
                 .await;
             drop(admission);
@@ -389,6 +395,14 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 Some(Verdict::Refused) => None,
                 None => {
                     tracing::error!(user = %user, "the password check could not run");
+                    None
+                }
+                Some(Verdict::PamRefused(why)) => {
+                    tracing::warn!(
+                        user = %user,
+                        origin = ?caller.origin,
+                        "PAM login refused: {why}"
+                    );
                     None
                 }
                 Some(Verdict::Unavailable(cause)) => {
@@ -418,8 +432,23 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 }
             }
         };
+        let source = if local_root {
+            "local-root"
+        } else {
+            ctx.config.auth.source()
+        };
         let reference = create_session(&ctx, &name, role, superuser, &originator)?;
-        tracing::info!(user = %name, role = %role, origin = ?caller.origin, "session opened");
+        ctx.apply(vec![Change::Update {
+            reference: reference.clone(),
+            fields: vec![("auth_source".into(), Value::str(source))],
+        }])?;
+        tracing::info!(
+            user = %name,
+            role = %role,
+            auth = source,
+            origin = ?caller.origin,
+            "session opened"
+        );
         Ok(Value::String(reference))
     })
 }
@@ -431,6 +460,8 @@ enum Verdict {
     Accepted(Role),
     /// Unknown user or wrong password.
     Refused,
+    /// PAM or the group lookup refused the login: why, for the log.
+    PamRefused(String),
     /// The users file cannot be read or parsed: why. The client is told
     /// only that authentication failed.
     Unavailable(UsersError),
@@ -449,6 +480,18 @@ fn check_password(
             .verify_with(user, password, scratch)
             .map_or(Verdict::Refused, Verdict::Accepted),
         Err(e) => Verdict::Unavailable(e),
+    }
+}
+
+/// Check `user`'s `password` with PAM, then find the role from the
+/// user's groups (blocking: PAM modules and NSS lookups).
+fn check_pam(service: &str, role_groups: &[(String, Role)], user: &str, password: &str) -> Verdict {
+    if let Err(refusal) = pam::authenticate(service, user, password) {
+        return Verdict::PamRefused(refusal.to_string());
+    }
+    match pam::role_of(user, role_groups) {
+        Ok(role) => Verdict::Accepted(role),
+        Err(refusal) => Verdict::PamRefused(refusal.to_string()),
     }
 }
 
@@ -667,6 +710,7 @@ mod tests {
         let settings = crate::config::Settings {
             root: Some(root),
             state_dir: Some(dir.path().join("state")),
+            auth: Some(crate::config::AuthMode::Users),
             ..crate::config::Settings::default()
         };
         let ctx = crate::daemon::build_context(&settings).unwrap();

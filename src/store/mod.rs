@@ -1,9 +1,11 @@
 //! The store: the SQLite object database ([`db`]), the users file
-//! ([`users`]), the TLS material in the state directory ([`tls`]) and the
-//! state directory's one-daemon lock ([`lock`]).
+//! ([`users`]), the TLS material in the state directory ([`tls`]), the
+//! state directory's one-daemon lock ([`lock`]), and PAM logins with the
+//! host's accounts ([`pam`]).
 
 pub mod db;
 pub mod lock;
+pub mod pam;
 pub mod tls;
 pub mod users;
 
