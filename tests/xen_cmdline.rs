@@ -600,9 +600,24 @@ fn debian_default_by_title_is_read_and_the_only_entry_edited() {
         out,
         "root=/dev/nvme0n1p2\nxen-pciback.hide=(0000:01:00.0)(0000:01:00.1)\n"
     );
+    // A generated grub.cfg: `auto` picks the grub-mkconfig flow, which on
+    // a root with no regeneration command refuses, writing nothing.
     let (code, _, err) = run(
         dir.path(),
         &["--set-dom0", "xen-pciback.hide=(0000:02:00.0)"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--grub-mkconfig-command"), "{err}");
+    assert_eq!(grub(dir.path()), before);
+    // In place, as the operator may choose.
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "--boot-flow",
+            "xcp-ng",
+            "--set-dom0",
+            "xen-pciback.hide=(0000:02:00.0)",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let after = grub(dir.path());
