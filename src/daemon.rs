@@ -131,32 +131,10 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
             .map(str::to_owned)
             .collect(),
         state_dir: state_dir.clone(),
-        auth: match settings.auth_mode() {
-            AuthMode::Users => Auth::Users,
-            AuthMode::Pam => Auth::Pam {
-                service: crate::store::pam::SERVICE.to_owned(),
-                role_groups: settings.role_groups()?,
-            },
-        },
+        boot_flow: flow.to_string(),
     };
-    match &config.auth {
-        Auth::Users => tracing::info!(
-            users_file = %state_dir.join("users").display(),
-            "logins: auth users (the users file)"
-        ),
-        Auth::Pam {
-            service,
-            role_groups,
-        } => tracing::info!(
-            service = %service,
-            role_groups = %role_groups
-                .iter()
-                .map(|(g, r)| format!("{g}={r}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            "logins: auth pam (root is pool-admin; other users need a --role-group)"
-        ),
-    }
+    let auth = auth_of(settings)?;
+    log_auth(&auth, &state_dir);
     let ctx = Arc::new(Context {
         store,
         host: dom0,
@@ -168,6 +146,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         event_registrations: Registrations::default(),
         record_snapshots: Default::default(),
         task_result_encoder: encode_task_result,
+        auth: std::sync::RwLock::new(auth),
     });
     // A reboot nobody asked pcipassd for ends every session, as xapi's.
     match host::check_boot(&ctx).map_err(state_at(&db))? {
@@ -182,6 +161,43 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     // (a hide value the kernel refuses, a boot disk hidden by hand).
     ctx.host.report_at_start();
     Ok(ctx)
+}
+
+/// How logins are checked, from `--auth` and `--role-group`.
+fn auth_of(settings: &Settings) -> Result<Auth, DaemonError> {
+    Ok(match settings.auth_mode() {
+        AuthMode::Users => Auth::Users,
+        AuthMode::Pam => Auth::Pam {
+            service: crate::store::pam::SERVICE.to_owned(),
+            role_groups: settings.role_groups()?,
+        },
+    })
+}
+
+/// Say how logins are checked.
+fn log_auth(auth: &Auth, state_dir: &Path) {
+    match auth {
+        Auth::Users => tracing::info!(
+            users_file = %state_dir.join("users").display(),
+            "logins: auth users (the users file, read at every login)"
+        ),
+        Auth::Pam {
+            service,
+            role_groups,
+        } => tracing::info!(
+            service = %service,
+            role_groups = %role_groups_text(role_groups),
+            "logins: auth pam (root is pool-admin; other users need a --role-group)"
+        ),
+    }
+}
+
+fn role_groups_text(role_groups: &[(String, crate::api::Role)]) -> String {
+    role_groups
+        .iter()
+        .map(|(g, r)| format!("{g}={r}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The boot configuration of `flow`: xen.cfg for the xen-efi flow, the
@@ -359,6 +375,50 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
         _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
     }
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Tell systemd (`Type=notify`) about the daemon's state; nothing when not
+/// started by systemd (no `$NOTIFY_SOCKET`).
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Re-read the configuration at every SIGHUP (`systemctl reload
+/// pcipassd`): the login settings (`--auth`, `--role-group`) take effect
+/// for the next login; the users file needs no reload (it is read at
+/// every login); every other setting needs a restart.
+fn spawn_reload(ctx: Arc<Context>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP: the configuration is not reloadable");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            notify_systemd(&[sd_notify::NotifyState::Reloading]);
+            let reloaded =
+                Settings::load(<Settings as clap::Parser>::parse_from(std::env::args_os()))
+                    .map_err(DaemonError::from)
+                    .and_then(|fresh| auth_of(&fresh).map(|auth| (fresh, auth)));
+            match reloaded {
+                Ok((fresh, auth)) => {
+                    tracing::info!("SIGHUP: configuration re-read; logins follow it from now on");
+                    log_auth(&auth, &fresh.state_dir());
+                    ctx.set_auth(auth);
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: configuration not reloaded, the old one stays: {e}");
+                }
+            }
+            notify_systemd(&[sd_notify::NotifyState::Ready]);
+        }
+    });
 }
 
 /// TLS for the TCP listeners, if asked for.
@@ -579,10 +639,31 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         ctx.clone(),
         Duration::from_millis(settings.watch_interval_ms.unwrap_or(500)),
     );
+    spawn_reload(ctx.clone());
+    let summary = format!(
+        "pcipassd {} serving: boot flow {}, auth {}, listeners {}, state directory {}",
+        env!("CARGO_PKG_VERSION"),
+        ctx.config.boot_flow,
+        ctx.auth().source(),
+        listen
+            .iter()
+            .map(ToString::to_string)
+            .chain(unix.iter().map(|p| format!("unix:{}", p.display())))
+            .collect::<Vec<_>>()
+            .join(" "),
+        settings.state_dir().display(),
+    );
     let server = tokio::spawn(http::serve(
         http_config,
         Arc::new(Dispatcher::new(ctx)),
         shutdown_signal(),
+        move || {
+            tracing::info!("{summary}");
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("serving"),
+            ]);
+        },
     ));
     if let Some((user, password)) = demo {
         // Say where to connect only once it can be connected to.

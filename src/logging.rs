@@ -8,6 +8,23 @@
 use std::borrow::Cow;
 use std::io::{self, Write};
 
+/// True when stderr is the journal stream systemd gave the service: its
+/// device and inode are the ones `$JOURNAL_STREAM` (`DEV:INODE`) names
+/// (systemd.exec(5)); a redirected stderr is not.
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
 /// Longest record written; the rest is cut and counted.
 pub const MAX_RECORD: usize = 16 * 1024;
 

@@ -23,14 +23,15 @@ pub struct ApiConfig {
     pub reboot_command: Vec<String>,
     /// Where the users file lives.
     pub state_dir: PathBuf,
-    /// How password logins are checked.
-    pub auth: Auth,
+    /// The boot flow found at start (for logs).
+    pub boot_flow: String,
 }
 
 /// How password logins (other than local root's) are checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Auth {
     /// Against the users file in the state directory.
+    #[default]
     Users,
     /// With PAM, the role coming from the user's groups.
     Pam {
@@ -59,7 +60,7 @@ impl Default for ApiConfig {
             task_retention: Duration::from_secs(65 * 60),
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             state_dir: PathBuf::from("/var/lib/pcipass"),
-            auth: Auth::Users,
+            boot_flow: String::new(),
         }
     }
 }
@@ -91,6 +92,21 @@ pub struct Context {
     /// Encodes a task result the way xapi stores it (an XML-RPC `<value>`
     /// fragment); supplied by the wire layer, which owns the encoding.
     pub task_result_encoder: fn(&crate::api::Value) -> String,
+    /// How password logins (other than local root's) are checked;
+    /// replaced when the daemon reloads its configuration (SIGHUP).
+    pub auth: std::sync::RwLock<Auth>,
+}
+
+impl Context {
+    /// How password logins are checked now.
+    pub fn auth(&self) -> Auth {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Check logins by `auth` from now on (sessions already open stay).
+    pub fn set_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = auth;
+    }
 }
 
 /// Where a call came from.

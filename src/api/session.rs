@@ -378,7 +378,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
             let users_file = state_dir.join("users");
-            let auth = ctx.config.auth.clone();
+            let auth = ctx.auth();
             let verdict = ctx
                 .login_throttle
                 .check(&admission, move |scratch| match auth {
@@ -435,7 +435,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
         let source = if local_root {
             "local-root"
         } else {
-            ctx.config.auth.source()
+            ctx.auth().source()
         };
         let reference = create_session(&ctx, &name, role, superuser, &originator)?;
         ctx.apply(vec![Change::Update {

@@ -74,6 +74,7 @@ fn context(stub: Arc<StubDom0Host>) -> Arc<Context> {
         event_registrations: Registrations::default(),
         record_snapshots: Default::default(),
         task_result_encoder: |v| format!("{v:?}"),
+        auth: Default::default(),
     });
     sync::synchronise(&ctx).unwrap();
     ctx

@@ -4,15 +4,7 @@ use clap::Parser;
 use pcipass::config::Settings;
 
 fn main() -> std::process::ExitCode {
-    // Records are escaped (a client's user name cannot forge a line or
-    // colour the terminal), so the formatter writes no colours either.
-    tracing_subscriber::fmt()
-        .with_writer(|| pcipass::logging::SafeLines(std::io::stderr()))
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let settings = match Settings::load(Settings::parse()) {
         Ok(s) => s,
         Err(e) => {
@@ -38,4 +30,29 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to the journal, with each event's fields as journal fields,
+/// when stderr is the journal (systemd's `$JOURNAL_STREAM` names it);
+/// else to stderr, one escaped line per event (a client's user name cannot
+/// forge a line or colour the terminal, so no colours either).
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if pcipass::logging::stderr_is_journal()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(journald.with_syslog_identifier("pcipassd".into()))
+            .init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(|| pcipass::logging::SafeLines(std::io::stderr()))
+        .with_ansi(false)
+        .with_env_filter(filter())
+        .init();
 }

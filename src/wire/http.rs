@@ -351,10 +351,13 @@ async fn accept_loop<A>(
 }
 
 /// Serve until `shutdown` completes, then drain in-flight calls.
+/// `on_ready` runs once every listener is bound and accepting (the
+/// daemon tells systemd then).
 pub async fn serve(
     config: HttpConfig,
     handler: Arc<dyn RpcHandler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send + 'static,
 ) -> Result<(), HttpError> {
     let mut config = config;
     let wanted = config.max_connections + config.max_unix_connections;
@@ -471,6 +474,9 @@ pub async fn serve(
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    // Every listener is bound and accepting: a client connecting now is
+    // served.
+    on_ready();
     shutdown.await;
     let _ = stop_tx.send(true);
     while accepters.join_next().await.is_some() {}

@@ -60,9 +60,20 @@ def test_filesystem_is_read_only_but_state_and_boot(service):
     paths = {w.lstrip("-+") for w in words(service, "ReadWritePaths")}
     assert "/var/lib/pcipass" in paths
     assert "/boot" in paths
+    # What the grub-mkconfig flow and the initramfs step write, no more of /etc.
+    assert {p for p in paths if p.startswith("/etc")} == {
+        "/etc/default", "/etc/initramfs-tools", "/etc/dracut.conf.d"}
     assert last(service, "ProtectHome") in ("yes", "read-only", "tmpfs")
     # /proc/cmdline must stay readable.
     assert service.get("ProcSubset", ["all"])[-1] == "all"
+
+
+def test_readiness_and_reload(service):
+    """Type=notify: systemd waits for READY=1, sent once every listener
+    accepts; reload is SIGHUP."""
+    assert last(service, "Type") == "notify"
+    assert last(service, "NotifyAccess") == "main"
+    assert "-HUP" in last(service, "ExecReload")
 
 
 def test_privileges(service):
