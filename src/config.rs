@@ -184,6 +184,14 @@ pub struct Settings {
     #[serde(default)]
     pub demo: bool,
 
+    /// Check the configuration (this command line and the --config file:
+    /// every value, the listen addresses, the role groups, the TLS files,
+    /// the root and its boot flow), print what it would serve, and exit: 0
+    /// when it is usable, 2 when not. Nothing is written.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
     /// TOML file with the same keys as the long flags.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -330,6 +338,7 @@ impl Settings {
             initramfs_command: pick(self.initramfs_command, base.initramfs_command),
             xen_cmdline: pick(self.xen_cmdline, base.xen_cmdline),
             demo: self.demo || base.demo,
+            check_config: self.check_config || base.check_config,
             config: self.config,
             max_body_bytes: pick(self.max_body_bytes, base.max_body_bytes),
             header_timeout: pick(self.header_timeout, base.header_timeout),

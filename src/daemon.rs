@@ -163,6 +163,59 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     Ok(ctx)
 }
 
+/// `--check-config`: whether the settings are usable, without writing
+/// anything: the values, listen addresses, role groups and TLS files, the
+/// root and the boot flow found there. The line to print when they are.
+pub fn check_config(settings: &Settings) -> Result<String, DaemonError> {
+    let listen = settings.listen_addrs()?;
+    let auth = auth_of(settings)?;
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            crate::store::tls::load(cert, key).map_err(|e| DaemonError::State(e.to_string()))?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()).into());
+        }
+    }
+    let host_root = HostRoot::new(settings.root());
+    if !settings.demo {
+        check_root(host_root.root())?;
+    }
+    let choice = settings
+        .boot_flow
+        .unwrap_or(crate::config::BootFlowArg::Auto)
+        .choice();
+    let flow = match bootflow::detect(choice, &bootflow::gather(&host_root)) {
+        Ok(found) => format!("{} ({})", found.flow, found.reason),
+        Err(FlowError::Nothing) if settings.demo => "the demo host's".into(),
+        Err(FlowError::Nothing) => format!("none yet ({})", FlowError::Nothing),
+        Err(e) => {
+            return Err(DaemonError::State(format!(
+                "--root {}: {e}",
+                host_root.root().display()
+            )));
+        }
+    };
+    Ok(format!(
+        "configuration OK: root {}, boot flow {flow}, auth {}, listeners {}, state directory {}",
+        host_root.root().display(),
+        auth.source(),
+        listen
+            .iter()
+            .map(ToString::to_string)
+            .chain(
+                settings
+                    .unix_sockets()
+                    .iter()
+                    .map(|p| format!("unix:{}", p.display()))
+            )
+            .collect::<Vec<_>>()
+            .join(" "),
+        settings.state_dir().display(),
+    ))
+}
+
 /// How logins are checked, from `--auth` and `--role-group`.
 fn auth_of(settings: &Settings) -> Result<Auth, DaemonError> {
     Ok(match settings.auth_mode() {

@@ -113,7 +113,7 @@ def test_maintainer_scripts(control):
         assert script.is_file() and os.access(script, os.X_OK), name
         assert script.read_text().startswith("#!/bin/sh"), name
     postinst = (control / "postinst").read_text()
-    assert "install -d -m 0700 -o root -g root /var/lib/pcipass" in postinst
+    assert 'install -d -m 0700 -o root -g root "$root/var/lib/pcipass"' in postinst
     assert "/etc/pcipass" in postinst
     # Never enabled or started by the package: the operator does it (the
     # comments say how).
@@ -128,18 +128,54 @@ def test_maintainer_scripts(control):
     assert "systemctl stop pcipassd" in (control / "prerm").read_text()
 
 
-def test_postinst_creates_the_directories(control, tmp_path):
-    # Its effects in a scratch root: the same script with the paths moved
-    # under the scratch directory and systemd out of the picture.
-    text = (control / "postinst").read_text()
-    text = text.replace(" /var/lib/pcipass", f" {tmp_path}/var/lib/pcipass")
-    text = text.replace(" /etc/pcipass", f" {tmp_path}/etc/pcipass")
-    text = text.replace("/run/systemd/system", f"{tmp_path}/no-systemd")
-    script = tmp_path / "postinst"
-    script.write_text(text)
-    subprocess.run(["sh", str(script), "configure", ""], check=True, timeout=60)
-    assert (tmp_path / "var/lib/pcipass").stat().st_mode & 0o777 == 0o700
-    assert (tmp_path / "etc/pcipass").stat().st_mode & 0o777 == 0o755
+def test_install_remove_purge_with_dpkg(deb, tmp_path):
+    """dpkg itself installs the package into a scratch root (its own dpkg
+    database; the maintainer scripts run with DPKG_ROOT, as
+    --force-script-chrootless does), the installed daemon checks the
+    packaged configuration, a remove keeps the configuration and the
+    state, a purge takes both."""
+    root = tmp_path / "root"
+    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "var/log"):
+        (root / d).mkdir(parents=True)
+    (root / "var/lib/dpkg/status").touch()
+    dpkg = ["dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
+            f"--log={tmp_path}/dpkg.log"]
+
+    def run_dpkg(*args):
+        p = subprocess.run(dpkg + list(args), capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p
+
+    run_dpkg("-i", str(deb))
+    assert (root / "var/lib/pcipass").stat().st_mode & 0o777 == 0o700
+    assert (root / "etc/pcipass").stat().st_mode & 0o777 == 0o755
+    daemon = root / "usr/bin/pcipassd"
+    assert subprocess.run([str(daemon), "--help"], capture_output=True, timeout=60).returncode == 0
+    check = subprocess.run([str(daemon), "--config", str(root / "etc/pcipass/pcipassd.toml"),
+                            "--root", str(root), "--state-dir", str(root / "var/lib/pcipass"),
+                            "--check-config"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout.startswith("configuration OK"), check.stdout + check.stderr
+    status = subprocess.run(["dpkg-query", f"--root={root}", "-W", "-f=${Status}", "pcipass"],
+                            capture_output=True, text=True)
+    assert status.stdout == "install ok installed", status.stdout
+
+    # The operator's state and an edited conffile.
+    (root / "var/lib/pcipass/users").write_text("state\n")
+    config = root / "etc/pcipass/pcipassd.toml"
+    config.write_text(config.read_text() + "# edited\n")
+
+    run_dpkg("-r", "pcipass")
+    assert not daemon.exists()
+    assert config.read_text().endswith("# edited\n"), "a remove keeps the conffile"
+    assert (root / "var/lib/pcipass/users").read_text() == "state\n", "a remove keeps the state"
+
+    run_dpkg("--purge", "pcipass")
+    assert not config.exists() and not (root / "etc/pcipass").exists()
+    assert not (root / "etc/pam.d/pcipass").exists()
+    assert not (root / "var/lib/pcipass").exists(), "a purge takes the state directory"
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not str(p.relative_to(root)).startswith("var/lib/dpkg"))
+    assert left == [], left
 
 
 def test_unit_points_at_packaged_files(extracted):
@@ -187,9 +223,9 @@ def test_packaged_programs_run(extracted):
 
 
 def test_packaged_daemon_starts_with_packaged_config(extracted, tmp_path):
-    # pcipassd has no config-check flag: start it with the packaged file,
-    # on a mock host, a scratch state directory and socket, and wait until
-    # it listens. The packaged TCP port is replaced by a free one (a flag
+    # Beyond --check-config: start it with the packaged file, on a mock
+    # host, a scratch state directory and socket, and wait until it
+    # listens. The packaged TCP port is replaced by a free one (a flag
     # wins over the file), so the test never clashes with a running daemon.
     root = tmp_path / "root"
     subprocess.run([binary("pcipass"), "mock-host", "create", str(root)], check=True,
