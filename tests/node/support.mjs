@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline'
 
 const BIN = process.env.PCIPASS_BIN_DIR ?? resolve(import.meta.dirname, '../../target/debug')
 
-export async function startDaemon () {
+export async function startDaemon (extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), 'pcipass-xo-'))
   const root = join(dir, 'root')
   const state = join(dir, 'state')
@@ -15,7 +15,7 @@ export async function startDaemon () {
   execFileSync(join(BIN, 'pcipass'), ['user-add', 'xo', '--role', 'pool-admin', '--state-dir', state], { input: 'xo-secret\n' })
   const proc = spawn(join(BIN, 'pcipassd'), [
     '--root', root, '--state-dir', state, '--listen', '127.0.0.1:0',
-    '--unix', join(dir, 'xapi.sock'), '--watch-interval-ms', '100'
+    '--unix', join(dir, 'xapi.sock'), '--watch-interval-ms', '100', ...extraArgs
   ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.PCIPASS_TEST_LOG ?? 'warn' } })
   const url = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout })
