@@ -346,7 +346,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
         let arg = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or("").to_owned();
         let (user, password, originator) = (arg(0), arg(1), arg(3));
         let local_root = matches!(caller.origin, Origin::Local(Some(0)));
-        let (role, superuser, name) = if local_root {
+        let (role, superuser, name, source) = if local_root {
             (
                 Role::PoolAdmin,
                 true,
@@ -355,6 +355,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 } else {
                     user.clone()
                 },
+                "local-root",
             )
         } else {
             let keys = throttle_keys(&user, &caller.origin);
@@ -379,6 +380,9 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             let (u, p) = (user.clone(), password);
             let users_file = state_dir.join("users");
             let auth = ctx.auth();
+            let source = auth.source();
+            // xapi: root authenticated by PAM is the local superuser.
+            let pam_root = matches!(auth, Auth::Pam { .. }) && user == "root";
             let verdict = ctx
                 .login_throttle
                 .check(&admission, move |scratch| match auth {
@@ -420,7 +424,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             match verified {
                 Some(role) => {
                     ctx.login_throttle.succeeded(&keys);
-                    (role, false, user.clone())
+                    (role, pam_root, user.clone(), source)
                 }
                 None => {
                     ctx.login_throttle.failed(&keys);
@@ -431,11 +435,6 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                     });
                 }
             }
-        };
-        let source = if local_root {
-            "local-root"
-        } else {
-            ctx.auth().source()
         };
         let reference = create_session(&ctx, &name, role, superuser, &originator)?;
         ctx.apply(vec![Change::Update {
