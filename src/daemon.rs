@@ -442,6 +442,32 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// With `WatchdogSec=` (systemd sets `$WATCHDOG_USEC`), send `WATCHDOG=1`
+/// at half the interval, each time after a no-op has gone through the
+/// blocking pool too: a stuck runtime or a starved pool (where every file
+/// and boot-configuration call runs) misses the deadline and systemd
+/// restarts the daemon.
+fn spawn_watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    tracing::info!(
+        interval_ms = every.as_millis() as u64,
+        "systemd watchdog: pinging"
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if tokio::task::spawn_blocking(|| ()).await.is_ok() {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    });
+}
+
 /// Re-read the configuration at every SIGHUP (`systemctl reload
 /// pcipassd`): the login settings (`--auth`, `--role-group`) take effect
 /// for the next login; the users file needs no reload (it is read at
@@ -693,6 +719,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         Duration::from_millis(settings.watch_interval_ms.unwrap_or(500)),
     );
     spawn_reload(ctx.clone());
+    spawn_watchdog();
     let summary = format!(
         "pcipassd {} serving: boot flow {}, auth {}, listeners {}, state directory {}",
         env!("CARGO_PKG_VERSION"),

@@ -45,10 +45,14 @@ def test_ready_reload_and_stopping_on_the_notify_socket(tmp_path):
     d.add_user("admin", "pool-admin")
     config = tmp_path / "pcipassd.toml"
     config.write_text('auth = "users"\n')
-    env = dict(os.environ, NOTIFY_SOCKET=path)
+    # WATCHDOG_USEC as systemd sets it for WatchdogSec= (here 2 s), for
+    # this process (WATCHDOG_PID).
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
     log = open(tmp_path / "pcipassd.log", "w")
-    proc = subprocess.Popen(d.args() + ["--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=log, text=True, env=env)
+    # WATCHDOG_PID must be the daemon's pid: the shell's, kept by exec.
+    proc = subprocess.Popen(["sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh",
+                             *map(str, d.args()), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
         ready = _recv_until(sock, "READY=1")
         url = None
@@ -83,6 +87,12 @@ def test_ready_reload_and_stopping_on_the_notify_socket(tmp_path):
         proc.send_signal(signal.SIGHUP)
         _recv_until(sock, "READY=1")
         assert "configuration not reloaded" in (tmp_path / "pcipassd.log").read_text()
+
+        # The watchdog pings at half the interval.
+        started = time.time()
+        _recv_until(sock, "WATCHDOG=1")
+        _recv_until(sock, "WATCHDOG=1")
+        assert time.time() - started < 4
 
         proc.send_signal(signal.SIGTERM)
         _recv_until(sock, "STOPPING=1")
