@@ -275,6 +275,63 @@ pub fn with_module_listed(list_text: Option<&[u8]>, name: &str) -> Vec<u8> {
     out
 }
 
+/// The modprobe configuration line that makes modprobe load xen-pciback
+/// before `module` (modprobe.d(5) `softdep`), wherever `module` is loaded:
+/// by udev in the initramfs (initramfs-tools starts udev before it loads
+/// its module list; the initramfs carries `/etc/modprobe.d`) or later.
+pub fn softdep_line(module: &str) -> String {
+    format!("softdep {module} pre: {PCIBACK}")
+}
+
+/// Whether modprobe configuration text already loads xen-pciback before
+/// `module` (a `softdep MODULE pre: ... xen-pciback ...` line; `-` and
+/// `_` alike in names).
+pub fn softdeps_pciback(text: &[u8], module: &str) -> bool {
+    lines(text).any(|line| {
+        let words: Vec<&[u8]> = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            [cmd, name, rest @ ..]
+                if *cmd == b"softdep" && same_module(name, module.as_bytes()) =>
+            {
+                let pre = rest.iter().skip_while(|w| **w != b"pre:").skip(1);
+                pre.take_while(|w| !w.ends_with(b":"))
+                    .any(|w| same_module(w, PCIBACK.as_bytes()))
+            }
+            _ => false,
+        }
+    })
+}
+
+/// `/etc/modprobe.d/pcipass.conf` with a [`softdep_line`] for each of
+/// `modules` it lacks (every existing byte kept; a short header when the
+/// file is new); `None` when nothing is to be added.
+pub fn with_softdeps(text: Option<&[u8]>, modules: &[&str]) -> Option<Vec<u8>> {
+    let mut out = text.map_or_else(
+        || {
+            b"# Written by pcipass: load xen-pciback before the native drivers of the\n\
+              # PCI functions it hides, so that xen-pciback.hide= takes effect.\n"
+                .to_vec()
+        },
+        <[u8]>::to_vec,
+    );
+    let mut added = false;
+    for module in modules {
+        if softdeps_pciback(&out, module) {
+            continue;
+        }
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(softdep_line(module).as_bytes());
+        out.push(b'\n');
+        added = true;
+    }
+    added.then_some(out)
+}
+
 /// What an operator must do, in one sentence, when xen-pciback is not
 /// there early enough for `xen-pciback.hide=`; `None` when nothing is to
 /// be done or nothing can be said.
@@ -611,5 +668,51 @@ mod tests {
             text.contains("/etc/dracut.conf.d/") && text.contains("dracut -f"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn softdeps_are_read_as_modprobe_reads_them() {
+        for (text, module, loads_first) in [
+            (
+                &b"softdep xhci_pci pre: xen-pciback\n"[..],
+                "xhci_pci",
+                true,
+            ),
+            (b"softdep xhci-pci pre: xen_pciback\n", "xhci_pci", true),
+            (
+                b"softdep nouveau pre: foo xen-pciback post: bar\n",
+                "nouveau",
+                true,
+            ),
+            (b"softdep nouveau post: xen-pciback\n", "nouveau", false),
+            (
+                b"softdep nouveau pre: foo post: xen-pciback\n",
+                "nouveau",
+                false,
+            ),
+            (b"# softdep nouveau pre: xen-pciback\n", "nouveau", false),
+            (b"softdep i915 pre: xen-pciback\n", "nouveau", false),
+            (b"", "nouveau", false),
+        ] {
+            assert_eq!(
+                softdeps_pciback(text, module),
+                loads_first,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn softdep_lines_are_added_once_keeping_the_file() {
+        let new = with_softdeps(None, &["xhci_pci"]).unwrap();
+        assert!(new.starts_with(b"# Written by pcipass"));
+        assert!(new.ends_with(b"softdep xhci_pci pre: xen-pciback\n"));
+        assert_eq!(with_softdeps(Some(&new), &["xhci_pci"]), None);
+        let more = with_softdeps(Some(&new), &["nouveau", "xhci_pci"]).unwrap();
+        assert!(more.starts_with(&new));
+        assert!(more.ends_with(b"softdep nouveau pre: xen-pciback\n"));
+        let bare = with_softdeps(Some(b"options x y=1"), &["nouveau"]).unwrap();
+        assert_eq!(bare, b"options x y=1\nsoftdep nouveau pre: xen-pciback\n");
     }
 }

@@ -103,6 +103,22 @@ pub fn default_mkconfig_command(host: &HostRoot, grub_rel: &str) -> Option<Vec<S
         .map(|rel| vec![format!("/{rel}"), "-o".into(), format!("/{grub_rel}")])
 }
 
+/// Create the directory `rel` (one level, mode 0755, its parent must
+/// exist) unless it is there, e.g. `etc/modprobe.d` before pcipass's file
+/// goes in it.
+pub fn ensure_dir(host: &HostRoot, rel: &str) -> Result<(), HostError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let (parent, name) = host.resolve_parent_and_name(rel)?;
+    match std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(parent.join(name))
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(HostRoot::err("create", rel, e)),
+    }
+}
+
 /// Remove `rel` durably (unlink, then fsync of its directory); `false`
 /// when it did not exist.
 pub fn remove_durable(host: &HostRoot, rel: &str) -> Result<bool, HostError> {

@@ -110,6 +110,19 @@ pub fn bound_driver(host: &HostRoot, name: &str) -> Result<Option<String>, HostE
     }
 }
 
+/// The module that provides the driver bound to PCI function `name`
+/// (basename of the driver's `module` link, e.g. `xhci_pci` for driver
+/// `xhci_hcd`); `None` when the driver is built into the kernel (sysfs
+/// gives it no `module` link). A link that cannot be read for another
+/// reason is an error.
+pub fn driver_module(host: &HostRoot, name: &str) -> Result<Option<String>, HostError> {
+    match host.read_link(&format!("sys/bus/pci/devices/{name}/driver/module")) {
+        Ok(target) => Ok(target.rsplit('/').next().map(str::to_owned)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The host's `pci.ids`, if it has one.
 pub fn read_pci_ids(host: &HostRoot) -> Option<String> {
     ["usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids"]

@@ -317,6 +317,29 @@ def test_the_module_is_listed_for_the_initramfs_so_the_hide_takes_effect(tmp_pat
     assert os.path.basename(os.readlink(d.root / "sys/bus/pci/devices" / GPU / "driver")) == "pciback"
 
 
+def test_xen_pciback_is_made_to_load_before_each_native_driver(tmp_path, made):
+    """initramfs-tools starts udev, which loads the drivers of the devices
+    it finds, before it loads its module list, and the initramfs carries
+    /etc/modprobe.d: a softdep per native module (the module, not the
+    driver's name: xhci_hcd comes from xhci_pci) makes xen-pciback come
+    first. A driver built into the kernel always binds first: refused."""
+    d = debian(tmp_path)
+    made.append(d.start())
+    s = d.session("admin")
+    conf = d.root / "etc/modprobe.d/pcipass.conf"
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[USB]) == "disable_on_reboot"
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    lines = [l for l in conf.read_text().splitlines() if not l.startswith("#")]
+    assert lines == ["softdep xhci_pci pre: xen-pciback", "softdep nouveau pre: xen-pciback"], lines
+    # A kernel with the NIC's driver built in: sysfs gives the driver no
+    # `module` link.
+    (d.root / "sys/bus/pci/drivers/e1000e/module").unlink()
+    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)["0000:00:1f.6"])
+    assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "e1000e" in details[1] and "built into" in details[1], details
+    assert "(0000:00:1f.6)" not in (d.root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
+    assert "e1000e" not in conf.read_text()
+
+
 def test_a_function_its_native_driver_kept_is_not_disabled(tmp_path, made):
     """The operator takes xen-pciback out of the initramfs list after the
     edit: at the next boot the native driver binds first and keeps the

@@ -62,7 +62,7 @@ def test_filesystem_is_read_only_but_state_and_boot(service):
     assert "/boot" in paths
     # What the grub-mkconfig flow and the initramfs step write, no more of /etc.
     assert {p for p in paths if p.startswith("/etc")} == {
-        "/etc/default", "/etc/initramfs-tools", "/etc/dracut.conf.d"}
+        "/etc/default", "/etc/initramfs-tools", "/etc/dracut.conf.d", "/etc/modprobe.d"}
     assert last(service, "ProtectHome") in ("yes", "read-only", "tmpfs")
     # /proc/cmdline must stay readable.
     assert service.get("ProcSubset", ["all"])[-1] == "all"

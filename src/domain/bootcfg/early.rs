@@ -16,6 +16,9 @@ use crate::host::{HostRoot, boot, modules};
 /// pcipass's dracut drop-in.
 pub const DRACUT_DROPIN: &str = "etc/dracut.conf.d/50-pcipass.conf";
 
+/// pcipass's modprobe configuration (its `softdep` lines).
+pub const MODPROBE_DROPIN: &str = "etc/modprobe.d/pcipass.conf";
+
 /// Longest an initramfs rebuild may take (every installed kernel).
 const REBUILD_LIMIT: Duration = Duration::from_secs(600);
 
@@ -56,16 +59,43 @@ impl InitramfsUpdate {
     }
 }
 
-/// Make xen-pciback load early enough for the next boot, or say why not.
-/// Built in, already early, or unknown (logged): nothing to do.
+/// The native driver bound to a function an edit is about to hide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeDriver {
+    /// The function.
+    pub function: String,
+    /// The driver's name (`xhci_hcd`).
+    pub driver: String,
+    /// The module that provides it (`xhci_pci`); `None`: built in.
+    pub module: Option<String>,
+}
+
+/// One file this step changes: where, what it held (`None`: absent), and
+/// what it will hold.
+struct FileEdit {
+    rel: &'static str,
+    old: Option<Vec<u8>>,
+    new: Vec<u8>,
+}
+
+/// Make xen-pciback take the functions about to be hidden at the next
+/// boot, or say why it cannot. Built in, or unknown (logged): nothing to
+/// do. A module: it is listed where the initramfs builder reads it, and
+/// for each native driver `natives` names a modprobe `softdep` in
+/// [`MODPROBE_DROPIN`] makes xen-pciback load first (initramfs-tools
+/// starts udev, which loads the drivers of the devices it finds, before
+/// it loads its module list); then the initramfs is rebuilt once, and
+/// every file put back if that fails. A native driver built into the
+/// kernel always binds first: refused.
 pub fn ensure_pciback_early(
     host: &HostRoot,
     update: &InitramfsUpdate,
+    natives: &[NativeDriver],
 ) -> Result<(), BootConfigError> {
     let facts = modules::pciback_facts(host)?;
     let loading = pciback::loading(&facts);
     let tool = match loading {
-        Loading::BuiltIn | Loading::Early(_) => return Ok(()),
+        Loading::BuiltIn => return Ok(()),
         Loading::Unknown => {
             tracing::warn!(
                 kernel = %facts.kernel_release,
@@ -74,9 +104,34 @@ pub fn ensure_pciback_early(
             );
             return Ok(());
         }
-        Loading::Absent => return Err(refused(&loading)),
-        Loading::NotEarly(tool) => tool,
+        Loading::Absent | Loading::NotEarly(Tool::None) => return Err(refused(&loading)),
+        Loading::Early("dracut") | Loading::NotEarly(Tool::Dracut) => Tool::Dracut,
+        Loading::Early(_) | Loading::NotEarly(_) => Tool::InitramfsTools,
     };
+    if let Some(built_in) = natives.iter().find(|n| n.module.is_none()) {
+        return Err(BootConfigError::EditsRefused(format!(
+            "{} is bound to {}, which is built into the kernel, while xen-pciback is a module: \
+             the built-in driver always claims the device first, whatever xen-pciback.hide says. \
+             Boot a kernel with xen-pciback built in (CONFIG_XEN_PCIDEV_BACKEND=y), or {} as a module",
+            built_in.function, built_in.driver, built_in.driver
+        )));
+    }
+    let mut edits = Vec::new();
+    if matches!(loading, Loading::NotEarly(_)) {
+        edits.push(list_edit(host, tool)?);
+    }
+    let wanted: Vec<&str> = natives.iter().filter_map(|n| n.module.as_deref()).collect();
+    let old = read_optional(host, MODPROBE_DROPIN)?;
+    if let Some(new) = pciback::with_softdeps(old.as_deref(), &wanted) {
+        edits.push(FileEdit {
+            rel: MODPROBE_DROPIN,
+            old,
+            new,
+        });
+    }
+    if edits.is_empty() {
+        return Ok(());
+    }
     let system;
     let update = match update {
         InitramfsUpdate::System => {
@@ -85,55 +140,80 @@ pub fn ensure_pciback_early(
         }
         other => other,
     };
-    let argv = match (update, tool) {
-        (_, Tool::None) => return Err(refused(&loading)),
-        (InitramfsUpdate::Unknown(why), _) => {
-            return Err(BootConfigError::EditsRefused(format!(
-                "{} ({why})",
-                pciback::advice(&loading).unwrap_or_default()
-            )));
+    let argv = match update {
+        InitramfsUpdate::Unknown(why) => {
+            let steps = match pciback::advice(&loading) {
+                Some(advice) => advice,
+                None => format!(
+                    "Add {} to {MODPROBE_DROPIN} and rebuild the initramfs.",
+                    wanted
+                        .iter()
+                        .map(|m| format!("`{}`", pciback::softdep_line(m)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return Err(BootConfigError::EditsRefused(format!("{steps} ({why})")));
         }
-        (InitramfsUpdate::Command(argv), _) => Some(argv),
-        (InitramfsUpdate::Mock | InitramfsUpdate::System, _) => None,
+        InitramfsUpdate::Command(argv) => Some(argv),
+        InitramfsUpdate::Mock | InitramfsUpdate::System => None,
     };
-    let (rel, old, new) = match tool {
-        Tool::InitramfsTools => {
-            let rel = modules::INITRAMFS_TOOLS_MODULES;
-            let old = read_optional(host, rel)?;
-            let new = pciback::with_module_listed(old.as_deref(), PCIBACK);
-            (rel, old, new)
-        }
-        _ => {
-            let rel = DRACUT_DROPIN;
-            let old = read_optional(host, rel)?;
-            let new = format!(
-                "# Written by pcipass: load xen-pciback from the initramfs, before the native\n\
-                 # drivers, so that xen-pciback.hide= on the kernel command line takes effect.\n\
-                 force_drivers+=\" {PCIBACK} \"\n"
-            );
-            (rel, old, new.into_bytes())
-        }
-    };
-    boot::replace_atomic(host, rel, &new)?;
-    let Some(argv) = argv else {
-        tracing::info!(file = rel, "xen-pciback listed for the (mock) initramfs");
-        return Ok(());
-    };
-    if let Err(e) = regenerate("the initramfs", argv, REBUILD_LIMIT) {
-        let back = match &old {
-            Some(bytes) => boot::replace_atomic(host, rel, bytes),
-            None => boot::remove_durable(host, rel).map(drop),
-        };
-        if let Err(again) = back {
-            tracing::error!("cannot restore {rel}: {again}");
+    let mut written = Vec::new();
+    let result = edits
+        .iter()
+        .try_for_each(|edit| {
+            if let Some((dir, _)) = edit.rel.rsplit_once('/') {
+                boot::ensure_dir(host, dir)?;
+            }
+            boot::replace_atomic(host, edit.rel, &edit.new)?;
+            written.push(edit);
+            Ok(())
+        })
+        .and_then(|()| match argv {
+            Some(argv) => regenerate("the initramfs", argv, REBUILD_LIMIT),
+            None => Ok(()),
+        });
+    let files: Vec<&str> = edits.iter().map(|e| e.rel).collect();
+    if let Err(e) = result {
+        for edit in written {
+            let back = match &edit.old {
+                Some(bytes) => boot::replace_atomic(host, edit.rel, bytes),
+                None => boot::remove_durable(host, edit.rel).map(drop),
+            };
+            if let Err(again) = back {
+                tracing::error!("cannot restore {}: {again}", edit.rel);
+            }
         }
         return Err(e);
     }
     tracing::info!(
-        file = rel,
-        "xen-pciback listed for the initramfs and the initramfs rebuilt: the next boot's hide takes effect"
+        files = ?files,
+        rebuilt = argv.is_some(),
+        "xen-pciback set to load before the native drivers from the next boot on"
     );
     Ok(())
+}
+
+/// The edit that lists xen-pciback for `tool`'s initramfs.
+fn list_edit(host: &HostRoot, tool: Tool) -> Result<FileEdit, BootConfigError> {
+    Ok(match tool {
+        Tool::Dracut => FileEdit {
+            rel: DRACUT_DROPIN,
+            old: read_optional(host, DRACUT_DROPIN)?,
+            new: format!(
+                "# Written by pcipass: load xen-pciback from the initramfs, before the native\n\
+                 # drivers, so that xen-pciback.hide= on the kernel command line takes effect.\n\
+                 force_drivers+=\" {PCIBACK} \"\n"
+            )
+            .into_bytes(),
+        },
+        _ => {
+            let rel = modules::INITRAMFS_TOOLS_MODULES;
+            let old = read_optional(host, rel)?;
+            let new = pciback::with_module_listed(old.as_deref(), PCIBACK);
+            FileEdit { rel, old, new }
+        }
+    })
 }
 
 fn refused(loading: &Loading) -> BootConfigError {

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{BootConfig, BootConfigError, HidePlan, InitramfsUpdate, ensure_pciback_early};
+use super::{
+    BootConfig, BootConfigError, HidePlan, InitramfsUpdate, NativeDriver, ensure_pciback_early,
+};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
@@ -262,6 +264,29 @@ impl Dom0AccessEngine {
             .filter(|d| d != sysfs::PCIBACK_DRIVER))
     }
 
+    /// The native drivers bound now to `addr` and to the functions behind
+    /// it (when it is a bridge): what xen-pciback must load before.
+    fn native_drivers(
+        &self,
+        addr: &PciAddress,
+        tree: &Topology,
+    ) -> Result<Vec<NativeDriver>, BootConfigError> {
+        let mut natives = Vec::new();
+        let behind = tree.functions().filter(|f| tree.bridges(f).contains(addr));
+        for function in std::iter::once(addr).chain(behind) {
+            let name = function.to_string();
+            let Some(driver) = self.native_driver(function)? else {
+                continue;
+            };
+            natives.push(NativeDriver {
+                module: sysfs::driver_module(&self.host, &name)?,
+                function: name,
+                driver,
+            });
+        }
+        Ok(natives)
+    }
+
     /// The statuses from the views the change watch still vouches for,
     /// without touching a file or starting a process: `None` when an
     /// answer needs I/O (nothing cached, something moved, the PCI tree
@@ -320,7 +345,8 @@ impl Dom0AccessEngine {
     /// Hide `addr` from the next boot on.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        ensure_pciback_early(&self.host, &self.initramfs)?;
+        let natives = self.native_drivers(addr, &tree)?;
+        ensure_pciback_early(&self.host, &self.initramfs, &natives)?;
         self.edit(addr, &tree, &mut |current| {
             hide::plan_disable(current, addr, &tree)
         })

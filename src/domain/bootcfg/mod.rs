@@ -30,7 +30,9 @@ mod mkconfig;
 mod native;
 mod xenefi;
 
-pub use early::{DRACUT_DROPIN, InitramfsUpdate, ensure_pciback_early};
+pub use early::{
+    DRACUT_DROPIN, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver, ensure_pciback_early,
+};
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};

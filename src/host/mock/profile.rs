@@ -346,8 +346,37 @@ fn debian_boot(dir: &Path) -> Result<(), MockError> {
     for (rel, bytes) in &files {
         put(dir, rel, bytes)?;
     }
+    // Each driver's `module` link, as sysfs shows a driver a module
+    // provides (Debian builds these as modules; `pcieport` and the uncore
+    // driver are built in, so they have none).
+    for (driver, module) in DEBIAN_DRIVER_MODULES {
+        let drivers = format!("sys/bus/pci/drivers/{driver}");
+        let modules = format!("sys/module/{module}");
+        for d in [&drivers, &modules] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io_at(d))?;
+        }
+        super::symlink(
+            &super::relative(&drivers, &modules),
+            &dir.join(format!("{drivers}/module")),
+        )?;
+    }
     Ok(())
 }
+
+/// The demo's drivers that Debian's kernel has as modules, with the module
+/// that provides each (a driver's name is not always its module's:
+/// `xhci_hcd` is registered by `xhci_pci`).
+const DEBIAN_DRIVER_MODULES: [(&str, &str); 9] = [
+    ("i915", "i915"),
+    ("nouveau", "nouveau"),
+    ("snd_hda_intel", "snd_hda_intel"),
+    ("xhci_hcd", "xhci_pci"),
+    ("ahci", "ahci"),
+    ("nvme", "nvme"),
+    ("e1000e", "e1000e"),
+    ("i40e", "i40e"),
+    ("iavf", "iavf"),
+];
 
 /// Turn a written demo tree into one booted by Xen's EFI loader: the
 /// running command line becomes the dom0 arguments of `xen.cfg`'s
