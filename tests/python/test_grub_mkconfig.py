@@ -115,6 +115,16 @@ def _pcis(s):
     return {rec["pci_id"]: ref for ref, rec in s.xenapi.PCI.get_all_records().items()}
 
 
+def _refused_hide(d, pci_id):
+    """A session, the refusal of hiding `pci_id` (BOOT_CONFIG_UNAVAILABLE)
+    and grub.cfg's bytes from before the attempt."""
+    s = d.session("admin")
+    before = (d.root / "boot/grub/grub.cfg").read_bytes()
+    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[pci_id])
+    assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+    return s, details, before
+
+
 def _reboot(d, s):
     host = s.xenapi.host.get_all()[0]
     s.xenapi.host.disable(host)
@@ -204,10 +214,7 @@ def test_a_failing_generator_leaves_everything_as_it_was(tmp_path, made):
     fail.chmod(0o755)
     d = debian(tmp_path, command=str(fail))
     made.append(d.start())
-    s = d.session("admin")
-    before = (d.root / "boot/grub/grub.cfg").read_bytes()
-    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[GPU])
-    assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+    s, details, before = _refused_hide(d, GPU)
     assert "exit code 1" in details[1] and "canonical path" in details[1], details
     assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
     assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
@@ -364,10 +371,7 @@ def test_without_a_way_to_rebuild_the_initramfs_the_edit_says_what_to_do(tmp_pat
     d = debian(tmp_path)
     (d.root / ".pcipass-mock-host").unlink()
     made.append(d.start())
-    s = d.session("admin")
-    before = (d.root / "boot/grub/grub.cfg").read_bytes()
-    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[GPU])
-    assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+    s, details, before = _refused_hide(d, GPU)
     assert "/etc/initramfs-tools/modules" in details[1] and "update-initramfs -u" in details[1], details
     assert listed((d.root / MODULES).read_text()) == []
     assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
