@@ -179,6 +179,9 @@ impl GrubMkconfigBootConfig {
         let rel = self.place.file();
         match (self.place, value) {
             (DefaultsPlace::DropIn, Some(v)) => {
+                // The generator reads the directory even when no package
+                // has put a drop-in there yet.
+                boot::ensure_dir(&self.host, boot::DEFAULT_GRUB_D)?;
                 boot::replace_atomic(&self.host, rel, grub_dropin::dropin_text(v)?.as_bytes())?;
             }
             (DefaultsPlace::DropIn, None) => {
