@@ -10,7 +10,8 @@ Administration (no daemon needed):
   user-add NAME --role ROLE [--state-dir DIR]   add a user; the password is read from stdin
   user-del NAME [--state-dir DIR]               remove a user
   user-list [--state-dir DIR]                   list users and roles
-  mock-host create DIR [--profile demo|large]   build a mock dom0 root in DIR
+  mock-host create DIR [--profile P]            build a mock dom0 root in DIR (P: demo,
+                                                demo-uefi, debian, xen-efi, large, scale-N)
   mock-host reboot DIR                          reboot a mock host offline
 
 Roles, highest first: pool-admin, pool-operator, vm-power-admin, vm-admin,
