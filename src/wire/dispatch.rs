@@ -11,16 +11,59 @@ use crate::api::{ApiError, Context, Origin, Value};
 use crate::wire::http::{Peer, Protocol, RpcHandler, RpcRequest, RpcResponse};
 use crate::wire::{jsonrpc, xmlrpc};
 
+/// Most "call failed" lines logged in one second; past it they are
+/// counted, and the count is logged once the second is over.
+const FAILED_CALL_LINES_PER_SECOND: u32 = 20;
+
+/// The log budget of failed calls: any client, signed in or not, can make
+/// calls fail as fast as it can send them, and the log must not grow at
+/// that rate.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// The current second's start, the lines logged in it, and the
+    /// failures not logged since the last report.
+    window: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>>,
+}
+
+impl FailureLog {
+    /// Whether this failure is logged; `Some(n)` also when `n` earlier
+    /// ones were not and should be reported now.
+    fn admit(&self) -> (bool, Option<u64>) {
+        self.admit_at(std::time::Instant::now())
+    }
+
+    fn admit_at(&self, now: std::time::Instant) -> (bool, Option<u64>) {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, logged, suppressed) = window.get_or_insert((now, 0, 0));
+        let mut report = None;
+        if now.duration_since(*start) >= std::time::Duration::from_secs(1) {
+            report = (*suppressed > 0).then_some(*suppressed);
+            (*start, *logged, *suppressed) = (now, 0, 0);
+        }
+        if *logged < FAILED_CALL_LINES_PER_SECOND {
+            *logged += 1;
+            (true, report)
+        } else {
+            *suppressed += 1;
+            (false, report)
+        }
+    }
+}
+
 /// The daemon's RPC handler.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     ctx: Arc<Context>,
+    failures: Arc<FailureLog>,
 }
 
 impl Dispatcher {
     /// A dispatcher over the daemon state.
     pub fn new(ctx: Arc<Context>) -> Dispatcher {
-        Dispatcher { ctx }
+        Dispatcher {
+            ctx,
+            failures: Arc::default(),
+        }
     }
 
     async fn call(&self, method: &str, params: Vec<Value>, peer: &Peer) -> Reply {
@@ -43,7 +86,18 @@ impl Dispatcher {
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "call"
             ),
-            Err(e) => tracing::info!(method, error = e.code(), "call failed"),
+            Err(e) => {
+                let (log, unlogged) = self.failures.admit();
+                if let Some(count) = unlogged {
+                    tracing::warn!(
+                        count,
+                        "failed calls not logged one by one in the last second (more than {FAILED_CALL_LINES_PER_SECOND} a second)"
+                    );
+                }
+                if log {
+                    tracing::info!(method, error = e.code(), "call failed");
+                }
+            }
         }
         Reply::Result(result)
     }
@@ -125,5 +179,31 @@ impl RpcHandler for Dispatcher {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_calls_are_logged_twenty_a_second_and_the_rest_counted() {
+        let log = FailureLog::default();
+        let t0 = std::time::Instant::now();
+        let first: Vec<_> = (0..25).map(|_| log.admit_at(t0)).collect();
+        assert!(
+            first[..20]
+                .iter()
+                .all(|&(logged, report)| logged && report.is_none())
+        );
+        assert!(
+            first[20..]
+                .iter()
+                .all(|&(logged, report)| !logged && report.is_none())
+        );
+        // The next second: its first failure is logged and reports the 5.
+        let later = t0 + std::time::Duration::from_millis(1001);
+        assert_eq!(log.admit_at(later), (true, Some(5)));
+        assert_eq!(log.admit_at(later), (true, None));
     }
 }

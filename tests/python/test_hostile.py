@@ -234,6 +234,36 @@ def test_a_user_name_cannot_forge_a_log_line(tmp_path):
         d.cleanup()
 
 
+def test_failed_calls_cannot_flood_the_log(tmp_path):
+    """A client with no account makes calls fail as fast as it can send
+    them: at most 20 "call failed" lines a second are written, the rest
+    are counted in one line each second, and every failure is accounted
+    for."""
+    d = started(tmp_path)
+    try:
+        import xmlrpc.client
+        proxy = xmlrpc.client.ServerProxy(d.url)
+        sent = 600
+        started_at = time.time()
+        for _ in range(sent):
+            assert proxy.PCI.get_all_records("OpaqueRef:forged")["Status"] == "Failure"
+        elapsed = time.time() - started_at
+        time.sleep(1.1)
+        # One more failure after the second closes brings the last count.
+        proxy.PCI.get_all_records("OpaqueRef:forged")
+        time.sleep(0.3)
+        log = (d.workdir / "pcipassd.log").read_text()
+        lines = [l for l in log.splitlines() if "call failed" in l and "SESSION_INVALID" in l]
+        counted = sum(int(l.split("count=")[1].split()[0]) for l in log.splitlines()
+                      if "failed calls not logged one by one" in l)
+        print(f"{sent} failures in {elapsed:.2f} s: {len(lines)} lines, {counted} counted")
+        assert len(lines) + counted == sent + 1
+        assert len(lines) <= 20 * (int(elapsed) + 3), len(lines)
+        assert counted > 0
+    finally:
+        d.cleanup()
+
+
 def test_no_web_page_may_call_the_api(tmp_path):
     """No CORS: a page of another origin gets no Access-Control header, and
     its preflight is refused."""
