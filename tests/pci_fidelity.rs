@@ -160,7 +160,8 @@ fn assert_xapi_fields(record: &Value, what: &str) {
 async fn pci_records_have_exactly_xapis_public_fields_in_both_protocols() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(&dir);
-    let session = create_session(&ctx, "admin", Role::PoolAdmin, false, "fidelity").unwrap();
+    let session =
+        create_session(&ctx, "admin", Role::PoolAdmin, false, "fidelity", "users").unwrap();
     let dispatcher = Dispatcher::new(ctx.clone());
     let s = || Value::String(session.clone());
     for protocol in [Protocol::XmlRpc, Protocol::JsonRpc] {

@@ -34,8 +34,15 @@ async fn every_message_checks_its_minimum_role() {
     let mut checked = 0;
     for method in datamodel().methods().filter(|m| m.session) {
         for role in Role::ASSIGNABLE {
-            let session =
-                create_session(&ctx, &format!("user-{role}"), role, false, "rbac-test").unwrap();
+            let session = create_session(
+                &ctx,
+                &format!("user-{role}"),
+                role,
+                false,
+                "rbac-test",
+                "users",
+            )
+            .unwrap();
             let mut params = vec![Value::String(session)];
             params.extend(method.params.iter().map(|p| placeholder(&p.ty)));
             let result = invoke(

@@ -455,7 +455,8 @@ mod tests {
 
     fn admin(ctx: &Context) -> Caller {
         Caller {
-            session: session::create_session(ctx, "admin", Role::PoolAdmin, false, "test").unwrap(),
+            session: session::create_session(ctx, "admin", Role::PoolAdmin, false, "test", "users")
+                .unwrap(),
             user: "admin".into(),
             role: Role::PoolAdmin,
             superuser: false,

@@ -460,7 +460,7 @@ mod tests {
 
     async fn login_and_disable(ctx: &Arc<Context>, auto_enable: Option<bool>) -> String {
         let session =
-            session::create_session(ctx, "admin", Role::PoolAdmin, false, "test").unwrap();
+            session::create_session(ctx, "admin", Role::PoolAdmin, false, "test", "users").unwrap();
         let mut params = vec![Value::str(&session), Value::str(&ctx.host_ref)];
         params.extend(auto_enable.map(Value::Bool));
         call(ctx, "host.disable", params).await.unwrap();
@@ -518,7 +518,8 @@ mod tests {
         assert!(!enabled(&ctx));
         // host.enable clears the flag: the next disable defaults to true.
         let session =
-            session::create_session(&ctx, "admin", Role::PoolAdmin, false, "test").unwrap();
+            session::create_session(&ctx, "admin", Role::PoolAdmin, false, "test", "users")
+                .unwrap();
         let host_ref = ctx.host_ref.clone();
         call(
             &ctx,

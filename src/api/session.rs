@@ -436,11 +436,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 }
             }
         };
-        let reference = create_session(&ctx, &name, role, superuser, &originator)?;
-        ctx.apply(vec![Change::Update {
-            reference: reference.clone(),
-            fields: vec![("auth_source".into(), Value::str(source))],
-        }])?;
+        let reference = create_session(&ctx, &name, role, superuser, &originator, source)?;
         tracing::info!(
             user = %name,
             role = %role,
@@ -503,13 +499,15 @@ fn throttle_keys(user: &str, origin: &Origin) -> Vec<String> {
     keys
 }
 
-/// Create a session for `user` and return its ref.
+/// Create a session for `user`, authenticated by `source` (`pam`,
+/// `users`, `local-root`), and return its ref.
 pub fn create_session(
     ctx: &Context,
     user: &str,
     role: Role,
     superuser: bool,
     originator: &str,
+    source: &str,
 ) -> Result<String, ApiError> {
     let reference = db::new_ref();
     let now = now_datetime();
@@ -526,6 +524,7 @@ pub fn create_session(
             ("auth_user_name", Value::str(user)),
             ("originator", Value::str(originator)),
             ("role", Value::str(role.as_str())),
+            ("auth_source", Value::str(source)),
             ("last_active_unix", Value::Int(unix_seconds())),
             ("login_ns", Value::Int(unix_nanos())),
         ],

@@ -88,7 +88,7 @@ struct Client {
 impl Client {
     /// Logged in as `role` (a session made directly, as login would).
     fn new(ctx: &Arc<Context>, role: Role) -> Client {
-        let session = session::create_session(ctx, "tester", role, false, "test").unwrap();
+        let session = session::create_session(ctx, "tester", role, false, "test", "users").unwrap();
         Client {
             ctx: ctx.clone(),
             session,
