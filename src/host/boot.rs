@@ -119,6 +119,15 @@ pub fn ensure_dir(host: &HostRoot, rel: &str) -> Result<(), HostError> {
     }
 }
 
+/// Put `rel` back as it was before an edit: `old` bytes written back
+/// atomically, or the file removed when there was none.
+pub fn put_back(host: &HostRoot, rel: &str, old: Option<&[u8]>) -> Result<(), HostError> {
+    match old {
+        Some(bytes) => replace_atomic(host, rel, bytes),
+        None => remove_durable(host, rel).map(drop),
+    }
+}
+
 /// Remove `rel` durably (unlink, then fsync of its directory); `false`
 /// when it did not exist.
 pub fn remove_durable(host: &HostRoot, rel: &str) -> Result<bool, HostError> {

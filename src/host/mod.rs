@@ -45,6 +45,15 @@ impl HostError {
     }
 }
 
+/// `Ok(None)` for a result that failed only because the path is absent.
+fn absent_is_none<T>(result: Result<T, HostError>) -> Result<Option<T>, HostError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The root under which every host path is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoot {
@@ -205,6 +214,22 @@ impl HostRoot {
     /// Read a whole file as bytes.
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, HostError> {
         std::fs::read(self.resolve(rel)?).map_err(|e| Self::err("read", rel, e))
+    }
+
+    /// [`HostRoot::read`], `None` when the file does not exist (any other
+    /// failure is an error: a file that cannot be read is not absent).
+    pub fn read_if_exists(&self, rel: &str) -> Result<Option<Vec<u8>>, HostError> {
+        absent_is_none(self.read(rel))
+    }
+
+    /// [`HostRoot::read_link`], `None` when there is no such link.
+    pub fn read_link_if_exists(&self, rel: &str) -> Result<Option<String>, HostError> {
+        absent_is_none(self.read_link(rel))
+    }
+
+    /// [`HostRoot::list_dir`], `None` when the directory does not exist.
+    pub fn list_dir_if_exists(&self, rel: &str) -> Result<Option<Vec<String>>, HostError> {
+        absent_is_none(self.list_dir(rel))
     }
 
     /// The target of a symbolic link, as text (the link itself is read; the

@@ -83,18 +83,19 @@ pub struct PcibackFacts {
 pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
     let kernel_release = kernel_release(host)?;
     let lib = format!("lib/modules/{kernel_release}");
-    let modules_builtin = read_opt(host, &format!("{lib}/modules.builtin"))?;
-    let module_file =
-        list_opt(host, &format!("{lib}/{PCIBACK_MODULE_DIR}"))?.is_some_and(|names| {
+    let modules_builtin = host.read_if_exists(&format!("{lib}/modules.builtin"))?;
+    let module_file = host
+        .list_dir_if_exists(&format!("{lib}/{PCIBACK_MODULE_DIR}"))?
+        .is_some_and(|names| {
             names
                 .iter()
                 .any(|n| PCIBACK_MODULE_FILES.contains(&n.as_str()))
         });
-    let loaded = list_opt(host, SYS_MODULE_PCIBACK)?.is_some();
-    let initramfs_tools = list_opt(host, INITRAMFS_TOOLS_DIR)?.is_some();
-    let initramfs_tools_modules = read_opt(host, INITRAMFS_TOOLS_MODULES)?;
+    let loaded = host.list_dir_if_exists(SYS_MODULE_PCIBACK)?.is_some();
+    let initramfs_tools = host.list_dir_if_exists(INITRAMFS_TOOLS_DIR)?.is_some();
+    let initramfs_tools_modules = host.read_if_exists(INITRAMFS_TOOLS_MODULES)?;
     let mut dracut_confs = Vec::new();
-    let main = read_opt(host, DRACUT_CONF)?;
+    let main = host.read_if_exists(DRACUT_CONF)?;
     let mut dracut = main.is_some();
     if let Some(text) = main {
         dracut_confs.push((DRACUT_CONF.to_owned(), text));
@@ -103,7 +104,7 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
     // file in /etc replacing the one of the same name in /usr/lib.
     let mut dropins = std::collections::BTreeMap::new();
     for dir in [DRACUT_CONF_D_VENDOR, DRACUT_CONF_D] {
-        if let Some(names) = list_opt(host, dir)? {
+        if let Some(names) = host.list_dir_if_exists(dir)? {
             dracut = true;
             for name in names.into_iter().filter(|n| n.ends_with(".conf")) {
                 let rel = format!("{dir}/{name}");
@@ -113,7 +114,7 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
     }
     for rel in dropins.into_values() {
         // A file removed between the listing and the read is skipped.
-        if let Some(text) = read_opt(host, &rel)? {
+        if let Some(text) = host.read_if_exists(&rel)? {
             dracut_confs.push((rel, text));
         }
     }
@@ -142,24 +143,6 @@ fn kernel_release(host: &HostRoot) -> Result<String, HostError> {
         ));
     }
     Ok(release.to_owned())
-}
-
-/// The bytes of `rel`; `None` when it does not exist.
-fn read_opt(host: &HostRoot, rel: &str) -> Result<Option<Vec<u8>>, HostError> {
-    match host.read(rel) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// The entry names of the directory `rel`; `None` when it does not exist.
-fn list_opt(host: &HostRoot, rel: &str) -> Result<Option<Vec<String>>, HostError> {
-    match host.list_dir(rel) {
-        Ok(names) => Ok(Some(names)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

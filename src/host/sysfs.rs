@@ -103,11 +103,9 @@ pub const PCIBACK_DRIVER: &str = "pciback";
 /// link), `None` when none is. A link that cannot be read for another
 /// reason than its absence is an error.
 pub fn bound_driver(host: &HostRoot, name: &str) -> Result<Option<String>, HostError> {
-    match host.read_link(&format!("sys/bus/pci/devices/{name}/driver")) {
-        Ok(target) => Ok(target.rsplit('/').next().map(str::to_owned)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(host
+        .read_link_if_exists(&format!("sys/bus/pci/devices/{name}/driver"))?
+        .and_then(|target| target.rsplit('/').next().map(str::to_owned)))
 }
 
 /// The module that provides the driver bound to PCI function `name`
@@ -116,11 +114,9 @@ pub fn bound_driver(host: &HostRoot, name: &str) -> Result<Option<String>, HostE
 /// gives it no `module` link). A link that cannot be read for another
 /// reason is an error.
 pub fn driver_module(host: &HostRoot, name: &str) -> Result<Option<String>, HostError> {
-    match host.read_link(&format!("sys/bus/pci/devices/{name}/driver/module")) {
-        Ok(target) => Ok(target.rsplit('/').next().map(str::to_owned)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(host
+        .read_link_if_exists(&format!("sys/bus/pci/devices/{name}/driver/module"))?
+        .and_then(|target| target.rsplit('/').next().map(str::to_owned)))
 }
 
 /// The host's `pci.ids`, if it has one.

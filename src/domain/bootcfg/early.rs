@@ -121,7 +121,7 @@ pub fn ensure_pciback_early(
         edits.push(list_edit(host, tool)?);
     }
     let wanted: Vec<&str> = natives.iter().filter_map(|n| n.module.as_deref()).collect();
-    let old = read_optional(host, MODPROBE_DROPIN)?;
+    let old = host.read_if_exists(MODPROBE_DROPIN)?;
     if let Some(new) = pciback::with_softdeps(old.as_deref(), &wanted) {
         edits.push(FileEdit {
             rel: MODPROBE_DROPIN,
@@ -176,11 +176,7 @@ pub fn ensure_pciback_early(
     let files: Vec<&str> = edits.iter().map(|e| e.rel).collect();
     if let Err(e) = result {
         for edit in written {
-            let back = match &edit.old {
-                Some(bytes) => boot::replace_atomic(host, edit.rel, bytes),
-                None => boot::remove_durable(host, edit.rel).map(drop),
-            };
-            if let Err(again) = back {
+            if let Err(again) = boot::put_back(host, edit.rel, edit.old.as_deref()) {
                 tracing::error!("cannot restore {}: {again}", edit.rel);
             }
         }
@@ -199,7 +195,7 @@ fn list_edit(host: &HostRoot, tool: Tool) -> Result<FileEdit, BootConfigError> {
     Ok(match tool {
         Tool::Dracut => FileEdit {
             rel: DRACUT_DROPIN,
-            old: read_optional(host, DRACUT_DROPIN)?,
+            old: host.read_if_exists(DRACUT_DROPIN)?,
             new: format!(
                 "# Written by pcipass: load xen-pciback from the initramfs, before the native\n\
                  # drivers, so that xen-pciback.hide= on the kernel command line takes effect.\n\
@@ -209,7 +205,7 @@ fn list_edit(host: &HostRoot, tool: Tool) -> Result<FileEdit, BootConfigError> {
         },
         _ => {
             let rel = modules::INITRAMFS_TOOLS_MODULES;
-            let old = read_optional(host, rel)?;
+            let old = host.read_if_exists(rel)?;
             let new = pciback::with_module_listed(old.as_deref(), PCIBACK);
             FileEdit { rel, old, new }
         }
@@ -220,12 +216,4 @@ fn refused(loading: &Loading) -> BootConfigError {
     BootConfigError::EditsRefused(
         pciback::advice(loading).unwrap_or_else(|| "xen-pciback will not load at boot".into()),
     )
-}
-
-fn read_optional(host: &HostRoot, rel: &str) -> Result<Option<Vec<u8>>, BootConfigError> {
-    match host.read(rel) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -198,14 +198,11 @@ impl GrubMkconfigBootConfig {
 
     /// Put pcipass's file back as it was.
     fn restore(&self, ours: &Ours) -> Result<(), BootConfigError> {
-        let rel = self.place.file();
-        match &ours.bytes {
-            Some(bytes) => boot::replace_atomic(&self.host, rel, bytes)?,
-            None => {
-                boot::remove_durable(&self.host, rel)?;
-            }
-        }
-        Ok(())
+        Ok(boot::put_back(
+            &self.host,
+            self.place.file(),
+            ours.bytes.as_deref(),
+        )?)
     }
 
     fn run_regenerate(&self) -> Result<(), BootConfigError> {
