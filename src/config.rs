@@ -397,6 +397,11 @@ impl Settings {
             .collect()
     }
 
+    /// The boot flow `--boot-flow` asks for (default `auto`).
+    pub fn flow_choice(&self) -> crate::domain::bootflow::FlowChoice {
+        self.boot_flow.unwrap_or(BootFlowArg::Auto).choice()
+    }
+
     /// The login check in force: `--auth`, else `users` with `--demo` or
     /// when the users file exists, else `pam`.
     pub fn auth_mode(&self) -> AuthMode {

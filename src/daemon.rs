@@ -182,10 +182,7 @@ pub fn check_config(settings: &Settings) -> Result<String, DaemonError> {
     if !settings.demo {
         check_root(host_root.root())?;
     }
-    let choice = settings
-        .boot_flow
-        .unwrap_or(crate::config::BootFlowArg::Auto)
-        .choice();
+    let choice = settings.flow_choice();
     let flow = match bootflow::detect(choice, &bootflow::gather(&host_root)) {
         Ok(found) => format!("{} ({})", found.flow, found.reason),
         Err(FlowError::Nothing) if settings.demo => "the demo host's".into(),
@@ -201,19 +198,19 @@ pub fn check_config(settings: &Settings) -> Result<String, DaemonError> {
         "configuration OK: root {}, boot flow {flow}, auth {}, listeners {}, state directory {}",
         host_root.root().display(),
         auth.source(),
-        listen
-            .iter()
-            .map(ToString::to_string)
-            .chain(
-                settings
-                    .unix_sockets()
-                    .iter()
-                    .map(|p| format!("unix:{}", p.display()))
-            )
-            .collect::<Vec<_>>()
-            .join(" "),
+        listeners_text(&listen, &settings.unix_sockets()),
         settings.state_dir().display(),
     ))
+}
+
+/// The listeners as one line's worth of text, for people.
+fn listeners_text(listen: &[std::net::SocketAddr], unix: &[PathBuf]) -> String {
+    listen
+        .iter()
+        .map(ToString::to_string)
+        .chain(unix.iter().map(|p| format!("unix:{}", p.display())))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How logins are checked, from `--auth` and `--role-group`.
@@ -325,10 +322,7 @@ fn boot_flow(
     settings: &Settings,
     host_root: &HostRoot,
 ) -> Result<(BootFlow, Option<String>), DaemonError> {
-    let choice = settings
-        .boot_flow
-        .unwrap_or(crate::config::BootFlowArg::Auto)
-        .choice();
+    let choice = settings.flow_choice();
     match bootflow::detect(choice, &bootflow::gather(host_root)) {
         Ok(found) => {
             tracing::info!(
@@ -725,12 +719,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION"),
         ctx.config.boot_flow,
         ctx.auth().source(),
-        listen
-            .iter()
-            .map(ToString::to_string)
-            .chain(unix.iter().map(|p| format!("unix:{}", p.display())))
-            .collect::<Vec<_>>()
-            .join(" "),
+        listeners_text(&listen, &unix),
         settings.state_dir().display(),
     );
     let server = tokio::spawn(http::serve(

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint, one_line, plan_edit};
+use super::{
+    BootConfig, BootConfigError, HideCheck, HidePlan, grub_fingerprint, one_line, plan_edit,
+};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostRoot, exec};
@@ -91,7 +93,7 @@ impl BootConfig for ExecBootConfig {
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
-        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+        check: &HideCheck<'_>,
     ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..EXEC_ATTEMPTS {

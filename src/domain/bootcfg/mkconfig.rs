@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    BootConfig, BootConfigError, HidePlan, dom0_line_with_hide, grub_boot_view, grub_fingerprint,
-    load_grub, plan_edit, regenerate,
+    BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, grub_boot_view,
+    grub_fingerprint, load_grub, plan_edit, regenerate,
 };
 use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
@@ -281,7 +281,7 @@ impl BootConfig for GrubMkconfigBootConfig {
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
-        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+        check: &HideCheck<'_>,
     ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Regenerate::Unknown(reason) = &self.regenerate {

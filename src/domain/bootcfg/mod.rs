@@ -192,6 +192,10 @@ fn tail(text: &str, max: usize) -> String {
     text[start..].to_owned()
 }
 
+/// The check an edit passes before anything is written: it sees the view
+/// before and the view the edit would produce, and may refuse.
+pub type HideCheck<'a> = dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError> + 'a;
+
 /// The edit of the hide parameter a caller plans from its current value.
 pub type HidePlan<'a> = dyn FnMut(Option<&[u8]>) -> Result<HideEdit, HideParseError> + 'a;
 
@@ -221,7 +225,7 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
-        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+        check: &HideCheck<'_>,
     ) -> Result<HideView, BootConfigError>;
 
     /// Changes when the configuration changes; `None` when unknown.

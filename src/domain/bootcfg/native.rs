@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HidePlan, grub_fingerprint, plan_edit};
+use super::{BootConfig, BootConfigError, HideCheck, HidePlan, grub_fingerprint, plan_edit};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
@@ -130,7 +130,7 @@ impl BootConfig for NativeBootConfig {
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
-        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+        check: &HideCheck<'_>,
     ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         edit_grub(&self.host, |config| {

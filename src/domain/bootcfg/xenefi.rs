@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HidePlan, dom0_line_with_hide, plan_edit};
+use super::{BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, plan_edit};
 use crate::domain::hide::{HideEdit, HideView};
 use crate::domain::xen_efi;
 use crate::host::HostRoot;
@@ -47,7 +47,7 @@ impl BootConfig for XenEfiBootConfig {
     fn update_hide(
         &self,
         plan: &mut HidePlan<'_>,
-        check: &dyn Fn(&HideView, &HideView) -> Result<(), BootConfigError>,
+        check: &HideCheck<'_>,
     ) -> Result<HideView, BootConfigError> {
         let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let _lock = boot::lock_beside(&self.host, &self.cfg)?;
