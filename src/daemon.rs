@@ -169,15 +169,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
 pub fn check_config(settings: &Settings) -> Result<String, DaemonError> {
     let listen = settings.listen_addrs()?;
     let auth = auth_of(settings)?;
-    match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => {
-            crate::store::tls::load(cert, key).map_err(|e| DaemonError::State(e.to_string()))?;
-        }
-        (None, None) => {}
-        _ => {
-            return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()).into());
-        }
-    }
+    tls_files(settings)?;
     let host_root = HostRoot::new(settings.root());
     if !settings.demo {
         check_root(host_root.root())?;
@@ -494,6 +486,38 @@ fn spawn_reload(ctx: Arc<Context>) {
     });
 }
 
+/// The certificate and key `--tls-cert`/`--tls-key` name, read and
+/// checked; `None` when neither is given. One without the other is an
+/// error.
+fn tls_files(settings: &Settings) -> Result<Option<crate::store::tls::TlsMaterial>, DaemonError> {
+    Ok(Some(match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => crate::store::tls::load(cert, key).map_err(|e| {
+            let text = e.to_string();
+            let (c, k) = (cert.display().to_string(), key.display().to_string());
+            if text.contains(&c) || text.contains(&k) {
+                DaemonError::State(text)
+            } else {
+                DaemonError::State(format!("--tls-cert {c} / --tls-key {k}: {text}"))
+            }
+        })?,
+        (Some(cert), None) => {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-cert {} needs --tls-key",
+                cert.display()
+            ))
+            .into());
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-key {} needs --tls-cert",
+                key.display()
+            ))
+            .into());
+        }
+        (None, None) => return Ok(None),
+    }))
+}
+
 /// TLS for the TCP listeners, if asked for.
 struct Tls {
     config: Arc<rustls::ServerConfig>,
@@ -503,40 +527,14 @@ struct Tls {
 
 /// The TLS configuration for the TCP listeners, if TLS is asked for.
 fn tls_config(settings: &Settings) -> Result<Option<Tls>, DaemonError> {
-    let material = match (
-        &settings.tls_cert,
-        &settings.tls_key,
-        settings.tls_self_signed,
-    ) {
-        (Some(cert), Some(key), _) => crate::store::tls::load(cert, key).map_err(|e| {
-            let text = e.to_string();
-            let (c, k) = (cert.display().to_string(), key.display().to_string());
-            if text.contains(&c) || text.contains(&k) {
-                DaemonError::State(text)
-            } else {
-                DaemonError::State(format!("--tls-cert {c} / --tls-key {k}: {text}"))
-            }
-        })?,
-        (Some(cert), None, _) => {
-            return Err(ConfigError::Invalid(format!(
-                "--tls-cert {} needs --tls-key",
-                cert.display()
-            ))
-            .into());
-        }
-        (None, Some(key), _) => {
-            return Err(ConfigError::Invalid(format!(
-                "--tls-key {} needs --tls-cert",
-                key.display()
-            ))
-            .into());
-        }
-        (None, None, true) => {
+    let material = match (tls_files(settings)?, settings.tls_self_signed) {
+        (Some(material), _) => material,
+        (None, true) => {
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
             let dir = settings.state_dir();
             crate::store::tls::self_signed(&dir, &names).map_err(state_at(&dir))?
         }
-        (None, None, false) => return Ok(None),
+        (None, false) => return Ok(None),
     };
     let fingerprint = crate::wire::tls::fingerprint(&material.cert_pem);
     if let Some(fingerprint) = &fingerprint {
