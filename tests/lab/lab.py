@@ -1,0 +1,415 @@
+"""The real Xen lab: pcipass on a Debian 12 + Xen 4.17 dom0 booted under
+QEMU, checked against what the real host shows.
+
+Run by scripts/lab, which builds (or takes from its cache) the base image
+and the Debian package first. Every step prints PASS, FAIL or SKIP (a step
+after a failure in the same case), and the run ends with
+`N passed, M failed, K skipped`; the exit code is 1 when anything failed.
+
+A step's verdict comes from the real host: the function's `driver` link,
+`xl pci-assignable-list`, `/proc/cmdline` after a real reboot, the files
+the real update-grub and update-initramfs wrote. pcipass is reached as a
+client would: the unmodified XenAPI SDK over TLS on a forwarded port,
+logging in as root with the root password (PAM, under the real systemd
+unit as the package installs it).
+"""
+
+import argparse
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+
+import XenAPI
+
+from vm import GPU, HDA, NIC, USB, Vm, VmError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# The native driver dom0 binds to each candidate (its sysfs name) and the
+# module that provides it, as Debian 12's kernel has them.
+NATIVE = {NIC: "e1000e", USB: "xhci_hcd", HDA: "snd_hda_intel", GPU: "bochs-drm"}
+
+
+class StepFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise StepFailed(message)
+
+
+class Report:
+    def __init__(self, out):
+        self.out = out
+        self.passed = self.failed = self.skipped = 0
+        self.case_failed = False
+        self.case = ""
+
+    def begin(self, case):
+        self.case = case
+        self.case_failed = False
+        self.say(f"== {case}")
+
+    def say(self, line):
+        print(line, flush=True)
+        with open(self.out, "a") as f:
+            f.write(line + "\n")
+
+    def step(self, name, fn, critical=True):
+        """Run one step unless a critical step of the case failed; its
+        return value (a short fact) is printed after PASS. A failed check
+        (`critical=False`) is counted but lets the case go on, so that one
+        run shows every disagreement up to the next real reboot and past it."""
+        label = f"{self.case}: {name}"
+        if self.case_failed:
+            self.skipped += 1
+            self.say(f"SKIP {label}")
+            return None
+        started = time.monotonic()
+        try:
+            fact = fn()
+        except (StepFailed, VmError, XenAPI.Failure, OSError, subprocess.SubprocessError) as e:
+            self.failed += 1
+            self.case_failed = critical
+            self.say(f"FAIL {label} ({time.monotonic() - started:.0f} s): {e}")
+            return None
+        except Exception:
+            self.failed += 1
+            self.case_failed = critical
+            self.say(f"FAIL {label}: {traceback.format_exc()}")
+            return None
+        took = time.monotonic() - started
+        self.passed += 1
+        self.say(f"PASS {label} ({took:.0f} s)" + (f": {fact}" if fact else ""))
+        return fact if fact is not None else True
+
+    def summary(self):
+        self.say(f"{self.passed} passed, {self.failed} failed, {self.skipped} skipped")
+
+
+class Dom0:
+    """The host seen two ways: dom0's own files and commands over ssh, and
+    pcipass through the XenAPI."""
+
+    def __init__(self, vm):
+        self.vm = vm
+        self.session = None
+
+    # The real host.
+
+    def driver(self, bdf):
+        out = self.vm.run(
+            f"readlink /sys/bus/pci/devices/{bdf}/driver || true"
+        ).strip()
+        return out.rsplit("/", 1)[-1] if out else None
+
+    def assignable(self):
+        out = self.vm.run("xl pci-assignable-list 2>&1", check=False)
+        return set(re.findall(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", out)), out
+
+    def cmdline(self):
+        return self.vm.run("cat /proc/cmdline").strip()
+
+    def hide_on(self, line):
+        m = re.findall(r"xen[-_]pciback\.hide=(\S*)", line)
+        return set(re.findall(r"\(([^)]*)\)", m[-1])) if m else set()
+
+    def xen_entries_hide(self):
+        """The hide list of every Xen entry's dom0 line in grub.cfg."""
+        text = self.vm.run("cat /boot/grub/grub.cfg")
+        lists = []
+        in_xen = False
+        for line in text.splitlines():
+            s = line.strip()
+            if s.startswith("multiboot2") or s.startswith("multiboot "):
+                in_xen = "xen" in s
+            elif s.startswith("module2") or s.startswith("module "):
+                if in_xen and "vmlinuz" in s:
+                    lists.append(self.hide_on(s))
+        return lists
+
+    # pcipass through the XenAPI.
+
+    def login(self, timeout=300):
+        url = f"https://127.0.0.1:{self.vm.api_port}/"
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                s = XenAPI.Session(url, ignore_ssl=True)
+                s.xenapi.login_with_password("root", self.vm.password, "2.21", "pcipass-lab")
+                self.session = s
+                return
+            except (OSError, XenAPI.Failure) as e:
+                last = e
+                time.sleep(5)
+        raise StepFailed(f"no XenAPI login at {url} in {timeout} s: {last}")
+
+    @property
+    def x(self):
+        return self.session.xenapi
+
+    def pci(self, bdf):
+        for ref, rec in self.x.PCI.get_all_records().items():
+            if rec["pci_id"] == bdf:
+                return ref
+        raise StepFailed(f"no PCI object for {bdf}")
+
+    def pgpu_of(self, pci_ref):
+        for ref, rec in self.x.PGPU.get_all_records().items():
+            if rec["PCI"] == pci_ref:
+                return ref
+        return None
+
+    def status(self, bdf):
+        return self.x.PCI.get_dom0_access_status(self.pci(bdf))
+
+    def host(self):
+        return self.x.host.get_all()[0]
+
+
+def lab_steps(report, vm, dom0, deb, debs_dir, target):
+    cases = [NIC, USB, GPU]
+    gpu_pgpu = {}
+
+    def boot():
+        vm.start()
+        took = vm.wait_booted()
+        check(vm.run("cat /sys/hypervisor/type").strip() == "xen", "dom0 is not running on Xen")
+        version = vm.run("xl info | sed -n 's/^xen_version *: //p'").strip()
+        check(version.startswith("4.17"), f"xl info says Xen {version!r}")
+        return f"Xen {version} dom0 up in {took:.0f} s"
+
+    def install():
+        # The README's two lines, verbatim, from a directory holding the
+        # package where scripts/package leaves it.
+        vm.run("mkdir -p /root/pcipass/target/debian")
+        vm.copy_in(deb, f"/root/pcipass/target/debian/{deb.name}")
+        vm.run("cd /root/pcipass && dpkg -i target/debian/pcipass_*.deb")
+        vm.run("cd /root/pcipass && systemctl enable --now pcipassd")
+        state = vm.run("systemctl is-active pcipassd", check=False).strip()
+        check(state == "active", f"pcipassd is {state!r} after enable --now")
+        return vm.run("dpkg-query -W pcipass").strip()
+
+    def open_to_clients():
+        # README: listen where Xen Orchestra can reach it, then restart.
+        vm.run(
+            "sed -i 's/^listen = .*/listen = [\"0.0.0.0:8443\"]/' /etc/pcipass/pcipassd.toml"
+            " && pcipassd --config /etc/pcipass/pcipassd.toml --check-config >/dev/null"
+            " && systemctl restart pcipassd"
+        )
+        dom0.login()
+        return f"root logged in through PAM over TLS on port {vm.api_port}"
+
+    def sandbox():
+        out = vm.run("systemd-analyze security pcipassd 2>&1 | tail -1")
+        m = re.search(r"([0-9.]+)\s", out.split("exposure level", 1)[-1] + " ")
+        check(m is not None, f"no exposure level in {out!r}")
+        check(float(m.group(1)) <= 4.0, f"exposure {m.group(1)} above 4.0")
+        return out.strip()
+
+    def initially_enabled():
+        facts = []
+        for bdf in cases + [HDA]:
+            st = dom0.status(bdf)
+            drv = dom0.driver(bdf)
+            check(st == "enabled", f"{bdf} is {st}")
+            check(drv == NATIVE[bdf], f"{bdf} driven by {drv}, not {NATIVE[bdf]}")
+            facts.append(f"{bdf}={drv}")
+        pgpu = dom0.pgpu_of(dom0.pci(GPU))
+        check(pgpu is not None, f"{GPU} (bochs-display) is not a PGPU")
+        gpu_pgpu["ref"] = pgpu
+        check(dom0.x.PGPU.get_dom0_access(pgpu) == "enabled", "PGPU.dom0_access not enabled")
+        return ", ".join(facts)
+
+    def disable():
+        took = []
+        for bdf in (NIC, USB):
+            t = time.monotonic()
+            st = dom0.x.PCI.disable_dom0_access(dom0.pci(bdf))
+            took.append(time.monotonic() - t)
+            check(st == "disable_on_reboot", f"PCI.disable_dom0_access({bdf}) answered {st}")
+        t = time.monotonic()
+        st = dom0.x.PGPU.disable_dom0_access(gpu_pgpu["ref"])
+        took.append(time.monotonic() - t)
+        check(st == "disable_on_reboot", f"PGPU.disable_dom0_access answered {st}")
+        for bdf in cases:
+            check(dom0.status(bdf) == "disable_on_reboot", f"{bdf} status {dom0.status(bdf)}")
+        pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
+        check(pg == "disable_on_reboot", f"PGPU.dom0_access {pg}")
+        return "edits took " + ", ".join(f"{s:.0f} s" for s in took)
+
+    def files_after_disable():
+        dropin = vm.run("cat /etc/default/grub.d/zz-pcipass.cfg 2>/dev/null || true")
+        check("xen-pciback.hide" in dropin, "no hide in /etc/default/grub.d/zz-pcipass.cfg")
+        block = vm.run("grep -c 'BEGIN pcipass' /etc/default/grub || true").strip()
+        check(block == "0", "a pcipass block in /etc/default/grub besides the drop-in")
+        lists = dom0.xen_entries_hide()
+        check(lists and all(set(cases) <= h for h in lists), f"Xen entries hide {lists}")
+        softdeps = vm.run("cat /etc/modprobe.d/pcipass.conf 2>/dev/null || true")
+        for module in ("e1000e", "xhci_pci", "bochs"):
+            check(
+                re.search(rf"softdep {module} pre:.*xen.pciback", softdeps),
+                f"no softdep for {module} in /etc/modprobe.d/pcipass.conf: {softdeps!r}",
+            )
+        listed = vm.run(
+            "lsinitramfs /boot/initrd.img-$(uname -r) | grep -E 'xen-pciback|modprobe.d/pcipass'"
+            " || true"
+        )
+        check("xen-pciback.ko" in listed, "xen-pciback is not in the initramfs")
+        check("pcipass.conf" in listed, "the softdeps are not in the initramfs")
+        return f"{len(lists)} Xen entries hide {sorted(lists[0])}"
+
+    def hand_edit():
+        current = vm.run("xen-cmdline --get-dom0 xen-pciback.hide").strip()
+        value = current.split("=", 1)[1] if "=" in current else ""
+        vm.run(f"xen-cmdline --set-dom0 'xen-pciback.hide={value}({HDA})'")
+        st = dom0.status(HDA)
+        check(st == "disable_on_reboot", f"after xen-cmdline, {HDA} is {st}")
+        return f"xen-pciback.hide={value}({HDA})"
+
+    def update_grub_by_hand():
+        vm.run("update-grub 2>&1")
+        lists = dom0.xen_entries_hide()
+        want = set(cases) | {HDA}
+        check(lists and all(want <= h for h in lists), f"after update-grub: {lists}")
+        for bdf in cases + [HDA]:
+            check(dom0.status(bdf) == "disable_on_reboot", f"{bdf}: {dom0.status(bdf)}")
+        return f"{len(lists)} Xen entries keep the hide"
+
+    def kernel_reinstall():
+        release = vm.run("uname -r").strip()
+        pkgs = sorted(debs_dir.glob(f"linux-image-{release}_*.deb"))
+        check(pkgs, f"no linux-image-{release} package in {debs_dir}")
+        vm.copy_in(pkgs[-1], f"/root/{pkgs[-1].name}")
+        vm.run(f"dpkg -i /root/{pkgs[-1].name} 2>&1")
+        lists = dom0.xen_entries_hide()
+        want = set(cases) | {HDA}
+        check(lists and all(want <= h for h in lists), f"after the reinstall: {lists}")
+        listed = vm.run(f"lsinitramfs /boot/initrd.img-{release} | grep -c xen-pciback.ko || true")
+        check(listed.strip() != "0", "the rebuilt initramfs lost xen-pciback")
+        return f"{pkgs[-1].name} reinstalled; hide and initramfs kept"
+
+    def reboot(label):
+        def go():
+            old = vm.boot_id()
+            host = dom0.host()
+            dom0.x.host.disable(host)
+            dom0.x.host.reboot(host)
+            took = vm.wait_booted(old)
+            report.boots.append((label, took))
+            dom0.login()
+            return f"new boot after {took:.0f} s (host.reboot through systemd)"
+        return go
+
+    def after_reboot(want, driver_of, in_list):
+        """Every candidate as pcipass answers and as the real host shows
+        it; one line per function, and every disagreement in the failure."""
+        def go():
+            hidden = dom0.hide_on(dom0.cmdline())
+            assignable, raw = dom0.assignable()
+            facts, wrong = [], []
+            for bdf in cases + [HDA]:
+                st = dom0.status(bdf)
+                drv = dom0.driver(bdf)
+                facts.append(
+                    f"{bdf}: {st}, driver {drv}, on /proc/cmdline {bdf in hidden}, "
+                    f"assignable {bdf in assignable}"
+                )
+                if st != want or drv != driver_of(bdf):
+                    wrong.append(f"{bdf} is {st} with driver {drv}, want {want} with {driver_of(bdf)}")
+                if (bdf in hidden) != in_list or (bdf in assignable) != in_list:
+                    wrong.append(f"{bdf}: on /proc/cmdline {bdf in hidden}, assignable {bdf in assignable}")
+            pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
+            if pg != want:
+                wrong.append(f"PGPU.dom0_access {pg}")
+            facts.append(f"xl pci-assignable-list: {raw.strip()!r}")
+            check(not wrong, "; ".join(wrong) + " | " + "; ".join(facts))
+            return "; ".join(facts)
+        return go
+
+    def enable():
+        for bdf in (NIC, USB, HDA):
+            st = dom0.x.PCI.enable_dom0_access(dom0.pci(bdf))
+            check(st == "enable_on_reboot", f"PCI.enable_dom0_access({bdf}) answered {st}")
+        st = dom0.x.PGPU.enable_dom0_access(gpu_pgpu["ref"])
+        check(st == "enable_on_reboot", f"PGPU.enable_dom0_access answered {st}")
+        pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
+        check(pg == "enable_on_reboot", f"PGPU.dom0_access {pg}")
+        return None
+
+    report.begin("grub-mkconfig")
+    report.step("boot the image (SeaBIOS, GRUB, Xen, dom0)", boot)
+    report.step("install the package as the README says", install)
+    report.step("listen for clients, log in as root (PAM, TLS)", open_to_clients)
+    report.step("systemd-analyze security on the running unit", sandbox, critical=False)
+    report.step("every candidate enabled, native drivers bound", initially_enabled)
+    report.step("PCI and PGPU disable: disable_on_reboot", disable)
+    report.step("drop-in, grub.cfg, softdeps and initramfs written", files_after_disable, critical=False)
+    report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
+    report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
+    report.step("a kernel package reinstall keeps the hide", kernel_reinstall, critical=False)
+    report.step("host.reboot", reboot("after disable"))
+    report.step(
+        "after the reboot: disabled, pciback bound, assignable",
+        after_reboot("disabled", lambda _b: "pciback", True),
+        critical=False,
+    )
+    report.step("PCI and PGPU enable: enable_on_reboot", enable)
+    report.step("host.reboot", reboot("after enable"))
+    report.step(
+        "after the reboot: enabled, native drivers bound again",
+        after_reboot("enabled", lambda b: NATIVE[b], False),
+        critical=False,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--image-dir", required=True, help="built by tests/lab/build-image")
+    ap.add_argument("--deb", required=True, help="the pcipass package to install")
+    ap.add_argument("--debs", required=True, help="the image's cached Debian packages")
+    ap.add_argument("--out", required=True, help="where logs go (target/lab)")
+    ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm"])
+    args = ap.parse_args()
+
+    socket.setdefaulttimeout(1800)
+    out = pathlib.Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    report = Report(out / "results.txt")
+    report.boots = []
+
+    vm_dir = out / "grub-mkconfig"
+    vm_dir.mkdir()
+    disk = vm_dir / "disk.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+         "-b", str(pathlib.Path(args.image_dir, "base.qcow2").resolve()), str(disk)],
+        check=True,
+    )
+    vm = Vm(args.image_dir, vm_dir, disk, accel=args.accel)
+    dom0 = Dom0(vm)
+    started = time.monotonic()
+    try:
+        lab_steps(report, vm, dom0, pathlib.Path(args.deb), pathlib.Path(args.debs), out)
+    finally:
+        if vm.alive():
+            journal = vm.try_run("journalctl -u pcipassd -b 0 --no-pager", timeout=120)
+            (vm_dir / "pcipassd-journal.txt").write_text(journal or "(not read)\n")
+        vm.stop()
+        disk.unlink(missing_ok=True)
+    boots = ", ".join(f"{label} {s:.0f} s" for label, s in report.boots)
+    report.say(f"lab: {time.monotonic() - started:.0f} s; reboots: {boots or 'none'}")
+    report.summary()
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
