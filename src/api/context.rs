@@ -133,6 +133,8 @@ pub struct Caller {
     pub superuser: bool,
     /// Where the call came from.
     pub origin: Origin,
+    /// The task an `Async.` call runs in.
+    pub task: Option<String>,
 }
 
 impl Caller {
@@ -144,6 +146,7 @@ impl Caller {
             role: Role::ReadOnly,
             superuser: false,
             origin,
+            task: None,
         }
     }
 

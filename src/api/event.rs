@@ -35,11 +35,24 @@ const NEXT_WAIT: Duration = Duration::from_secs(60);
 
 /// Legacy `event.register` state: per session, its classes and position
 /// (at most [`quota::REGISTRATION_ENTRIES`] entries, dropped with their
-/// session); and the budget of `event.inject`'s writes.
+/// session); the budget of `event.inject`'s writes; and how far each
+/// `event.from` stream that sees tasks has been handed
+/// ([`handed_to_streams`]).
 #[derive(Debug, Default)]
 pub struct Registrations {
     sessions: Mutex<HashMap<String, (BTreeSet<String>, u64)>>,
     injects: quota::InjectBudget,
+    streams: Mutex<HashMap<String, Stream>>,
+    handed: tokio::sync::Notify,
+}
+
+/// An `event.from` stream that subscribes to tasks: whose tasks it may see
+/// and the generation of the last token it was handed.
+#[derive(Debug)]
+struct Stream {
+    user: String,
+    operator: bool,
+    handed: u64,
 }
 
 /// Format an event.from token.
@@ -315,12 +328,77 @@ fn from(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
                 (batch(&caller, &subs, raw), generation)
             }
         };
+        handed_out(&ctx, &caller, &subs, generation);
         Ok(Value::Struct(vec![
             ("events".into(), Value::Array(events)),
             ("valid_ref_counts".into(), valid_ref_counts(&ctx)),
             ("token".into(), Value::String(token(generation))),
         ]))
     })
+}
+
+/// Remember that `caller`'s stream was handed everything up to
+/// `generation`, when it subscribes to tasks (`*` or `task`).
+fn handed_out(ctx: &Context, caller: &Caller, subs: &[Subscription], generation: u64) {
+    let sees_tasks = subs
+        .iter()
+        .any(|s| s.class.as_deref().is_none_or(|c| c == "task"));
+    if caller.session.is_empty() || !sees_tasks {
+        return;
+    }
+    let registrations = &ctx.event_registrations;
+    if let Ok(mut streams) = registrations.streams.lock() {
+        // Streams of sessions that ended go with them.
+        streams.retain(|session, _| ctx.store.get_of("session", session).is_some());
+        streams.insert(
+            caller.session.clone(),
+            Stream {
+                user: caller.user.clone(),
+                operator: caller.may(Role::PoolOperator),
+                handed: generation,
+            },
+        );
+    }
+    registrations.handed.notify_waiters();
+}
+
+/// Has every `event.from` stream of a live session that may see `owner`'s
+/// tasks been handed `generation` or later?
+pub fn handed_to_streams(ctx: &Context, owner: &str, generation: u64) -> bool {
+    match ctx.event_registrations.streams.lock() {
+        Ok(streams) => !streams.iter().any(|(session, s)| {
+            (s.operator || s.user == owner)
+                && s.handed < generation
+                && ctx.store.get_of("session", session).is_some()
+        }),
+        Err(_) => true,
+    }
+}
+
+/// Wait until `done` holds, checking it again whenever the store changes
+/// or a stream is handed events, for at most `bound`; true when it held.
+pub async fn wait_until(ctx: &Context, bound: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    let registrations = &ctx.event_registrations;
+    let mut changes = ctx.store.subscribe();
+    loop {
+        let handed = registrations.handed.notified();
+        tokio::pin!(handed);
+        handed.as_mut().enable();
+        changes.borrow_and_update();
+        if done() {
+            return true;
+        }
+        let woken = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = &mut handed => {}
+                _ = changes.changed() => {}
+            }
+        });
+        if woken.await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// `event.inject`: a `mod` event on the object and its token. Only a
@@ -461,6 +539,7 @@ mod tests {
             role: Role::PoolAdmin,
             superuser: false,
             origin: Origin::Network("127.0.0.1:1".into()),
+            task: None,
         }
     }
 

@@ -1,7 +1,11 @@
 //! The `host` class: this host's object, enable/disable, and reboot. On a
 //! mock host `host.reboot` reboots the mock in place: the running command
 //! line becomes the default entry's dom0 arguments, driver links follow the
-//! hide list, every session ends and the device sync runs again.
+//! hide list, every session ends and the device sync runs again. An
+//! `Async.host.reboot` looks to its client as xapi's does: the task
+//! succeeds first, and the mock restarts (sessions end, a new
+//! agent_start_time) only once the client is done with the task, or after
+//! xapi's ~10 s (`REBOOT_FUSE`).
 //!
 //! At every start the daemon also notices a reboot nobody asked it for:
 //! [`check_boot`] compares the kernel's boot id with the one it stored (in
@@ -17,7 +21,7 @@ use crate::api::context::{Caller, Context};
 use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::{self, now_datetime};
-use crate::api::{ApiError, Value, sync};
+use crate::api::{ApiError, Value, event, sync, task};
 use crate::domain::about::HostDescription;
 use crate::domain::service::Reboot;
 use crate::idl;
@@ -209,6 +213,11 @@ fn get_servertime(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> Handl
     })
 }
 
+/// xapi reboots about 10 s after `host.reboot` succeeded. After an
+/// `Async.host.reboot`'s task succeeded, a mock reboot in place waits at
+/// most this long for its client to be done with the task.
+const REBOOT_FUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
         let reference = host_arg(&ctx, &args)?;
@@ -225,33 +234,61 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
             tracing::warn!(user = %caller.user, ?command, "reboot command started");
             return Ok(Value::void());
         }
+        // As with xapi, an `Async.host.reboot`'s task succeeds while the
+        // host is still up, and the host goes down once its client is done
+        // with it: every event stream that sees the task was handed the
+        // success and the task was destroyed (Xen Orchestra destroys it
+        // once it saw it), or after xapi's delay. Xen Orchestra starts
+        // watching for the new agent_start_time only when the task
+        // succeeded and misses a value that reached it first, or with the
+        // success; a call of its still in flight when the sessions end is
+        // retried a second later, and fails for good if the host has gone
+        // down again meanwhile.
+        if let Some(task_ref) = &caller.task {
+            task::complete(&ctx, task_ref, Ok(Value::void()));
+            let at = ctx.store.generation();
+            let done = || {
+                ctx.store.get_of("task", task_ref).is_none()
+                    && event::handed_to_streams(&ctx, &caller.user, at)
+            };
+            if !event::wait_until(&ctx, REBOOT_FUSE, done).await {
+                tracing::info!(
+                    "the reboot's client is not done with its task: the host goes down anyway"
+                );
+            }
+        }
         let work = ctx.clone();
         let work_user = caller.user.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-            let dropped = session::invalidate_all(&work)?;
-            // The mock reboot wrote a new boot id: remember it, or the next
-            // start would take this boot for another one.
-            match work.host.boot_id() {
-                Ok(id) => work.store.meta_set(BOOT_ID_KEY, &id)?,
-                Err(e) => tracing::warn!("cannot read the new boot id: {e}"),
-            }
-            sync::synchronise(&work)?;
-            describe_again(&work)?;
-            enable_after_reboot(&work)?;
-            // The toolstack started again, as after a real reboot: clients
-            // (Xen Orchestra) wait for agent_start_time to move.
-            record_agent_start(&work)?;
-            tracing::warn!(
-                user = %work_user,
-                sessions_ended = dropped,
-                "mock host rebooted in place"
-            );
-            Ok(())
-        })
-        .await
-        .map_err(|_| ApiError::Internal("reboot worker failed".into()))??;
-        Ok(Value::void())
+        let restarted = tokio::task::spawn_blocking(move || restart_in_place(&work, &work_user))
+            .await
+            .map_err(|_| ApiError::Internal("reboot worker failed".into()))?;
+        if let (Err(e), Some(_)) = (&restarted, &caller.task) {
+            // The task already succeeded: the failure is only logged.
+            tracing::error!("the mock host's restart after the reboot failed: {e}");
+        }
+        restarted.map(|()| Value::void())
     })
+}
+
+/// The toolstack starting again on the mock host just rebooted in place,
+/// as after a real reboot: every session ends, the devices are synchronised
+/// and the host described again, a disabled host is enabled (unless
+/// `auto_enable=false`), and, last, a new agent_start_time.
+fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
+    let dropped = session::invalidate_all(ctx)?;
+    // The mock reboot wrote a new boot id: remember it, or the next
+    // start would take this boot for another one.
+    match ctx.host.boot_id() {
+        Ok(id) => ctx.store.meta_set(BOOT_ID_KEY, &id)?,
+        Err(e) => tracing::warn!("cannot read the new boot id: {e}"),
+    }
+    sync::synchronise(ctx)?;
+    describe_again(ctx)?;
+    enable_after_reboot(ctx)?;
+    // Clients (Xen Orchestra) wait for agent_start_time to move.
+    record_agent_start(ctx)?;
+    tracing::warn!(%user, sessions_ended = dropped, "mock host rebooted in place");
+    Ok(())
 }
 
 /// The fields of the host object that describe the host as it is now:

@@ -100,8 +100,9 @@ async fn invoke_async(
         )));
     }
     // Count, types and session are checked now; role and work fail into the task.
-    let (method, caller, args) = prepare_unchecked_role(ctx, method, params, origin)?;
+    let (method, mut caller, args) = prepare_unchecked_role(ctx, method, params, origin)?;
     let task_ref = task::create_for_async(ctx, &caller, &format!("Async.{}", method.wire_name))?;
+    caller.task = Some(task_ref.clone());
     let ctx = ctx.clone();
     let task_for_run = task_ref.clone();
     tokio::spawn(async move {

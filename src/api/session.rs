@@ -605,6 +605,7 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
         role: session.get_str("role").parse().unwrap_or(Role::ReadOnly),
         superuser: matches!(session.get("is_local_superuser"), Some(Value::Bool(true))),
         origin,
+        task: None,
     })
 }
 

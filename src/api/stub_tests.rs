@@ -359,3 +359,103 @@ async fn event_from_reports_an_edit_after_its_token() {
         "{events:?}"
     );
 }
+
+/// `host.other_config:agent_start_time` of a host record or snapshot.
+fn agent_start_time(record: &Value) -> String {
+    record
+        .member("other_config")
+        .and_then(|c| c.member(host::AGENT_START_TIME))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Xen Orchestra, after `Async.host.reboot`, watches for a new
+/// agent_start_time only once its event stream brought the task's
+/// success, and misses a value it received before or with it. The success
+/// must reach a stream holding its token across the reboot while the
+/// value is still the old one; once the task is destroyed (as XO does)
+/// the session ends, and a fresh login sees the new value.
+#[tokio::test]
+async fn an_async_reboot_succeeds_before_the_host_restarts() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    host::record_agent_start(&ctx).unwrap();
+    let xo = Client::new(&ctx, Role::PoolOperator);
+    let host = Value::str(&ctx.host_ref);
+    let before = agent_start_time(
+        &xo.call("host.get_record", vec![host.clone()])
+            .await
+            .unwrap(),
+    );
+    let gpu = xo.pci("0000:01:00.0").await;
+    xo.call("PCI.disable_dom0_access", vec![gpu]).await.unwrap();
+    xo.call("host.disable", vec![host.clone()]).await.unwrap();
+    let classes = Value::Array(vec![Value::str("host"), Value::str("task")]);
+    let first = xo
+        .call(
+            "event.from",
+            vec![classes.clone(), Value::str(""), Value::Float(0.0)],
+        )
+        .await
+        .unwrap();
+    let mut token = field(&first, "token");
+    let task = xo
+        .call("Async.host.reboot", vec![host.clone()])
+        .await
+        .unwrap();
+    let task_ref = task.as_str().unwrap().to_owned();
+    // The stream until the task's success.
+    'stream: loop {
+        let batch = xo
+            .call(
+                "event.from",
+                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the stream ended before the task's success: {e:?}"));
+        token = field(&batch, "token");
+        let Some(Value::Array(events)) = batch.member("events") else {
+            panic!("no events in {batch:?}")
+        };
+        let mut succeeded = false;
+        for event in events {
+            let snapshot = event.member("snapshot").cloned().unwrap_or(Value::Nil);
+            match field(event, "class").as_str() {
+                "host" => assert_eq!(
+                    agent_start_time(&snapshot),
+                    before,
+                    "agent_start_time moved before the task's success was seen"
+                ),
+                "task" if field(event, "ref") == task_ref => {
+                    succeeded |= field(&snapshot, "status") == "success";
+                }
+                _ => {}
+            }
+        }
+        if succeeded {
+            break 'stream;
+        }
+    }
+    xo.call("task.destroy", vec![task]).await.unwrap();
+    // Then the host restarts: the session ends.
+    loop {
+        match xo
+            .call(
+                "event.from",
+                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
+            )
+            .await
+        {
+            Ok(batch) => token = field(&batch, "token"),
+            Err(e) => {
+                assert_eq!(code(&e), "SESSION_INVALID");
+                break;
+            }
+        }
+    }
+    let again = Client::new(&ctx, Role::PoolOperator);
+    let record = again.call("host.get_record", vec![host]).await.unwrap();
+    assert!(agent_start_time(&record).parse::<f64>().unwrap() > before.parse::<f64>().unwrap());
+    assert_eq!(record.member("enabled"), Some(&Value::Bool(true)));
+}

@@ -34,22 +34,24 @@ const isPciPassthroughAvailable = host =>
   host.software_version.product_brand === 'XCP-ng' &&
   semver.satisfies(host.software_version.product_version, '>=8.3.0')
 
-// Resolves when `predicate` holds for the cached object of `ref`: now, or
-// after a later add or update (the connector re-fetches every object once
-// it has logged in again after the reboot).
-function watchObject (xapi, ref, predicate) {
+// @xen-orchestra/xapi's waitAgentRestart: `watchObject(hostRef, cb)`
+// calls `cb` on each later add or update of the host in the object cache
+// and never looks at the object as it is when the watch starts. A new
+// agent_start_time that reached the cache before `host.reboot`'s task
+// settled is therefore never seen: the host must restart after the task.
+function waitAgentRestart (xapi, hostRef, prevAgentStartTime) {
   return new Promise(resolve => {
-    const check = () => {
-      const object = xapi.objects.all[xapi.getObjectByRef(ref, undefined)?.$id]
-      if (object !== undefined && predicate(object)) {
-        xapi.objects.removeListener('add', check)
-        xapi.objects.removeListener('update', check)
-        resolve(object)
+    const onAddOrUpdate = objects => {
+      for (const object of Object.values(objects)) {
+        if (object.$ref === hostRef && +object.other_config.agent_start_time > prevAgentStartTime && object.enabled) {
+          xapi.objects.removeListener('add', onAddOrUpdate)
+          xapi.objects.removeListener('update', onAddOrUpdate)
+          resolve(object)
+        }
       }
     }
-    xapi.objects.on('add', check)
-    xapi.objects.on('update', check)
-    check()
+    xapi.objects.on('add', onAddOrUpdate)
+    xapi.objects.on('update', onAddOrUpdate)
   })
 }
 
@@ -84,7 +86,7 @@ const setDom0Access = defer(async function ($defer, xapi, pcis, disable) {
   await xapi.call('host.disable', hostRef)
   await evacuate(xapi, hostRef)
   await xapi.callAsync('host.reboot', hostRef)
-  await watchObject(xapi, hostRef, host => +host.other_config.agent_start_time > before && host.enabled)
+  await waitAgentRestart(xapi, hostRef, before)
 })
 
 async function connected (daemon) {
