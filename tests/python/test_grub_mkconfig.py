@@ -378,6 +378,25 @@ def test_without_a_way_to_rebuild_the_initramfs_the_edit_says_what_to_do(tmp_pat
     assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
 
 
+def test_a_hide_is_refused_when_the_kernels_modules_cannot_be_seen(tmp_path, made):
+    """What a real Debian 12 dom0 showed (issue 22): a sandbox that hides
+    /lib/modules (ProtectKernelModules=yes) while xen-pciback is not loaded
+    leaves pcipass unable to tell that xen-pciback is a module. It must not
+    answer disable_on_reboot for a hide that the native driver would keep
+    for ever: refused, saying why and what to do, nothing written."""
+    d = debian(tmp_path)
+    shutil.rmtree(d.root / "lib/modules")
+    made.append(d.start())
+    s, details, before = _refused_hide(d, GPU)
+    assert "built in or as a module" in details[1] and "modprobe xen-pciback" in details[1], details
+    assert "/lib/modules/6.1.0-28-amd64" in details[1], details
+    assert listed((d.root / MODULES).read_text()) == []
+    assert not (d.root / "etc/modprobe.d/pcipass.conf").exists()
+    assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "enabled"
+
+
 def test_a_failing_initramfs_rebuild_puts_the_module_list_back(tmp_path, made):
     fail = tmp_path / "failing-update-initramfs"
     fail.write_text("#!/bin/sh\necho 'update-initramfs: failed for /boot/initrd.img-6.1.0-28-amd64 with 1.' >&2\nexit 1\n")

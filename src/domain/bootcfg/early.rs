@@ -79,8 +79,9 @@ struct FileEdit {
 }
 
 /// Make xen-pciback take the functions about to be hidden at the next
-/// boot, or say why it cannot. Built in, or unknown (logged): nothing to
-/// do. A module: it is listed where the initramfs builder reads it, and
+/// boot, or say why it cannot. Built in: nothing to do. Unknown (the
+/// facts do not say whether it is built in or a module): refused with
+/// [`BootConfigError::PcibackUnknown`]. A module: it is listed where the initramfs builder reads it, and
 /// for each native driver `natives` names a modprobe `softdep` in
 /// [`MODPROBE_DROPIN`] makes xen-pciback load first (initramfs-tools
 /// starts udev, which loads the drivers of the devices it finds, before
@@ -96,13 +97,12 @@ pub fn ensure_pciback_early(
     let loading = pciback::loading(&facts);
     let tool = match loading {
         Loading::BuiltIn => return Ok(()),
+        // A hide that xen-pciback may never act on would answer success
+        // and stay `disable_on_reboot` for ever: refused.
         Loading::Unknown => {
-            tracing::warn!(
-                kernel = %facts.kernel_release,
-                "cannot tell whether xen-pciback is built in or loads from the initramfs: a hidden \
-                 function may stay with its native driver (its status then stays short of disabled)"
-            );
-            return Ok(());
+            return Err(BootConfigError::PcibackUnknown {
+                kernel_release: facts.kernel_release,
+            });
         }
         Loading::Absent | Loading::NotEarly(Tool::None) => return Err(refused(&loading)),
         Loading::Early("dracut") | Loading::NotEarly(Tool::Dracut) => Tool::Dracut,
