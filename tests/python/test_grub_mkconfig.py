@@ -238,6 +238,48 @@ def test_a_hand_edit_of_the_generated_file_is_read_and_warned_about(tmp_path, ma
     assert f"({USB})({GPU})" in (d.root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
 
 
+def test_with_debians_real_generator_in_the_root_the_edit_goes_to_the_drop_in(tmp_path, made):
+    """Debian's real /usr/sbin/grub-mkconfig spells the drop-in directory
+    `${sysconfdir}/default/grub.d/*.cfg` (issue 22: pcipass looked for the
+    literal path, missed it, and wrote a block into /etc/default/grub that
+    every grub.d/*.cfg then overrides). With the real program in the mock
+    root, the edit goes to the drop-in and /etc/default/grub is untouched."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    (root / "usr/sbin").mkdir(parents=True)
+    shutil.copy("/usr/sbin/grub-mkconfig", root / "usr/sbin/grub-mkconfig")
+    stock = (root / "etc/default/grub").read_bytes()
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[USB]) == "disable_on_reboot"
+    assert f"({USB})" in (root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
+    assert (root / "etc/default/grub").read_bytes() == stock
+    xen, _ = dom0_lines((root / "boot/grub/grub.cfg").read_text())
+    assert {hide_of(l) for l in xen.values()} == {f"({USB})"}
+
+
+def test_a_later_drop_in_resetting_the_xen_line_makes_the_edit_refused(tmp_path, made):
+    """An operator's drop-in sourced after pcipass's sets
+    GRUB_CMDLINE_LINUX_XEN_REPLACE="$GRUB_CMDLINE_LINUX", as Debian's
+    xen.cfg suggests: the regenerated grub.cfg would boot no hide list.
+    pcipass reads it back, refuses the edit and puts everything back."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    (root / "etc/default/grub.d/zzz-local.cfg").write_text(
+        'GRUB_CMDLINE_LINUX_XEN_REPLACE="$GRUB_CMDLINE_LINUX"\n')
+    regenerate(root)
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s, details, before = _refused_hide(d, USB)
+    assert "would not read back as intended" in details[1] and "GRUB_CMDLINE_LINUX_XEN_REPLACE" in details[1], details
+    assert not (root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert (root / "boot/grub/grub.cfg").read_bytes() == before
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[USB]) == "enabled"
+
+
 # GRUB_DEFAULT as /etc/default/grub sets it, with Debian's xen.cfg told not
 # to override it; the grubenv variables as grub-set-default / grub-reboot
 # write them (through the real grub-editenv). Top level of the generated

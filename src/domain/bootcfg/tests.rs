@@ -405,3 +405,21 @@ fn sysfs_settles_a_built_in_xen_pciback_without_lib_modules() {
     assert!(matches!(err, BootConfigError::EditsRefused(_)), "{err:?}");
     assert_eq!(grub_bytes(&dir), before);
 }
+
+/// The `debian` profile with Debian's generator at `usr/sbin/grub-mkconfig`
+/// (its lines that source the defaults, as Debian 12 spells them: through
+/// `${sysconfdir}`) keeps the hide list in pcipass's drop-in, which is read
+/// last; with upstream GRUB's, in the block of `/etc/default/grub`.
+#[test]
+fn the_debian_generator_as_packaged_reads_pcipass_drop_in() {
+    use crate::host::boot::generators;
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::Debian).unwrap();
+    let host = HostRoot::new(dir.path());
+    std::fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+    let program = dir.path().join("usr/sbin/grub-mkconfig");
+    std::fs::write(&program, generators::DEBIAN).unwrap();
+    assert_eq!(DefaultsPlace::for_host(&host), DefaultsPlace::DropIn);
+    std::fs::write(&program, generators::UPSTREAM).unwrap();
+    assert_eq!(DefaultsPlace::for_host(&host), DefaultsPlace::DefaultGrub);
+}
