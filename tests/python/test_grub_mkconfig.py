@@ -389,6 +389,34 @@ def test_xen_pciback_is_made_to_load_before_each_native_driver(tmp_path, made):
     assert "e1000e" not in conf.read_text()
 
 
+def test_a_hide_made_with_xen_cmdline_gets_its_softdep_and_takes_effect(tmp_path, made):
+    """Issue 22: a device hidden by hand with the packaged xen-cmdline got no
+    softdep and no initramfs list, so the native driver kept it. Now
+    xen-cmdline runs the same early-load step as the API, and a later API
+    edit computes the softdeps from the whole resulting list."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    run(binary("xen-cmdline"), "--root", str(root), "--grub-mkconfig-command", f"{MKCONFIG} {root}",
+        "--set-dom0", f"xen-pciback.hide=({USB})")
+    assert listed((root / MODULES).read_text()) == ["xen-pciback"]
+    conf = root / "etc/modprobe.d/pcipass.conf"
+    assert [l for l in conf.read_text().splitlines() if not l.startswith("#")] == [
+        "softdep xhci_pci pre: xen-pciback"]
+    # The operator then removes the softdep by hand: the next API edit puts
+    # it back along with the new function's.
+    conf.unlink()
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    assert [l for l in conf.read_text().splitlines() if not l.startswith("#")] == [
+        "softdep xhci_pci pre: xen-pciback", "softdep nouveau pre: xen-pciback"]
+    s = _reboot(d, s)
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[USB]) == "disabled"
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "disabled"
+
+
 def test_a_function_its_native_driver_kept_is_not_disabled(tmp_path, made):
     """The operator takes xen-pciback out of the initramfs list after the
     edit: at the next boot the native driver binds first and keeps the

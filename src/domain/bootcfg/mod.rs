@@ -32,6 +32,7 @@ mod xenefi;
 
 pub use early::{
     DRACUT_DROPIN, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver, ensure_pciback_early,
+    ensure_pciback_early_for, hidden_natives,
 };
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;

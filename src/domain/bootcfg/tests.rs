@@ -423,3 +423,43 @@ fn the_debian_generator_as_packaged_reads_pcipass_drop_in() {
     std::fs::write(&program, generators::UPSTREAM).unwrap();
     assert_eq!(DefaultsPlace::for_host(&host), DefaultsPlace::DefaultGrub);
 }
+
+/// A function hidden by hand (here: xen.cfg edited directly) on a host
+/// whose xen-pciback is a module gets its softdep at the next pcipass
+/// edit: the early-load needs come from the whole resulting hide list,
+/// not only from the function the edit adds.
+#[test]
+fn a_later_edit_sets_up_early_loading_for_a_function_hidden_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::XenEfi).unwrap();
+    let host = HostRoot::new(dir.path());
+    let cfg = "boot/efi/EFI/xen/xen.cfg";
+    let text = std::fs::read_to_string(dir.path().join(cfg)).unwrap();
+    let hand = text.replace(
+        "kernel=vmlinuz-6.1.0-28-amd64 ",
+        "kernel=vmlinuz-6.1.0-28-amd64 xen-pciback.hide=(0000:00:14.0) ",
+    );
+    assert_ne!(hand, text);
+    std::fs::write(dir.path().join(cfg), hand).unwrap();
+    let engine = Dom0AccessEngine::new(
+        Box::new(XenEfiBootConfig::new(host.clone(), cfg)),
+        host.clone(),
+    )
+    .with_initramfs(InitramfsUpdate::Mock);
+    assert_eq!(
+        engine.disable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+    let conf = std::fs::read_to_string(dir.path().join(MODPROBE_DROPIN)).unwrap();
+    for module in ["xhci_pci", "nouveau"] {
+        assert!(
+            conf.contains(&format!("softdep {module} pre: xen-pciback\n")),
+            "{module}: {conf}"
+        );
+    }
+    // After the reboot xen-pciback takes both.
+    crate::domain::mock_boot::reboot(&host).unwrap();
+    for f in ["0000:00:14.0", "0000:01:00.0"] {
+        assert_eq!(engine.status(&a(f)).unwrap(), Dom0Access::Disabled, "{f}");
+    }
+}
