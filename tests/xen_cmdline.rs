@@ -31,11 +31,25 @@ fn real_fixture(fixture: &str) -> String {
     String::from_utf8(fixture_bytes("grub-real", fixture)).unwrap()
 }
 
-/// A mock host whose grub.cfg holds exactly these bytes.
+/// A mock host whose grub.cfg holds exactly these bytes, with the kernel
+/// facts of the XCP-ng host these grub.cfg files come from: release
+/// 4.19.0+1, whose `modules.builtin` lists xen-pciback (an edit of the
+/// hide list needs no initramfs set-up there).
 fn host_with_bytes(bytes: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
     std::fs::write(dir.path().join("boot/grub/grub.cfg"), bytes).unwrap();
+    for (rel, text) in [
+        ("proc/sys/kernel/osrelease", "4.19.0+1\n"),
+        (
+            "lib/modules/4.19.0+1/modules.builtin",
+            "kernel/drivers/xen/xen-pciback/xen-pciback.ko\n",
+        ),
+    ] {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
     dir
 }
 
@@ -695,4 +709,97 @@ fn exec_backend_falls_back_when_the_program_has_no_compare_and_set() {
     let (_, out, _) = run(&root, &["--get-dom0", "xen-pciback.hide"]);
     assert_eq!(out, "xen-pciback.hide=(0000:01:00.0)\n");
     assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::Enabled);
+}
+
+/// The non-comment lines of a modprobe or initramfs-tools file.
+fn code_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A hide made with xen-cmdline on a host whose xen-pciback is a module
+/// (the xen-efi profile: a Debian kernel) gets the same early-load set-up
+/// as one made through the API: xen-pciback listed for the initramfs and
+/// a softdep before each native module of the functions the resulting
+/// list hides (issue 22: it used to get none, and the native driver kept
+/// the device).
+#[test]
+fn a_hide_set_with_xen_cmdline_gets_the_early_load_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pcipass::host::mock::create(root, pcipass::host::mock::Profile::XenEfi).unwrap();
+    let (code, _, err) = run(root, &["--set-dom0", "xen-pciback.hide=(0000:00:14.0)"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        code_lines(&root.join("etc/initramfs-tools/modules")),
+        ["xen-pciback"]
+    );
+    let softdeps = root.join("etc/modprobe.d/pcipass.conf");
+    assert_eq!(code_lines(&softdeps), ["softdep xhci_pci pre: xen-pciback"]);
+    // The whole resulting list counts, the function hidden before too.
+    let (code, _, err) = run(
+        root,
+        &[
+            "--set-dom0",
+            "xen-pciback.hide=(0000:00:14.0)(0000:01:00.0)",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        code_lines(&softdeps),
+        [
+            "softdep xhci_pci pre: xen-pciback",
+            "softdep nouveau pre: xen-pciback"
+        ]
+    );
+    // Taking the list away needs nothing.
+    let (code, _, err) = run(root, &["--delete-dom0", "xen-pciback.hide"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A driver built into the kernel always binds before a modular
+/// xen-pciback: xen-cmdline refuses to hide its function, and writes
+/// nothing.
+#[test]
+fn xen_cmdline_refuses_a_hide_that_a_built_in_driver_would_defeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pcipass::host::mock::create(root, pcipass::host::mock::Profile::XenEfi).unwrap();
+    std::fs::remove_file(root.join("sys/bus/pci/drivers/e1000e/module")).unwrap();
+    let cfg = root.join("boot/efi/EFI/xen/xen.cfg");
+    let before = std::fs::read(&cfg).unwrap();
+    let (code, _, err) = run(root, &["--set-dom0", "xen-pciback.hide=(0000:00:1f.6)"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("e1000e") && err.contains("built into"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&cfg).unwrap(), before);
+    assert!(!root.join("etc/modprobe.d/pcipass.conf").exists());
+}
+
+/// Where it cannot be told how xen-pciback loads (no /lib/modules, nothing
+/// in /sys/module), xen-cmdline refuses a hide as pcipassd does; other
+/// arguments are still edited.
+#[test]
+fn xen_cmdline_refuses_a_hide_when_xen_pciback_cannot_be_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pcipass::host::mock::create(root, pcipass::host::mock::Profile::Demo).unwrap();
+    std::fs::remove_dir_all(root.join("lib/modules")).unwrap();
+    std::fs::remove_dir_all(root.join("sys/module/xen_pciback")).unwrap();
+    let before = grub_bytes(root);
+    let (code, _, err) = run(root, &["--set-dom0", "xen-pciback.hide=(0000:01:00.0)"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("built in or as a module") && err.contains("modprobe xen-pciback"),
+        "{err}"
+    );
+    assert_eq!(grub_bytes(root), before);
+    let (code, _, err) = run(root, &["--set-dom0", "pcipass.test=1"]);
+    assert_eq!(code, 0, "{err}");
 }

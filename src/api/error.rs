@@ -299,6 +299,10 @@ impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
             BootConfigError::BootDevice { block_device, .. } => {
                 ApiError::BootDevicePassthroughDisallowed(block_device.clone())
             }
+            // Why the hide could not be made to take effect, and what to do.
+            BootConfigError::PcibackUnknown { .. } => {
+                ApiError::BootConfigUnavailable(e.client_reason())
+            }
             BootConfigError::HideListMalformed(parse) => ApiError::BootConfigHideListMalformed {
                 value: parse.value.clone(),
                 reason: format!("{} at {}", parse.reason, parse.offending),
@@ -348,5 +352,25 @@ mod tests {
         assert!(d[1].ends_with(&format!("... [{} more bytes]", huge.len() - 1024)));
         let short = ApiError::handle_invalid("PCI", "OpaqueRef:x").description();
         assert_eq!(short, ["HANDLE_INVALID", "PCI", "OpaqueRef:x"]);
+    }
+
+    #[test]
+    fn an_unknown_xen_pciback_refusal_says_why_and_what_to_do() {
+        use crate::domain::bootcfg::BootConfigError;
+        let e: ApiError = BootConfigError::PcibackUnknown {
+            kernel_release: "6.1.0-28-amd64".into(),
+        }
+        .into();
+        let d = e.description();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d[0], "BOOT_CONFIG_UNAVAILABLE");
+        for part in [
+            "built in or as a module",
+            "nothing was written",
+            "/lib/modules/6.1.0-28-amd64",
+            "modprobe xen-pciback",
+        ] {
+            assert!(d[1].contains(part), "{part}: {}", d[1]);
+        }
     }
 }

@@ -6,12 +6,13 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use pcipass::domain::bootcfg::{
-    BootConfig, BootConfigError, DefaultsPlace, GrubMkconfigBootConfig, Regenerate,
-    XenEfiBootConfig, edit_grub, load_grub, one_line,
+    BootConfig, BootConfigError, DefaultsPlace, GrubMkconfigBootConfig, InitramfsUpdate,
+    Regenerate, XenEfiBootConfig, edit_grub, ensure_pciback_early_for, grub_boot_view, load_grub,
+    one_line,
 };
 use pcipass::domain::bootflow::{self, BootFlow, FlowChoice, FlowError};
 use pcipass::domain::grub::{Edit, GrubConfig, Matching, Target};
-use pcipass::domain::hide::{HIDE_KEY, HideEdit};
+use pcipass::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use pcipass::host::HostRoot;
 
 const USAGE: &str = "usage: xen-cmdline [--root DIR] [--boot-flow FLOW] OPERATION...
@@ -49,6 +50,12 @@ Options:
   --grub-mkconfig-command CMD
                           what regenerates grub.cfg in the grub-mkconfig flow
                           (default on /: update-grub, else grub-mkconfig -o)
+  --initramfs-command CMD what rebuilds the initramfs when an edit of
+                          xen-pciback.hide needs xen-pciback loaded early
+                          (a module: listed for the initramfs, softdeps in
+                          /etc/modprobe.d/pcipass.conf), as pcipassd does
+                          (default on /: update-initramfs -u -k all or
+                          dracut -f --regenerate-all)
   -h, --help              this help
   --version               print the version and exit
 
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
     let mut root = "/".to_owned();
     let mut flow = FlowChoice::Auto;
     let mut mkconfig: Option<String> = None;
+    let mut initramfs: Option<String> = None;
     let mut ops: Vec<(Op, Target, Vec<String>)> = Vec::new();
     let mut iter = args.into_iter().peekable();
     while let Some(arg) = iter.next() {
@@ -119,6 +127,13 @@ fn main() -> ExitCode {
                 mkconfig = Some(command);
                 continue;
             }
+            "--initramfs-command" => {
+                let Some(command) = iter.next() else {
+                    return fail("--initramfs-command needs a command");
+                };
+                initramfs = Some(command);
+                continue;
+            }
             "--get-xen" => (Op::Get, Target::Xen),
             "--set-xen" => (Op::Set, Target::Xen),
             "--delete-xen" => (Op::Delete, Target::Xen),
@@ -158,6 +173,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let host = HostRoot::new(root);
+    let early = Early {
+        host: &host,
+        update: initramfs_update(&host, initramfs.as_deref()),
+    };
     let (boot, flow_is_mkconfig) = match flow_config(&host, flow, mkconfig.as_deref()) {
         Ok(found) => found,
         Err(e) => return fail(e),
@@ -169,7 +188,7 @@ fn main() -> ExitCode {
         // The generated grub.cfg is what boots: read it as grub.cfg.
         let reads_grub = op == Op::Get && flow_is_mkconfig;
         if let Some(boot) = boot.as_ref().filter(|_| !reads_grub) {
-            match hide_op(boot.as_ref(), op, target, &keys) {
+            match hide_op(boot.as_ref(), &early, op, target, &keys) {
                 Ok(true) => continue,
                 Ok(false) => return ExitCode::from(CHANGED),
                 Err(e) => return fail(one_line(&e)),
@@ -177,8 +196,8 @@ fn main() -> ExitCode {
         }
         let result = match op {
             Op::Get => get(&host, target, &keys),
-            Op::Set | Op::Delete => edit(&host, op, target, &keys),
-            Op::CompareAndSet => match compare_and_set(&host, &keys) {
+            Op::Set | Op::Delete => edit(&early, op, target, &keys),
+            Op::CompareAndSet => match compare_and_set(&early, &keys) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(CHANGED),
                 Err(e) => Err(e),
@@ -258,14 +277,70 @@ fn apply_all(
     Ok(text.unwrap_or_default())
 }
 
-fn edit(host: &HostRoot, op: Op, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
-    edit_grub(host, |config| {
+fn edit(early: &Early<'_>, op: Op, target: Target, keys: &[String]) -> Result<(), BootConfigError> {
+    edit_grub(early.host, |config| {
         if target == Target::Dom0 {
             warn_overridden(config, keys);
         }
         let edits: Vec<Edit<'_>> = keys.iter().map(|k| edit_of(op, k)).collect();
-        Ok((Some(apply_all(config, target, &edits)?), ()))
+        let text = apply_all(config, target, &edits)?;
+        if target == Target::Dom0 && keys.iter().any(|k| is_hide_key(k)) {
+            early.for_grub_edit(config, &text)?;
+        }
+        Ok((Some(text), ()))
     })
+}
+
+/// True when `word` (`KEY` or `KEY=VALUE`) names the hide parameter, in
+/// either spelling.
+fn is_hide_key(word: &str) -> bool {
+    let key = word.split_once('=').map_or(word, |(k, _)| k);
+    key == HIDE_KEY || key == HIDE_KEY.replace('-', "_")
+}
+
+/// What an edit of `xen-pciback.hide` needs besides the boot
+/// configuration: where xen-pciback is a module, the early-load set-up
+/// (initramfs list, softdeps, rebuild) for every function the resulting
+/// list hides, as pcipassd does; refused where it cannot be done or it
+/// cannot be told how xen-pciback loads.
+struct Early<'a> {
+    host: &'a HostRoot,
+    update: InitramfsUpdate,
+}
+
+impl Early<'_> {
+    /// The step for a hide list going from `before` to `after`.
+    fn check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
+        if before.value_text() == after.value_text() {
+            return Ok(());
+        }
+        ensure_pciback_early_for(self.host, &self.update, before, after)
+    }
+
+    /// The step for grub.cfg edited from `config` to `text`.
+    fn for_grub_edit(&self, config: &GrubConfig, text: &[u8]) -> Result<(), BootConfigError> {
+        let before = grub_boot_view(config)?;
+        let after = grub_boot_view(&config.reparsed(text)?)?;
+        self.check(&before, &after)
+    }
+}
+
+/// How the initramfs is rebuilt: the `configured` command, nothing on a
+/// mock host (its reboot reads the list), the system's own builder on
+/// `/`, else unknown (a step that needs a rebuild is refused).
+fn initramfs_update(host: &HostRoot, configured: Option<&str>) -> InitramfsUpdate {
+    if let Some(command) = configured {
+        InitramfsUpdate::Command(command.split_whitespace().map(str::to_owned).collect())
+    } else if host.is_mock() {
+        InitramfsUpdate::Mock
+    } else if host.root() == std::path::Path::new("/") {
+        InitramfsUpdate::System
+    } else {
+        InitramfsUpdate::Unknown(format!(
+            "no --initramfs-command says how to rebuild the initramfs of --root {}",
+            host.root().display()
+        ))
+    }
 }
 
 /// Say when the Xen line's dom0 arguments (after ` -- `) hold a key being
@@ -282,10 +357,10 @@ fn warn_overridden(config: &GrubConfig, keys: &[String]) {
     }
 }
 
-fn compare_and_set(host: &HostRoot, words: &[String]) -> Result<bool, BootConfigError> {
+fn compare_and_set(early: &Early<'_>, words: &[String]) -> Result<bool, BootConfigError> {
     let key = &words[0];
     let expected = words[1].as_bytes();
-    edit_grub(host, |config| {
+    edit_grub(early.host, |config| {
         let now = occurrences(config, Target::Dom0, std::slice::from_ref(key))?;
         if now != expected {
             eprintln!("{}", String::from_utf8_lossy(&now));
@@ -300,7 +375,11 @@ fn compare_and_set(host: &HostRoot, words: &[String]) -> Result<bool, BootConfig
             }
             None => edit_of(Op::Delete, key),
         };
-        Ok((Some(apply_all(config, Target::Dom0, &[edit])?), true))
+        let text = apply_all(config, Target::Dom0, &[edit])?;
+        if is_hide_key(key) {
+            early.for_grub_edit(config, &text)?;
+        }
+        Ok((Some(text), true))
     })
 }
 
@@ -337,6 +416,7 @@ fn flow_config(
 /// compare-and-set found another value (printed on stderr).
 fn hide_op(
     boot: &dyn BootConfig,
+    early: &Early<'_>,
     op: Op,
     target: Target,
     words: &[String],
@@ -380,7 +460,7 @@ fn hide_op(
                     None => HideEdit::Delete,
                 })
             };
-            boot.update_hide(&mut plan, &|_, _| Ok(()))
+            boot.update_hide(&mut plan, &|before, after| early.check(before, after))
                 .map(|_| true)
                 .map_err(|e| e.to_string())
         }
@@ -402,7 +482,7 @@ fn hide_op(
                     None => HideEdit::Delete,
                 })
             };
-            boot.update_hide(&mut plan, &|_, _| Ok(()))
+            boot.update_hide(&mut plan, &|before, after| early.check(before, after))
                 .map_err(|e: BootConfigError| e.to_string())?;
             match found {
                 Some(now) => {

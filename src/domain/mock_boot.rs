@@ -44,9 +44,10 @@ fn booted_cmdline(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
 /// or through a bridge above it, is bound to `pciback`, provided
 /// xen-pciback is there before the native drivers: built in, or a module
 /// the initramfs loads (listed for initramfs-tools, forced for dracut).
-/// Otherwise the native driver binds first and keeps the function. A mock
-/// that says nothing about its kernel's modules (the XCP-ng profiles)
-/// boots as with xen-pciback built in.
+/// Otherwise the native driver binds first and keeps the function. A
+/// hand-made tree that says nothing about its kernel's modules boots as
+/// with xen-pciback built in (every profile says: the XCP-ng ones have it
+/// built in, the Debian ones as a module).
 pub fn reboot(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
     let cmdline = booted_cmdline(host)?;
     let view = HideView::from_cmdline(&cmdline);

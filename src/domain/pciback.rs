@@ -14,7 +14,7 @@ pub const PCIBACK: &str = "xen-pciback";
 
 /// The line `modules.builtin` carries when xen-pciback is built in (paths
 /// relative to `lib/modules/<release>`, one per line).
-pub const PCIBACK_BUILTIN_PATH: &str = "kernel/drivers/xen/xen-pciback/xen-pciback.ko";
+pub const PCIBACK_BUILTIN_PATH: &str = crate::host::modules::PCIBACK_BUILTIN_PATH;
 
 /// How the running kernel provides xen-pciback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,33 +25,38 @@ pub enum Build {
     Module,
     /// Neither built in nor installed as a module (nor loaded).
     Absent,
-    /// The facts do not tell (no `modules.builtin` and no module file, or
-    /// loaded without either).
+    /// The facts do not tell: no `modules.builtin`, no module file and
+    /// nothing in `/sys/module` (such as `/lib/modules` hidden from the
+    /// service while the module is not loaded).
     Unknown,
 }
 
 /// How the running kernel provides xen-pciback:
 ///
 /// - [`Build::BuiltIn`] when `modules.builtin` has the line
-///   [`PCIBACK_BUILTIN_PATH`];
-/// - else [`Build::Module`] when the module file is installed (a kernel
+///   [`PCIBACK_BUILTIN_PATH`], or when `/sys/module/xen_pciback` exists
+///   without an `initstate` file (the kernel gives every loadable module
+///   that file and a built-in one never; xen-pciback has parameters, so a
+///   built-in xen-pciback always has the directory);
+/// - [`Build::Module`] when `/sys/module/xen_pciback/initstate` exists (a
+///   loaded module), else when the module file is installed (a kernel
 ///   build makes a driver either built in or a module, never both);
-/// - else, with `modules.builtin` present: [`Build::Absent`] unless the
-///   module is loaded (then it came from somewhere not looked at, such as
-///   `updates/`: [`Build::Unknown`]);
-/// - else (no `modules.builtin`): [`Build::Unknown`]; a loaded module does
-///   not settle it, since a built-in module with parameters has a
-///   `/sys/module` directory too.
+/// - else, with `modules.builtin` present: [`Build::Absent`];
+/// - else (no `modules.builtin`, nothing in sysfs): [`Build::Unknown`].
 pub fn build(facts: &PcibackFacts) -> Build {
     let listed = facts
         .modules_builtin
         .as_deref()
         .map(|text| lines(text).any(|line| trim(line) == PCIBACK_BUILTIN_PATH.as_bytes()));
-    match (listed, facts.module_file) {
-        (Some(true), _) => Build::BuiltIn,
-        (_, true) => Build::Module,
-        (Some(false), false) if !facts.loaded => Build::Absent,
-        _ => Build::Unknown,
+    if listed == Some(true) || (facts.loaded && !facts.initstate) {
+        return Build::BuiltIn;
+    }
+    if facts.loaded || facts.module_file {
+        return Build::Module;
+    }
+    match listed {
+        Some(_) => Build::Absent,
+        None => Build::Unknown,
     }
 }
 
@@ -379,27 +384,35 @@ mod tests {
         let other = Some(b"kernel/a.ko\nkernel/drivers/xen/xen-blkback/xen-blkback.ko".to_vec());
         let near = Some(b"kernel/drivers/xen/xen-pciback/xen-pciback.ko.xz\n".to_vec());
         let crlf = Some(b"kernel/drivers/xen/xen-pciback/xen-pciback.ko\r\n".to_vec());
-        // (modules.builtin, module file, loaded, expected)
-        let rows: &[(Option<Vec<u8>>, bool, bool, Build)] = &[
-            (builtin.clone(), false, false, Build::BuiltIn),
-            (builtin.clone(), false, true, Build::BuiltIn),
-            (builtin, true, true, Build::BuiltIn),
-            (crlf, false, false, Build::BuiltIn),
-            (other.clone(), true, false, Build::Module),
-            (other.clone(), true, true, Build::Module),
-            (None, true, false, Build::Module),
-            (other.clone(), false, false, Build::Absent),
-            (near, false, false, Build::Absent),
-            (Some(Vec::new()), false, false, Build::Absent),
-            (other, false, true, Build::Unknown),
-            (None, false, false, Build::Unknown),
-            (None, false, true, Build::Unknown),
+        // (modules.builtin, module file, sysfs: None, Some(initstate), expected)
+        type Row = (Option<Vec<u8>>, bool, Option<bool>, Build);
+        let rows: &[Row] = &[
+            (builtin.clone(), false, None, Build::BuiltIn),
+            (builtin.clone(), false, Some(false), Build::BuiltIn),
+            (builtin, true, Some(true), Build::BuiltIn),
+            (crlf, false, None, Build::BuiltIn),
+            (other.clone(), true, None, Build::Module),
+            (other.clone(), true, Some(true), Build::Module),
+            (None, true, None, Build::Module),
+            (other.clone(), false, None, Build::Absent),
+            (near, false, None, Build::Absent),
+            (Some(Vec::new()), false, None, Build::Absent),
+            // Loaded as a module from somewhere not looked at (updates/).
+            (other.clone(), false, Some(true), Build::Module),
+            // No /lib/modules at all (hidden from the service, or not
+            // installed): sysfs settles it when it can.
+            (None, false, Some(false), Build::BuiltIn),
+            (None, false, Some(true), Build::Module),
+            (None, false, None, Build::Unknown),
+            // A sysfs directory without initstate is a built-in module.
+            (other, false, Some(false), Build::BuiltIn),
         ];
-        for (i, (builtin, file, loaded, want)) in rows.iter().enumerate() {
+        for (i, (builtin, file, sysfs, want)) in rows.iter().enumerate() {
             let f = PcibackFacts {
                 modules_builtin: builtin.clone(),
                 module_file: *file,
-                loaded: *loaded,
+                loaded: sysfs.is_some(),
+                initstate: sysfs.unwrap_or(false),
                 ..facts()
             };
             assert_eq!(build(&f), *want, "row {i}");

@@ -74,17 +74,55 @@ const MKCONFIG_PROGRAMS: [&str; 4] = [
 ];
 
 /// Whether this root's `grub-mkconfig` sources `/etc/default/grub.d/*.cfg`
-/// (Debian's does; upstream GRUB's and Fedora's do not): read from the
-/// program itself, and where it is not under the root (a mock host), from
-/// whether the directory exists.
+/// (Debian's and Ubuntu's do; upstream GRUB's and Fedora's do not): read
+/// from the program itself ([`sources_default_dropins`]), and where it is
+/// not under the root (a mock host), from whether the directory exists.
 pub fn mkconfig_reads_dropins(host: &HostRoot) -> bool {
     for rel in MKCONFIG_PROGRAMS {
         if let Ok(text) = host.read(rel) {
-            let needle = b"/etc/default/grub.d/";
-            return text.windows(needle.len()).any(|w| w == needle);
+            return sources_default_dropins(&text);
         }
     }
     host.exists(DEFAULT_GRUB_D)
+}
+
+/// Whether the `grub-mkconfig` script `script` reads `/etc/default/grub.d/`:
+/// a line that is not a comment names `default/grub.d/` under `/etc/`, or
+/// under `${sysconfdir}/` / `$sysconfdir/` while the script sets
+/// `sysconfdir` to `/etc` (Debian's real script:
+/// `for x in ${sysconfdir}/default/grub.d/*.cfg ; do`, after
+/// `sysconfdir="/etc"`). A script that sets `sysconfdir` elsewhere reads
+/// another directory, where pcipass's drop-in is not: false, and pcipass
+/// keeps its block in `/etc/default/grub`, which every generator reads.
+pub fn sources_default_dropins(script: &[u8]) -> bool {
+    let code = || {
+        script
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .filter(|line| !line.starts_with(b"#"))
+    };
+    let etc = code().any(|line| {
+        [
+            &b"sysconfdir=\"/etc\""[..],
+            b"sysconfdir=/etc",
+            b"sysconfdir='/etc'",
+        ]
+        .contains(&line)
+    });
+    let mut prefixes: Vec<&[u8]> = vec![b"/etc/default/grub.d/"];
+    if etc {
+        prefixes.extend([
+            &b"${sysconfdir}/default/grub.d/"[..],
+            b"$sysconfdir/default/grub.d/",
+            b"\"${sysconfdir}\"/default/grub.d/",
+            b"\"$sysconfdir\"/default/grub.d/",
+        ]);
+    }
+    code().any(|line| {
+        prefixes
+            .iter()
+            .any(|p| line.windows(p.len()).any(|w| w == *p))
+    })
 }
 
 /// The command that regenerates grub.cfg on the running system (`/`):
@@ -340,11 +378,121 @@ pub fn replace_atomic(host: &HostRoot, rel: &str, bytes: &[u8]) -> Result<(), Ho
     result
 }
 
+/// The lines of the generators' scripts that decide where they read
+/// GRUB's defaults, verbatim: Debian 12's `/usr/sbin/grub-mkconfig`
+/// (grub-common 2.06-13+deb12u2), Ubuntu 24.04's (which also prints each
+/// file it sources), upstream GRUB's `util/grub-mkconfig.in` as installed
+/// (2.12), Fedora's `/usr/sbin/grub2-mkconfig` (grub2-tools 2.06).
+#[cfg(test)]
+pub(crate) mod generators {
+    /// Debian 12.
+    pub const DEBIAN: &str = r#"sysconfdir="/etc"
+grub_mkconfig_dir="${sysconfdir}"/grub.d
+if test -f ${sysconfdir}/default/grub ; then
+  . ${sysconfdir}/default/grub
+fi
+for x in ${sysconfdir}/default/grub.d/*.cfg ; do
+  if [ -e "${x}" ]; then
+    . "${x}"
+  fi
+done
+"#;
+    /// Ubuntu 24.04.
+    pub const UBUNTU: &str = r#"sysconfdir="/etc"
+grub_mkconfig_dir="${sysconfdir}"/grub.d
+if test -f ${sysconfdir}/default/grub ; then
+  gettext_printf "Sourcing file \`%s'\n" "${sysconfdir}/default/grub" 1>&2
+  . ${sysconfdir}/default/grub
+fi
+for x in ${sysconfdir}/default/grub.d/*.cfg ; do
+  if [ -e "${x}" ]; then
+    gettext_printf "Sourcing file \`%s'\n" "${x}" 1>&2
+    . "${x}"
+  fi
+done
+"#;
+    /// Upstream GRUB.
+    pub const UPSTREAM: &str = r#"sysconfdir="/etc"
+grub_mkconfig_dir="${sysconfdir}"/grub.d
+if test -f ${sysconfdir}/default/grub ; then
+  . ${sysconfdir}/default/grub
+fi
+"#;
+    /// Fedora.
+    pub const FEDORA: &str = r#"sysconfdir="/etc"
+grub_mkconfig_dir="${sysconfdir}"/grub.d
+if test -f ${sysconfdir}/default/grub ; then
+  . ${sysconfdir}/default/grub
+fi
+"#;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
     use std::path::Path;
+
+    #[test]
+    fn which_generators_source_default_grub_d() {
+        let rows: &[(&str, &str, bool)] = &[
+            ("Debian 12", generators::DEBIAN, true),
+            ("Ubuntu 24.04", generators::UBUNTU, true),
+            ("upstream GRUB", generators::UPSTREAM, false),
+            ("Fedora", generators::FEDORA, false),
+            // The literal path, as an older or patched script may spell it.
+            (
+                "literal",
+                "for x in /etc/default/grub.d/*.cfg ; do . \"$x\"; done\n",
+                true,
+            ),
+            (
+                "unquoted variable",
+                "sysconfdir=/etc\nfor x in $sysconfdir/default/grub.d/*.cfg; do . \"$x\"; done\n",
+                true,
+            ),
+            // sysconfdir elsewhere: that directory, not /etc's, is read.
+            (
+                "another sysconfdir",
+                "sysconfdir=\"/usr/local/etc\"\nfor x in ${sysconfdir}/default/grub.d/*.cfg ; do\n",
+                false,
+            ),
+            // sysconfdir never set: not known to be /etc.
+            (
+                "no sysconfdir",
+                "for x in ${sysconfdir}/default/grub.d/*.cfg ; do\n",
+                false,
+            ),
+            (
+                "a comment only",
+                "sysconfdir=\"/etc\"\n# would read /etc/default/grub.d/*.cfg\n",
+                false,
+            ),
+            (
+                "the scripts' directory only",
+                "grub_mkconfig_dir=/etc/grub.d\n",
+                false,
+            ),
+            ("empty", "", false),
+        ];
+        for (what, script, want) in rows {
+            assert_eq!(sources_default_dropins(script.as_bytes()), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_mock_root_with_a_generator_is_judged_by_the_generator() {
+        let (dir, host) = mock();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join(DEFAULT_GRUB_D)).unwrap();
+        // No generator: the directory decides.
+        assert!(mkconfig_reads_dropins(&host));
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/grub-mkconfig"), generators::UPSTREAM).unwrap();
+        assert!(!mkconfig_reads_dropins(&host));
+        std::fs::write(root.join("usr/sbin/grub-mkconfig"), generators::DEBIAN).unwrap();
+        assert!(mkconfig_reads_dropins(&host));
+    }
 
     fn mock() -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();

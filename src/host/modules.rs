@@ -34,8 +34,19 @@ pub const DRACUT_CONF_D_VENDOR: &str = "usr/lib/dracut/dracut.conf.d";
 pub const DRACUT_CONF_D: &str = "etc/dracut.conf.d";
 
 /// The sysfs directory of the xen-pciback module, host-relative; it exists
-/// while the module is loaded (and for a built-in module with parameters).
+/// while the module is loaded (and for a built-in module with parameters,
+/// which xen-pciback always is: `hide`, `passthrough`, ...).
 pub const SYS_MODULE_PCIBACK: &str = "sys/module/xen_pciback";
+
+/// The file the kernel gives a loadable module in its [`SYS_MODULE_PCIBACK`]
+/// directory (`live`, `coming`, `going`) and a built-in module never has
+/// (`kernel/module/sysfs.c`'s module attributes, against `kernel/params.c`'s
+/// `param_sysfs_builtin`, which makes only `parameters/`).
+pub const SYS_MODULE_PCIBACK_INITSTATE: &str = "sys/module/xen_pciback/initstate";
+
+/// The line `modules.builtin` carries when xen-pciback is built in (paths
+/// relative to `lib/modules/<release>`, one per line).
+pub const PCIBACK_BUILTIN_PATH: &str = "kernel/drivers/xen/xen-pciback/xen-pciback.ko";
 
 /// The directory of the xen-pciback module file, relative to
 /// `lib/modules/<release>`.
@@ -64,6 +75,9 @@ pub struct PcibackFacts {
     pub module_file: bool,
     /// True when [`SYS_MODULE_PCIBACK`] exists.
     pub loaded: bool,
+    /// True when [`SYS_MODULE_PCIBACK_INITSTATE`] exists (then xen-pciback
+    /// is a loaded module; a [`SYS_MODULE_PCIBACK`] without it is built in).
+    pub initstate: bool,
     /// The bytes of [`INITRAMFS_TOOLS_MODULES`]; `None` when it does not
     /// exist.
     pub initramfs_tools_modules: Option<Vec<u8>>,
@@ -92,6 +106,7 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
                 .any(|n| PCIBACK_MODULE_FILES.contains(&n.as_str()))
         });
     let loaded = host.list_dir_if_exists(SYS_MODULE_PCIBACK)?.is_some();
+    let initstate = loaded && host.read_if_exists(SYS_MODULE_PCIBACK_INITSTATE)?.is_some();
     let initramfs_tools = host.list_dir_if_exists(INITRAMFS_TOOLS_DIR)?.is_some();
     let initramfs_tools_modules = host.read_if_exists(INITRAMFS_TOOLS_MODULES)?;
     let mut dracut_confs = Vec::new();
@@ -123,6 +138,7 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
         modules_builtin,
         module_file,
         loaded,
+        initstate,
         initramfs_tools_modules,
         initramfs_tools,
         dracut_confs,
@@ -210,7 +226,7 @@ mod tests {
             "",
         );
         write(dir.path(), INITRAMFS_TOOLS_MODULES, "# list\nloop\n");
-        std::fs::create_dir_all(dir.path().join(SYS_MODULE_PCIBACK)).unwrap();
+        write(dir.path(), SYS_MODULE_PCIBACK_INITSTATE, "live\n");
         let facts = pciback_facts(&host).unwrap();
         assert_eq!(
             facts.modules_builtin.as_deref(),
@@ -218,6 +234,7 @@ mod tests {
         );
         assert!(facts.module_file);
         assert!(facts.loaded);
+        assert!(facts.initstate);
         assert!(facts.initramfs_tools);
         assert_eq!(
             facts.initramfs_tools_modules.as_deref(),
@@ -225,6 +242,19 @@ mod tests {
         );
         assert!(!facts.dracut);
         assert!(facts.dracut_confs.is_empty());
+    }
+
+    #[test]
+    fn a_built_in_module_has_its_sysfs_directory_but_no_initstate() {
+        let (dir, host) = mock();
+        write(
+            dir.path(),
+            &format!("{SYS_MODULE_PCIBACK}/parameters/passthrough"),
+            "0\n",
+        );
+        let facts = pciback_facts(&host).unwrap();
+        assert!(facts.loaded);
+        assert!(!facts.initstate);
     }
 
     #[test]

@@ -238,6 +238,48 @@ def test_a_hand_edit_of_the_generated_file_is_read_and_warned_about(tmp_path, ma
     assert f"({USB})({GPU})" in (d.root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
 
 
+def test_with_debians_real_generator_in_the_root_the_edit_goes_to_the_drop_in(tmp_path, made):
+    """Debian's real /usr/sbin/grub-mkconfig spells the drop-in directory
+    `${sysconfdir}/default/grub.d/*.cfg` (issue 22: pcipass looked for the
+    literal path, missed it, and wrote a block into /etc/default/grub that
+    every grub.d/*.cfg then overrides). With the real program in the mock
+    root, the edit goes to the drop-in and /etc/default/grub is untouched."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    (root / "usr/sbin").mkdir(parents=True)
+    shutil.copy("/usr/sbin/grub-mkconfig", root / "usr/sbin/grub-mkconfig")
+    stock = (root / "etc/default/grub").read_bytes()
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[USB]) == "disable_on_reboot"
+    assert f"({USB})" in (root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
+    assert (root / "etc/default/grub").read_bytes() == stock
+    xen, _ = dom0_lines((root / "boot/grub/grub.cfg").read_text())
+    assert {hide_of(l) for l in xen.values()} == {f"({USB})"}
+
+
+def test_a_later_drop_in_resetting_the_xen_line_makes_the_edit_refused(tmp_path, made):
+    """An operator's drop-in sourced after pcipass's sets
+    GRUB_CMDLINE_LINUX_XEN_REPLACE="$GRUB_CMDLINE_LINUX", as Debian's
+    xen.cfg suggests: the regenerated grub.cfg would boot no hide list.
+    pcipass reads it back, refuses the edit and puts everything back."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    (root / "etc/default/grub.d/zzz-local.cfg").write_text(
+        'GRUB_CMDLINE_LINUX_XEN_REPLACE="$GRUB_CMDLINE_LINUX"\n')
+    regenerate(root)
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s, details, before = _refused_hide(d, USB)
+    assert "would not read back as intended" in details[1] and "GRUB_CMDLINE_LINUX_XEN_REPLACE" in details[1], details
+    assert not (root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert (root / "boot/grub/grub.cfg").read_bytes() == before
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[USB]) == "enabled"
+
+
 # GRUB_DEFAULT as /etc/default/grub sets it, with Debian's xen.cfg told not
 # to override it; the grubenv variables as grub-set-default / grub-reboot
 # write them (through the real grub-editenv). Top level of the generated
@@ -347,6 +389,34 @@ def test_xen_pciback_is_made_to_load_before_each_native_driver(tmp_path, made):
     assert "e1000e" not in conf.read_text()
 
 
+def test_a_hide_made_with_xen_cmdline_gets_its_softdep_and_takes_effect(tmp_path, made):
+    """Issue 22: a device hidden by hand with the packaged xen-cmdline got no
+    softdep and no initramfs list, so the native driver kept it. Now
+    xen-cmdline runs the same early-load step as the API, and a later API
+    edit computes the softdeps from the whole resulting list."""
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
+    run(binary("xen-cmdline"), "--root", str(root), "--grub-mkconfig-command", f"{MKCONFIG} {root}",
+        "--set-dom0", f"xen-pciback.hide=({USB})")
+    assert listed((root / MODULES).read_text()) == ["xen-pciback"]
+    conf = root / "etc/modprobe.d/pcipass.conf"
+    assert [l for l in conf.read_text().splitlines() if not l.startswith("#")] == [
+        "softdep xhci_pci pre: xen-pciback"]
+    # The operator then removes the softdep by hand: the next API edit puts
+    # it back along with the new function's.
+    conf.unlink()
+    d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", f"{MKCONFIG} {root}"])
+    d.add_user("admin", "pool-admin")
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    assert [l for l in conf.read_text().splitlines() if not l.startswith("#")] == [
+        "softdep xhci_pci pre: xen-pciback", "softdep nouveau pre: xen-pciback"]
+    s = _reboot(d, s)
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[USB]) == "disabled"
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "disabled"
+
+
 def test_a_function_its_native_driver_kept_is_not_disabled(tmp_path, made):
     """The operator takes xen-pciback out of the initramfs list after the
     edit: at the next boot the native driver binds first and keeps the
@@ -376,6 +446,25 @@ def test_without_a_way_to_rebuild_the_initramfs_the_edit_says_what_to_do(tmp_pat
     assert listed((d.root / MODULES).read_text()) == []
     assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
     assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
+
+
+def test_a_hide_is_refused_when_the_kernels_modules_cannot_be_seen(tmp_path, made):
+    """What a real Debian 12 dom0 showed (issue 22): a sandbox that hides
+    /lib/modules (ProtectKernelModules=yes) while xen-pciback is not loaded
+    leaves pcipass unable to tell that xen-pciback is a module. It must not
+    answer disable_on_reboot for a hide that the native driver would keep
+    for ever: refused, saying why and what to do, nothing written."""
+    d = debian(tmp_path)
+    shutil.rmtree(d.root / "lib/modules")
+    made.append(d.start())
+    s, details, before = _refused_hide(d, GPU)
+    assert "built in or as a module" in details[1] and "modprobe xen-pciback" in details[1], details
+    assert "/lib/modules/6.1.0-28-amd64" in details[1], details
+    assert listed((d.root / MODULES).read_text()) == []
+    assert not (d.root / "etc/modprobe.d/pcipass.conf").exists()
+    assert not (d.root / "etc/default/grub.d/zz-pcipass.cfg").exists()
+    assert (d.root / "boot/grub/grub.cfg").read_bytes() == before
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "enabled"
 
 
 def test_a_failing_initramfs_rebuild_puts_the_module_list_back(tmp_path, made):

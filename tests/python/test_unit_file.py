@@ -92,7 +92,7 @@ def test_address_families(service):
 
 
 def test_kernel_and_devices(service):
-    for key in ("ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+    for key in ("ProtectKernelTunables", "ProtectKernelLogs",
                 "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID",
                 "LockPersonality", "MemoryDenyWriteExecute"):
         assert last(service, key) == "yes", key
@@ -101,6 +101,27 @@ def test_kernel_and_devices(service):
     # /dev stays visible (the boot disk is resolved through it).
     assert service.get("PrivateDevices", ["no"])[-1] == "no"
     assert last(service, "DevicePolicy") == "closed"
+
+
+def test_the_service_sees_lib_modules_but_cannot_load_modules(service):
+    """pcipass reads /lib/modules/<release> (is xen-pciback built in or a
+    module?) and the initramfs rebuild it runs (update-initramfs, dracut)
+    reads it too. ProtectKernelModules=yes makes /lib/modules and
+    /usr/lib/modules inaccessible inside the service: on a real Debian 12
+    dom0 pcipass could then not tell that xen-pciback is a module, wrote
+    no initramfs set-up, and the hidden NIC stayed with e1000e after the
+    reboot. Module loading stays refused by the syscall filter (@module)
+    and the capability set (no CAP_SYS_MODULE) instead."""
+    assert service.get("ProtectKernelModules", ["no"])[-1] == "no"
+    hiding = ("InaccessiblePaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths")
+    for key in hiding:
+        for path in words(service, key):
+            path = path.lstrip("-+").split(":")[0]
+            assert not any(path == p or p.startswith(path.rstrip("/") + "/")
+                           for p in ("/lib/modules", "/usr/lib/modules")), (key, path)
+    filters = service.get("SystemCallFilter", [])
+    assert any(f.startswith("~") and "@module" in f.split() for f in filters), filters
+    assert "CAP_SYS_MODULE" not in words(service, "CapabilityBoundingSet")
 
 
 def test_systemd_analyze_rates_it_ok(tmp_path):

@@ -1,17 +1,22 @@
 //! Making a hide effective where xen-pciback is a module: the kernel
 //! argument only works when the module loads before the device's native
 //! driver binds, that is from the initramfs ([`crate::domain::pciback`]
-//! tells whether it will). Before the first edit that hides a function on
-//! such a host, pcipass lists the module where the host's initramfs
-//! builder reads it (`/etc/initramfs-tools/modules`, or a dracut drop-in
-//! with `force_drivers+=`) and rebuilds the initramfs; when it cannot, the
-//! edit is refused with what to do.
+//! tells whether it will). Before an edit that hides a function on such a
+//! host, pcipass lists the module where the host's initramfs builder reads
+//! it (`/etc/initramfs-tools/modules`, or a dracut drop-in with
+//! `force_drivers+=`), makes it load before the native module of every
+//! function the resulting hide list hides (however each was hidden), and
+//! rebuilds the initramfs; when it cannot, or cannot tell how xen-pciback
+//! loads, the edit is refused with what to do. `xen-cmdline` runs the same
+//! step for its edits of the hide list ([`ensure_pciback_early_for`]).
 
 use std::time::Duration;
 
 use super::{BootConfigError, regenerate};
+use crate::domain::PciAddress;
+use crate::domain::hide::{HideView, Topology};
 use crate::domain::pciback::{self, Loading, PCIBACK, Tool};
-use crate::host::{HostRoot, boot, modules};
+use crate::host::{HostRoot, boot, modules, sysfs};
 
 /// pcipass's dracut drop-in.
 pub const DRACUT_DROPIN: &str = "etc/dracut.conf.d/50-pcipass.conf";
@@ -79,8 +84,9 @@ struct FileEdit {
 }
 
 /// Make xen-pciback take the functions about to be hidden at the next
-/// boot, or say why it cannot. Built in, or unknown (logged): nothing to
-/// do. A module: it is listed where the initramfs builder reads it, and
+/// boot, or say why it cannot. Built in: nothing to do. Unknown (the
+/// facts do not say whether it is built in or a module): refused with
+/// [`BootConfigError::PcibackUnknown`]. A module: it is listed where the initramfs builder reads it, and
 /// for each native driver `natives` names a modprobe `softdep` in
 /// [`MODPROBE_DROPIN`] makes xen-pciback load first (initramfs-tools
 /// starts udev, which loads the drivers of the devices it finds, before
@@ -96,13 +102,12 @@ pub fn ensure_pciback_early(
     let loading = pciback::loading(&facts);
     let tool = match loading {
         Loading::BuiltIn => return Ok(()),
+        // A hide that xen-pciback may never act on would answer success
+        // and stay `disable_on_reboot` for ever: refused.
         Loading::Unknown => {
-            tracing::warn!(
-                kernel = %facts.kernel_release,
-                "cannot tell whether xen-pciback is built in or loads from the initramfs: a hidden \
-                 function may stay with its native driver (its status then stays short of disabled)"
-            );
-            return Ok(());
+            return Err(BootConfigError::PcibackUnknown {
+                kernel_release: facts.kernel_release,
+            });
         }
         Loading::Absent | Loading::NotEarly(Tool::None) => return Err(refused(&loading)),
         Loading::Early("dracut") | Loading::NotEarly(Tool::Dracut) => Tool::Dracut,
@@ -188,6 +193,69 @@ pub fn ensure_pciback_early(
         "xen-pciback set to load before the native drivers from the next boot on"
     );
     Ok(())
+}
+
+/// The native drivers xen-pciback must load before, for a hide list that
+/// hides what `after` says: every function it hides (itself or through a
+/// bridge) that a driver other than pciback holds now, however it came to
+/// be hidden (by pcipass, by hand, with `xen-cmdline`). A function that
+/// `before` already hid and whose driver is built into the kernel is left
+/// out (logged): refusing this edit would not help it; one this edit
+/// newly hides is kept, so [`ensure_pciback_early`] refuses it.
+pub fn hidden_natives(
+    host: &HostRoot,
+    tree: &Topology,
+    before: &dyn Fn(&PciAddress) -> bool,
+    after: &dyn Fn(&PciAddress) -> bool,
+) -> Result<Vec<NativeDriver>, BootConfigError> {
+    let mut natives = Vec::new();
+    for function in tree.functions().filter(|f| after(f)) {
+        let name = function.to_string();
+        let Some(driver) = sysfs::bound_driver(host, &name)?.filter(|d| d != sysfs::PCIBACK_DRIVER)
+        else {
+            continue;
+        };
+        let module = sysfs::driver_module(host, &name)?;
+        if module.is_none() && before(function) {
+            tracing::warn!(
+                function = %name, %driver,
+                "hidden already, but bound to a driver built into the kernel: xen-pciback \
+                 cannot take it at boot"
+            );
+            continue;
+        }
+        natives.push(NativeDriver {
+            function: name,
+            driver,
+            module,
+        });
+    }
+    Ok(natives)
+}
+
+/// The early-load step of an edit that takes the boot hide list from
+/// `before` to `after` (the whole lists): nothing when `after` hides
+/// nothing or xen-pciback is built in; else [`ensure_pciback_early`] for
+/// [`hidden_natives`] (the PCI tree read from sysfs). `xen-cmdline` runs
+/// it for every edit of `xen-pciback.hide`.
+pub fn ensure_pciback_early_for(
+    host: &HostRoot,
+    update: &InitramfsUpdate,
+    before: &HideView,
+    after: &HideView,
+) -> Result<(), BootConfigError> {
+    if after.entries().is_empty() {
+        return Ok(());
+    }
+    let facts = modules::pciback_facts(host)?;
+    if pciback::loading(&facts) == Loading::BuiltIn {
+        return Ok(());
+    }
+    let tree = super::pci_tree(host)?;
+    let natives = hidden_natives(host, &tree, &|f| before.hides_in(&tree, f), &|f| {
+        after.hides_in(&tree, f)
+    })?;
+    ensure_pciback_early(host, update, &natives)
 }
 
 /// The edit that lists xen-pciback for `tool`'s initramfs.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    BootConfig, BootConfigError, HidePlan, InitramfsUpdate, NativeDriver, ensure_pciback_early,
+    BootConfig, BootConfigError, HidePlan, InitramfsUpdate, ensure_pciback_early, hidden_natives,
 };
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
@@ -264,29 +264,6 @@ impl Dom0AccessEngine {
             .filter(|d| d != sysfs::PCIBACK_DRIVER))
     }
 
-    /// The native drivers bound now to `addr` and to the functions behind
-    /// it (when it is a bridge): what xen-pciback must load before.
-    fn native_drivers(
-        &self,
-        addr: &PciAddress,
-        tree: &Topology,
-    ) -> Result<Vec<NativeDriver>, BootConfigError> {
-        let mut natives = Vec::new();
-        let behind = tree.functions().filter(|f| tree.bridges(f).contains(addr));
-        for function in std::iter::once(addr).chain(behind) {
-            let name = function.to_string();
-            let Some(driver) = self.native_driver(function)? else {
-                continue;
-            };
-            natives.push(NativeDriver {
-                module: sysfs::driver_module(&self.host, &name)?,
-                function: name,
-                driver,
-            });
-        }
-        Ok(natives)
-    }
-
     /// The statuses from the views the change watch still vouches for,
     /// without touching a file or starting a process: `None` when an
     /// answer needs I/O (nothing cached, something moved, the PCI tree
@@ -342,10 +319,16 @@ impl Dom0AccessEngine {
         Ok(())
     }
 
-    /// Hide `addr` from the next boot on.
+    /// Hide `addr` from the next boot on. The early-load needs come from
+    /// the whole hide list the edit leaves (what boots now plus `addr` and
+    /// what is behind it), so a function hidden by hand or with
+    /// `xen-cmdline` gets its softdep too.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        let natives = self.native_drivers(addr, &tree)?;
+        let now = self.boot_view()?;
+        let before = |f: &PciAddress| now.hides_in(&tree, f);
+        let after = |f: &PciAddress| before(f) || f == addr || tree.bridges(f).contains(addr);
+        let natives = hidden_natives(&self.host, &tree, &before, &after)?;
         ensure_pciback_early(&self.host, &self.initramfs, &natives)?;
         self.edit(addr, &tree, &mut |current| {
             hide::plan_disable(current, addr, &tree)

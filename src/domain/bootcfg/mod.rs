@@ -32,6 +32,7 @@ mod xenefi;
 
 pub use early::{
     DRACUT_DROPIN, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver, ensure_pciback_early,
+    ensure_pciback_early_for, hidden_natives,
 };
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
@@ -98,6 +99,21 @@ pub enum BootConfigError {
     /// This host's boot flow cannot be edited (yet): why, and what to do.
     #[error("{0}")]
     EditsRefused(String),
+    /// Whether the running kernel has xen-pciback built in or as a module
+    /// cannot be told, so pcipass cannot make a hide take effect at boot:
+    /// an edit that hides a function is refused (fail closed).
+    #[error(
+        "cannot tell whether the running kernel {kernel_release} has xen-pciback built in or as \
+         a module (no /lib/modules/{kernel_release}/modules.builtin, no xen-pciback module \
+         file, nothing in /sys/module/xen_pciback), so the hide could not be made to take \
+         effect at boot; nothing was written. Make /lib/modules/{kernel_release} readable to \
+         pcipassd (a systemd unit with ProtectKernelModules=yes hides it) or install the \
+         kernel's modules, or load xen-pciback once (modprobe xen-pciback), then retry"
+    )]
+    PcibackUnknown {
+        /// The running kernel's release.
+        kernel_release: String,
+    },
 }
 
 impl BootConfigError {

@@ -318,3 +318,148 @@ fn quoted_and_double_dash_command_lines_read_as_the_kernel_reads_them() {
         Dom0Access::EnableOnReboot
     );
 }
+
+/// Every profile says how its kernel has xen-pciback: the XCP-ng ones
+/// built in, the Debian ones (GRUB and Xen's EFI loader) as a module the
+/// initramfs does not load yet. None is "unknown", so edits there work.
+#[test]
+fn every_profile_says_how_xen_pciback_loads() {
+    use crate::domain::pciback::{Loading, Tool, loading};
+    use crate::host::mock::Profile;
+    for (profile, want) in [
+        (Profile::Demo, Loading::BuiltIn),
+        (Profile::DemoUefi, Loading::BuiltIn),
+        (Profile::Scale(10), Loading::BuiltIn),
+        (Profile::Debian, Loading::NotEarly(Tool::InitramfsTools)),
+        (Profile::XenEfi, Loading::NotEarly(Tool::InitramfsTools)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        crate::host::mock::create(dir.path(), profile).unwrap();
+        let facts = crate::host::modules::pciback_facts(&HostRoot::new(dir.path())).unwrap();
+        assert_eq!(loading(&facts), want, "{profile:?}");
+    }
+}
+
+/// The demo host with its kernel's module facts as a sandbox that hides
+/// `/lib/modules` shows them: `lib/modules` gone, and `sys/module`'s
+/// xen_pciback directory as `sysfs` says (`None`: not there).
+fn demo_without_lib_modules(sysfs: Option<&[(&str, &str)]>) -> (tempfile::TempDir, HostRoot) {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    std::fs::remove_dir_all(dir.path().join("lib/modules")).unwrap();
+    let sys = dir.path().join(crate::host::modules::SYS_MODULE_PCIBACK);
+    std::fs::remove_dir_all(&sys).unwrap();
+    for (rel, text) in sysfs.unwrap_or_default() {
+        let path = sys.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    if sysfs.is_some() {
+        std::fs::create_dir_all(&sys).unwrap();
+    }
+    (dir, host)
+}
+
+#[test]
+fn a_hide_is_refused_when_how_xen_pciback_loads_cannot_be_told() {
+    let (dir, host) = demo_without_lib_modules(None);
+    let engine = native_engine(&host);
+    let before = grub_bytes(&dir);
+    let err = engine.disable(&a("0000:01:00.0")).unwrap_err();
+    let BootConfigError::PcibackUnknown { kernel_release } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(kernel_release, "4.19.0+1");
+    let text = err.to_string();
+    for part in [
+        "/lib/modules/4.19.0+1",
+        "ProtectKernelModules",
+        "modprobe xen-pciback",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert_eq!(grub_bytes(&dir), before, "nothing written");
+    assert!(!dir.path().join(MODPROBE_DROPIN).exists());
+    // Unhiding stays possible: it needs nothing from xen-pciback.
+    assert_eq!(
+        engine.enable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::Enabled
+    );
+}
+
+#[test]
+fn sysfs_settles_a_built_in_xen_pciback_without_lib_modules() {
+    // Built in, with parameters: the directory, no initstate.
+    let (dir, host) = demo_without_lib_modules(Some(&[("parameters/passthrough", "0\n")]));
+    let engine = native_engine(&host);
+    assert_eq!(
+        engine.disable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+    assert!(!dir.path().join(MODPROBE_DROPIN).exists());
+    // Loaded as a module (initstate): the early-load step runs, and with
+    // no way to rebuild the initramfs it is refused with what to do.
+    let (dir, host) = demo_without_lib_modules(Some(&[("initstate", "live\n")]));
+    let engine = native_engine(&host);
+    let before = grub_bytes(&dir);
+    let err = engine.disable(&a("0000:01:00.0")).unwrap_err();
+    assert!(matches!(err, BootConfigError::EditsRefused(_)), "{err:?}");
+    assert_eq!(grub_bytes(&dir), before);
+}
+
+/// The `debian` profile with Debian's generator at `usr/sbin/grub-mkconfig`
+/// (its lines that source the defaults, as Debian 12 spells them: through
+/// `${sysconfdir}`) keeps the hide list in pcipass's drop-in, which is read
+/// last; with upstream GRUB's, in the block of `/etc/default/grub`.
+#[test]
+fn the_debian_generator_as_packaged_reads_pcipass_drop_in() {
+    use crate::host::boot::generators;
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::Debian).unwrap();
+    let host = HostRoot::new(dir.path());
+    std::fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+    let program = dir.path().join("usr/sbin/grub-mkconfig");
+    std::fs::write(&program, generators::DEBIAN).unwrap();
+    assert_eq!(DefaultsPlace::for_host(&host), DefaultsPlace::DropIn);
+    std::fs::write(&program, generators::UPSTREAM).unwrap();
+    assert_eq!(DefaultsPlace::for_host(&host), DefaultsPlace::DefaultGrub);
+}
+
+/// A function hidden by hand (here: xen.cfg edited directly) on a host
+/// whose xen-pciback is a module gets its softdep at the next pcipass
+/// edit: the early-load needs come from the whole resulting hide list,
+/// not only from the function the edit adds.
+#[test]
+fn a_later_edit_sets_up_early_loading_for_a_function_hidden_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::XenEfi).unwrap();
+    let host = HostRoot::new(dir.path());
+    let cfg = "boot/efi/EFI/xen/xen.cfg";
+    let text = std::fs::read_to_string(dir.path().join(cfg)).unwrap();
+    let hand = text.replace(
+        "kernel=vmlinuz-6.1.0-28-amd64 ",
+        "kernel=vmlinuz-6.1.0-28-amd64 xen-pciback.hide=(0000:00:14.0) ",
+    );
+    assert_ne!(hand, text);
+    std::fs::write(dir.path().join(cfg), hand).unwrap();
+    let engine = Dom0AccessEngine::new(
+        Box::new(XenEfiBootConfig::new(host.clone(), cfg)),
+        host.clone(),
+    )
+    .with_initramfs(InitramfsUpdate::Mock);
+    assert_eq!(
+        engine.disable(&a("0000:01:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+    let conf = std::fs::read_to_string(dir.path().join(MODPROBE_DROPIN)).unwrap();
+    for module in ["xhci_pci", "nouveau"] {
+        assert!(
+            conf.contains(&format!("softdep {module} pre: xen-pciback\n")),
+            "{module}: {conf}"
+        );
+    }
+    // After the reboot xen-pciback takes both.
+    crate::domain::mock_boot::reboot(&host).unwrap();
+    for f in ["0000:00:14.0", "0000:01:00.0"] {
+        assert_eq!(engine.status(&a(f)).unwrap(), Dom0Access::Disabled, "{f}");
+    }
+}

@@ -169,6 +169,11 @@ pub struct MockHostBuilder {
     pub kernel_release: Option<String>,
     /// Xen's extra version after `4.17` (`None`: XCP-ng 8.3's `.5-3`).
     pub xen_extra: Option<String>,
+    /// True when the kernel has xen-pciback as a module, whose files the
+    /// profile writes itself; false (the default): built in, as XCP-ng's
+    /// kernel has it (`modules.builtin` lists it, and
+    /// `sys/module/xen_pciback` has parameters but no `initstate`).
+    pub pciback_module: bool,
 }
 
 impl MockHostBuilder {
@@ -204,6 +209,13 @@ impl MockHostBuilder {
     /// part after `4.17`, e.g. `.5`).
     pub fn xen_extra(mut self, extra: &str) -> MockHostBuilder {
         self.xen_extra = Some(extra.to_owned());
+        self
+    }
+
+    /// With a kernel that has xen-pciback as a module: the builder writes
+    /// none of the built-in facts (the profile writes the module's).
+    pub fn pciback_module(mut self) -> MockHostBuilder {
+        self.pciback_module = true;
         self
     }
 

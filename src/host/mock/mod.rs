@@ -14,7 +14,9 @@
 //! The boot configuration depends on the [`Profile`]:
 //!
 //! - `demo`, `large`, `scale-N`: XCP-ng 8.3 with BIOS GRUB,
-//!   `boot/grub/grub.cfg` in XCP-ng's layout ([`grub_cfg`]);
+//!   `boot/grub/grub.cfg` in XCP-ng's layout ([`grub_cfg`]), kernel
+//!   4.19.0+1 with xen-pciback built in (its `modules.builtin` lists it,
+//!   `sys/module/xen_pciback` has parameters and no `initstate`);
 //! - `demo-uefi`: the same grub.cfg at `boot/efi/EFI/xenserver/grub.cfg`,
 //!   the loader `grubx64.efi` next to it, and EFI variables
 //!   (`sys/firmware/efi/efivars`) whose `BootCurrent` entry names it;
@@ -25,7 +27,8 @@
 //!   6.1.0-28-amd64 with xen-pciback a module (`lib/modules/`), an
 //!   `etc/initramfs-tools/modules` that lists nothing, no inventory;
 //! - `xen-efi`: a Debian 12 dom0 started by Xen's EFI loader,
-//!   `boot/efi/EFI/xen/xen.cfg`, no grub.cfg.
+//!   `boot/efi/EFI/xen/xen.cfg`, no grub.cfg, the `debian` profile's
+//!   kernel and modules (xen-pciback a module, the initramfs-tools list).
 
 mod builder;
 mod lspci;

@@ -32,7 +32,8 @@ pub enum Profile {
     /// The demo's devices on a Debian 12 dom0 started by Xen's own EFI
     /// loader: `boot/efi/EFI/xen/xen.efi` and its `xen.cfg` (`[global]
     /// default=`, `options=`, `kernel=FILE dom0 args`, `ramdisk=`), EFI
-    /// variables whose `BootCurrent` entry names that loader, no grub.cfg.
+    /// variables whose `BootCurrent` entry names that loader, no grub.cfg;
+    /// the `debian` profile's kernel, with xen-pciback a module.
     XenEfi,
 }
 
@@ -183,7 +184,10 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
             profile_builder(profile)
                 .inventory(None)
                 .os_release(Some(DEBIAN_OS_RELEASE))
+                .kernel_release(DEBIAN_KERNEL)
+                .pciback_module()
                 .write(dir)?;
+            debian_modules(dir)?;
             xen_efi_boot(dir)
         }
         Profile::DemoUefi => {
@@ -195,8 +199,10 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
                 .inventory(None)
                 .os_release(Some(DEBIAN_OS_RELEASE))
                 .kernel_release(DEBIAN_KERNEL)
+                .pciback_module()
                 .xen_extra(".5")
                 .write(dir)?;
+            debian_modules(dir)?;
             debian_boot(dir)
         }
         Profile::Demo | Profile::Large | Profile::Scale(_) => profile_builder(profile).write(dir),
@@ -315,16 +321,14 @@ const DEBIAN_INITRAMFS_MODULES: &str = "# Modules to add to the initramfs, one p
 
 /// Turn a written demo tree into a Debian 12 Xen dom0: GRUB's inputs and
 /// the grub.cfg Debian's `grub-mkconfig` made from them, the boot files it
-/// needs to make it again, the kernel's modules, and the command line the
-/// default entry boots.
+/// needs to make it again, and the command line the default entry boots.
 fn debian_boot(dir: &Path) -> Result<(), MockError> {
     let kernel = DEBIAN_KERNEL;
     let mut xen = MULTIBOOT2_HEADER.to_vec();
     xen.resize(64, 0);
-    let pciback = format!("lib/modules/{kernel}/kernel/drivers/xen/xen-pciback/xen-pciback.ko");
     // The builder wrote its own dom0 arguments; this host boots grub.cfg's.
     let cmdline = format!("{DEBIAN_DOM0_CMDLINE}\n");
-    let files: [(String, &[u8]); 11] = [
+    let files: [(String, &[u8]); 8] = [
         ("etc/default/grub".into(), DEBIAN_DEFAULT_GRUB),
         ("etc/default/grub.d/xen.cfg".into(), DEBIAN_XEN_CFG),
         ("boot/grub/grub.cfg".into(), DEBIAN_GRUB_CFG),
@@ -332,6 +336,22 @@ fn debian_boot(dir: &Path) -> Result<(), MockError> {
         (format!("boot/initrd.img-{kernel}"), b""),
         (format!("boot/config-{kernel}"), b"CONFIG_XEN_DOM0=y\n"),
         ("boot/xen-4.17-amd64.gz".into(), &xen),
+        ("proc/cmdline".into(), cmdline.as_bytes()),
+    ];
+    for (rel, bytes) in &files {
+        put(dir, rel, bytes)?;
+    }
+    Ok(())
+}
+
+/// The kernel side of a Debian 12 dom0 (Debian's 6.1 kernel): its
+/// `modules.builtin` without xen-pciback, the xen-pciback module file, the
+/// initramfs-tools module list as shipped, and each native driver's
+/// `module` link in sysfs. xen-pciback is not loaded.
+fn debian_modules(dir: &Path) -> Result<(), MockError> {
+    let kernel = DEBIAN_KERNEL;
+    let pciback = format!("lib/modules/{kernel}/kernel/drivers/xen/xen-pciback/xen-pciback.ko");
+    let files: [(String, &[u8]); 3] = [
         (
             format!("lib/modules/{kernel}/modules.builtin"),
             DEBIAN_MODULES_BUILTIN.as_bytes(),
@@ -341,7 +361,6 @@ fn debian_boot(dir: &Path) -> Result<(), MockError> {
             "etc/initramfs-tools/modules".into(),
             DEBIAN_INITRAMFS_MODULES.as_bytes(),
         ),
-        ("proc/cmdline".into(), cmdline.as_bytes()),
     ];
     for (rel, bytes) in &files {
         put(dir, rel, bytes)?;

@@ -215,6 +215,24 @@ impl MockHostBuilder {
             "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64\n",
         )?;
         write(&at(facts::MEMINFO), MEMINFO)?;
+        if !self.pciback_module {
+            // XCP-ng's kernel builds xen-pciback in: its modules.builtin
+            // (here the one line that matters) lists it, and sysfs shows a
+            // built-in module with parameters as a directory with
+            // `parameters/` and no `initstate`.
+            write(
+                &at(&format!("lib/modules/{kernel}/modules.builtin")),
+                &format!("{}\n", crate::host::modules::PCIBACK_BUILTIN_PATH),
+            )?;
+            let params = format!("{}/parameters", crate::host::modules::SYS_MODULE_PCIBACK);
+            for (name, value) in [
+                ("passthrough", "0"),
+                ("permissive", "N"),
+                ("verbose_request", "0"),
+            ] {
+                write(&at(&format!("{params}/{name}")), &format!("{value}\n"))?;
+            }
+        }
         Ok(())
     }
 }
