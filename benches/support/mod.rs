@@ -38,7 +38,7 @@ pub fn host_profile(full: &str) -> &str {
     if smoke() { "demo" } else { full }
 }
 
-/// Whether section `name` (status, hyper, scale, events) is to run: all of
+/// Whether section `name` (status, hyper, scale, events, sync, bodies) is to run: all of
 /// them unless some are named on the command line
 /// (`cargo bench --bench pcipass -- hyper scale`).
 pub fn wanted(name: &str) -> bool {
