@@ -693,8 +693,9 @@ fn exec_backend_falls_back_when_the_program_has_no_compare_and_set() {
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Another test's fork may still hold the script open for writing for
-    // a moment (ETXTBSY): wait until it can be run.
-    for _ in 0..200 {
+    // a moment (ETXTBSY): wait until it can be run (up to a minute, a
+    // hang guard for a busy machine).
+    for _ in 0..6000 {
         match Command::new(&script).arg("--help").output() {
             Err(e) if e.raw_os_error() == Some(26) => {
                 std::thread::sleep(std::time::Duration::from_millis(10));

@@ -18,11 +18,27 @@ pub const PCIPASSD: &str = env!("CARGO_BIN_EXE_pcipassd");
 pub const PCIPASS: &str = env!("CARGO_BIN_EXE_pcipass");
 pub const XEN_CMDLINE: &str = env!("CARGO_BIN_EXE_xen-cmdline");
 
-pub fn quick() -> bool {
-    std::env::var_os("PCIPASS_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
+/// Smoke run: without `--bench`, that is under `cargo test` (debug build),
+/// every section runs once at its smallest (the `demo` host instead of
+/// the large ones, one request per connection, a few watchers) and checks
+/// its calls succeed, in seconds: the benchmark cannot rot, and no figure
+/// of a debug build is measured.
+pub fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
 }
 
-/// Whether section `name` (status, hyper, scale, events) is to run: all of
+/// Shortened run: `PCIPASS_BENCH_QUICK=1 scripts/bench`, or a smoke run.
+pub fn quick() -> bool {
+    std::env::var_os("PCIPASS_BENCH_QUICK").is_some() || smoke()
+}
+
+/// `full`, or less in a quick run; the host profile `full` (a large mock
+/// host) is `demo` in a smoke run.
+pub fn host_profile(full: &str) -> &str {
+    if smoke() { "demo" } else { full }
+}
+
+/// Whether section `name` (status, hyper, scale, events, sync, bodies) is to run: all of
 /// them unless some are named on the command line
 /// (`cargo bench --bench pcipass -- hyper scale`).
 pub fn wanted(name: &str) -> bool {
@@ -34,7 +50,12 @@ pub fn wanted(name: &str) -> bool {
 }
 
 pub fn secs(full: f64) -> Duration {
-    Duration::from_secs_f64(if quick() { 0.3 } else { full })
+    if smoke() {
+        // load() makes one request per connection.
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(if quick() { 0.3 } else { full })
+    }
 }
 
 pub struct Daemon {
@@ -207,7 +228,7 @@ pub async fn load(
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await;
             let (mut latencies, mut bytes, mut errors) = (Vec::new(), 0, 0);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline || latencies.is_empty() {
                 let t = Instant::now();
                 match timed_post(&mut sender, &body).await {
                     Ok(size) => {
@@ -231,6 +252,10 @@ pub async fn load(
         errors += e;
     }
     let elapsed = started.elapsed();
+    if smoke() {
+        assert_eq!(errors, 0, "a smoke run's request failed");
+        assert!(all.len() >= connections);
+    }
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -298,9 +323,23 @@ pub fn add_user(state: &Path) {
 /// ceiling for any HTTP service on this machine. It runs in a process of
 /// its own (this benchmark re-executed with `--hello-server`), on a runtime
 /// like pcipassd's, so that it pays the same cross-process costs.
-pub fn hello_server() -> (Child, SocketAddr) {
+/// The plain hyper server, in a process of its own; killed when dropped
+/// (a failed section too), and it exits by itself when the benchmark's
+/// end of its stdin closes (the benchmark killed), so it never outlives
+/// the run holding the test runner's output open.
+pub struct HelloServer(Child);
+
+impl Drop for HelloServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn hello_server() -> (HelloServer, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("--hello-server")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -308,10 +347,14 @@ pub fn hello_server() -> (Child, SocketAddr) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    (child, line.trim().parse().unwrap())
+    (HelloServer(child), line.trim().parse().unwrap())
 }
 
 pub fn run_hello_server() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -304,7 +304,8 @@ async fn an_async_edit_runs_as_a_task_with_its_result() {
         .await
         .unwrap();
     let mut status = String::new();
-    for _ in 0..100 {
+    // Up to a minute: a hang guard, the loop ends with the task.
+    for _ in 0..6000 {
         status = op.str("task.get_status", vec![task.clone()]).await;
         if status != "pending" {
             break;

@@ -18,7 +18,7 @@ async function rpc (url, method, params) {
   return body.result
 }
 
-async function waitFor (what, predicate, ms = 10000) {
+async function waitFor (what, predicate, ms = 60000) {
   const deadline = Date.now() + ms
   while (Date.now() < deadline) {
     if (predicate()) return
@@ -32,9 +32,9 @@ for (const transport of ['auto', 'json-rpc', 'xml-rpc']) {
     const daemon = await startDaemon()
     const xapi = createClient({ url: daemon.url, auth: { user: 'xo', password: 'xo-secret' }, allowUnauthorized: true, transport })
     try {
-      await within(15000, 'connect', xapi.connect())
+      await within(60000, 'connect', xapi.connect())
       assert.equal(xapi.status, 'connected')
-      await within(15000, 'objectsFetched', xapi.objectsFetched)
+      await within(60000, 'objectsFetched', xapi.objectsFetched)
       const all = Object.values(xapi.objects.all)
       const pcis = all.filter(o => o.$type === 'PCI')
       const pgpus = all.filter(o => o.$type === 'PGPU')

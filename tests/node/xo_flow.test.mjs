@@ -98,8 +98,8 @@ async function connected (daemon) {
     // reboot ends the session, which it handles at once.
     eventPollDelay: 500
   })
-  await within(15000, 'connect', xapi.connect())
-  await within(15000, 'objectsFetched', xapi.objectsFetched)
+  await within(60000, 'connect', xapi.connect())
+  await within(60000, 'objectsFetched', xapi.objectsFetched)
   return xapi
 }
 
@@ -216,8 +216,8 @@ for (const transport of ['json-rpc', 'xml-rpc']) {
     const daemon = await startDaemon()
     const xapi = createClient({ url: daemon.url, auth: { user: 'xo', password: 'xo-secret' }, allowUnauthorized: true, transport })
     try {
-      await within(15000, 'connect', xapi.connect())
-      await within(15000, 'objectsFetched', xapi.objectsFetched)
+      await within(60000, 'connect', xapi.connect())
+      await within(60000, 'objectsFetched', xapi.objectsFetched)
       const host = cached(xapi, 'host')[0]
       const pool = xapi.pool
       assertShape(host, HOST_FIELDS)

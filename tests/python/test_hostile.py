@@ -1,7 +1,10 @@
 """Hostile clients with no account at all: connections that send requests
 and never read the answers, and a crowd from one address. Root on the Unix
 socket and a new client elsewhere must still get answers. Loopback only;
-every test is bounded in count and time."""
+every test is bounded in count and time. No test bounds how fast the
+daemon answers (a busy machine is slow, not broken: speed is measured by
+scripts/bench); socket timeouts of a minute only turn a hang into a
+failure."""
 
 import socket
 import time
@@ -43,19 +46,25 @@ def non_reader(port, source, requests=400):
     return s, sent
 
 
-def answers(daemon, timeout=10):
-    """A fresh client's login and one call; the seconds it took."""
-    started = time.time()
+HANG = 60
+"""Seconds a socket waits before a test fails instead of hanging: a guard,
+not a speed goal."""
+
+
+def answers(daemon, timeout=HANG):
+    """A fresh client's login and one call, answered before `timeout`
+    (a hang guard)."""
     socket.setdefaulttimeout(timeout)
-    s = XenAPI.Session(daemon.url)
-    s.xenapi.login_with_password("admin", daemon.passwords["admin"], "2.21", "pytest")
-    assert s.xenapi.PCI.get_all()
-    s.xenapi.session.logout()
-    socket.setdefaulttimeout(None)
-    return time.time() - started
+    try:
+        s = XenAPI.Session(daemon.url)
+        s.xenapi.login_with_password("admin", daemon.passwords["admin"], "2.21", "pytest")
+        assert s.xenapi.PCI.get_all()
+        s.xenapi.session.logout()
+    finally:
+        socket.setdefaulttimeout(None)
 
 
-def closed_by_server(s, wait=2):
+def closed_by_server(s, wait=HANG):
     """Whether the server closed `s` (after whatever it had sent)."""
     s.setblocking(True)
     s.settimeout(wait)
@@ -72,7 +81,9 @@ def closed_by_server(s, wait=2):
 def test_non_readers_cannot_hold_the_daemon(tmp_path):
     """60 clients that never read take every TCP slot: root on the Unix
     socket (a budget of its own) gets in at once, a new TCP client as soon
-    as the write timeout has dropped the non-readers."""
+    as the write timeout has dropped the non-readers, which the test still
+    holds open. (With the default 30 s write timeout the crowd would hold
+    its slots for two rounds of 30 s, past the hang guard.)"""
     d = started(tmp_path, "--max-connections", "40", "--max-connections-per-address", "100",
                 "--write-timeout", "2")
     try:
@@ -81,8 +92,7 @@ def test_non_readers_cannot_hold_the_daemon(tmp_path):
         time.sleep(0.5)
         root = d.local_session()
         assert root.xenapi.PCI.get_all()
-        waited = answers(d, timeout=15)
-        assert waited < 8, waited
+        answers(d)
         assert all(closed_by_server(s) for s, _ in crowd[:40])
         for s, _ in crowd:
             s.close()
@@ -91,7 +101,12 @@ def test_non_readers_cannot_hold_the_daemon(tmp_path):
 
 
 def test_one_address_cannot_take_every_connection(tmp_path):
-    d = started(tmp_path, "--max-connections", "64", "--max-connections-per-address", "8")
+    """Beyond its 8, an address's connections are closed at once (not by
+    a timeout: the header timeout is an hour), its 8 are served, and
+    another client gets in."""
+    import select
+    d = started(tmp_path, "--max-connections", "64", "--max-connections-per-address", "8",
+                "--header-timeout", "3600")
     try:
         port = tcp_port(d)
         held = []
@@ -100,18 +115,27 @@ def test_one_address_cannot_take_every_connection(tmp_path):
             s.bind(("127.0.0.3", 0))
             s.connect(("127.0.0.1", port))
             held.append(s)
-        time.sleep(0.5)
-        # Beyond its 8, the address's connections are closed at once.
-        closed = 0
-        for s in held:
-            s.settimeout(0.5)
-            try:
-                if s.recv(1) == b"":
-                    closed += 1
-            except socket.timeout:
-                pass
-        assert closed == 30 - 8
-        assert answers(d) < 5
+        # Wait (a hang guard, not a speed goal) for the server to close
+        # every connection beyond the 8.
+        open_ = set(held)
+        deadline = time.monotonic() + HANG
+        while len(open_) > 8 and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(open_), [], [], 1)
+            for s in readable:
+                try:
+                    if s.recv(1) == b"":
+                        open_.discard(s)
+                except ConnectionResetError:
+                    open_.discard(s)
+        assert len(open_) == 8, f"{30 - len(open_)} of 30 closed, want 22"
+        # The 8 kept are served.
+        body = b"<?xml version='1.0'?><methodCall><methodName>system.listMethods</methodName></methodCall>"
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        for s in open_:
+            s.settimeout(HANG)
+            s.sendall(request)
+            assert s.recv(12).startswith(b"HTTP/1.1 200"), "a kept connection is served"
+        answers(d)
         for s in held:
             s.close()
     finally:
@@ -138,15 +162,21 @@ def test_root_gets_in_when_the_unix_budget_is_spent(tmp_path):
 
 
 def test_event_timeouts_a_client_gives_are_bounded(tmp_path):
+    """A negative or NaN timeout has passed already: event.from answers,
+    with no event, instead of waiting (the socket's hang guard, a minute,
+    is what a wait of event.from's default 60 s or more would hit)."""
     d = started(tmp_path)
     try:
-        s = d.session("admin")
-        token = s.xenapi.event.inject("pool", s.xenapi.pool.get_all()[0])
-        for bad in (-1.0, float("nan"), -1e300):
-            started_at = time.time()
-            reply = getattr(s.xenapi.event, "from")(["task"], token, bad)
-            assert time.time() - started_at < 2, bad
-            assert "token" in reply
+        socket.setdefaulttimeout(HANG)
+        try:
+            s = d.session("admin")
+            token = s.xenapi.event.inject("pool", s.xenapi.pool.get_all()[0])
+            for bad in (-1.0, float("nan"), -1e300):
+                reply = getattr(s.xenapi.event, "from")(["task"], token, bad)
+                assert "token" in reply
+                assert reply["events"] == [], (bad, reply)
+        finally:
+            socket.setdefaulttimeout(None)
     finally:
         d.cleanup()
 
@@ -243,11 +273,18 @@ def test_failed_calls_cannot_flood_the_log(tmp_path):
     try:
         import xmlrpc.client
         proxy = xmlrpc.client.ServerProxy(d.url)
-        sent = 600
-        started_at = time.time()
-        for _ in range(sent):
+        # At least 600 calls, and more than 20 for each second they took
+        # (plus two): however slow the machine, some second then holds
+        # more than 20 failures, so some are counted. The bound below is
+        # computed from the same measured time.
+        sent = 0
+        started_at = time.monotonic()
+        elapsed = 0.0
+        while sent < 600 or sent <= 20 * (int(elapsed) + 2):
+            assert elapsed < 10 * HANG, f"{sent} calls in {elapsed:.0f} s: under 20 a second"
             assert proxy.PCI.get_all_records("OpaqueRef:forged")["Status"] == "Failure"
-        elapsed = time.time() - started_at
+            sent += 1
+            elapsed = time.monotonic() - started_at
         time.sleep(1.1)
         # One more failure after the second closes brings the last count.
         proxy.PCI.get_all_records("OpaqueRef:forged")
@@ -353,18 +390,24 @@ def test_event_inject_cannot_flush_other_clients_events(tmp_path):
         d.add_user("operator", "pool-operator")
         admin = d.session("admin")
         pool = admin.xenapi.pool.get_all()[0]
-        before = int(admin.xenapi.event.get_current_id())
+        made = {}
         for user in ("reader", "operator"):
             s = d.session(user)
             proxy = xmlrpc.client.ServerProxy(d.url)
-            started_at = time.time()
+            before = int(admin.xenapi.event.get_current_id())
+            started_at = time.monotonic()
             for _ in range(1500):
                 reply = proxy.event.inject(s._session, "pool", pool)
                 assert reply["Status"] == "Success", reply
-            elapsed = time.time() - started_at
-        made = int(admin.xenapi.event.get_current_id()) - before
-        # The reader made none; the operator its burst and its rate.
-        assert made <= 100 + 50 * (elapsed + 1), (made, elapsed)
+            elapsed = time.monotonic() - started_at
+            now = int(admin.xenapi.event.get_current_id())
+            made[user] = (now - before, elapsed)
+        # The reader made none; the operator its burst and its rate over
+        # the time its calls took as measured here (so a slow machine,
+        # which takes longer, is allowed more).
+        assert made["reader"][0] == 0, made
+        events, elapsed = made["operator"]
+        assert 0 < events <= 100 + 50 * (elapsed + 1), made
         token = getattr(admin.xenapi.event, "from")(["pool"], "", 0.0)["token"]
         assert getattr(admin.xenapi.event, "from")(["pool"], token, 0.0)["token"]
     finally:
@@ -452,8 +495,11 @@ def test_connections_fit_the_open_file_limit(tmp_path):
 
 def test_huge_bodies_do_not_stall_roots_calls(tmp_path):
     """Four clients posting 14 MB bodies in a loop: root's calls on the
-    Unix socket keep answering quickly (bodies are parsed off the
-    reactor)."""
+    Unix socket are answered while the daemon holds a whole huge body and
+    has not answered it yet (bodies are parsed off the reactor, so a parse
+    does not hold root's call until it ends). Checked by order, not by a
+    time: a root call that starts after a body was wholly sent and ends
+    before that body's answer."""
     import http.client
     import threading
     d = started(tmp_path)
@@ -462,32 +508,50 @@ def test_huge_bodies_do_not_stall_roots_calls(tmp_path):
         body = (b"<?xml version='1.0'?><methodCall><methodName>PCI.get_record</methodName><params>"
                 + b"<param><value><string>" + b"x" * (14 << 20) + b"</string></value></param>"
                 + b"</params></methodCall>")
-        stop = time.time() + 4
+        stop = threading.Event()
+        pending = []  # (sent, answered) of every huge body: monotonic times
+        failed = []
 
         def poster():
-            while time.time() < stop:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not stop.is_set():
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HANG)
                 try:
                     conn.request("POST", "/", body, {"Content-Type": "text/xml"})
-                    conn.getresponse().read()
-                except OSError:
-                    pass
+                    sent = time.monotonic()
+                    reply = conn.getresponse().read()
+                    pending.append((sent, time.monotonic()))
+                    if b"MESSAGE_PARAMETER_COUNT_MISMATCH" not in reply:
+                        failed.append(reply[:200])
+                except OSError as e:
+                    failed.append(e)
                 finally:
                     conn.close()
 
         threads = [threading.Thread(target=poster) for _ in range(4)]
         for t in threads:
             t.start()
-        root = d.local_session()
-        pci = root.xenapi.PCI.get_all()[0]
-        worst = 0.0
-        while time.time() < stop:
-            t0 = time.time()
-            root.xenapi.PCI.get_dom0_access_status(pci)
-            worst = max(worst, time.time() - t0)
-        for t in threads:
-            t.join()
-        print(f"root's slowest status call under 4 x 14 MB bodies: {worst * 1000:.1f} ms")
-        assert worst < 0.25, worst
+        socket.setdefaulttimeout(HANG)
+        try:
+            root = d.local_session()
+            pci = root.xenapi.PCI.get_all()[0]
+            calls = []
+            inside = 0
+            deadline = time.monotonic() + HANG
+            # Until 3 root calls fell inside a huge body's parse (or the
+            # hang guard runs out).
+            while inside < 3 and time.monotonic() < deadline:
+                t0 = time.monotonic()
+                assert root.xenapi.PCI.get_dom0_access_status(pci) == "enabled"
+                calls.append((t0, time.monotonic()))
+                inside = sum(any(sent <= t0 and t1 <= answered for sent, answered in list(pending))
+                             for t0, t1 in calls)
+        finally:
+            socket.setdefaulttimeout(None)
+            stop.set()
+            for t in threads:
+                t.join()
+        print(f"{len(calls)} root calls, {inside} of them inside one of {len(pending)} huge bodies' parses")
+        assert not failed, failed[:3]
+        assert inside >= 3, (len(calls), len(pending))
     finally:
         d.cleanup()

@@ -86,7 +86,8 @@ def test_failed_logins_are_slowed_per_user(daemon):
         started = time.time()
         failure(s.xenapi.login_with_password, "operator", "wrong")
         durations.append(time.time() - started)
-    assert durations[0] < 0.5
+    # Lower bounds only (a busy machine is slower, never faster); that the
+    # first failure is not delayed is the unit test throttle_grows_and_resets.
     assert durations[3] >= 0.7, durations
     started = time.time()
     other = daemon.session("reader")  # the address is slowed too, for every user

@@ -88,11 +88,14 @@ def test_ready_reload_and_stopping_on_the_notify_socket(tmp_path):
         _recv_until(sock, "READY=1")
         assert "configuration not reloaded" in (tmp_path / "pcipassd.log").read_text()
 
-        # The watchdog pings at half the interval.
-        started = time.time()
+        # The watchdog pings, at half the interval: the period the daemon
+        # chose is in its log (no wall-clock bound: a busy machine delays
+        # pings, which is systemd's business, not a test failure).
         _recv_until(sock, "WATCHDOG=1")
         _recv_until(sock, "WATCHDOG=1")
-        assert time.time() - started < 4
+        pinging = [l for l in (tmp_path / "pcipassd.log").read_text().splitlines()
+                   if "systemd watchdog: pinging" in l]
+        assert len(pinging) == 1 and "interval_ms=1000" in pinging[0], pinging
 
         proc.send_signal(signal.SIGTERM)
         _recv_until(sock, "STOPPING=1")
@@ -115,7 +118,7 @@ def test_without_systemd_nothing_is_sent_and_logs_go_to_stderr(tmp_path):
     finally:
         del os.environ["JOURNAL_STREAM"]
     try:
-        deadline = time.time() + 10
+        deadline = time.time() + 60  # a hang guard
         while "serving: boot flow" not in (tmp_path / "pcipassd.log").read_text():
             assert time.time() < deadline, "no start-up line on stderr"
             time.sleep(0.05)

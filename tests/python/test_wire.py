@@ -88,9 +88,14 @@ def test_body_that_never_finishes_does_not_block_others(daemon):
     u = urlparse(daemon.url)
     stuck = socket.create_connection((u.hostname, u.port))
     stuck.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 1000\r\n\r\n<metho")
-    started = time.time()
+    # Answered while the stuck body is still being waited for: its
+    # connection is still open (the body timeout is 30 s).
     assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
-    assert time.time() - started < 5
+    stuck.setblocking(False)
+    try:
+        assert stuck.recv(1) != b"", "the stuck request was answered or closed"
+    except BlockingIOError:
+        pass
     stuck.close()
 
 
@@ -99,7 +104,7 @@ def test_async_call_runs_in_a_task(daemon):
     pci = s.xenapi.PCI.get_all()[0]
     task = s.xenapi.Async.PCI.get_dom0_access_status(pci)
     assert task.startswith("OpaqueRef:")
-    deadline = time.time() + 10
+    deadline = time.time() + 60  # a hang guard
     while s.xenapi.task.get_status(task) == "pending" and time.time() < deadline:
         time.sleep(0.05)
     rec = s.xenapi.task.get_record(task)
