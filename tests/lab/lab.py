@@ -15,12 +15,14 @@ unit as the package installs it).
 """
 
 import argparse
+import os
 import pathlib
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -367,6 +369,82 @@ def lab_steps(report, vm, dom0, deb, debs_dir, target):
         "after the reboot: enabled, native drivers bound again",
         after_reboot("enabled", lambda b: NATIVE[b], False),
         critical=False,
+    )
+
+
+XO_LAB = REPO / "tests/node/xo_lab.mjs"
+
+
+def xo_steps(report, vm, dom0):
+    """Xen Orchestra's flow on the real host, through XO's own connector
+    (tests/node/xo_lab.mjs, the flow of tests/node/xo.mjs that
+    xo_flow.test.mjs runs on mock hosts): PCI.disable_dom0_access of the
+    second NIC, host.disable, host.evacuate, Async.host.reboot, then XO's
+    wait for agent_start_time to move across the real reboot (the connector
+    reconnects by itself), and `disabled`; then the same back to `enabled`.
+    Needs a booted VM with the package installed and listening for clients,
+    the NIC `enabled`, and the npm packages of tests/node installed
+    (scripts/setup-test-deps)."""
+
+    def phase(which, label, want_driver):
+        def go():
+            node = shutil.which("node")
+            check(node is not None, "node is not installed")
+            check(
+                (XO_LAB.parent / "node_modules/xen-api").is_dir(),
+                "no tests/node/node_modules: run scripts/setup-test-deps",
+            )
+            old = vm.boot_id()
+            env = {
+                **os.environ,
+                "PCIPASS_XO_URL": f"https://127.0.0.1:{vm.api_port}/",
+                "PCIPASS_XO_USER": "root",
+                "PCIPASS_XO_PASSWORD": vm.password,
+                "PCIPASS_XO_PCI": NIC,
+            }
+            proc = subprocess.Popen(
+                [node, str(XO_LAB), which], cwd=XO_LAB.parent, env=env, text=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            # The script bounds its own waits (30 min for the host to come
+            # back); this is a last resort should it hang elsewhere.
+            watchdog = threading.Timer(2700, proc.kill)
+            watchdog.start()
+            lines = []
+            try:
+                for line in proc.stdout:
+                    lines.append(line.rstrip("\n"))
+                    report.say("  " + lines[-1])
+                rc = proc.wait()
+            finally:
+                watchdog.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            last = lines[-1] if lines else "no output"
+            check(rc == 0, f"xo_lab.mjs {which} exited {rc}: {last}")
+            # The reboot was a real one: a new boot id, and the driver the
+            # new boot bound.
+            vm.wait_booted(old, timeout=600)
+            backs = [m for m in (re.search(r"host back after (\d+) s", l) for l in lines) if m]
+            if backs:
+                report.boots.append((label, float(backs[0].group(1))))
+            dom0.login()
+            drv = dom0.driver(NIC)
+            check(drv == want_driver, f"after XO's reboot {NIC} is driven by {drv}, not {want_driver}")
+            took = f" after {backs[0].group(1)} s" if backs else ""
+            return f"{NIC} {which}: back{took} with a new boot id, driver {drv}"
+        return go
+
+    report.begin("xen-orchestra")
+    report.step(
+        "XO hides the NIC: PCI call, host.disable, host.evacuate, Async.host.reboot, "
+        "agent_start_time wait, disabled",
+        phase("hide", "XO after disable", "pciback"),
+    )
+    report.step(
+        "XO gives it back: the same, enabled",
+        phase("unhide", "XO after enable", NATIVE[NIC]),
     )
 
 

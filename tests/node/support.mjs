@@ -20,7 +20,7 @@ export async function startDaemon (extraArgs = []) {
   const url = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout })
     lines.on('line', line => {
-      const m = line.match(/listening on (http:\/\/\S+)/)
+      const m = line.match(/listening on (https?:\/\/\S+)/)
       if (m) resolve(m[1].replace(/\/$/, ''))
     })
     proc.on('exit', code => reject(new Error(`pcipassd exited ${code}`)))

@@ -1,109 +1,25 @@
-// Xen Orchestra's PCI hide and unhide flows, replayed against a real
-// pcipassd on a demo mock host through XO's own client code: the unmodified
-// `xen-api` connector (its object cache, events, Async tasks, session
-// renewal after the reboot), `@vates/async-each` (xo-server's 10-way
-// concurrency, errors collected) and `golike-defer` (its rollback on
-// failure), plus `semver` as xo-web uses it.
-//
-// The sequence is xo-server's `pci.disableDom0Access` with forceReboot
-// (packages/xo-server/src/api/pci.mjs, `rebootHost` and `clearHost` in
-// packages/xo-server/src/xapi/index.mjs) and the wait of
-// @xen-orchestra/xapi's `waitAgentRestart` (host.mjs): every
-// PCI.(disable|enable)_dom0_access, then host.disable,
-// Async.host.evacuate(host, OpaqueRef:NULL, 3) (fewer parameters only on
-// MESSAGE_PARAMETER_COUNT_MISMATCH), Async.host.reboot, then wait until
-// other_config.agent_start_time has grown and the host is enabled. A failed
-// step undoes every PCI call that succeeded. @xen-orchestra/xapi itself does
-// not install from the registry this project builds against (it needs
-// @vates/task and @vates/parse-duration, which are not published there), so
-// its Xapi class is not used; the connector it extends is.
+// Xen Orchestra's PCI hide and unhide flows (xo.mjs says which XO code
+// they follow), replayed against a real pcipassd on a demo mock host.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { asyncEach } from '@vates/async-each'
-import { defer } from 'golike-defer'
+import { promisify } from 'node:util'
 import semver from 'semver'
 import { createClient } from 'xen-api'
 
 import { startDaemon, within } from './support.mjs'
+import { cached, connect, isPciPassthroughAvailable, setDom0Access, statuses } from './xo.mjs'
 
-const NULL = 'OpaqueRef:NULL'
-
-// The host as xo-web sees it: brand and version from software_version.
-const isPciPassthroughAvailable = host =>
-  host.software_version.product_brand === 'XCP-ng' &&
-  semver.satisfies(host.software_version.product_version, '>=8.3.0')
-
-// @xen-orchestra/xapi's waitAgentRestart: `watchObject(hostRef, cb)`
-// calls `cb` on each later add or update of the host in the object cache
-// and never looks at the object as it is when the watch starts. A new
-// agent_start_time that reached the cache before `host.reboot`'s task
-// settled is therefore never seen: the host must restart after the task.
-function waitAgentRestart (xapi, hostRef, prevAgentStartTime) {
-  return new Promise(resolve => {
-    const onAddOrUpdate = objects => {
-      for (const object of Object.values(objects)) {
-        if (object.$ref === hostRef && +object.other_config.agent_start_time > prevAgentStartTime && object.enabled) {
-          xapi.objects.removeListener('add', onAddOrUpdate)
-          xapi.objects.removeListener('update', onAddOrUpdate)
-          resolve(object)
-        }
-      }
-    }
-    xapi.objects.on('add', onAddOrUpdate)
-    xapi.objects.on('update', onAddOrUpdate)
-  })
-}
-
-// xo-server's evacuation: three parameters first, fewer only when the
-// server says the count is wrong.
-async function evacuate (xapi, hostRef) {
-  const params = [hostRef, NULL, 3]
-  for (;;) {
-    try {
-      return await xapi.callAsync('host.evacuate', ...params)
-    } catch (error) {
-      if (error?.code !== 'MESSAGE_PARAMETER_COUNT_MISMATCH' || params.length === 1) throw error
-      params.pop()
-      while (params.length > 1 && params.at(-1) === NULL) params.pop()
-    }
-  }
-}
-
-// The whole flow for `pcis` (cached PCI objects of one host).
-const setDom0Access = defer(async function ($defer, xapi, pcis, disable) {
-  const method = d => `PCI.${d ? 'disable' : 'enable'}_dom0_access`
-  await asyncEach(
-    pcis,
-    async pci => {
-      await xapi.call(method(disable), pci.$ref)
-      $defer.onFailure(() => xapi.call(method(!disable), pci.$ref))
-    },
-    { stopOnError: false }
-  )
-  const hostRef = pcis[0].host
-  const before = +(await xapi.getField('host', hostRef, 'other_config')).agent_start_time
-  await xapi.call('host.disable', hostRef)
-  await evacuate(xapi, hostRef)
-  await xapi.callAsync('host.reboot', hostRef)
-  await waitAgentRestart(xapi, hostRef, before)
-})
-
-async function connected (daemon) {
-  const xapi = createClient({
+const connected = daemon =>
+  connect({
     url: daemon.url,
-    auth: { user: 'xo', password: 'xo-secret' },
-    allowUnauthorized: true,
+    user: 'xo',
+    password: 'xo-secret',
     // The connector waits a minute after an unexpected event error; a
     // reboot ends the session, which it handles at once.
     eventPollDelay: 500
   })
-  await within(60000, 'connect', xapi.connect())
-  await within(60000, 'objectsFetched', xapi.objectsFetched)
-  return xapi
-}
-
-const cached = (xapi, type) => Object.values(xapi.objects.all).filter(o => o.$type === type)
 
 // Functions XO would offer to hide: not a bridge and not the boot disk
 // (the NVMe behind 0000:00:1d.0 on the demo host).
@@ -111,9 +27,6 @@ const hideable = xapi =>
   cached(xapi, 'PCI')
     .filter(p => !p.class_id.startsWith('06') && p.pci_id !== '0000:02:00.0')
     .sort((a, b) => a.pci_id.localeCompare(b.pci_id))
-
-const statuses = (xapi, pcis) =>
-  Promise.all(pcis.map(p => xapi.call('PCI.get_dom0_access_status', p.$ref)))
 
 test('XO hides 9 functions, reboots the host and finds them hidden; then gives them back', async () => {
   const daemon = await startDaemon()
@@ -175,6 +88,47 @@ test('a batch with the boot NVMe fails and XO rolls every hide back', async () =
     assert.equal(cached(xapi, 'host')[0].enabled, true)
   } finally {
     await xapi.disconnect()
+    daemon.stop()
+  }
+})
+
+// xo_lab.mjs, as the lab runs it, on the daemon's host as user xo.
+const xoLab = (daemon, pci, ...args) =>
+  promisify(execFile)(process.execPath, [import.meta.dirname + '/xo_lab.mjs', ...args], {
+    env: {
+      ...process.env,
+      PCIPASS_XO_URL: daemon.url,
+      PCIPASS_XO_USER: 'xo',
+      PCIPASS_XO_PASSWORD: 'xo-secret',
+      PCIPASS_XO_PCI: pci
+    },
+    timeout: 120000
+  })
+
+test('xo_lab.mjs runs both flows on the host its environment names, over TLS', async () => {
+  const daemon = await startDaemon(['--tls-self-signed'])
+  try {
+    assert.match(daemon.url, /^https:/)
+    const { stdout } = await xoLab(daemon, '0000:03:00.1')
+    assert.match(stdout, /hide: PCI.get_dom0_access_status\(0000:03:00.1\): disabled/)
+    assert.match(stdout, /unhide: PCI.get_dom0_access_status\(0000:03:00.1\): enabled/)
+    assert.match(stdout.trim().split('\n').at(-1), /PASS: hide, unhide$/)
+    // XO's wait saw the host restart twice.
+    assert.equal(stdout.match(/host back after/g)?.length, 2, stdout)
+  } finally {
+    daemon.stop()
+  }
+})
+
+test('xo_lab.mjs fails with a clear line when the function is not there', async () => {
+  const daemon = await startDaemon()
+  try {
+    await assert.rejects(xoLab(daemon, '0000:09:00.0', 'hide'), error => {
+      assert.equal(error.code, 1)
+      assert.match(error.stdout, /FAIL in setup: no PCI 0000:09:00.0 on the host \(it has 0000:00:02.0 /)
+      return true
+    })
+  } finally {
     daemon.stop()
   }
 })
