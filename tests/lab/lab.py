@@ -176,6 +176,56 @@ class Dom0:
         return self.x.host.get_all()[0]
 
 
+def reboot_step(report, vm, dom0, label):
+    """A real reboot through pcipass: host.disable, host.reboot (systemctl
+    reboot from the unit's sandbox), then a new boot id and a login."""
+    def go():
+        old = vm.boot_id()
+        host = dom0.host()
+        dom0.x.host.disable(host)
+        dom0.x.host.reboot(host)
+        took = vm.wait_booted(old)
+        report.boots.append((label, took))
+        dom0.login()
+        return f"new boot after {took:.0f} s (host.reboot through systemd)"
+    return go
+
+
+def check_states(vm, dom0, states, gpu_pgpu):
+    """Each candidate as pcipass answers and as the real host shows it
+    after a real boot: `disabled` means driver `pciback`, on
+    /proc/cmdline's hide and in `xl pci-assignable-list`; `enabled`
+    means its native driver and neither. One line per function, and
+    every disagreement in the failure."""
+    def go():
+        hidden = dom0.hide_on(dom0.cmdline())
+        assignable, raw = dom0.assignable()
+        facts, wrong = [], []
+        for bdf, want in states.items():
+            st = dom0.status(bdf)
+            drv = dom0.driver(bdf)
+            facts.append(
+                f"{bdf}: {st}, driver {drv}, on /proc/cmdline {bdf in hidden}, "
+                f"assignable {bdf in assignable}"
+            )
+            gone = want == "disabled"
+            driver = "pciback" if gone else NATIVE[bdf]
+            if st != want or drv != driver:
+                wrong.append(f"{bdf} is {st} with driver {drv}, want {want} with {driver}")
+            if (bdf in hidden) != gone or (bdf in assignable) != gone:
+                wrong.append(
+                    f"{bdf}: on /proc/cmdline {bdf in hidden}, assignable {bdf in assignable}"
+                )
+        if GPU in states and "ref" in gpu_pgpu:
+            pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
+            if pg != states[GPU]:
+                wrong.append(f"PGPU.dom0_access {pg}")
+        facts.append(f"xl pci-assignable-list: {raw.strip()!r}")
+        check(not wrong, "; ".join(wrong) + " | " + "; ".join(facts))
+        return "; ".join(facts)
+    return go
+
+
 def lab_steps(report, vm, dom0, deb, debs_dir, target):
     cases = [NIC, USB, GPU]
     gpu_pgpu = {}
@@ -191,8 +241,13 @@ def lab_steps(report, vm, dom0, deb, debs_dir, target):
     def install():
         # The README's two lines, verbatim, from a directory holding the
         # package where scripts/package leaves it.
+        fields = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version", "Architecture"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        name = f"pcipass_{fields[0]}_{fields[1]}.deb"
         vm.run("mkdir -p /root/pcipass/target/debian")
-        vm.copy_in(deb, f"/root/pcipass/target/debian/{deb.name}")
+        vm.copy_in(deb, f"/root/pcipass/target/debian/{name}")
         vm.run("cd /root/pcipass && dpkg -i target/debian/pcipass_*.deb")
         vm.run("cd /root/pcipass && systemctl enable --now pcipassd")
         state = vm.run("systemctl is-active pcipassd", check=False).strip()
@@ -298,44 +353,6 @@ def lab_steps(report, vm, dom0, deb, debs_dir, target):
         check(listed.strip() != "0", "the rebuilt initramfs lost xen-pciback")
         return f"{pkgs[-1].name} reinstalled; hide and initramfs kept"
 
-    def reboot(label):
-        def go():
-            old = vm.boot_id()
-            host = dom0.host()
-            dom0.x.host.disable(host)
-            dom0.x.host.reboot(host)
-            took = vm.wait_booted(old)
-            report.boots.append((label, took))
-            dom0.login()
-            return f"new boot after {took:.0f} s (host.reboot through systemd)"
-        return go
-
-    def after_reboot(want, driver_of, in_list):
-        """Every candidate as pcipass answers and as the real host shows
-        it; one line per function, and every disagreement in the failure."""
-        def go():
-            hidden = dom0.hide_on(dom0.cmdline())
-            assignable, raw = dom0.assignable()
-            facts, wrong = [], []
-            for bdf in cases + [HDA]:
-                st = dom0.status(bdf)
-                drv = dom0.driver(bdf)
-                facts.append(
-                    f"{bdf}: {st}, driver {drv}, on /proc/cmdline {bdf in hidden}, "
-                    f"assignable {bdf in assignable}"
-                )
-                if st != want or drv != driver_of(bdf):
-                    wrong.append(f"{bdf} is {st} with driver {drv}, want {want} with {driver_of(bdf)}")
-                if (bdf in hidden) != in_list or (bdf in assignable) != in_list:
-                    wrong.append(f"{bdf}: on /proc/cmdline {bdf in hidden}, assignable {bdf in assignable}")
-            pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
-            if pg != want:
-                wrong.append(f"PGPU.dom0_access {pg}")
-            facts.append(f"xl pci-assignable-list: {raw.strip()!r}")
-            check(not wrong, "; ".join(wrong) + " | " + "; ".join(facts))
-            return "; ".join(facts)
-        return go
-
     def enable():
         for bdf in (NIC, USB, HDA):
             st = dom0.x.PCI.enable_dom0_access(dom0.pci(bdf))
@@ -357,17 +374,17 @@ def lab_steps(report, vm, dom0, deb, debs_dir, target):
     report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
     report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
     report.step("a kernel package reinstall keeps the hide", kernel_reinstall, critical=False)
-    report.step("host.reboot", reboot("after disable"))
+    report.step("host.reboot", reboot_step(report, vm, dom0, "after disable"))
     report.step(
         "after the reboot: disabled, pciback bound, assignable",
-        after_reboot("disabled", lambda _b: "pciback", True),
+        check_states(vm, dom0, {bdf: "disabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
     report.step("PCI and PGPU enable: enable_on_reboot", enable)
-    report.step("host.reboot", reboot("after enable"))
+    report.step("host.reboot", reboot_step(report, vm, dom0, "after enable"))
     report.step(
         "after the reboot: enabled, native drivers bound again",
-        after_reboot("enabled", lambda b: NATIVE[b], False),
+        check_states(vm, dom0, {bdf: "enabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
 
@@ -375,77 +392,120 @@ def lab_steps(report, vm, dom0, deb, debs_dir, target):
 XO_LAB = REPO / "tests/node/xo_lab.mjs"
 
 
-def xo_steps(report, vm, dom0):
-    """Xen Orchestra's flow on the real host, through XO's own connector
-    (tests/node/xo_lab.mjs, the flow of tests/node/xo.mjs that
-    xo_flow.test.mjs runs on mock hosts): PCI.disable_dom0_access of the
-    second NIC, host.disable, host.evacuate, Async.host.reboot, then XO's
-    wait for agent_start_time to move across the real reboot (the connector
-    reconnects by itself), and `disabled`; then the same back to `enabled`.
-    Needs a booted VM with the package installed and listening for clients,
-    the NIC `enabled`, and the npm packages of tests/node installed
-    (scripts/setup-test-deps)."""
+def xo_phase(report, vm, dom0, which, label, want_driver):
+    """One phase of Xen Orchestra's flow on the real host, through XO's own
+    connector (tests/node/xo_lab.mjs, the flow of tests/node/xo.mjs that
+    xo_flow.test.mjs runs on mock hosts): PCI.disable_dom0_access (`hide`)
+    or enable (`unhide`) of the second NIC, host.disable, host.evacuate,
+    Async.host.reboot, then XO's wait for agent_start_time to move across
+    the real reboot (the connector reconnects by itself), and the status
+    after it. Needs the package installed and listening for clients and
+    the npm packages of tests/node (scripts/setup-test-deps)."""
 
-    def phase(which, label, want_driver):
-        def go():
-            node = shutil.which("node")
-            check(node is not None, "node is not installed")
-            check(
-                (XO_LAB.parent / "node_modules/xen-api").is_dir(),
-                "no tests/node/node_modules: run scripts/setup-test-deps",
-            )
-            old = vm.boot_id()
-            env = {
-                **os.environ,
-                "PCIPASS_XO_URL": f"https://127.0.0.1:{vm.api_port}/",
-                "PCIPASS_XO_USER": "root",
-                "PCIPASS_XO_PASSWORD": vm.password,
-                "PCIPASS_XO_PCI": NIC,
-            }
-            proc = subprocess.Popen(
-                [node, str(XO_LAB), which], cwd=XO_LAB.parent, env=env, text=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            )
-            # The script bounds its own waits (30 min for the host to come
-            # back); this is a last resort should it hang elsewhere.
-            watchdog = threading.Timer(2700, proc.kill)
-            watchdog.start()
-            lines = []
-            try:
-                for line in proc.stdout:
-                    lines.append(line.rstrip("\n"))
-                    report.say("  " + lines[-1])
-                rc = proc.wait()
-            finally:
-                watchdog.cancel()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            last = lines[-1] if lines else "no output"
-            check(rc == 0, f"xo_lab.mjs {which} exited {rc}: {last}")
-            # The reboot was a real one: a new boot id, and the driver the
-            # new boot bound.
-            vm.wait_booted(old, timeout=600)
-            backs = [m for m in (re.search(r"host back after (\d+) s", l) for l in lines) if m]
-            if backs:
-                report.boots.append((label, float(backs[0].group(1))))
-            dom0.login()
-            drv = dom0.driver(NIC)
-            check(drv == want_driver, f"after XO's reboot {NIC} is driven by {drv}, not {want_driver}")
-            took = f" after {backs[0].group(1)} s" if backs else ""
-            return f"{NIC} {which}: back{took} with a new boot id, driver {drv}"
-        return go
+    def go():
+        node = shutil.which("node")
+        check(node is not None, "node is not installed")
+        check(
+            (XO_LAB.parent / "node_modules/xen-api").is_dir(),
+            "no tests/node/node_modules: run scripts/setup-test-deps",
+        )
+        old = vm.boot_id()
+        env = {
+            **os.environ,
+            "PCIPASS_XO_URL": f"https://127.0.0.1:{vm.api_port}/",
+            "PCIPASS_XO_USER": "root",
+            "PCIPASS_XO_PASSWORD": vm.password,
+            "PCIPASS_XO_PCI": NIC,
+        }
+        proc = subprocess.Popen(
+            [node, str(XO_LAB), which], cwd=XO_LAB.parent, env=env, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        # The script bounds its own waits (30 min for the host to come
+        # back); this is a last resort should it hang elsewhere.
+        watchdog = threading.Timer(2700, proc.kill)
+        watchdog.start()
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                report.say("  " + lines[-1])
+            rc = proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        last = lines[-1] if lines else "no output"
+        check(rc == 0, f"xo_lab.mjs {which} exited {rc}: {last}")
+        # The reboot was a real one: a new boot id, and the driver the
+        # new boot bound.
+        vm.wait_booted(old, timeout=600)
+        backs = [m for m in (re.search(r"host back after (\d+) s", l) for l in lines) if m]
+        if backs:
+            report.boots.append((label, float(backs[0].group(1))))
+        dom0.login()
+        drv = dom0.driver(NIC)
+        check(drv == want_driver, f"after XO's reboot {NIC} is driven by {drv}, not {want_driver}")
+        took = f" after {backs[0].group(1)} s" if backs else ""
+        return f"{NIC} {which}: back{took} with a new boot id, driver {drv}"
+    return go
 
-    report.begin("xen-orchestra")
+
+
+def xcpng_steps(report, vm, dom0):
+    """The XCP-ng flow on the same real host: a static grub.cfg as XCP-ng's
+    installer and xen-cmdline leave it (`xcpng-grub.cfg`, the dom0 files
+    behind XCP-ng's names), booted by the same real GRUB, and pcipassd
+    started with `boot-flow = "xcp-ng"`. Xen Orchestra's own flow hides
+    the second NIC and gives it back, each through a real reboot, and the
+    real host is checked after each."""
+    states = {bdf: "enabled" for bdf in (NIC, USB, HDA, GPU)}
+
+    def switch():
+        template = (pathlib.Path(__file__).parent / "xcpng-grub.cfg").read_text()
+        vm.run(
+            "set -e; cd /boot; r=$(uname -r);"
+            " ln -sf xen-4.17-amd64.gz xen.gz; ln -sf vmlinuz-$r vmlinuz-xen;"
+            " ln -sf initrd.img-$r initrd-xen.img;"
+            " cp grub/grub.cfg grub/grub.cfg.debian"
+        )
+        vm.run(f"cat > /boot/grub/grub.cfg <<'LAB_EOF'\n{template}LAB_EOF")
+        vm.run(
+            "sed -i 's/^boot-flow = .*/boot-flow = \"xcp-ng\"/' /etc/pcipass/pcipassd.toml"
+            " && systemctl restart pcipassd"
+        )
+        dom0.login()
+        flow = vm.run("journalctl -u pcipassd -b 0 --no-pager | grep -c 'xcp-ng' || true").strip()
+        check(flow != "0", "pcipassd's log does not name the xcp-ng flow")
+        for bdf, want in states.items():
+            check(dom0.status(bdf) == want, f"{bdf} is {dom0.status(bdf)}")
+        return "grub.cfg replaced, pcipassd restarted on the xcp-ng flow"
+
+    def booted_static_entry():
+        line = dom0.cmdline()
+        check(
+            "root=LABEL=labroot" in line and "placeholder" not in line,
+            f"dom0 did not boot XCP-ng's entry: {line!r}",
+        )
+        return line
+
+    report.begin("xcp-ng, Xen Orchestra's flow")
+    report.step("XCP-ng's static grub.cfg, pcipassd on the xcp-ng flow", switch)
     report.step(
         "XO hides the NIC: PCI call, host.disable, host.evacuate, Async.host.reboot, "
         "agent_start_time wait, disabled",
-        phase("hide", "XO after disable", "pciback"),
+        xo_phase(report, vm, dom0, "hide", "xcp-ng, XO after disable", "pciback"),
     )
+    states[NIC] = "disabled"
+    report.step("the real GRUB booted XCP-ng's entry", booted_static_entry, critical=False)
+    report.step("after the reboot: the NIC disabled", check_states(vm, dom0, states, {}), critical=False)
     report.step(
         "XO gives it back: the same, enabled",
-        phase("unhide", "XO after enable", NATIVE[NIC]),
+        xo_phase(report, vm, dom0, "unhide", "xcp-ng, XO after enable", NATIVE[NIC]),
     )
+    states[NIC] = "enabled"
+    report.step("after the reboot: the NIC enabled", check_states(vm, dom0, states, {}), critical=False)
 
 
 def main():
@@ -477,6 +537,8 @@ def main():
     started = time.monotonic()
     try:
         lab_steps(report, vm, dom0, pathlib.Path(args.deb), pathlib.Path(args.debs), out)
+        if not report.case_failed:
+            xcpng_steps(report, vm, dom0)
     finally:
         if vm.alive():
             journal = vm.try_run("journalctl -u pcipassd -b 0 --no-pager", timeout=120)
