@@ -214,8 +214,9 @@ fn get_servertime(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> Handl
 }
 
 /// xapi reboots about 10 s after `host.reboot` succeeded. After an
-/// `Async.host.reboot`'s task succeeded, a mock reboot in place waits at
-/// most this long for its client to be done with the task.
+/// `Async.host.reboot`'s task succeeded, pcipass waits at most this long
+/// for its client to be done with the task before it runs the reboot
+/// command (a real host) or reboots the mock in place.
 const REBOOT_FUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
@@ -226,24 +227,20 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
         if host.get("enabled") != Some(&Value::Bool(false)) {
             return Err(ApiError::HostNotDisabled);
         }
-        let command = ctx.config.reboot_command.clone();
         tracing::warn!(user = %caller.user, "host reboot requested");
-        let started = command.clone();
-        let outcome = ctx.domain(move |host| host.reboot(&started)).await??;
-        if outcome == Reboot::Started {
-            tracing::warn!(user = %caller.user, ?command, "reboot command started");
-            return Ok(Value::void());
-        }
-        // As with xapi, an `Async.host.reboot`'s task succeeds while the
-        // host is still up, and the host goes down once its client is done
-        // with it: every event stream that sees the task was handed the
-        // success and the task was destroyed (Xen Orchestra destroys it
-        // once it saw it), or after xapi's delay. Xen Orchestra starts
-        // watching for the new agent_start_time only when the task
-        // succeeded and misses a value that reached it first, or with the
-        // success; a call of its still in flight when the sessions end is
-        // retried a second later, and fails for good if the host has gone
-        // down again meanwhile.
+        // As with xapi (its reboot fuse), an `Async.host.reboot`'s task
+        // succeeds while the host is still up, and the host goes down once
+        // its client is done with it: every event stream that sees the
+        // task was handed the success and the task was destroyed (Xen
+        // Orchestra destroys it once it saw it), or after xapi's delay.
+        // On a real host the reboot command would otherwise stop pcipassd
+        // before the success reached Xen Orchestra, which then fails the
+        // reboot ("task destroyed before completion"). On a mock host
+        // Xen Orchestra starts watching for the new agent_start_time only
+        // when the task succeeded and misses a value that reached it
+        // first, or with the success; a call of its still in flight when
+        // the sessions end is retried a second later, and fails for good
+        // if the host has gone down again meanwhile.
         if let Some(task_ref) = &caller.task {
             task::complete(&ctx, task_ref, Ok(Value::void()));
             let at = ctx.store.generation();
@@ -256,6 +253,23 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
                     "the reboot's client is not done with its task: the host goes down anyway"
                 );
             }
+        }
+        let command = ctx.config.reboot_command.clone();
+        let started = command.clone();
+        let outcome = ctx.domain(move |host| host.reboot(&started)).await;
+        let outcome = match (outcome, &caller.task) {
+            (Ok(Ok(outcome)), _) => outcome,
+            (Ok(Err(e)), Some(_)) => {
+                // The task already succeeded: the failure is only logged.
+                tracing::error!(user = %caller.user, ?command, "the reboot failed: {e}");
+                return Ok(Value::void());
+            }
+            (Ok(Err(e)), None) => return Err(e.into()),
+            (Err(e), _) => return Err(e),
+        };
+        if outcome == Reboot::Started {
+            tracing::warn!(user = %caller.user, ?command, "reboot command started");
+            return Ok(Value::void());
         }
         let work = ctx.clone();
         let work_user = caller.user.clone();

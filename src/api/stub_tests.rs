@@ -460,3 +460,65 @@ async fn an_async_reboot_succeeds_before_the_host_restarts() {
     assert!(agent_start_time(&record).parse::<f64>().unwrap() > before.parse::<f64>().unwrap());
     assert_eq!(record.member("enabled"), Some(&Value::Bool(true)));
 }
+
+/// On a real host the reboot command stops pcipassd within seconds: an
+/// `Async.host.reboot`'s success must reach Xen Orchestra's stream before
+/// the command runs (xapi's reboot fuse), or XO fails the reboot with
+/// "task destroyed before completion" when it reconnects.
+#[tokio::test]
+async fn a_real_hosts_reboot_command_runs_after_the_task_succeeded() {
+    let stub = stub();
+    stub.reboots_by_command
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let ctx = context(stub.clone());
+    let xo = Client::new(&ctx, Role::PoolOperator);
+    let host = Value::str(&ctx.host_ref);
+    xo.call("host.disable", vec![host.clone()]).await.unwrap();
+    let classes = Value::Array(vec![Value::str("task")]);
+    let first = xo
+        .call(
+            "event.from",
+            vec![classes.clone(), Value::str(""), Value::Float(0.0)],
+        )
+        .await
+        .unwrap();
+    let mut token = field(&first, "token");
+    let task = xo.call("Async.host.reboot", vec![host]).await.unwrap();
+    let task_ref = task.as_str().unwrap().to_owned();
+    let rebooted = || stub.calls.lock().unwrap().contains(&"reboot".to_owned());
+    loop {
+        let batch = xo
+            .call(
+                "event.from",
+                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
+            )
+            .await
+            .unwrap();
+        token = field(&batch, "token");
+        let Some(Value::Array(events)) = batch.member("events") else {
+            panic!("no events in {batch:?}")
+        };
+        let succeeded = events.iter().any(|event| {
+            field(event, "ref") == task_ref
+                && field(
+                    &event.member("snapshot").cloned().unwrap_or(Value::Nil),
+                    "status",
+                ) == "success"
+        });
+        if succeeded {
+            break;
+        }
+    }
+    assert!(
+        !rebooted(),
+        "the reboot command ran before the task's success was seen"
+    );
+    xo.call("task.destroy", vec![task]).await.unwrap();
+    for _ in 0..600 {
+        if rebooted() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the reboot command never ran after the task was destroyed");
+}

@@ -242,6 +242,9 @@ pub struct StubDom0Host {
     pub broken: std::sync::Mutex<Option<String>>,
     /// Calls made, in order (`hide 0000:01:00.0`, `reboot`, ...).
     pub calls: std::sync::Mutex<Vec<String>>,
+    /// A real host: `reboot` only starts the reboot command
+    /// ([`Reboot::Started`]) instead of rebooting in place.
+    pub reboots_by_command: std::sync::atomic::AtomicBool,
     /// What `describe` answers.
     pub description: HostDescription,
 }
@@ -304,6 +307,12 @@ impl Dom0Host for StubDom0Host {
 
     fn reboot(&self, _command: &[String]) -> Result<Reboot, DomainError> {
         self.call("reboot".into())?;
+        if self
+            .reboots_by_command
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(Reboot::Started);
+        }
         let next = Self::lock(&self.next_boot).clone();
         *Self::lock(&self.running) = next;
         let mut boot = Self::lock(&self.boot);
