@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -518,6 +519,10 @@ def main():
     args = ap.parse_args()
 
     socket.setdefaulttimeout(1800)
+    # A stop (CI's end, ^C) still powers the VM off: SystemExit runs the
+    # `finally` below, and QEMU lives in a session of its own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     out = pathlib.Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
