@@ -285,11 +285,13 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
 }
 
 /// The toolstack starting again on the mock host just rebooted in place,
-/// as after a real reboot: every session ends, the devices are synchronised
-/// and the host described again, a disabled host is enabled (unless
-/// `auto_enable=false`), and, last, a new agent_start_time.
+/// as after a real reboot: the devices are synchronised and the host
+/// described again, a disabled host is enabled (unless
+/// `auto_enable=false`), a new agent_start_time, and, last, every session
+/// ends. A client that logs in again after its SESSION_INVALID therefore
+/// always finds the host as it is after the boot, as on a real host,
+/// where the toolstack accepts logins only once it has started.
 fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
-    let dropped = session::invalidate_all(ctx)?;
     // The mock reboot wrote a new boot id: remember it, or the next
     // start would take this boot for another one.
     match ctx.host.boot_id() {
@@ -301,6 +303,7 @@ fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
     enable_after_reboot(ctx)?;
     // Clients (Xen Orchestra) wait for agent_start_time to move.
     record_agent_start(ctx)?;
+    let dropped = session::invalidate_all(ctx)?;
     tracing::warn!(%user, sessions_ended = dropped, "mock host rebooted in place");
     Ok(())
 }

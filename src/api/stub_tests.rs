@@ -400,44 +400,24 @@ async fn an_async_reboot_succeeds_before_the_host_restarts() {
         )
         .await
         .unwrap();
-    let mut token = field(&first, "token");
+    let token = field(&first, "token");
     let task = xo
         .call("Async.host.reboot", vec![host.clone()])
         .await
         .unwrap();
     let task_ref = task.as_str().unwrap().to_owned();
     // The stream until the task's success.
-    'stream: loop {
-        let batch = xo
-            .call(
-                "event.from",
-                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the stream ended before the task's success: {e:?}"));
-        token = field(&batch, "token");
-        let Some(Value::Array(events)) = batch.member("events") else {
-            panic!("no events in {batch:?}")
-        };
-        let mut succeeded = false;
-        for event in events {
+    let mut token = until_task_succeeded(&xo, &classes, token, &task_ref, |event| {
+        if field(event, "class") == "host" {
             let snapshot = event.member("snapshot").cloned().unwrap_or(Value::Nil);
-            match field(event, "class").as_str() {
-                "host" => assert_eq!(
-                    agent_start_time(&snapshot),
-                    before,
-                    "agent_start_time moved before the task's success was seen"
-                ),
-                "task" if field(event, "ref") == task_ref => {
-                    succeeded |= field(&snapshot, "status") == "success";
-                }
-                _ => {}
-            }
+            assert_eq!(
+                agent_start_time(&snapshot),
+                before,
+                "agent_start_time moved before the task's success was seen"
+            );
         }
-        if succeeded {
-            break 'stream;
-        }
-    }
+    })
+    .await;
     xo.call("task.destroy", vec![task]).await.unwrap();
     // Then the host restarts: the session ends.
     loop {
@@ -482,33 +462,11 @@ async fn a_real_hosts_reboot_command_runs_after_the_task_succeeded() {
         )
         .await
         .unwrap();
-    let mut token = field(&first, "token");
+    let token = field(&first, "token");
     let task = xo.call("Async.host.reboot", vec![host]).await.unwrap();
     let task_ref = task.as_str().unwrap().to_owned();
     let rebooted = || stub.calls.lock().unwrap().contains(&"reboot".to_owned());
-    loop {
-        let batch = xo
-            .call(
-                "event.from",
-                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
-            )
-            .await
-            .unwrap();
-        token = field(&batch, "token");
-        let Some(Value::Array(events)) = batch.member("events") else {
-            panic!("no events in {batch:?}")
-        };
-        let succeeded = events.iter().any(|event| {
-            field(event, "ref") == task_ref
-                && field(
-                    &event.member("snapshot").cloned().unwrap_or(Value::Nil),
-                    "status",
-                ) == "success"
-        });
-        if succeeded {
-            break;
-        }
-    }
+    until_task_succeeded(&xo, &classes, token, &task_ref, |_| {}).await;
     assert!(
         !rebooted(),
         "the reboot command ran before the task's success was seen"
@@ -521,4 +479,41 @@ async fn a_real_hosts_reboot_command_runs_after_the_task_succeeded() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("the reboot command never ran after the task was destroyed");
+}
+
+/// Follow an event stream from `token` until it brings the success of the
+/// task `task_ref`; `other` sees every other event on the way. The token
+/// after that batch.
+async fn until_task_succeeded(
+    xo: &Client,
+    classes: &Value,
+    mut token: String,
+    task_ref: &str,
+    mut other: impl FnMut(&Value),
+) -> String {
+    loop {
+        let batch = xo
+            .call(
+                "event.from",
+                vec![classes.clone(), Value::str(&token), Value::Float(30.0)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the stream ended before the task's success: {e:?}"));
+        token = field(&batch, "token");
+        let Some(Value::Array(events)) = batch.member("events") else {
+            panic!("no events in {batch:?}")
+        };
+        let mut succeeded = false;
+        for event in events {
+            if field(event, "class") == "task" && field(event, "ref") == task_ref {
+                let snapshot = event.member("snapshot").cloned().unwrap_or(Value::Nil);
+                succeeded |= field(&snapshot, "status") == "success";
+            } else {
+                other(event);
+            }
+        }
+        if succeeded {
+            return token;
+        }
+    }
 }
