@@ -326,14 +326,7 @@ async fn event_from_reports_an_edit_after_its_token() {
     let ctx = context(stub.clone());
     let op = Client::new(&ctx, Role::PoolOperator);
     let classes = Value::Array(vec![Value::str("PGPU")]);
-    let first = op
-        .call(
-            "event.from",
-            vec![classes.clone(), Value::str(""), Value::Float(0.1)],
-        )
-        .await
-        .unwrap();
-    let token = field(&first, "token");
+    let token = stream_token(&op, &classes).await;
     let gpu = op.pci("0000:01:00.0").await;
     op.call("PCI.disable_dom0_access", vec![gpu]).await.unwrap();
     let next = op
@@ -393,14 +386,7 @@ async fn an_async_reboot_succeeds_before_the_host_restarts() {
     xo.call("PCI.disable_dom0_access", vec![gpu]).await.unwrap();
     xo.call("host.disable", vec![host.clone()]).await.unwrap();
     let classes = Value::Array(vec![Value::str("host"), Value::str("task")]);
-    let first = xo
-        .call(
-            "event.from",
-            vec![classes.clone(), Value::str(""), Value::Float(0.0)],
-        )
-        .await
-        .unwrap();
-    let token = field(&first, "token");
+    let token = stream_token(&xo, &classes).await;
     let task = xo
         .call("Async.host.reboot", vec![host.clone()])
         .await
@@ -455,14 +441,7 @@ async fn a_real_hosts_reboot_command_runs_after_the_task_succeeded() {
     let host = Value::str(&ctx.host_ref);
     xo.call("host.disable", vec![host.clone()]).await.unwrap();
     let classes = Value::Array(vec![Value::str("task")]);
-    let first = xo
-        .call(
-            "event.from",
-            vec![classes.clone(), Value::str(""), Value::Float(0.0)],
-        )
-        .await
-        .unwrap();
-    let token = field(&first, "token");
+    let token = stream_token(&xo, &classes).await;
     let task = xo.call("Async.host.reboot", vec![host]).await.unwrap();
     let task_ref = task.as_str().unwrap().to_owned();
     let rebooted = || stub.calls.lock().unwrap().contains(&"reboot".to_owned());
@@ -516,4 +495,16 @@ async fn until_task_succeeded(
             return token;
         }
     }
+}
+
+/// A new event stream over `classes`: the token of its first batch.
+async fn stream_token(client: &Client, classes: &Value) -> String {
+    let first = client
+        .call(
+            "event.from",
+            vec![classes.clone(), Value::str(""), Value::Float(0.0)],
+        )
+        .await
+        .unwrap();
+    field(&first, "token")
 }
