@@ -90,10 +90,9 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     let store = Arc::new(Store::open(&db).map_err(state_at(&db))?);
     let (flow, flow_cfg) = boot_flow(settings, &host_root)?;
     let boot = boot_config(settings, &host_root, flow, flow_cfg);
-    let dom0 = Arc::new(
-        HostDom0::new(host_root.clone(), boot)
-            .with_initramfs(initramfs_update(settings, &host_root)),
-    );
+    let dom0 = Arc::new(HostDom0::new(host_root.clone(), boot).with_initramfs(
+        InitramfsUpdate::choose(&host_root, settings.initramfs_command.as_deref()),
+    ));
     let about = dom0.describe();
     tracing::info!(
         product = about.software("product_brand"),
@@ -285,24 +284,6 @@ fn boot_config(
                 }
             }
         }
-    }
-}
-
-/// How the initramfs is rebuilt where xen-pciback must be listed in it:
-/// the configured command, the system's own builder on `/`, nothing on a
-/// mock host (its reboot reads the list), else unknown.
-fn initramfs_update(settings: &Settings, host_root: &HostRoot) -> InitramfsUpdate {
-    if let Some(command) = &settings.initramfs_command {
-        InitramfsUpdate::Command(command.split_whitespace().map(str::to_owned).collect())
-    } else if host_root.is_mock() {
-        InitramfsUpdate::Mock
-    } else if host_root.root() == Path::new("/") {
-        InitramfsUpdate::System
-    } else {
-        InitramfsUpdate::Unknown(format!(
-            "no --initramfs-command says how to rebuild the initramfs of --root {}",
-            host_root.root().display()
-        ))
     }
 }
 

@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     let host = HostRoot::new(root);
     let early = Early {
         host: &host,
-        update: initramfs_update(&host, initramfs.as_deref()),
+        update: InitramfsUpdate::choose(&host, initramfs.as_deref()),
     };
     let (boot, flow_is_mkconfig) = match flow_config(&host, flow, mkconfig.as_deref()) {
         Ok(found) => found,
@@ -322,24 +322,6 @@ impl Early<'_> {
         let before = grub_boot_view(config)?;
         let after = grub_boot_view(&config.reparsed(text)?)?;
         self.check(&before, &after)
-    }
-}
-
-/// How the initramfs is rebuilt: the `configured` command, nothing on a
-/// mock host (its reboot reads the list), the system's own builder on
-/// `/`, else unknown (a step that needs a rebuild is refused).
-fn initramfs_update(host: &HostRoot, configured: Option<&str>) -> InitramfsUpdate {
-    if let Some(command) = configured {
-        InitramfsUpdate::Command(command.split_whitespace().map(str::to_owned).collect())
-    } else if host.is_mock() {
-        InitramfsUpdate::Mock
-    } else if host.root() == std::path::Path::new("/") {
-        InitramfsUpdate::System
-    } else {
-        InitramfsUpdate::Unknown(format!(
-            "no --initramfs-command says how to rebuild the initramfs of --root {}",
-            host.root().display()
-        ))
     }
 }
 

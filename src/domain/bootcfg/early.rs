@@ -43,6 +43,26 @@ pub enum InitramfsUpdate {
 }
 
 impl InitramfsUpdate {
+    /// How the initramfs of `host` is rebuilt, for pcipassd and
+    /// `xen-cmdline` alike: the `configured` command (split on spaces, no
+    /// shell), nothing on a mock host (its reboot reads the list), the
+    /// system's own builder on `/`, else unknown (a step that needs a
+    /// rebuild is refused, naming the flag).
+    pub fn choose(host: &HostRoot, configured: Option<&str>) -> InitramfsUpdate {
+        if let Some(command) = configured {
+            InitramfsUpdate::Command(command.split_whitespace().map(str::to_owned).collect())
+        } else if host.is_mock() {
+            InitramfsUpdate::Mock
+        } else if host.root() == std::path::Path::new("/") {
+            InitramfsUpdate::System
+        } else {
+            InitramfsUpdate::Unknown(format!(
+                "no --initramfs-command says how to rebuild the initramfs of --root {}",
+                host.root().display()
+            ))
+        }
+    }
+
     /// The rebuild command of the running system (`/`) for `tool`.
     pub fn for_system(host: &HostRoot, tool: Tool) -> InitramfsUpdate {
         let found = |rels: &[&str]| {
