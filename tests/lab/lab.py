@@ -227,23 +227,22 @@ def check_states(vm, dom0, states, gpu_pgpu):
     return go
 
 
-def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
-    """Boot, install and open to clients; then (`edits`) the design note's
-    cases on the grub-mkconfig flow, Debian's default."""
-    cases = [NIC, USB, GPU]
-    gpu_pgpu = {}
-
-    def boot():
+def boot_step(vm, how=""):
+    """Start the VM and wait for dom0: it runs on Xen 4.17."""
+    def go():
         vm.start()
         took = vm.wait_booted()
         check(vm.run("cat /sys/hypervisor/type").strip() == "xen", "dom0 is not running on Xen")
         version = vm.run("xl info | sed -n 's/^xen_version *: //p'").strip()
         check(version.startswith("4.17"), f"xl info says Xen {version!r}")
-        return f"Xen {version} dom0 up in {took:.0f} s"
+        return f"Xen {version} dom0 up in {took:.0f} s{how}"
+    return go
 
-    def install():
-        # The README's two lines, verbatim, from a directory holding the
-        # package where scripts/package leaves it.
+
+def install_step(vm, deb):
+    """The README's two lines, verbatim, from a directory holding the
+    package where scripts/package leaves it."""
+    def go():
         fields = subprocess.run(
             ["dpkg-deb", "-f", str(deb), "Version", "Architecture"],
             capture_output=True, text=True, check=True,
@@ -256,9 +255,12 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         state = vm.run("systemctl is-active pcipassd", check=False).strip()
         check(state == "active", f"pcipassd is {state!r} after enable --now")
         return vm.run("dpkg-query -W pcipass").strip()
+    return go
 
-    def open_to_clients():
-        # README: listen where Xen Orchestra can reach it, then restart.
+
+def open_step(vm, dom0):
+    """README: listen where Xen Orchestra can reach it, restart, log in."""
+    def go():
         vm.run(
             "sed -i 's/^listen = .*/listen = [\"0.0.0.0:8443\"]/' /etc/pcipass/pcipassd.toml"
             " && pcipassd --config /etc/pcipass/pcipassd.toml --check-config >/dev/null"
@@ -266,6 +268,14 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         )
         dom0.login()
         return f"root logged in through PAM over TLS on port {vm.api_port}"
+    return go
+
+
+def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
+    """Boot, install and open to clients; then (`edits`) the design note's
+    cases on the grub-mkconfig flow, Debian's default."""
+    cases = [NIC, USB, GPU]
+    gpu_pgpu = {}
 
     def sandbox():
         out = vm.run("systemd-analyze security pcipassd 2>&1 | tail -1")
@@ -367,9 +377,9 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         return None
 
     report.begin("grub-mkconfig" if edits else "set-up")
-    report.step("boot the image (SeaBIOS, GRUB, Xen, dom0)", boot)
-    report.step("install the package as the README says", install)
-    report.step("listen for clients, log in as root (PAM, TLS)", open_to_clients)
+    report.step("boot the image (SeaBIOS, GRUB, Xen, dom0)", boot_step(vm))
+    report.step("install the package as the README says", install_step(vm, deb))
+    report.step("listen for clients, log in as root (PAM, TLS)", open_step(vm, dom0))
     report.step("systemd-analyze security on the running unit", sandbox, critical=False)
     report.step("every candidate enabled, native drivers bound", initially_enabled)
     if not edits:
@@ -513,6 +523,55 @@ def xcpng_steps(report, vm, dom0):
     report.step("after the reboot: the NIC enabled", check_states(vm, dom0, states, {}), critical=False)
 
 
+# What `--cases` picks from, in the order the cases run. grub-mkconfig
+# and xcp-ng share one VM booted through SeaBIOS and GRUB (the boot, the
+# package's set-up and the login run once, for either); xen-efi boots a
+# VM of its own through OVMF once that one is powered off, so that a run
+# never has two VMs on a machine of two cores.
+CASES = ("grub-mkconfig", "xcp-ng", "xen-efi")
+
+
+def parse_cases(text):
+    """`--cases`: a comma-separated list of CASES, as a set."""
+    cases = {c.strip() for c in text.split(",") if c.strip()}
+    unknown = cases - set(CASES)
+    if unknown:
+        raise ValueError(f"unknown cases: {', '.join(sorted(unknown))} (known: {', '.join(CASES)})")
+    if not cases:
+        raise ValueError(f"no case named (known: {', '.join(CASES)})")
+    return cases
+
+
+def vm_runs(cases):
+    """The VMs a run of `cases` boots, one after the other: (name, make_vm,
+    steps). `name` is the VM's directory under --out; make_vm(image_dir,
+    vm_dir, disk, accel) gives the Vm; steps(report, vm, dom0, deb, debs,
+    image_dir) runs its cases' steps."""
+    runs = []
+    if cases & {"grub-mkconfig", "xcp-ng"}:
+        def seabios_steps(report, vm, dom0, deb, debs, image_dir):
+            lab_steps(report, vm, dom0, deb, debs, edits="grub-mkconfig" in cases)
+            if "xcp-ng" in cases and not report.case_failed:
+                xcpng_steps(report, vm, dom0)
+
+        def seabios_vm(image_dir, vm_dir, disk, accel):
+            return Vm(image_dir, vm_dir, disk, accel=accel)
+
+        runs.append(("grub-mkconfig", seabios_vm, seabios_steps))
+    if "xen-efi" in cases:
+        # Imported here: efi.py imports this module.
+        import efi
+
+        def efi_steps(report, vm, dom0, deb, debs, image_dir):
+            efi.xen_efi_steps(report, vm, dom0, deb, debs, image_dir)
+
+        def efi_vm(image_dir, vm_dir, disk, accel):
+            return efi.efi_vm(image_dir, vm_dir, disk, accel=accel)
+
+        runs.append(("xen-efi", efi_vm, efi_steps))
+    return runs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image-dir", required=True, help="built by tests/lab/build-image")
@@ -521,12 +580,17 @@ def main():
     ap.add_argument("--out", required=True, help="where logs go (target/lab)")
     ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm"])
     ap.add_argument(
-        "--cases", default="grub-mkconfig,xcp-ng",
-        help="comma-separated: grub-mkconfig (the design note's cases), xcp-ng "
-        "(Xen Orchestra's flow on XCP-ng's grub.cfg); the boot and the package's "
-        "set-up always run",
+        "--cases", default=",".join(CASES),
+        help="comma-separated, all three by default: grub-mkconfig (the design note's "
+        "cases), xcp-ng (Xen Orchestra's flow on XCP-ng's grub.cfg), both on one "
+        "SeaBIOS VM whose boot and package set-up always run for either; xen-efi "
+        "(OVMF, Xen's EFI loader, tests/lab/efi.py) on a VM of its own, afterwards",
     )
     args = ap.parse_args()
+    try:
+        cases = parse_cases(args.cases)
+    except ValueError as e:
+        ap.error(str(e))
 
     socket.setdefaulttimeout(1800)
     # A stop (CI's end, ^C) still powers the VM off: SystemExit runs the
@@ -539,34 +603,33 @@ def main():
     report = Report(out / "results.txt")
     report.boots = []
 
-    vm_dir = out / "grub-mkconfig"
-    vm_dir.mkdir()
-    disk = vm_dir / "disk.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-         "-b", str(pathlib.Path(args.image_dir, "base.qcow2").resolve()), str(disk)],
-        check=True,
-    )
-    vm = Vm(args.image_dir, vm_dir, disk, accel=args.accel)
-    dom0 = Dom0(vm)
+    image_dir = pathlib.Path(args.image_dir)
+    deb, debs = pathlib.Path(args.deb), pathlib.Path(args.debs)
     started = time.monotonic()
-    try:
-        cases = set(args.cases.split(","))
-        unknown = cases - {"grub-mkconfig", "xcp-ng"}
-        if unknown:
-            ap.error(f"unknown cases: {', '.join(sorted(unknown))}")
-        lab_steps(
-            report, vm, dom0, pathlib.Path(args.deb), pathlib.Path(args.debs),
-            edits="grub-mkconfig" in cases,
+    for name, make_vm, steps in vm_runs(cases):
+        # Each VM: its own directory (serial log, QEMU's log, the daemon's
+        # journal) and its own overlay of the cached disk, powered off
+        # before the next one starts.
+        vm_dir = out / name
+        vm_dir.mkdir()
+        disk = vm_dir / "disk.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+             "-b", str((image_dir / "base.qcow2").resolve()), str(disk)],
+            check=True,
         )
-        if "xcp-ng" in cases and not report.case_failed:
-            xcpng_steps(report, vm, dom0)
-    finally:
-        if vm.alive():
-            journal = vm.try_run("journalctl -u pcipassd -b 0 --no-pager", timeout=120)
-            (vm_dir / "pcipassd-journal.txt").write_text(journal or "(not read)\n")
-        vm.stop()
-        disk.unlink(missing_ok=True)
+        vm = make_vm(image_dir, vm_dir, disk, args.accel)
+        dom0 = Dom0(vm)
+        try:
+            steps(report, vm, dom0, deb, debs, image_dir)
+        finally:
+            if vm.alive():
+                journal = vm.try_run("journalctl -u pcipassd -b 0 --no-pager", timeout=120)
+                (vm_dir / "pcipassd-journal.txt").write_text(journal or "(not read)\n")
+            vm.stop()
+            disk.unlink(missing_ok=True)
+            for drive in vm.drives:
+                pathlib.Path(drive).unlink(missing_ok=True)
     boots = ", ".join(f"{label} {s:.0f} s" for label, s in report.boots)
     report.say(f"lab: {time.monotonic() - started:.0f} s; reboots: {boots or 'none'}")
     report.summary()
@@ -574,4 +637,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the module `lab`, the one efi.py imports: one copy of
+    # StepFailed and Report, so that Report.step catches what efi.py raises.
+    import lab
+
+    sys.exit(lab.main())

@@ -41,13 +41,18 @@ class Vm:
     """A QEMU process and the guest inside it. The serial console (GRUB,
     Xen and dom0 of every boot) goes to `serial_log`."""
 
-    def __init__(self, image_dir, work_dir, disk, accel="tcg", firmware=None):
+    def __init__(self, image_dir, work_dir, disk, accel="tcg", firmware=None, drives=()):
         self.image_dir = pathlib.Path(image_dir)
         self.work = pathlib.Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.disk = pathlib.Path(disk)
         self.accel = accel
+        # EFI firmware: (code, vars) pflash images, for OVMF; None boots
+        # SeaBIOS.
         self.firmware = firmware
+        # Raw disks after the boot disk, on the next AHCI ports (dom0's
+        # sdb, sdc, ...), e.g. an ESP.
+        self.drives = list(drives)
         self.key = self.image_dir / "id_ed25519"
         self.password = (self.image_dir / "root-password").read_text().strip()
         self.ssh_port = free_port()
@@ -58,6 +63,11 @@ class Vm:
 
     def qemu_argv(self):
         accel = "kvm" if self.accel == "kvm" else "tcg,thread=multi"
+        # Under EFI firmware the NICs carry no option ROM: with iPXE's EFI
+        # driver OVMF would add PXE boot options and may try the network
+        # (DHCP and TFTP timeouts) before the disks. dom0 drives the NICs
+        # the same either way.
+        rom = ",romfile=" if self.firmware else ""
         # Under TCG, QEMU 7.2's `-cpu max` offers SMAP, and Xen 4.17's
         # first write of a bounce frame to dom0's stack then faults: dom0
         # dies before its first line ("d0v0 Unhandled: vec 14, #PF[0001]"
@@ -76,15 +86,20 @@ class Vm:
             f"user,id=mgmt,restrict=on,"
             f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,"
             f"hostfwd=tcp:127.0.0.1:{self.api_port}-:8443",
-            "-device", f"e1000e,netdev=mgmt,mac={MGMT_MAC},addr=0x3",
+            "-device", f"e1000e,netdev=mgmt,mac={MGMT_MAC},addr=0x3{rom}",
             "-netdev", "user,id=spare,restrict=on",
-            "-device", "e1000e,netdev=spare,mac=52:54:00:12:34:57,addr=0x4",
+            "-device", f"e1000e,netdev=spare,mac=52:54:00:12:34:57,addr=0x4{rom}",
             "-device", "qemu-xhci,addr=0x5",
             "-audiodev", "none,id=snd0",
             "-device", "ich9-intel-hda,addr=0x6",
             "-device", "hda-duplex,audiodev=snd0",
             "-device", "bochs-display,addr=0x7",
         ]
+        for n, drive in enumerate(self.drives, start=1):
+            argv += [
+                "-drive", f"file={drive},format=raw,if=none,id=disk{n}",
+                "-device", f"ide-hd,drive=disk{n},bus=ide.{n}",
+            ]
         if self.firmware:
             code, vars_ = self.firmware
             argv += [
