@@ -173,13 +173,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let host = HostRoot::new(root);
-    let early = Early {
-        host: &host,
-        update: InitramfsUpdate::choose(&host, initramfs.as_deref()),
-    };
     let (boot, flow_is_mkconfig) = match flow_config(&host, flow, mkconfig.as_deref()) {
         Ok(found) => found,
         Err(e) => return fail(e),
+    };
+    let early = Early {
+        host: &host,
+        update: InitramfsUpdate::choose(&host, initramfs.as_deref()),
+        boot: boot.as_deref(),
     };
     for (op, target, keys) in ops {
         if keys.is_empty() {
@@ -306,6 +307,9 @@ fn is_hide_key(word: &str) -> bool {
 struct Early<'a> {
     host: &'a HostRoot,
     update: InitramfsUpdate,
+    /// The flow's boot configuration: it says which initramfs copies the
+    /// boot loads (none for GRUB's flows).
+    boot: Option<&'a dyn BootConfig>,
 }
 
 impl Early<'_> {
@@ -314,7 +318,8 @@ impl Early<'_> {
         if before.value_text() == after.value_text() {
             return Ok(());
         }
-        ensure_pciback_early_for(self.host, &self.update, before, after)
+        let copies = || self.boot.map_or(Ok(Vec::new()), |b| b.initramfs_copies());
+        ensure_pciback_early_for(self.host, &self.update, &copies, before, after)
     }
 
     /// The step for grub.cfg edited from `config` to `text`.

@@ -287,6 +287,34 @@ pub fn dom0_args(text: &[u8]) -> Result<Vec<u8>, XenEfiError> {
         .to_vec())
 }
 
+/// The initramfs Xen's EFI loader loads with the booted section: the
+/// `ramdisk=` value of that section (`None` without one, or an empty one),
+/// a file name relative to the loader's directory as `read_file` opens it.
+/// Trailing blanks are dropped (a FAT name cannot end in one).
+pub fn ramdisk(text: &[u8]) -> Result<Option<Vec<u8>>, XenEfiError> {
+    let s = boot_section(text)?;
+    let ents = entries(text)?;
+    Ok(get_value(text, &ents, s.name.as_deref(), b"ramdisk")
+        .and_then(|f| {
+            let end = ents.get(f.entry)?.end;
+            let mut value = text.get(f.value_start..end)?;
+            while let [rest @ .., last] = value
+                && is_space(*last)
+            {
+                value = rest;
+            }
+            Some(value.to_vec())
+        })
+        .filter(|v| !v.is_empty()))
+}
+
+/// The dom0 kernel file of the booted section's `kernel=` entry, as named
+/// there (relative to the loader's directory).
+pub fn kernel_file(text: &[u8]) -> Result<Vec<u8>, XenEfiError> {
+    let s = boot_section(text)?;
+    Ok(text.get(s.kernel_file).unwrap_or_default().to_vec())
+}
+
 /// Check that Xen would read `args` back as the whole rest of the
 /// `kernel=` value.
 fn check_args(args: &[u8]) -> Result<(), XenEfiError> {
@@ -361,6 +389,63 @@ mod tests {
         let body = &FIXTURE[s.body.clone()];
         assert!(body.windows(7).any(|w| w == b"ramdisk"));
         assert!(!body.windows(8).any(|w| w == b"fallback"));
+    }
+
+    #[test]
+    fn ramdisk_of_the_booted_section() {
+        // (input, kernel file, ramdisk)
+        type Case<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+        let cases: &[Case] = &[
+            (
+                FIXTURE,
+                b"vmlinuz-6.1.0-28-amd64",
+                Some(b"initrd.img-6.1.0-28-amd64"),
+            ),
+            (b"[global]\ndefault=a\n[a]\nkernel=k x\n", b"k", None),
+            (
+                b"[global]\ndefault=a\n[a]\nkernel=k\nramdisk=\n",
+                b"k",
+                None,
+            ),
+            (
+                b"[global]\ndefault=a\n[b]\nramdisk=other\n[a]\nkernel=k\nramdisk=mine  \n",
+                b"k",
+                Some(b"mine"),
+            ),
+            (
+                b"[global]\ndefault=a\n[a]\nkernel=k\n[b]\nramdisk=not-a\n",
+                b"k",
+                None,
+            ),
+            (
+                b"ramdisk=first # note\n[x]\nkernel=k\nramdisk=second\n",
+                b"k",
+                Some(b"first"),
+            ),
+            (
+                b"[global]\ndefault=a\n[a]\nkernel=k\nramdisk=\\EFI\\xen\\initrd.img\n",
+                b"k",
+                Some(b"\\EFI\\xen\\initrd.img"),
+            ),
+        ];
+        for (text, kernel, want) in cases {
+            assert_eq!(
+                kernel_file(text).unwrap(),
+                *kernel,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(
+                ramdisk(text).unwrap().as_deref(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(
+            ramdisk(b"[global]\ndefault=nope\n[a]\nkernel=k\n"),
+            Err(XenEfiError::MissingSection("nope".into()))
+        );
     }
 
     #[test]

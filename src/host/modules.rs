@@ -148,7 +148,9 @@ pub fn pciback_facts(host: &HostRoot) -> Result<PcibackFacts, HostError> {
 
 /// The trimmed kernel release; an error when it is missing, unreadable,
 /// empty or not usable as one path component.
-fn kernel_release(host: &HostRoot) -> Result<String, HostError> {
+/// The running kernel's release ([`KERNEL_RELEASE`], trimmed); an error
+/// when it is missing, empty or unusable.
+pub fn kernel_release(host: &HostRoot) -> Result<String, HostError> {
     let text = host.read_to_string(KERNEL_RELEASE)?;
     let release = text.trim();
     if release.is_empty() || release == "." || release == ".." || release.contains('/') {

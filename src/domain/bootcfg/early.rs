@@ -84,6 +84,23 @@ impl InitramfsUpdate {
     }
 }
 
+/// An initramfs the boot loader loads from a copy of the image the
+/// builder writes: Xen's EFI loader reads `ramdisk=` beside `xen.efi` on
+/// the ESP, where no initramfs builder writes. After a rebuild for a hide,
+/// the copy must be the image again, or the hide never takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitramfsCopy {
+    /// The image the builder writes (`boot/initrd.img-<release>`),
+    /// host-relative.
+    pub built: String,
+    /// The copy the next boot loads, host-relative.
+    pub booted: String,
+}
+
+/// Where the next boot loads its initramfs from copies: asked only when a
+/// hide needs xen-pciback in the initramfs.
+pub type InitramfsCopies<'a> = dyn Fn() -> Result<Vec<InitramfsCopy>, BootConfigError> + 'a;
+
 /// The native driver bound to a function an edit is about to hide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeDriver {
@@ -110,13 +127,15 @@ struct FileEdit {
 /// for each native driver `natives` names a modprobe `softdep` in
 /// [`MODPROBE_DROPIN`] makes xen-pciback load first (initramfs-tools
 /// starts udev, which loads the drivers of the devices it finds, before
-/// it loads its module list); then the initramfs is rebuilt once, and
-/// every file put back if that fails. A native driver built into the
-/// kernel always binds first: refused.
+/// it loads its module list); then the initramfs is rebuilt once, every
+/// copy the boot loads (`copies`) made the image again, and every file
+/// put back if either fails. A native driver built into the kernel always
+/// binds first: refused.
 pub fn ensure_pciback_early(
     host: &HostRoot,
     update: &InitramfsUpdate,
     natives: &[NativeDriver],
+    copies: &InitramfsCopies<'_>,
 ) -> Result<(), BootConfigError> {
     let facts = modules::pciback_facts(host)?;
     let loading = pciback::loading(&facts);
@@ -155,8 +174,10 @@ pub fn ensure_pciback_early(
         });
     }
     if edits.is_empty() {
-        return Ok(());
+        // Nothing to add; a copy may still be older than the image.
+        return refresh_copies(host, &copies()?);
     }
+    let copies = copies()?;
     let system;
     let update = match update {
         InitramfsUpdate::System => {
@@ -194,10 +215,13 @@ pub fn ensure_pciback_early(
             written.push(edit);
             Ok(())
         })
-        .and_then(|()| match argv {
-            Some(argv) => regenerate("the initramfs", argv, REBUILD_LIMIT),
-            None => Ok(()),
-        });
+        .and_then(|()| match (argv, update) {
+            (Some(argv), _) => regenerate("the initramfs", argv, REBUILD_LIMIT),
+            (None, InitramfsUpdate::Mock) => crate::host::mock::initramfs::rebuild_all(host)
+                .map_err(|e| BootConfigError::EditsRefused(format!("mock initramfs rebuild: {e}"))),
+            (None, _) => Ok(()),
+        })
+        .and_then(|()| refresh_copies(host, &copies));
     let files: Vec<&str> = edits.iter().map(|e| e.rel).collect();
     if let Err(e) = result {
         for edit in written {
@@ -210,8 +234,26 @@ pub fn ensure_pciback_early(
     tracing::info!(
         files = ?files,
         rebuilt = argv.is_some(),
+        copies = ?copies.iter().map(|c| c.booted.as_str()).collect::<Vec<_>>(),
         "xen-pciback set to load before the native drivers from the next boot on"
     );
+    Ok(())
+}
+
+/// Make each copy the boot loads the image it copies, where it is not
+/// already (an atomic replace beside the copy).
+fn refresh_copies(host: &HostRoot, copies: &[InitramfsCopy]) -> Result<(), BootConfigError> {
+    for copy in copies {
+        let image = host.read(&copy.built)?;
+        if host.read_if_exists(&copy.booted)?.as_deref() == Some(&image[..]) {
+            continue;
+        }
+        boot::replace_atomic(host, &copy.booted, &image)?;
+        tracing::info!(
+            image = %copy.built, copy = %copy.booted,
+            "the initramfs the boot loader loads refreshed from the rebuilt image"
+        );
+    }
     Ok(())
 }
 
@@ -261,6 +303,7 @@ pub fn hidden_natives(
 pub fn ensure_pciback_early_for(
     host: &HostRoot,
     update: &InitramfsUpdate,
+    copies: &InitramfsCopies<'_>,
     before: &HideView,
     after: &HideView,
 ) -> Result<(), BootConfigError> {
@@ -275,7 +318,7 @@ pub fn ensure_pciback_early_for(
     let natives = hidden_natives(host, &tree, &|f| before.hides_in(&tree, f), &|f| {
         after.hides_in(&tree, f)
     })?;
-    ensure_pciback_early(host, update, &natives)
+    ensure_pciback_early(host, update, &natives, copies)
 }
 
 /// The edit that lists xen-pciback for `tool`'s initramfs.

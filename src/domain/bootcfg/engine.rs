@@ -329,7 +329,9 @@ impl Dom0AccessEngine {
         let before = |f: &PciAddress| now.hides_in(&tree, f);
         let after = |f: &PciAddress| before(f) || f == addr || tree.bridges(f).contains(addr);
         let natives = hidden_natives(&self.host, &tree, &before, &after)?;
-        ensure_pciback_early(&self.host, &self.initramfs, &natives)?;
+        ensure_pciback_early(&self.host, &self.initramfs, &natives, &|| {
+            self.boot.initramfs_copies()
+        })?;
         self.edit(addr, &tree, &mut |current| {
             hide::plan_disable(current, addr, &tree)
         })

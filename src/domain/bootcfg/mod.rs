@@ -31,14 +31,14 @@ mod native;
 mod xenefi;
 
 pub use early::{
-    DRACUT_DROPIN, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver, ensure_pciback_early,
-    ensure_pciback_early_for, hidden_natives,
+    DRACUT_DROPIN, InitramfsCopies, InitramfsCopy, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver,
+    ensure_pciback_early, ensure_pciback_early_for, hidden_natives,
 };
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
-pub use xenefi::XenEfiBootConfig;
+pub use xenefi::{XenEfiBootConfig, booted_ramdisk};
 
 /// Why the boot configuration cannot be read or edited.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +246,14 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
 
     /// Changes when the configuration changes; `None` when unknown.
     fn fingerprint(&self) -> Option<GrubFingerprint>;
+
+    /// The initramfs copies the next boot loads instead of the images the
+    /// initramfs builder writes ([`InitramfsCopy`]), refreshed after a
+    /// rebuild for a hide; refused when the boot loads one whose image
+    /// cannot be told. None by default: GRUB loads `/boot`'s images.
+    fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
+        Ok(Vec::new())
+    }
 
     /// True when a read may be cached on [`BootConfig::fingerprint`] (the
     /// value comes from the files alone).

@@ -463,3 +463,97 @@ fn a_later_edit_sets_up_early_loading_for_a_function_hidden_by_hand() {
         assert_eq!(engine.status(&a(f)).unwrap(), Dom0Access::Disabled, "{f}");
     }
 }
+
+/// The `xen-efi` profile and an engine on its xen.cfg that rebuilds the
+/// mock initramfs as `update-initramfs` would.
+fn xen_efi_host() -> (tempfile::TempDir, HostRoot, Dom0AccessEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::XenEfi).unwrap();
+    let host = HostRoot::new(dir.path());
+    let engine = Dom0AccessEngine::new(
+        Box::new(XenEfiBootConfig::new(
+            host.clone(),
+            "boot/efi/EFI/xen/xen.cfg",
+        )),
+        host.clone(),
+    )
+    .with_initramfs(InitramfsUpdate::Mock);
+    (dir, host, engine)
+}
+
+const ESP_INITRD: &str = "boot/efi/EFI/xen/initrd.img-6.1.0-28-amd64";
+const BOOT_INITRD: &str = "boot/initrd.img-6.1.0-28-amd64";
+
+/// Seen on the real lab: on a host Xen's EFI loader boots, the initramfs
+/// that boots is the ESP's copy (`ramdisk=` beside xen.efi), not the one
+/// `update-initramfs` rebuilds in /boot. A hide is effective after the
+/// reboot only because pcipass makes that copy the rebuilt image.
+#[test]
+fn xen_efi_hide_takes_effect_through_the_esp_initramfs() {
+    let (dir, host, engine) = xen_efi_host();
+    let nic = a("0000:03:00.0");
+    let shipped = std::fs::read(dir.path().join(ESP_INITRD)).unwrap();
+    assert_eq!(engine.disable(&nic).unwrap(), Dom0Access::DisableOnReboot);
+    let esp = std::fs::read(dir.path().join(ESP_INITRD)).unwrap();
+    assert_ne!(esp, shipped, "the ESP's initramfs was not refreshed");
+    assert_eq!(esp, std::fs::read(dir.path().join(BOOT_INITRD)).unwrap());
+    crate::domain::mock_boot::reboot(&host).unwrap();
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::Disabled);
+}
+
+/// The mock boots the initramfs the loader loads: with the ESP's copy
+/// left as shipped (what pcipass did before), the hide is on dom0's
+/// command line but the native driver keeps the function, as on the real
+/// host, and the status stays `disable_on_reboot`.
+#[test]
+fn a_stale_esp_initramfs_keeps_the_native_driver() {
+    let (dir, host, engine) = xen_efi_host();
+    let nic = a("0000:03:00.0");
+    let shipped = std::fs::read(dir.path().join(ESP_INITRD)).unwrap();
+    engine.disable(&nic).unwrap();
+    std::fs::write(dir.path().join(ESP_INITRD), shipped).unwrap();
+    let line = crate::domain::mock_boot::reboot(&host).unwrap();
+    assert!(String::from_utf8_lossy(&line).contains("0000:03:00.0"));
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::DisableOnReboot);
+}
+
+/// An initramfs that lists xen-pciback but has no softdep for the native
+/// module: initramfs-tools starts udev first, so the native driver binds
+/// (seen on the real lab before pcipass wrote softdeps).
+#[test]
+fn without_a_softdep_the_native_driver_wins() {
+    let (dir, host, engine) = xen_efi_host();
+    let nic = a("0000:03:00.0");
+    engine.disable(&nic).unwrap();
+    std::fs::remove_file(dir.path().join(MODPROBE_DROPIN)).unwrap();
+    crate::host::mock::initramfs::rebuild_all(&host).unwrap();
+    let image = std::fs::read(dir.path().join(BOOT_INITRD)).unwrap();
+    std::fs::write(dir.path().join(ESP_INITRD), image).unwrap();
+    crate::domain::mock_boot::reboot(&host).unwrap();
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::DisableOnReboot);
+}
+
+/// When the ESP's kernel is none of /boot's, pcipass cannot tell which
+/// image the copy should be: the hide is refused, naming the files, and
+/// nothing is written.
+#[test]
+fn xen_efi_refuses_when_the_esp_kernel_is_unknown() {
+    let (dir, _host, engine) = xen_efi_host();
+    std::fs::write(
+        dir.path().join("boot/efi/EFI/xen/vmlinuz-6.1.0-28-amd64"),
+        b"a kernel built by hand",
+    )
+    .unwrap();
+    let cfg = dir.path().join("boot/efi/EFI/xen/xen.cfg");
+    let before = std::fs::read(&cfg).unwrap();
+    let err = engine.disable(&a("0000:03:00.0")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, BootConfigError::EditsRefused(_)), "{err:?}");
+    assert!(
+        text.contains("/boot/efi/EFI/xen/vmlinuz-6.1.0-28-amd64"),
+        "{text}"
+    );
+    assert!(text.contains("none of the kernels in /boot"), "{text}");
+    assert_eq!(std::fs::read(&cfg).unwrap(), before);
+    assert!(!dir.path().join(MODPROBE_DROPIN).exists());
+}

@@ -8,7 +8,9 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, plan_edit};
+use super::{
+    BootConfig, BootConfigError, HideCheck, HidePlan, InitramfsCopy, dom0_line_with_hide, plan_edit,
+};
 use crate::domain::hide::{HideEdit, HideView};
 use crate::domain::xen_efi;
 use crate::host::HostRoot;
@@ -80,5 +82,126 @@ impl BootConfig for XenEfiBootConfig {
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {
         None
+    }
+
+    /// The loader boots `ramdisk=` beside it on the ESP, a copy of the
+    /// `/boot` image of the kernel `kernel=` names (told by its bytes: the
+    /// ESP's kernel is a copy of one in `/boot`).
+    fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
+        let Some(booted) = booted_ramdisk(&self.host, &self.cfg)? else {
+            return Ok(Vec::new());
+        };
+        let text = self.host.read(&self.cfg)?;
+        let kernel = beside_loader(&self.cfg, &xen_efi::kernel_file(&text)?)?;
+        let image = self.host.read(&kernel)?;
+        let refuse = |why: String| {
+            BootConfigError::EditsRefused(format!(
+                "Xen's EFI loader boots /{kernel} with the initramfs /{booted} ({} of /{}), and \
+                 {why}, so pcipass cannot tell which rebuilt initramfs to put there for \
+                 xen-pciback to load before the native drivers. Copy the kernel and initramfs \
+                 of /boot over those two files (the same release), then retry",
+                "ramdisk=", self.cfg
+            ))
+        };
+        let mut names = self.host.list_dir("boot")?;
+        names.sort();
+        let mut release = None;
+        for name in &names {
+            if let Some(r) = name.strip_prefix("vmlinuz-")
+                && self.host.read(&format!("boot/{name}"))? == image
+            {
+                release = Some(r);
+                break;
+            }
+        }
+        let Some(release) = release else {
+            return Err(refuse(format!("/{kernel} is none of the kernels in /boot")));
+        };
+        let built = [
+            format!("boot/initrd.img-{release}"),
+            format!("boot/initramfs-{release}.img"),
+        ]
+        .into_iter()
+        .find(|rel| self.host.exists(rel))
+        .ok_or_else(|| refuse(format!("/boot has no initramfs for kernel {release}")))?;
+        Ok(vec![InitramfsCopy { built, booted }])
+    }
+}
+
+/// The initramfs Xen's EFI loader loads with the booted section of the
+/// xen.cfg at `cfg` (host-relative): its `ramdisk=`, beside the loader;
+/// `None` without one.
+pub fn booted_ramdisk(host: &HostRoot, cfg: &str) -> Result<Option<String>, BootConfigError> {
+    let text = host.read(cfg)?;
+    xen_efi::ramdisk(&text)?
+        .map(|name| beside_loader(cfg, &name))
+        .transpose()
+}
+
+/// The host-relative path of a file `name` that xen.cfg at `cfg` names:
+/// relative to the loader's directory (xen.cfg's), or to the ESP's root
+/// when it starts with `\`; `\` and `/` both separate. Refused when it
+/// is not ASCII or climbs out of the ESP.
+fn beside_loader(cfg: &str, name: &[u8]) -> Result<String, BootConfigError> {
+    let refuse = |why: &str| {
+        BootConfigError::EditsRefused(format!(
+            "xen.cfg (/{cfg}) names the file {:?}, which {why}",
+            String::from_utf8_lossy(name)
+        ))
+    };
+    let name = std::str::from_utf8(name)
+        .ok()
+        .filter(|n| n.is_ascii())
+        .ok_or_else(|| refuse("is not ASCII"))?;
+    let esp: Vec<&str> = crate::host::efi::ESP.split('/').collect();
+    let mut parts: Vec<&str> = if name.starts_with(['\\', '/']) {
+        esp.clone()
+    } else {
+        cfg.rsplit_once('/')
+            .map_or("", |(d, _)| d)
+            .split('/')
+            .collect()
+    };
+    for part in name.split(['\\', '/']) {
+        match part {
+            "" | "." => {}
+            ".." if parts.len() > esp.len() => {
+                parts.pop();
+            }
+            ".." => return Err(refuse("lies outside the ESP")),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beside_loader;
+
+    #[test]
+    fn files_xen_cfg_names() {
+        let cfg = "boot/efi/EFI/xen/xen.cfg";
+        for (name, want) in [
+            ("initrd.img", Some("boot/efi/EFI/xen/initrd.img")),
+            ("sub\\initrd.img", Some("boot/efi/EFI/xen/sub/initrd.img")),
+            (
+                "\\EFI\\debian\\initrd.img",
+                Some("boot/efi/EFI/debian/initrd.img"),
+            ),
+            (
+                "..\\debian\\initrd.img",
+                Some("boot/efi/EFI/debian/initrd.img"),
+            ),
+            ("..\\..\\..\\etc\\shadow", None),
+            ("\\..\\x", None),
+            ("initrd-\u{e9}.img", None),
+        ] {
+            assert_eq!(
+                beside_loader(cfg, name.as_bytes()).ok().as_deref(),
+                want,
+                "{name}"
+            );
+        }
     }
 }

@@ -31,6 +31,7 @@
 //!   kernel and modules (xen-pciback a module, the initramfs-tools list).
 
 mod builder;
+pub mod initramfs;
 mod lspci;
 mod profile;
 mod reboot;
@@ -38,7 +39,8 @@ mod tree;
 
 use std::path::Path;
 
-use crate::host::MOCK_HOST_MARKER;
+use crate::host::{HostRoot, MOCK_HOST_MARKER};
+use crate::vocab::PciAddress;
 
 pub use builder::{
     MockDevice, MockDisk, MockHostBuilder, MockVirtualDisk, XCP_NG_OS_RELEASE, xcp_ng_inventory,
@@ -59,6 +61,9 @@ pub enum MockError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file under the root could not be read or written.
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     /// The directory is not a mock host.
     #[error("{0} is not a mock host (no {MOCK_HOST_MARKER})")]
     NotMockHost(String),
@@ -98,6 +103,27 @@ fn relative(from: &str, to: &str) -> String {
     let mut parts: Vec<&str> = vec![".."; from.len() - common];
     parts.extend(&to[common..]);
     parts.join("/")
+}
+
+/// The driver a mock function has of its own (bound whenever pciback does
+/// not hold it) and the module that provides that driver (`None`: built
+/// into the kernel, no `module` link); `None` for a function without one.
+pub fn own_driver(host: &HostRoot, addr: &PciAddress) -> Option<(String, Option<String>)> {
+    let target = host
+        .read_link(&format!("sys/bus/pci/devices/{addr}"))
+        .ok()?;
+    let dev = reboot::normalize(&format!("sys/bus/pci/devices/{target}"));
+    let driver = host
+        .read_to_string(&format!("{dev}/.pcipass-driver"))
+        .ok()?
+        .trim()
+        .to_owned();
+    let module = host
+        .read_link_if_exists(&format!("sys/bus/pci/drivers/{driver}/module"))
+        .ok()
+        .flatten()
+        .and_then(|t| t.rsplit('/').next().map(str::to_owned));
+    Some((driver, module))
 }
 
 /// A fresh boot id (a uuid, as the kernel makes) at `path`.

@@ -188,7 +188,8 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
                 .pciback_module()
                 .write(dir)?;
             debian_modules(dir)?;
-            xen_efi_boot(dir)
+            xen_efi_boot(dir)?;
+            installed_initramfs(dir)
         }
         Profile::DemoUefi => {
             profile_builder(profile).write(dir)?;
@@ -203,10 +204,31 @@ pub fn create(dir: &Path, profile: Profile) -> Result<(), MockError> {
                 .xen_extra(".5")
                 .write(dir)?;
             debian_modules(dir)?;
-            debian_boot(dir)
+            debian_boot(dir)?;
+            installed_initramfs(dir)
         }
         Profile::Demo | Profile::Large | Profile::Scale(_) => profile_builder(profile).write(dir),
     }
+}
+
+/// The initramfs images as the installer left them: built from the
+/// files as shipped (xen-pciback not listed), and the ESP's copy the same
+/// as `/boot`'s where Xen's EFI loader boots one.
+fn installed_initramfs(dir: &Path) -> Result<(), MockError> {
+    let host = crate::host::HostRoot::new(dir);
+    super::initramfs::rebuild_all(&host)?;
+    let image = host.read(&format!("boot/initrd.img-{DEBIAN_KERNEL}"))?;
+    let esp_copy = format!("boot/efi/EFI/xen/initrd.img-{DEBIAN_KERNEL}");
+    if host.exists(&esp_copy) {
+        crate::host::boot::replace_atomic(&host, &esp_copy, &image)?;
+    }
+    Ok(())
+}
+
+/// The bytes of the mock kernel image `release` (its `/boot` file and any
+/// copy of it, so that a copy can be told by its bytes).
+fn kernel_image(release: &str) -> Vec<u8> {
+    format!("a mock Linux kernel image, release {release}\n").into_bytes()
 }
 
 /// A `MockError::Io` maker for a host-relative path.
@@ -420,10 +442,19 @@ fn xen_efi_boot(dir: &Path) -> Result<(), MockError> {
          ramdisk=initrd.img-6.1.0-28-amd64\n",
         cmdline.trim_end()
     );
+    // Debian's kernel package installs to /boot; the operator copied the
+    // kernel and its initramfs beside xen.efi, where the loader reads them.
+    let kernel = kernel_image(DEBIAN_KERNEL);
+    for (rel, bytes) in [
+        (format!("boot/vmlinuz-{DEBIAN_KERNEL}"), &kernel[..]),
+        (format!("boot/initrd.img-{DEBIAN_KERNEL}"), &b""[..]),
+    ] {
+        put(dir, &rel, bytes)?;
+    }
     for (name, bytes) in [
         ("xen.cfg", cfg.as_bytes()),
         ("xen.efi", &b""[..]),
-        ("vmlinuz-6.1.0-28-amd64", &b""[..]),
+        ("vmlinuz-6.1.0-28-amd64", &kernel[..]),
         ("initrd.img-6.1.0-28-amd64", &b""[..]),
     ] {
         std::fs::write(esp.join(name), bytes).map_err(io(name))?;
@@ -485,7 +516,19 @@ mod tests {
             DEBIAN_OS_RELEASE.as_bytes()
         );
         assert!(read(dir, "boot/vmlinuz-6.1.0-28-amd64").is_empty());
-        assert!(read(dir, "boot/initrd.img-6.1.0-28-amd64").is_empty());
+        // The installer's initramfs: xen-pciback not in its module list.
+        let image = read(dir, "boot/initrd.img-6.1.0-28-amd64");
+        let files = crate::host::mock::initramfs::unpack(&image).unwrap();
+        let list = &files
+            .iter()
+            .find(|(rel, _)| rel == "etc/initramfs-tools/modules")
+            .unwrap()
+            .1;
+        assert!(
+            !list
+                .split(|b| *b == b'\n')
+                .any(|l| l.trim_ascii() == b"xen-pciback")
+        );
         assert_eq!(
             read(dir, "boot/config-6.1.0-28-amd64"),
             b"CONFIG_XEN_DOM0=y\n"

@@ -52,7 +52,7 @@ pub fn reboot(
 }
 
 /// Resolve `.` and `..` in a root-relative path.
-fn normalize(path: &str) -> String {
+pub(super) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
