@@ -44,7 +44,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to the journal, with each event's fields as journal fields,
+/// Logs go to the journal, with each event's fields as journal fields and
+/// in MESSAGE as `key=value` (plain `journalctl` shows only MESSAGE),
 /// when stderr is the journal (systemd's `$JOURNAL_STREAM` names it);
 /// else to stderr, one escaped line per event (a client's user name cannot
 /// forge a line or colour the terminal, so no colours either).
@@ -58,7 +59,9 @@ fn init_logging() {
     {
         tracing_subscriber::registry()
             .with(filter())
-            .with(journald.with_syslog_identifier("pcipassd".into()))
+            .with(pcipass::logging::JournalLayer(
+                journald.with_syslog_identifier("pcipassd".into()),
+            ))
             .init();
         return;
     }

@@ -158,8 +158,9 @@ def _why_no_fake_journal():
 @pytest.mark.skipif(_why_no_fake_journal() is not None, reason=_why_no_fake_journal() or "")
 def test_logs_go_to_the_journal_with_their_fields(tmp_path):
     """stderr is the journal stream: every event is a native-protocol
-    datagram with MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the event's own
-    fields (F_USER, ...)."""
+    datagram with MESSAGE (the message and the event's fields as
+    key=value), PRIORITY, SYSLOG_IDENTIFIER and the event's own fields
+    (F_USER, ...)."""
     made = JOURNAL_DIR.parent if not JOURNAL_DIR.parent.exists() else JOURNAL_DIR
     JOURNAL_DIR.mkdir(parents=True)
     journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -193,7 +194,16 @@ def test_logs_go_to_the_journal_with_their_fields(tmp_path):
         assert fields[b"SYSLOG_IDENTIFIER"] == b"pcipassd"
         assert fields[b"PRIORITY"] == b"5"  # tracing-journald: info is "notice"
         assert fields[b"F_USER"] == b"root" and fields[b"F_ROLE"] == b"pool-admin", fields
-        assert b"MESSAGE" in fields
+        # MESSAGE, all plain `journalctl` shows, says to whom and how too:
+        # the fields as key=value, as on a stderr line, on one line.
+        message = fields[b"MESSAGE"]
+        assert message.startswith(b"session opened "), message
+        for field in (b"user=root", b"role=pool-admin", b'auth="local-root"'):
+            assert field in message.split(b" "), message
+        assert b"\n" not in message
+        flow = _native_fields(next(r for r in records if b"boot flow" in r and b"serving" not in r))
+        assert flow[b"MESSAGE"].startswith(b"boot flow flow=xcp-ng reason="), flow
+        assert flow[b"F_FLOW"] == b"xcp-ng", flow
         stream_r.setblocking(False)
         try:
             leaked = stream_r.recv(65536)
