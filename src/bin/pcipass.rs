@@ -13,6 +13,8 @@ Administration (no daemon needed):
   mock-host create DIR [--profile P]            build a mock dom0 root in DIR (P: demo,
                                                 demo-uefi, debian, xen-efi, large, scale-N)
   mock-host reboot DIR                          reboot a mock host offline
+  mock-host update-initramfs DIR                rebuild a mock host's initramfs images from
+                                                its files, as update-initramfs -u -k all
 
 Roles, highest first: pool-admin, pool-operator, vm-power-admin, vm-admin,
 vm-operator, read-only. The state directory defaults to /var/lib/pcipass.

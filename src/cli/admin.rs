@@ -1,5 +1,6 @@
 //! Commands that need no daemon: users in the state directory, and mock
-//! hosts (`mock-host create DIR --profile P`, `mock-host reboot DIR`).
+//! hosts (`mock-host create DIR --profile P`, `mock-host reboot DIR`,
+//! `mock-host update-initramfs DIR`).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -133,8 +134,11 @@ fn mock_host(args: &[String], stdout: &mut dyn std::io::Write) -> Result<(), Adm
                 .write_all(&[cmdline.as_slice(), b"\n"].concat())
                 .map_err(failure)
         }
+        [action, dir] if action == "update-initramfs" => {
+            mock::initramfs::rebuild_all(&HostRoot::new(dir)).map_err(failure)
+        }
         _ => Err(usage(
-            "mock-host create DIR --profile demo|demo-uefi|debian|xen-efi|large|scale-N | mock-host reboot DIR",
+            "mock-host create DIR --profile demo|demo-uefi|debian|xen-efi|large|scale-N | mock-host reboot DIR | mock-host update-initramfs DIR",
         )),
     }
 }
