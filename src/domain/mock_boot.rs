@@ -122,7 +122,7 @@ impl EarlyFiles {
 /// Reboot the mock host under `host`, booting as its flow does; returns the
 /// new command line. Every function the kernel would hide with it, itself
 /// or through a bridge above it, is bound to `pciback` when xen-pciback is
-/// there before its native driver ([`EarlyFiles::pciback_first`]), judged
+/// there before its native driver, judged
 /// from the initramfs the boot loader really loads: `/boot`'s image after
 /// GRUB, the ESP's copy `ramdisk=` names after Xen's EFI loader. Otherwise
 /// the native driver binds first and keeps the function. A hand-made tree
