@@ -90,9 +90,12 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     let store = Arc::new(Store::open(&db).map_err(state_at(&db))?);
     let (flow, flow_cfg) = boot_flow(settings, &host_root)?;
     let boot = boot_config(settings, &host_root, flow, flow_cfg);
-    let dom0 = Arc::new(HostDom0::new(host_root.clone(), boot).with_initramfs(
-        InitramfsUpdate::choose(&host_root, settings.initramfs_command.as_deref()),
+    let dom0 = HostDom0::new(host_root.clone(), boot).with_initramfs(InitramfsUpdate::choose(
+        &host_root,
+        settings.initramfs_command.as_deref(),
     ));
+    dom0.finish_interrupted_edit();
+    let dom0 = Arc::new(dom0);
     let about = dom0.describe();
     tracing::info!(
         product = about.software("product_brand"),

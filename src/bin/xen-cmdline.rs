@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use pcipass::domain::bootcfg::{
-    BootConfig, BootConfigError, DefaultsPlace, GrubMkconfigBootConfig, InitramfsUpdate,
-    Regenerate, XenEfiBootConfig, edit_grub, ensure_pciback_early_for, grub_boot_view, load_grub,
-    one_line,
+    BootConfig, BootConfigError, DefaultsPlace, EarlyPlan, GrubMkconfigBootConfig, InitramfsUpdate,
+    Regenerate, XenEfiBootConfig, edit_grub, grub_boot_view, load_grub, one_line,
+    plan_pciback_early_for, txn,
 };
 use pcipass::domain::bootflow::{self, BootFlow, FlowChoice, FlowError};
 use pcipass::domain::grub::{Edit, GrubConfig, Matching, Target};
@@ -313,20 +313,29 @@ struct Early<'a> {
 }
 
 impl Early<'_> {
-    /// The step for a hide list going from `before` to `after`.
-    fn check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
+    /// The step for a hide list going from `before` to `after`, planned
+    /// (the edit's transaction runs it).
+    fn plan(
+        &self,
+        before: &HideView,
+        after: &HideView,
+    ) -> Result<Option<EarlyPlan>, BootConfigError> {
         if before.value_text() == after.value_text() {
-            return Ok(());
+            return Ok(None);
         }
         let copies = || self.boot.map_or(Ok(Vec::new()), |b| b.initramfs_copies());
-        ensure_pciback_early_for(self.host, &self.update, &copies, before, after)
+        plan_pciback_early_for(self.host, &self.update, &copies, before, after)
     }
 
-    /// The step for grub.cfg edited from `config` to `text`.
+    /// The step for grub.cfg edited in place from `config` to `text` (the
+    /// xcp-ng flow's generic key edits), run before grub.cfg is written.
     fn for_grub_edit(&self, config: &GrubConfig, text: &[u8]) -> Result<(), BootConfigError> {
         let before = grub_boot_view(config)?;
         let after = grub_boot_view(&config.reparsed(text)?)?;
-        self.check(&before, &after)
+        match self.plan(&before, &after)? {
+            Some(early) => txn::apply_early(self.host, &early),
+            None => Ok(()),
+        }
     }
 }
 
@@ -447,9 +456,11 @@ fn hide_op(
                     None => HideEdit::Delete,
                 })
             };
-            boot.update_hide(&mut plan, &|before, after| early.check(before, after))
-                .map(|_| true)
-                .map_err(|e| e.to_string())
+            txn::edit(boot, &mut plan, &|_, _| Ok(()), &|before, after| {
+                early.plan(before, after)
+            })
+            .map(|_| true)
+            .map_err(|e| e.to_string())
         }
         Op::CompareAndSet => {
             let expected = words[1].clone();
@@ -469,8 +480,10 @@ fn hide_op(
                     None => HideEdit::Delete,
                 })
             };
-            boot.update_hide(&mut plan, &|before, after| early.check(before, after))
-                .map_err(|e: BootConfigError| e.to_string())?;
+            txn::edit(boot, &mut plan, &|_, _| Ok(()), &|before, after| {
+                early.plan(before, after)
+            })
+            .map_err(|e: BootConfigError| e.to_string())?;
             match found {
                 Some(now) => {
                     eprintln!("{now}");

@@ -146,6 +146,18 @@ impl HostDom0 {
         self
     }
 
+    /// At start: undo a boot configuration edit a crash left unfinished
+    /// (its journal), so that what boots is what the last acknowledged
+    /// answer said; the log says what was found and done. A journal that
+    /// cannot be undone is logged, and every edit refuses until it is.
+    pub fn finish_interrupted_edit(&self) {
+        match self.engine.recover() {
+            Ok(Some(done)) => tracing::warn!("boot configuration: {done}"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("boot configuration: {e}"),
+        }
+    }
+
     /// Refuse a function on the path of a boot disk (named directly; the
     /// engine's own check catches bridges and wildcards before writing).
     fn refuse_boot_disk(&self, addr: &PciAddress) -> Result<(), DomainError> {

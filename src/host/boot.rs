@@ -321,9 +321,10 @@ pub fn lock_beside(host: &HostRoot, cfg: &str) -> Result<BootLock, HostError> {
 
 /// Crash simulation for tests: with `PCIPASS_FAULT=<step>` in the
 /// environment the process aborts at that step of [`replace_atomic`]
-/// (`after-create`, `after-write`, `after-fsync`, `after-rename`), as a
-/// crash or power cut would stop it there.
-fn fault_point(step: &str) {
+/// (`after-create`, `after-write`, `after-fsync`, `after-rename`) or of an
+/// edit transaction (`txn-after-writes`, `txn-after-steps`,
+/// `txn-after-early`), as a crash or power cut would stop it there.
+pub fn fault_point(step: &str) {
     if std::env::var_os("PCIPASS_FAULT").is_some_and(|v| v == step) {
         std::process::abort();
     }

@@ -11,10 +11,12 @@ import difflib
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+import XenAPI
 
 from conftest import REPO, Daemon, binary, failure, run
 
@@ -545,3 +547,63 @@ def test_where_no_drop_ins_are_read_a_block_of_default_grub_is_edited(tmp_path, 
     assert not any(map(hide_of, native.values()))
     assert s.xenapi.PCI.enable_dom0_access(_pcis(s)[USB]) == "enabled"
     assert default.read_bytes() == stock
+
+
+@pytest.mark.parametrize("step", ["txn-after-writes", "txn-after-steps", "txn-after-early"])
+def test_a_hide_cut_short_is_undone_at_the_next_start(tmp_path, made, monkeypatch, step):
+    """Issue 23: the daemon dies in the middle of a hide (it aborts at
+    `step`: after the drop-in is written, after grub.cfg is regenerated,
+    after the initramfs is rebuilt). The caller got no answer, so the
+    next start puts every file back as it was, byte for byte, rebuilds
+    the initramfs if the edit had started to, and says so in the log:
+    nothing boots that was not acknowledged, and the next hide works."""
+    d = debian(tmp_path)
+    files = ["boot/grub/grub.cfg", "etc/default/grub.d/zz-pcipass.cfg", "etc/modprobe.d/pcipass.conf",
+             MODULES, "boot/initrd.img-6.1.0-28-amd64"]
+
+    def contents():
+        return {f: (d.root / f).read_bytes() if (d.root / f).exists() else None for f in files}
+
+    before = contents()
+    journal = d.root / "boot/grub/grub.cfg.pcipass-journal"
+    monkeypatch.setenv("PCIPASS_FAULT", step)
+    made.append(d.start())
+    s = d.session("admin")
+    with pytest.raises(Exception):  # noqa: B017 - the daemon dies under the call
+        s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU])
+    assert d.proc.wait(timeout=120) == -signal.SIGABRT
+    assert journal.exists(), "the journal of the unfinished edit"
+    monkeypatch.delenv("PCIPASS_FAULT")
+    d.start()
+    assert not journal.exists()
+    assert contents() == before, step
+    log = (d.workdir / "pcipassd.log").read_text()
+    assert "undid an unfinished edit" in log, log[-2000:]
+    s = d.session("admin")
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "enabled"
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU]) == "disable_on_reboot"
+    s = _reboot(d, s)
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "disabled"
+
+
+def test_a_refused_hide_leaves_every_file_as_it_was(tmp_path, made):
+    """Issue 23: the generator fails (here: a command that exits 1). The
+    hide is refused and every file it would have touched (drop-in,
+    grub.cfg, modprobe.d, the initramfs module list and image) is
+    byte-identical: the early-load files are written only after grub.cfg
+    was regenerated and read back."""
+    failing = tmp_path / "failing-mkconfig"
+    failing.write_text("#!/bin/sh\necho 'grub-mkconfig: cannot write grub.cfg' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    d = debian(tmp_path, command=str(failing))
+    files = ["boot/grub/grub.cfg", "etc/default/grub.d/zz-pcipass.cfg", "etc/modprobe.d/pcipass.conf",
+             MODULES, "boot/initrd.img-6.1.0-28-amd64"]
+    before = {f: (d.root / f).read_bytes() if (d.root / f).exists() else None for f in files}
+    made.append(d.start())
+    s = d.session("admin")
+    with pytest.raises(XenAPI.Failure) as refused:
+        s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU])
+    assert "cannot write grub.cfg" in " ".join(refused.value.details), refused.value.details
+    after = {f: (d.root / f).read_bytes() if (d.root / f).exists() else None for f in files}
+    assert after == before
+    assert not (d.root / "boot/grub/grub.cfg.pcipass-journal").exists()

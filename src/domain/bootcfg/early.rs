@@ -8,10 +8,11 @@
 //! function the resulting hide list hides (however each was hidden), and
 //! rebuilds the initramfs; when it cannot, or cannot tell how xen-pciback
 //! loads, the edit is refused with what to do. `xen-cmdline` runs the same
-//! step for its edits of the hide list ([`ensure_pciback_early_for`]).
+//! step for its edits of the hide list ([`plan_pciback_early_for`]).
 
 use std::time::Duration;
 
+use super::txn::FileWrite;
 use super::{BootConfigError, regenerate};
 use crate::domain::PciAddress;
 use crate::domain::hide::{HideView, Topology};
@@ -112,35 +113,79 @@ pub struct NativeDriver {
     pub module: Option<String>,
 }
 
-/// One file this step changes: where, what it held (`None`: absent), and
-/// what it will hold.
-struct FileEdit {
-    rel: &'static str,
-    old: Option<Vec<u8>>,
-    new: Vec<u8>,
+/// How the initramfs is rebuilt by an edit, as its journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Rebuild {
+    /// This program with these arguments (no shell).
+    Command(Vec<String>),
+    /// A mock host's images rebuilt from its files
+    /// ([`crate::host::mock::initramfs::rebuild_all`]).
+    Mock,
 }
 
-/// Make xen-pciback take the functions about to be hidden at the next
+/// Rebuild the initramfs as `how` says.
+pub fn rebuild(host: &HostRoot, how: &Rebuild) -> Result<(), BootConfigError> {
+    match how {
+        Rebuild::Command(argv) => regenerate("the initramfs", argv, REBUILD_LIMIT),
+        Rebuild::Mock => crate::host::mock::initramfs::rebuild_all(host)
+            .map_err(|e| BootConfigError::EditsRefused(format!("mock initramfs rebuild: {e}"))),
+    }
+}
+
+/// The early-load part of an edit, planned before anything is written:
+/// the files to write, the rebuild, and the copies the loader boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyPlan {
+    /// The module list and modprobe files, with their new bytes.
+    pub writes: Vec<FileWrite>,
+    /// The rebuild that follows the writes; `None`: nothing to rebuild
+    /// (the files already say it, or the running system rebuilds nothing).
+    pub rebuild: Option<Rebuild>,
+    /// The copies made the rebuilt image afterwards.
+    pub copies: Vec<InitramfsCopy>,
+}
+
+impl EarlyPlan {
+    /// After the writes: rebuild (then `rebuilt` is set), then refresh
+    /// the copies.
+    pub fn run(&self, host: &HostRoot, rebuilt: &mut bool) -> Result<(), BootConfigError> {
+        if let Some(how) = &self.rebuild {
+            rebuild(host, how)?;
+            *rebuilt = true;
+        }
+        refresh_copies(host, &self.copies)?;
+        let files: Vec<&str> = self.writes.iter().map(|w| w.rel.as_str()).collect();
+        tracing::info!(
+            files = ?files,
+            rebuilt = self.rebuild.is_some(),
+            copies = ?self.copies.iter().map(|c| c.booted.as_str()).collect::<Vec<_>>(),
+            "xen-pciback set to load before the native drivers from the next boot on"
+        );
+        Ok(())
+    }
+}
+
+/// Plan how xen-pciback takes the functions about to be hidden at the next
 /// boot, or say why it cannot. Built in: nothing to do. Unknown (the
 /// facts do not say whether it is built in or a module): refused with
-/// [`BootConfigError::PcibackUnknown`]. A module: it is listed where the initramfs builder reads it, and
-/// for each native driver `natives` names a modprobe `softdep` in
-/// [`MODPROBE_DROPIN`] makes xen-pciback load first (initramfs-tools
-/// starts udev, which loads the drivers of the devices it finds, before
-/// it loads its module list); then the initramfs is rebuilt once, every
-/// copy the boot loads (`copies`) made the image again, and every file
-/// put back if either fails. A native driver built into the kernel always
-/// binds first: refused.
-pub fn ensure_pciback_early(
+/// [`BootConfigError::PcibackUnknown`]. A module: it is listed where the
+/// initramfs builder reads it, and for each native driver `natives` names
+/// a modprobe `softdep` in [`MODPROBE_DROPIN`] makes xen-pciback load first
+/// (initramfs-tools starts udev, which loads the drivers of the devices it
+/// finds, before it loads its module list); then the initramfs is rebuilt
+/// once and every copy the boot loads (`copies`) made the image again. A
+/// native driver built into the kernel always binds first: refused.
+/// Nothing is written here: [`EarlyPlan::run`] does it inside the edit.
+pub fn plan_pciback_early(
     host: &HostRoot,
     update: &InitramfsUpdate,
     natives: &[NativeDriver],
     copies: &InitramfsCopies<'_>,
-) -> Result<(), BootConfigError> {
+) -> Result<Option<EarlyPlan>, BootConfigError> {
     let facts = modules::pciback_facts(host)?;
     let loading = pciback::loading(&facts);
     let tool = match loading {
-        Loading::BuiltIn => return Ok(()),
+        Loading::BuiltIn => return Ok(None),
         // A hide that xen-pciback may never act on would answer success
         // and stay `disable_on_reboot` for ever: refused.
         Loading::Unknown => {
@@ -160,24 +205,27 @@ pub fn ensure_pciback_early(
             built_in.function, built_in.driver, built_in.driver
         )));
     }
-    let mut edits = Vec::new();
+    let mut writes = Vec::new();
     if matches!(loading, Loading::NotEarly(_)) {
-        edits.push(list_edit(host, tool)?);
+        writes.push(list_edit(host, tool)?);
     }
     let wanted: Vec<&str> = natives.iter().filter_map(|n| n.module.as_deref()).collect();
     let old = host.read_if_exists(MODPROBE_DROPIN)?;
     if let Some(new) = pciback::with_softdeps(old.as_deref(), &wanted) {
-        edits.push(FileEdit {
-            rel: MODPROBE_DROPIN,
-            old,
-            new,
+        writes.push(FileWrite {
+            rel: MODPROBE_DROPIN.to_owned(),
+            new: Some(new),
         });
     }
-    if edits.is_empty() {
-        // Nothing to add; a copy may still be older than the image.
-        return refresh_copies(host, &copies()?);
-    }
     let copies = copies()?;
+    if writes.is_empty() {
+        // Nothing to add; a copy may still be older than the image.
+        return Ok((!copies.is_empty()).then_some(EarlyPlan {
+            writes,
+            rebuild: None,
+            copies,
+        }));
+    }
     let system;
     let update = match update {
         InitramfsUpdate::System => {
@@ -186,7 +234,7 @@ pub fn ensure_pciback_early(
         }
         other => other,
     };
-    let argv = match update {
+    let rebuild = match update {
         InitramfsUpdate::Unknown(why) => {
             let steps = match pciback::advice(&loading) {
                 Some(advice) => advice,
@@ -201,48 +249,21 @@ pub fn ensure_pciback_early(
             };
             return Err(BootConfigError::EditsRefused(format!("{steps} ({why})")));
         }
-        InitramfsUpdate::Command(argv) => Some(argv),
-        InitramfsUpdate::Mock | InitramfsUpdate::System => None,
+        InitramfsUpdate::Command(argv) => Rebuild::Command(argv.clone()),
+        InitramfsUpdate::Mock => Rebuild::Mock,
+        // Replaced above by the system's own builder.
+        InitramfsUpdate::System => return Err(refused(&loading)),
     };
-    let mut written = Vec::new();
-    let result = edits
-        .iter()
-        .try_for_each(|edit| {
-            if let Some((dir, _)) = edit.rel.rsplit_once('/') {
-                boot::ensure_dir(host, dir)?;
-            }
-            boot::replace_atomic(host, edit.rel, &edit.new)?;
-            written.push(edit);
-            Ok(())
-        })
-        .and_then(|()| match (argv, update) {
-            (Some(argv), _) => regenerate("the initramfs", argv, REBUILD_LIMIT),
-            (None, InitramfsUpdate::Mock) => crate::host::mock::initramfs::rebuild_all(host)
-                .map_err(|e| BootConfigError::EditsRefused(format!("mock initramfs rebuild: {e}"))),
-            (None, _) => Ok(()),
-        })
-        .and_then(|()| refresh_copies(host, &copies));
-    let files: Vec<&str> = edits.iter().map(|e| e.rel).collect();
-    if let Err(e) = result {
-        for edit in written {
-            if let Err(again) = boot::put_back(host, edit.rel, edit.old.as_deref()) {
-                tracing::error!("cannot restore {}: {again}", edit.rel);
-            }
-        }
-        return Err(e);
-    }
-    tracing::info!(
-        files = ?files,
-        rebuilt = argv.is_some(),
-        copies = ?copies.iter().map(|c| c.booted.as_str()).collect::<Vec<_>>(),
-        "xen-pciback set to load before the native drivers from the next boot on"
-    );
-    Ok(())
+    Ok(Some(EarlyPlan {
+        writes,
+        rebuild: Some(rebuild),
+        copies,
+    }))
 }
 
 /// Make each copy the boot loads the image it copies, where it is not
 /// already (an atomic replace beside the copy).
-fn refresh_copies(host: &HostRoot, copies: &[InitramfsCopy]) -> Result<(), BootConfigError> {
+pub fn refresh_copies(host: &HostRoot, copies: &[InitramfsCopy]) -> Result<(), BootConfigError> {
     for copy in copies {
         let image = host.read(&copy.built)?;
         if host.read_if_exists(&copy.booted)?.as_deref() == Some(&image[..]) {
@@ -263,7 +284,7 @@ fn refresh_copies(host: &HostRoot, copies: &[InitramfsCopy]) -> Result<(), BootC
 /// be hidden (by pcipass, by hand, with `xen-cmdline`). A function that
 /// `before` already hid and whose driver is built into the kernel is left
 /// out (logged): refusing this edit would not help it; one this edit
-/// newly hides is kept, so [`ensure_pciback_early`] refuses it.
+/// newly hides is kept, so [`plan_pciback_early`] refuses it.
 pub fn hidden_natives(
     host: &HostRoot,
     tree: &Topology,
@@ -297,48 +318,52 @@ pub fn hidden_natives(
 
 /// The early-load step of an edit that takes the boot hide list from
 /// `before` to `after` (the whole lists): nothing when `after` hides
-/// nothing or xen-pciback is built in; else [`ensure_pciback_early`] for
-/// [`hidden_natives`] (the PCI tree read from sysfs). `xen-cmdline` runs
-/// it for every edit of `xen-pciback.hide`.
-pub fn ensure_pciback_early_for(
+/// nothing or xen-pciback is built in; else [`plan_pciback_early`] for
+/// [`hidden_natives`] (the PCI tree read from sysfs). Every edit of
+/// `xen-pciback.hide`, by pcipassd or `xen-cmdline`, plans it.
+pub fn plan_pciback_early_for(
     host: &HostRoot,
     update: &InitramfsUpdate,
     copies: &InitramfsCopies<'_>,
     before: &HideView,
     after: &HideView,
-) -> Result<(), BootConfigError> {
+) -> Result<Option<EarlyPlan>, BootConfigError> {
     if after.entries().is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let facts = modules::pciback_facts(host)?;
     if pciback::loading(&facts) == Loading::BuiltIn {
-        return Ok(());
+        return Ok(None);
     }
     let tree = super::pci_tree(host)?;
     let natives = hidden_natives(host, &tree, &|f| before.hides_in(&tree, f), &|f| {
         after.hides_in(&tree, f)
     })?;
-    ensure_pciback_early(host, update, &natives, copies)
+    plan_pciback_early(host, update, &natives, copies)
 }
 
 /// The edit that lists xen-pciback for `tool`'s initramfs.
-fn list_edit(host: &HostRoot, tool: Tool) -> Result<FileEdit, BootConfigError> {
+fn list_edit(host: &HostRoot, tool: Tool) -> Result<FileWrite, BootConfigError> {
     Ok(match tool {
-        Tool::Dracut => FileEdit {
-            rel: DRACUT_DROPIN,
-            old: host.read_if_exists(DRACUT_DROPIN)?,
-            new: format!(
-                "# Written by pcipass: load xen-pciback from the initramfs, before the native\n\
+        Tool::Dracut => FileWrite {
+            rel: DRACUT_DROPIN.to_owned(),
+            new: Some(
+                format!(
+                    "# Written by pcipass: load xen-pciback from the initramfs, before the native\n\
                  # drivers, so that xen-pciback.hide= on the kernel command line takes effect.\n\
                  force_drivers+=\" {PCIBACK} \"\n"
-            )
-            .into_bytes(),
+                )
+                .into_bytes(),
+            ),
         },
         _ => {
             let rel = modules::INITRAMFS_TOOLS_MODULES;
             let old = host.read_if_exists(rel)?;
             let new = pciback::with_module_listed(old.as_deref(), PCIBACK);
-            FileEdit { rel, old, new }
+            FileWrite {
+                rel: rel.to_owned(),
+                new: Some(new),
+            }
         }
     })
 }

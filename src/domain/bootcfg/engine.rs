@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::txn::{self, EarlyPlanner};
 use super::{
-    BootConfig, BootConfigError, HidePlan, InitramfsUpdate, ensure_pciback_early, hidden_natives,
+    BootConfig, BootConfigError, HidePlan, InitramfsUpdate, hidden_natives, plan_pciback_early,
 };
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
@@ -322,49 +323,68 @@ impl Dom0AccessEngine {
     /// Hide `addr` from the next boot on. The early-load needs come from
     /// the whole hide list the edit leaves (what boots now plus `addr` and
     /// what is behind it), so a function hidden by hand or with
-    /// `xen-cmdline` gets its softdep too.
+    /// `xen-cmdline` gets its softdep too; they are planned inside the
+    /// edit, after its checks and under its lock.
     pub fn disable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        let now = self.boot_view()?;
-        let before = |f: &PciAddress| now.hides_in(&tree, f);
-        let after = |f: &PciAddress| before(f) || f == addr || tree.bridges(f).contains(addr);
-        let natives = hidden_natives(&self.host, &tree, &before, &after)?;
-        ensure_pciback_early(&self.host, &self.initramfs, &natives, &|| {
-            self.boot.initramfs_copies()
-        })?;
-        self.edit(addr, &tree, &mut |current| {
-            hide::plan_disable(current, addr, &tree)
-        })
+        let early = |before: &HideView, after: &HideView| {
+            let natives =
+                hidden_natives(&self.host, &tree, &|f| before.hides_in(&tree, f), &|f| {
+                    after.hides_in(&tree, f)
+                })?;
+            plan_pciback_early(&self.host, &self.initramfs, &natives, &|| {
+                self.boot.initramfs_copies()
+            })
+        };
+        self.edit(
+            addr,
+            &tree,
+            &mut |current| hide::plan_disable(current, addr, &tree),
+            &early,
+        )
     }
 
     /// Give `addr` back to dom0 from the next boot on.
     pub fn enable(&self, addr: &PciAddress) -> Result<Dom0Access, BootConfigError> {
         let tree = self.read_tree()?;
-        self.edit(addr, &tree, &mut |current| {
-            hide::plan_enable(current, addr, &tree)
-        })
+        self.edit(
+            addr,
+            &tree,
+            &mut |current| hide::plan_enable(current, addr, &tree),
+            &|_, _| Ok(None),
+        )
     }
 
-    /// Edit the hide list by `plan` and answer `addr`'s status as this
-    /// edit left it. The running kernel's list is read first: when it
-    /// cannot be, nothing is written (an edit never fails after writing);
-    /// the next-boot side is the view this edit wrote, not a later read a
-    /// concurrent edit may have changed.
+    /// Edit the hide list by `plan` ([`txn::edit`]) and answer `addr`'s
+    /// status as this edit left it. The running kernel's list is read
+    /// first: when it cannot be, nothing is written (an edit never fails
+    /// after writing); the next-boot side is the view this edit wrote, not
+    /// a later read a concurrent edit may have changed.
     fn edit(
         &self,
         addr: &PciAddress,
         tree: &Topology,
         plan: &mut HidePlan<'_>,
+        early: &EarlyPlanner<'_>,
     ) -> Result<Dom0Access, BootConfigError> {
         let running = self.running_view()?;
-        let written = self
-            .boot
-            .update_hide(plan, &|before, after| self.safety_check(before, after))?;
+        let written = txn::edit(
+            self.boot.as_ref(),
+            plan,
+            &|before, after| self.safety_check(before, after),
+            early,
+        )?;
         Ok(
             judge(&running, &written, tree, std::slice::from_ref(addr), &|a| {
                 self.native_driver(a)
             })?[0],
         )
+    }
+
+    /// Undo an edit a crash left unfinished ([`txn::recover`]), under the
+    /// flow's lock; what was done, for the log.
+    pub fn recover(&self) -> Result<Option<String>, BootConfigError> {
+        txn::recover_now(self.boot.as_ref())
     }
 
     /// Fingerprints of the boot configuration and `/proc/cmdline`.

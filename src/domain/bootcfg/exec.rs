@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{
-    BootConfig, BootConfigError, HideCheck, HidePlan, grub_fingerprint, one_line, plan_edit,
-};
-use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
-use crate::host::boot::GrubFingerprint;
+use super::txn::{Changes, Snapshot};
+use super::{BootConfig, BootConfigError, expect_value, grub_fingerprint, one_line};
+use crate::domain::hide::{HIDE_KEY, HideView};
+use crate::host::boot::{self, GrubFingerprint};
 use crate::host::{HostRoot, exec};
 
 /// The error of a run that did not exit 0.
@@ -25,9 +24,6 @@ fn exec_failure(code: Option<i32>, stderr: &str) -> BootConfigError {
 
 /// `xen-cmdline --set-dom0-if-unchanged` found another value.
 const EXEC_CHANGED: i32 = 3;
-
-/// How often a compare-and-set is retried after a concurrent change.
-const EXEC_ATTEMPTS: usize = 3;
 
 /// A `xen-cmdline` program, run for every read and edit.
 #[derive(Debug)]
@@ -90,45 +86,61 @@ impl BootConfig for ExecBootConfig {
         Ok(HideView::from_cmdline(&self.hide_args()?))
     }
 
-    fn update_hide(
-        &self,
-        plan: &mut HidePlan<'_>,
-        check: &HideCheck<'_>,
-    ) -> Result<HideView, BootConfigError> {
-        let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for _ in 0..EXEC_ATTEMPTS {
-            // What the program prints now is the compare-and-set's witness.
-            let printed = self.run(&["--get-dom0", HIDE_KEY])?;
-            let expected = printed.trim_end_matches('\n');
-            let before = self.boot_view()?;
-            let edit = plan_edit(&before, plan)?;
-            let (setting, want) = match &edit {
-                HideEdit::Unchanged => return Ok(before),
-                HideEdit::Set(value) => {
-                    (Some(format!("{HIDE_KEY}={value}")), Some(value.as_bytes()))
-                }
-                HideEdit::Delete => (None, None),
-            };
-            let wanted = HideView::from_value(want);
-            check(&before, &wanted)?;
-            let mut cas = vec!["--set-dom0-if-unchanged", HIDE_KEY, expected];
+    fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    /// The program serialises its own edits (its compare-and-set).
+    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
+        Ok(None)
+    }
+
+    /// The program's edit is one atomic write of its own.
+    fn journal(&self) -> Option<String> {
+        None
+    }
+
+    /// What the program prints now is the compare-and-set's witness.
+    fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
+        let printed = self.run(&["--get-dom0", HIDE_KEY])?;
+        let line = self.hide_args()?;
+        Ok(Snapshot {
+            view: HideView::from_cmdline(&line),
+            line,
+            durable: true,
+            files: Vec::new(),
+            token: Some(printed.trim_end_matches('\n').to_owned()),
+        })
+    }
+
+    /// One run of the program: `--set-dom0-if-unchanged` against the
+    /// snapshot's witness ([`BootConfigError::Changed`] when it lost).
+    /// A program without the compare-and-set (XenServer's own xen-cmdline
+    /// ignores options it does not know, and takes no lock) gets a plain
+    /// edit, which a concurrent hand edit can undo.
+    fn plan<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: Option<&str>,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let expected = snap.token.clone().unwrap_or_default();
+        let setting = value.map(|v| format!("{HIDE_KEY}={v}"));
+        let want = value.map(str::to_owned);
+        let step = move || {
+            let mut cas = vec!["--set-dom0-if-unchanged", HIDE_KEY, expected.as_str()];
             cas.extend(setting.as_deref());
             match self.run_status(&cas)? {
                 (Some(0), _, _) => {}
-                (Some(EXEC_CHANGED), _, _) => {
-                    tracing::info!(
-                        "the boot configuration changed between read and write; planning again"
-                    );
-                    continue;
-                }
+                (Some(EXEC_CHANGED), _, _) => return Err(BootConfigError::Changed),
                 (code, _, stderr) => return Err(exec_failure(code, &stderr)),
             }
-            if self.boot_view()?.value.as_deref() == want {
-                return Ok(wanted);
+            if self.boot_view()?.value_text() == want {
+                return Ok(());
             }
-            // A program without the compare-and-set (XenServer's own
-            // xen-cmdline ignores options it does not know, and takes no
-            // lock): a plain edit, which a concurrent hand edit can undo.
             tracing::warn!(
                 program = %self.program.display(),
                 "xen-cmdline did not apply --set-dom0-if-unchanged; editing without compare-and-set"
@@ -137,18 +149,16 @@ impl BootConfig for ExecBootConfig {
                 Some(arg) => self.run(&["--set-dom0", arg])?,
                 None => self.run(&["--delete-dom0", HIDE_KEY])?,
             };
-            let after = self.boot_view()?;
-            if after.value.as_deref() != want {
-                return Err(BootConfigError::Verify(format!(
-                    "xen-cmdline left xen-pciback.hide={:?}",
-                    after.value_text()
-                )));
-            }
-            return Ok(after);
-        }
-        Err(BootConfigError::Verify(
-            "the boot configuration kept changing while pcipass edited it".into(),
-        ))
+            Ok(())
+        };
+        Ok(Changes {
+            steps: vec![Box::new(step)],
+            ..Changes::default()
+        })
+    }
+
+    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
+        expect_value(self.boot_view()?, value, "xen-cmdline")
     }
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {

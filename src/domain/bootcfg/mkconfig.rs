@@ -6,23 +6,20 @@
 //! ([`crate::domain::grub_dropin`]), and grub.cfg is regenerated at once
 //! by the host's own command.
 //!
-//! An edit is: plan from what boots; check it (boot disks, length); write
-//! pcipass's drop-in (or block of `/etc/default/grub`); run the
-//! regeneration command; read the regenerated grub.cfg back. When the
-//! command fails, or its grub.cfg would not boot the planned list, the
-//! previous drop-in is put back (and grub.cfg regenerated from it when the
-//! command had run), and the edit fails: nothing is left half done.
+//! An edit ([`super::txn::edit`]) writes pcipass's drop-in (or block of
+//! `/etc/default/grub`), runs the regeneration command and reads the
+//! regenerated grub.cfg back. When the command fails, or its grub.cfg
+//! would not boot the planned list, the transaction puts the drop-in and
+//! grub.cfg back as they were, byte for byte: nothing is left half done.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{
-    BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, grub_boot_view,
-    grub_fingerprint, load_grub, plan_edit, regenerate,
-};
+use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
+use super::{BootConfig, BootConfigError, grub_boot_view, grub_fingerprint, load_grub, regenerate};
 use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
-use crate::domain::hide::{HideEdit, HideView};
+use crate::domain::hide::HideView;
 use crate::host::HostRoot;
 use crate::host::boot::{self, GrubFingerprint};
 
@@ -175,34 +172,24 @@ impl GrubMkconfigBootConfig {
         })
     }
 
-    fn write_ours(&self, ours: &Ours, value: Option<&str>) -> Result<(), BootConfigError> {
-        let rel = self.place.file();
-        match (self.place, value) {
-            (DefaultsPlace::DropIn, Some(v)) => {
-                // The generator reads the directory even when no package
-                // has put a drop-in there yet.
-                boot::ensure_dir(&self.host, boot::DEFAULT_GRUB_D)?;
-                boot::replace_atomic(&self.host, rel, grub_dropin::dropin_text(v)?.as_bytes())?;
-            }
-            (DefaultsPlace::DropIn, None) => {
-                boot::remove_durable(&self.host, rel)?;
-            }
+    /// pcipass's file setting `value`, from its bytes `old`: the drop-in
+    /// (removed for no list), or `/etc/default/grub` with its block.
+    fn ours_with(
+        &self,
+        old: Option<&[u8]>,
+        value: Option<&str>,
+    ) -> Result<FileWrite, BootConfigError> {
+        let new = match (self.place, value) {
+            (DefaultsPlace::DropIn, Some(v)) => Some(grub_dropin::dropin_text(v)?.into_bytes()),
+            (DefaultsPlace::DropIn, None) => None,
             (DefaultsPlace::DefaultGrub, _) => {
-                let text =
-                    grub_dropin::with_block(ours.bytes.as_deref().unwrap_or_default(), value)?;
-                boot::replace_atomic(&self.host, rel, &text)?;
+                Some(grub_dropin::with_block(old.unwrap_or_default(), value)?)
             }
-        }
-        Ok(())
-    }
-
-    /// Put pcipass's file back as it was.
-    fn restore(&self, ours: &Ours) -> Result<(), BootConfigError> {
-        Ok(boot::put_back(
-            &self.host,
-            self.place.file(),
-            ours.bytes.as_deref(),
-        )?)
+        };
+        Ok(FileWrite {
+            rel: self.place.file().to_owned(),
+            new,
+        })
     }
 
     fn run_regenerate(&self) -> Result<(), BootConfigError> {
@@ -214,7 +201,7 @@ impl GrubMkconfigBootConfig {
 
     /// The regenerated grub.cfg's next boot, which must hide exactly
     /// `value`; every other Xen entry that would not is logged.
-    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
+    fn verify_regenerated(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
         let (_, config) = load_grub(&self.host)?;
         let view = grub_boot_view(&config)?;
         let got = view.value_text();
@@ -278,52 +265,68 @@ impl BootConfig for GrubMkconfigBootConfig {
         Ok(view)
     }
 
-    fn update_hide(
-        &self,
-        plan: &mut HidePlan<'_>,
-        check: &HideCheck<'_>,
-    ) -> Result<HideView, BootConfigError> {
-        let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+    fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
+        Ok(Some(boot::lock(&self.host)?))
+    }
+
+    fn journal(&self) -> Option<String> {
+        boot::locate(&self.host).ok().map(journal_beside)
+    }
+
+    /// What boots is the generated grub.cfg; a list that boots only from
+    /// a hand edit of it is not durable (the next update-grub drops it),
+    /// unless the operator's own setting gives it.
+    fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
+        // Without a way to regenerate grub.cfg no edit can be made: said
+        // first, before the generator's inputs are even read.
         if let Regenerate::Unknown(reason) = &self.regenerate {
             return Err(BootConfigError::EditsRefused(reason.clone()));
         }
-        let _lock = boot::lock(&self.host)?;
-        let (_, config) = load_grub(&self.host)?;
-        let before = grub_boot_view(&config)?;
+        let (files, config) = load_grub(&self.host)?;
+        let view = grub_boot_view(&config)?;
         let ours = self.read_ours()?;
-        let value = match plan_edit(&before, plan)? {
-            // Nothing to change in what boots; but a list that boots only
-            // from a hand edit of grub.cfg is made durable.
-            HideEdit::Unchanged
-                if ours.value == before.value_text() || self.operator_sets_hide() =>
-            {
-                return Ok(before);
-            }
-            HideEdit::Unchanged => before.value_text(),
-            HideEdit::Set(value) => Some(value),
-            HideEdit::Delete => None,
-        };
-        let line = dom0_line_with_hide(&config.boot_cmdline()?.bytes, value.as_deref())?;
-        check(&before, &HideView::from_cmdline(&line))?;
-        self.write_ours(&ours, value.as_deref())?;
-        if let Err(e) = self.run_regenerate() {
-            // grub-mkconfig installs its output only on success: grub.cfg
-            // is still the old one, so only the input goes back.
-            if let Err(restore) = self.restore(&ours) {
-                tracing::error!("cannot restore {}: {restore}", self.place.file());
-            }
-            return Err(e);
-        }
-        match self.verify(value.as_deref()) {
-            Ok(view) => Ok(view),
-            Err(e) => {
-                let back = self.restore(&ours).and_then(|()| self.run_regenerate());
-                if let Err(again) = back {
-                    tracing::error!("cannot restore grub.cfg after a refused edit: {again}");
-                }
-                Err(e)
-            }
-        }
+        let durable = ours.value == view.value_text() || self.operator_sets_hide();
+        Ok(Snapshot {
+            view,
+            line: config.boot_cmdline()?.bytes,
+            durable,
+            files: vec![
+                (self.place.file().to_owned(), ours.bytes),
+                (files.rel.to_owned(), Some(files.cfg)),
+            ],
+            token: None,
+        })
+    }
+
+    /// pcipass's file, then grub.cfg regenerated by the host's command
+    /// (grub-mkconfig installs its output only on success).
+    fn plan<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: Option<&str>,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let grub_rel = snap
+            .files
+            .get(1)
+            .map(|(rel, _)| rel.clone())
+            .unwrap_or_default();
+        Ok(Changes {
+            writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
+            generated: vec![grub_rel],
+            steps: vec![Box::new(|| self.run_regenerate())],
+        })
+    }
+
+    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
+        self.verify_regenerated(value)
     }
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {

@@ -17,6 +17,8 @@
 //! rule, Xen's and the kernel's length limits, and that the kernel will
 //! read back exactly the intended list.
 
+use std::sync::Mutex;
+
 use crate::domain::PciAddress;
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HideEdit, HideParseError, HideView};
@@ -28,16 +30,18 @@ mod engine;
 mod exec;
 mod mkconfig;
 mod native;
+pub mod txn;
 mod xenefi;
 
 pub use early::{
-    DRACUT_DROPIN, InitramfsCopies, InitramfsCopy, InitramfsUpdate, MODPROBE_DROPIN, NativeDriver,
-    ensure_pciback_early, ensure_pciback_early_for, hidden_natives,
+    DRACUT_DROPIN, EarlyPlan, InitramfsCopies, InitramfsCopy, InitramfsUpdate, MODPROBE_DROPIN,
+    NativeDriver, Rebuild, hidden_natives, plan_pciback_early, plan_pciback_early_for,
 };
 pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
+pub use txn::{Changes, FileWrite, Snapshot};
 pub use xenefi::{XenEfiBootConfig, booted_ramdisk};
 
 /// Why the boot configuration cannot be read or edited.
@@ -99,6 +103,10 @@ pub enum BootConfigError {
     /// This host's boot flow cannot be edited (yet): why, and what to do.
     #[error("{0}")]
     EditsRefused(String),
+    /// The boot configuration changed between read and write (a
+    /// compare-and-set lost): the edit is planned again.
+    #[error("the boot configuration changed while it was edited")]
+    Changed,
     /// Whether the running kernel has xen-pciback built in or as a module
     /// cannot be told, so pcipass cannot make a hide take effect at boot:
     /// an edit that hides a function is refused (fail closed).
@@ -217,7 +225,7 @@ pub type HidePlan<'a> = dyn FnMut(Option<&[u8]>) -> Result<HideEdit, HideParseEr
 
 /// The edit `plan` makes of the hide list `before`: refused when the
 /// current value does not parse (the kernel hides nothing with it, and
-/// an edit on top would keep it broken). Every backend plans this way.
+/// an edit on top would keep it broken). Every flow plans this way.
 pub(super) fn plan_edit(
     before: &HideView,
     plan: &mut HidePlan<'_>,
@@ -228,24 +236,51 @@ pub(super) fn plan_edit(
     Ok(plan(before.value.as_deref())?)
 }
 
-/// Read and edit the dom0 hide list of the boot configuration.
+/// One boot flow's configuration: where the next boot's hide list is read
+/// and what an edit of it changes. The edit itself is [`txn::edit`], the
+/// same for every flow; a flow only reads, plans and reads back.
 pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// The hide list the next boot's kernel will use.
     fn boot_view(&self) -> Result<HideView, BootConfigError>;
 
-    /// Read-modify-write of the hide list, serialised against this
-    /// process's other writers and, where the program allows it, against
-    /// `xen-cmdline` (the shared lock; a compare-and-set for the exec
-    /// backend; XenServer's own tool has neither). `check` sees the view
-    /// the edit would produce before anything is written and may refuse it.
-    fn update_hide(
-        &self,
-        plan: &mut HidePlan<'_>,
-        check: &HideCheck<'_>,
-    ) -> Result<HideView, BootConfigError>;
+    /// The root the configuration is under.
+    fn host(&self) -> &HostRoot;
+
+    /// This process's writer lock: one edit at a time.
+    fn writer(&self) -> &Mutex<()>;
+
+    /// The file lock every edit holds, the one `xen-cmdline` takes;
+    /// `None` where the flow's program serialises its own edits.
+    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError>;
+
+    /// The journal of this flow's edits (host-relative, beside the lock);
+    /// `None` where there is nothing to put back (the program's own edit).
+    fn journal(&self) -> Option<String>;
+
+    /// What an edit starts from, read under the lock.
+    fn snapshot(&self) -> Result<Snapshot, BootConfigError>;
+
+    /// What makes the next boot hide `value` (`None`: nothing), planned
+    /// from `snap` before anything is written; refused here when the flow
+    /// cannot do it.
+    fn plan<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: Option<&str>,
+    ) -> Result<Changes<'a>, BootConfigError>;
+
+    /// After the changes: what the next boot gives, which must be exactly
+    /// `value` (else [`BootConfigError::Verify`]).
+    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError>;
 
     /// Changes when the configuration changes; `None` when unknown.
     fn fingerprint(&self) -> Option<GrubFingerprint>;
+
+    /// True when a read may be cached on [`BootConfig::fingerprint`] (the
+    /// value comes from the files alone).
+    fn cacheable(&self) -> bool {
+        false
+    }
 
     /// The initramfs copies the next boot loads instead of the images the
     /// initramfs builder writes ([`InitramfsCopy`]), refreshed after a
@@ -254,12 +289,34 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
         Ok(Vec::new())
     }
+}
 
-    /// True when a read may be cached on [`BootConfig::fingerprint`] (the
-    /// value comes from the files alone).
-    fn cacheable(&self) -> bool {
-        false
+impl dyn BootConfig + '_ {
+    /// Edit the hide list by `plan`, `check` seeing the views before and
+    /// after: [`txn::edit`] without an early-load step.
+    pub fn update_hide(
+        &self,
+        plan: &mut HidePlan<'_>,
+        check: &HideCheck<'_>,
+    ) -> Result<HideView, BootConfigError> {
+        txn::edit(self, plan, check, &|_, _| Ok(None))
     }
+}
+
+/// A written file's read-back: the next boot must hide exactly `value`.
+pub(super) fn expect_value(
+    view: HideView,
+    value: Option<&str>,
+    what: &str,
+) -> Result<HideView, BootConfigError> {
+    if view.value_text().as_deref() == value {
+        return Ok(view);
+    }
+    Err(BootConfigError::Verify(format!(
+        "{what} reads back xen-pciback.hide={}, not {}",
+        view.value_text().as_deref().unwrap_or("(none)"),
+        value.unwrap_or("(none)")
+    )))
 }
 
 /// The fingerprint of the grub.cfg under `host`, if it has one.

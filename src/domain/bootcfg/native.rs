@@ -3,11 +3,16 @@
 
 use std::sync::Mutex;
 
-use super::{BootConfig, BootConfigError, HideCheck, HidePlan, grub_fingerprint, plan_edit};
+use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
+use super::{BootConfig, BootConfigError, expect_value, grub_fingerprint};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::GrubFingerprint;
 use crate::host::{HostRoot, boot};
+
+/// The key of grubenv's bytes in a [`Snapshot`] (the one-time choice
+/// GRUB boots is part of what an edit starts from).
+const GRUBENV_KEY: &str = "(grubenv)";
 
 /// grub.cfg under the root, edited in-process.
 #[derive(Debug)]
@@ -127,21 +132,67 @@ impl BootConfig for NativeBootConfig {
         grub_boot_view(&config)
     }
 
-    fn update_hide(
-        &self,
-        plan: &mut HidePlan<'_>,
-        check: &HideCheck<'_>,
-    ) -> Result<HideView, BootConfigError> {
-        let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        edit_grub(&self.host, |config| {
-            let before = grub_boot_view(config)?;
-            let edit = plan_edit(&before, plan)?;
-            let Some((text, after)) = planned_grub(config, &edit)? else {
-                return Ok((None, before));
-            };
-            check(&before, &after)?;
-            Ok((Some(text), after))
+    fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
+        Ok(Some(boot::lock(&self.host)?))
+    }
+
+    fn journal(&self) -> Option<String> {
+        boot::locate(&self.host).ok().map(journal_beside)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
+        let (files, config) = load_grub(&self.host)?;
+        Ok(Snapshot {
+            view: grub_boot_view(&config)?,
+            line: config.boot_cmdline()?.bytes,
+            durable: true,
+            files: vec![
+                (files.rel.to_owned(), Some(files.cfg)),
+                (GRUBENV_KEY.to_owned(), files.env),
+            ],
+            token: None,
         })
+    }
+
+    /// grub.cfg edited in place: every entry the edit touches must read
+    /// back exactly the planned list.
+    fn plan<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: Option<&str>,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let (rel, cfg) = snap.files.first().cloned().unwrap_or_default();
+        let env = snap
+            .file(GRUBENV_KEY)
+            .map_or_else(GrubEnv::absent, GrubEnv::parse);
+        let config = GrubConfig::parse(cfg.as_deref().unwrap_or_default(), &env)?;
+        let edit = match value {
+            Some(v) => HideEdit::Set(v.to_owned()),
+            None => HideEdit::Delete,
+        };
+        let Some((text, _)) = planned_grub(&config, &edit)? else {
+            return Ok(Changes::default());
+        };
+        Ok(Changes {
+            writes: vec![FileWrite {
+                rel,
+                new: Some(text),
+            }],
+            ..Changes::default()
+        })
+    }
+
+    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
+        let (_, config) = load_grub(&self.host)?;
+        expect_value(grub_boot_view(&config)?, value, "grub.cfg")
     }
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {

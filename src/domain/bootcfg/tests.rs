@@ -155,7 +155,8 @@ fn concurrent_edits_lose_nothing() {
                 for i in 0..8u8 {
                     let addr = PciAddress::new(0, t + 1, i, 0).unwrap();
                     let tree = Topology::flat([addr]);
-                    backend
+                    let config: &dyn BootConfig = backend.as_ref();
+                    config
                         .update_hide(&mut |c| hide::plan_disable(c, &addr, &tree), &|_, _| Ok(()))
                         .unwrap();
                 }

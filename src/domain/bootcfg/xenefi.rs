@@ -8,10 +8,9 @@
 
 use std::sync::Mutex;
 
-use super::{
-    BootConfig, BootConfigError, HideCheck, HidePlan, InitramfsCopy, dom0_line_with_hide, plan_edit,
-};
-use crate::domain::hide::{HideEdit, HideView};
+use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
+use super::{BootConfig, BootConfigError, InitramfsCopy, dom0_line_with_hide, expect_value};
+use crate::domain::hide::HideView;
 use crate::domain::xen_efi;
 use crate::host::HostRoot;
 use crate::host::boot::{self, GrubFingerprint};
@@ -46,38 +45,64 @@ impl BootConfig for XenEfiBootConfig {
         Ok(HideView::from_cmdline(&self.args()?.1))
     }
 
-    fn update_hide(
-        &self,
-        plan: &mut HidePlan<'_>,
-        check: &HideCheck<'_>,
-    ) -> Result<HideView, BootConfigError> {
-        let _in_process = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let _lock = boot::lock_beside(&self.host, &self.cfg)?;
+    fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
+        Ok(Some(boot::lock_beside(&self.host, &self.cfg)?))
+    }
+
+    fn journal(&self) -> Option<String> {
+        Some(journal_beside(&self.cfg))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
         let (text, args) = self.args()?;
-        let before = HideView::from_cmdline(&args);
-        let value = match plan_edit(&before, plan)? {
-            HideEdit::Unchanged => return Ok(before),
-            HideEdit::Set(value) => Some(value),
-            HideEdit::Delete => None,
-        };
-        let new_args = dom0_line_with_hide(&args, value.as_deref())?;
-        let after = HideView::from_cmdline(&new_args);
-        if after.value.as_deref() != value.as_deref().map(str::as_bytes) {
-            return Err(BootConfigError::Verify(format!(
-                "xen.cfg would read back xen-pciback.hide={:?}",
-                after.value_text()
-            )));
-        }
-        check(&before, &after)?;
-        let new_text = xen_efi::replace_dom0_args(&text, &new_args)?;
-        // What Xen will read from the new file is what was planned.
+        Ok(Snapshot {
+            view: HideView::from_cmdline(&args),
+            line: args,
+            durable: true,
+            files: vec![(self.cfg.clone(), Some(text))],
+            token: None,
+        })
+    }
+
+    /// Only the dom0 arguments of the booted section's `kernel=` line
+    /// change; Xen must read back exactly the planned arguments.
+    fn plan<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: Option<&str>,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let text = snap.file(&self.cfg).unwrap_or_default();
+        let new_args = dom0_line_with_hide(&snap.line, value)?;
+        expect_value(
+            HideView::from_cmdline(&new_args),
+            value,
+            "the new kernel= line",
+        )?;
+        let new_text = xen_efi::replace_dom0_args(text, &new_args)?;
         if xen_efi::dom0_args(&new_text)? != new_args {
             return Err(BootConfigError::Verify(
                 "xen.cfg would not read back".into(),
             ));
         }
-        boot::replace_atomic(&self.host, &self.cfg, &new_text)?;
-        Ok(after)
+        Ok(Changes {
+            writes: vec![FileWrite {
+                rel: self.cfg.clone(),
+                new: Some(new_text),
+            }],
+            ..Changes::default()
+        })
+    }
+
+    fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
+        expect_value(self.boot_view()?, value, "xen.cfg")
     }
 
     fn fingerprint(&self) -> Option<GrubFingerprint> {

@@ -1,0 +1,496 @@
+//! The one edit transaction of every boot flow. A flow says what boots
+//! ([`BootConfig::snapshot`]), which files an edit changes and which
+//! programs it runs ([`BootConfig::plan`]), and what boots afterwards
+//! ([`BootConfig::verify`]); [`edit`] does the rest, the same way for
+//! every flow:
+//!
+//! 1. the process's writer lock, then the flow's file lock (the one
+//!    `xen-cmdline` takes);
+//! 2. an unfinished earlier edit is undone ([`recover`]);
+//! 3. plan from what boots, then every check that can be made before
+//!    writing: the kernel's length limit, the caller's check (boot disks),
+//!    the flow's own (no regeneration command, ...), the early-load needs
+//!    (xen-pciback in the initramfs, the copies the loader boots). A
+//!    refused edit has touched nothing;
+//! 4. the intent is recorded, fsync'd, in a journal beside the flow's
+//!    lock (every file the edit may change, with its bytes before, and
+//!    whether the initramfs is rebuilt);
+//! 5. the flow's files are written and its programs run (grub.cfg
+//!    regenerated), and what boots is read back; then the early-load
+//!    files, the initramfs rebuild and the copies;
+//! 6. the journal is removed: the edit is done and may be acknowledged.
+//!
+//! A failure in 5 puts every recorded file back (the initramfs rebuilt
+//! again if it had been); a crash in 5 leaves the journal, and the next
+//! edit or the next start ([`recover`]) does the same, so that what boots
+//! is always what the last acknowledged answer said. Programs run in
+//! their own process group ([`crate::host::exec`]), so a stop of the
+//! daemon's main process does not kill them half-way.
+
+use serde::{Deserialize, Serialize};
+
+use super::early::{EarlyPlan, Rebuild};
+use super::{BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, plan_edit};
+use crate::domain::hide::{HideEdit, HideView};
+use crate::host::{HostRoot, boot};
+
+/// How many times an edit is planned again when the boot configuration
+/// changed under it (a compare-and-set that lost).
+const ATTEMPTS: usize = 5;
+
+/// What an edit starts from, read under the flow's lock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The hide list the next boot gives.
+    pub view: HideView,
+    /// The dom0 command line the hide list is part of (for Xen's length
+    /// limit); only the hide arguments where the flow cannot tell more.
+    pub line: Vec<u8>,
+    /// False when the next boot's list is not yet durable and an edit
+    /// that changes nothing must still write it (grub.cfg edited by hand
+    /// on a grub-mkconfig host).
+    pub durable: bool,
+    /// The flow's files as read, host-relative path and bytes (`None`:
+    /// absent), for its [`BootConfig::plan`].
+    pub files: Vec<(String, Option<Vec<u8>>)>,
+    /// What a compare-and-set compares against, where the flow's program
+    /// edits (what `xen-cmdline --get-dom0` printed).
+    pub token: Option<String>,
+}
+
+impl Snapshot {
+    /// The bytes of `rel` as read.
+    pub fn file(&self, rel: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(r, _)| r == rel)
+            .and_then(|(_, b)| b.as_deref())
+    }
+}
+
+/// One file an edit writes: where, and what it will hold (`None`:
+/// removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileWrite {
+    /// Host-relative path.
+    pub rel: String,
+    /// The new bytes; `None` removes the file.
+    pub new: Option<Vec<u8>>,
+}
+
+/// A program or step of a flow's edit, after its files are written.
+pub type FlowStep<'a> = Box<dyn FnOnce() -> Result<(), BootConfigError> + 'a>;
+
+/// What a flow's edit changes.
+#[derive(Default)]
+pub struct Changes<'a> {
+    /// Files written, in order.
+    pub writes: Vec<FileWrite>,
+    /// Files a step rewrites (grub.cfg from the generator): recorded and
+    /// put back like the written ones.
+    pub generated: Vec<String>,
+    /// Steps after the writes (the generator), in order.
+    pub steps: Vec<FlowStep<'a>>,
+}
+
+impl std::fmt::Debug for Changes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("writes", &self.writes)
+            .field("generated", &self.generated)
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}
+
+/// A file as it was before an edit, in the journal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Saved {
+    rel: String,
+    /// Hex of the bytes; `None`: the file did not exist.
+    old: Option<String>,
+}
+
+/// The journal of an edit in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Journal {
+    /// What the edit was for (the planned hide list), for the log.
+    value: Option<String>,
+    /// Every file the edit may change, as it was.
+    files: Vec<Saved>,
+    /// The initramfs rebuild the edit runs, `None` without one: after a
+    /// crash the initramfs is rebuilt from the restored files whatever
+    /// they say.
+    rebuild: Option<Rebuild>,
+    /// The copies of the initramfs the loader boots (built, booted).
+    copies: Vec<(String, String)>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// The journal beside the boot configuration file `cfg`
+/// (`<cfg>.pcipass-journal`, beside its lock).
+pub fn journal_beside(cfg: &str) -> String {
+    format!("{cfg}.pcipass-journal")
+}
+
+/// Undo an edit a crash left unfinished: its journal at `journal` names
+/// every file as it was; they are put back, the initramfs rebuilt if the
+/// edit rebuilds it and its copies refreshed, then the journal removed.
+/// Returns what was done, for the log; `None` when there was nothing.
+/// Run under the flow's lock, before any edit and at start.
+pub fn recover(host: &HostRoot, journal: &str) -> Result<Option<String>, BootConfigError> {
+    let Some(bytes) = host.read_if_exists(journal)? else {
+        return Ok(None);
+    };
+    let record: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+        BootConfigError::EditsRefused(format!(
+            "the journal of an unfinished boot configuration edit, /{journal}, cannot be read \
+             ({e}): check the files it names against the running system's, then remove it"
+        ))
+    })?;
+    let mut restored = Vec::new();
+    for saved in record.files.iter().rev() {
+        let old = match &saved.old {
+            Some(text) => Some(unhex(text).ok_or_else(|| {
+                BootConfigError::EditsRefused(format!(
+                    "the journal /{journal} holds damaged bytes for /{}",
+                    saved.rel
+                ))
+            })?),
+            None => None,
+        };
+        if host.read_if_exists(&saved.rel)? != old {
+            boot::put_back(host, &saved.rel, old.as_deref())?;
+            restored.push(format!("/{}", saved.rel));
+        }
+    }
+    if let Some(how) = &record.rebuild {
+        super::early::rebuild(host, how)?;
+    }
+    let copies: Vec<_> = record
+        .copies
+        .iter()
+        .map(|(built, booted)| super::early::InitramfsCopy {
+            built: built.clone(),
+            booted: booted.clone(),
+        })
+        .collect();
+    super::early::refresh_copies(host, &copies)?;
+    boot::remove_durable(host, journal)?;
+    let done = format!(
+        "undid an unfinished edit (xen-pciback.hide={}): {}{}",
+        record.value.as_deref().unwrap_or("(none)"),
+        if restored.is_empty() {
+            "every file was still as before".to_owned()
+        } else {
+            format!("put back {}", restored.join(", "))
+        },
+        if record.rebuild.is_some() {
+            "; the initramfs rebuilt"
+        } else {
+            ""
+        },
+    );
+    Ok(Some(done))
+}
+
+/// [`recover`] for `config`'s journal, under its locks: at start.
+pub fn recover_now(config: &dyn BootConfig) -> Result<Option<String>, BootConfigError> {
+    let _in_process = config.writer().lock().unwrap_or_else(|p| p.into_inner());
+    let Some(journal) = config.journal() else {
+        return Ok(None);
+    };
+    if !config.host().exists(&journal) {
+        return Ok(None);
+    }
+    let _lock = config.lock()?;
+    recover(config.host(), &journal)
+}
+
+/// The early-load step of an edit, planned from the views before and
+/// after; `None` when it changes nothing.
+pub type EarlyPlanner<'a> =
+    dyn Fn(&HideView, &HideView) -> Result<Option<EarlyPlan>, BootConfigError> + 'a;
+
+/// Edit the hide list of `config` by `plan`: the whole transaction of
+/// the module documentation. `check` sees the views before and after
+/// and may refuse; `early` plans the early-load step.
+pub fn edit(
+    config: &dyn BootConfig,
+    plan: &mut HidePlan<'_>,
+    check: &HideCheck<'_>,
+    early: &EarlyPlanner<'_>,
+) -> Result<HideView, BootConfigError> {
+    let _in_process = config.writer().lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..ATTEMPTS {
+        let _lock = config.lock()?;
+        let host = config.host();
+        let journal = config.journal();
+        if let Some(journal) = &journal
+            && let Some(done) = recover(host, journal)?
+        {
+            tracing::warn!(journal = %journal, "{done}");
+        }
+        let snap = config.snapshot()?;
+        let value = match plan_edit(&snap.view, plan)? {
+            HideEdit::Unchanged if snap.durable => return Ok(snap.view),
+            HideEdit::Unchanged => snap.view.value_text(),
+            HideEdit::Set(value) => Some(value),
+            HideEdit::Delete => None,
+        };
+        let line = dom0_line_with_hide(&snap.line, value.as_deref())?;
+        let after = HideView::from_cmdline(&line);
+        check(&snap.view, &after)?;
+        let changes = config.plan(&snap, value.as_deref())?;
+        let early_plan = early(&snap.view, &after)?;
+        match run(
+            config,
+            journal.as_deref(),
+            value.as_deref(),
+            changes,
+            early_plan.as_ref(),
+        ) {
+            Err(BootConfigError::Changed) => {
+                tracing::info!(
+                    "the boot configuration changed between read and write; planning again"
+                );
+            }
+            other => return other,
+        }
+    }
+    Err(BootConfigError::Verify(
+        "the boot configuration kept changing while pcipass edited it".into(),
+    ))
+}
+
+/// Steps 4 to 6 of the module documentation.
+fn run(
+    config: &dyn BootConfig,
+    journal: Option<&str>,
+    value: Option<&str>,
+    changes: Changes<'_>,
+    early: Option<&EarlyPlan>,
+) -> Result<HideView, BootConfigError> {
+    let host = config.host();
+    let mut rels: Vec<String> = changes.writes.iter().map(|w| w.rel.clone()).collect();
+    rels.extend(changes.generated.iter().cloned());
+    if let Some(early) = early {
+        rels.extend(early.writes.iter().map(|w| w.rel.clone()));
+    }
+    let mut saved = Vec::new();
+    for rel in &rels {
+        if !saved.iter().any(|(r, _): &(String, _)| r == rel) {
+            saved.push((rel.clone(), host.read_if_exists(rel)?));
+        }
+    }
+    let record = Journal {
+        value: value.map(str::to_owned),
+        files: saved
+            .iter()
+            .map(|(rel, old)| Saved {
+                rel: rel.clone(),
+                old: old.as_deref().map(hex),
+            })
+            .collect(),
+        rebuild: early.and_then(|e| e.rebuild.clone()),
+        copies: early
+            .map(|e| {
+                e.copies
+                    .iter()
+                    .map(|c| (c.built.clone(), c.booted.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    if let Some(journal) = journal {
+        let text = serde_json::to_vec(&record).map_err(|e| {
+            BootConfigError::EditsRefused(format!("cannot record the edit's journal: {e}"))
+        })?;
+        boot::replace_atomic(host, journal, &text)?;
+    }
+    let mut rebuilt = false;
+    let result = (|| {
+        write_all(host, &changes.writes)?;
+        boot::fault_point("txn-after-writes");
+        for step in changes.steps {
+            step()?;
+        }
+        let view = config.verify(value)?;
+        boot::fault_point("txn-after-steps");
+        if let Some(early) = early {
+            write_all(host, &early.writes)?;
+            early.run(host, &mut rebuilt)?;
+        }
+        boot::fault_point("txn-after-early");
+        Ok(view)
+    })();
+    match result {
+        Ok(view) => {
+            if let Some(journal) = journal {
+                boot::remove_durable(host, journal)?;
+            }
+            Ok(view)
+        }
+        Err(e) => {
+            let undone = undo(host, &saved, rebuilt, early);
+            match (&undone, journal) {
+                (Ok(()), Some(journal)) => {
+                    if let Err(again) = boot::remove_durable(host, journal) {
+                        tracing::error!("cannot remove /{journal}: {again}");
+                    }
+                }
+                (Err(again), _) => tracing::error!(
+                    "cannot undo a failed edit ({again}); the journal stays for the next edit \
+                     or start to finish"
+                ),
+                _ => {}
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Write the early-load files and run the rebuild now, outside an edit
+/// transaction (`xen-cmdline`'s generic key edits of grub.cfg in place);
+/// the files are put back if the rebuild fails.
+pub fn apply_early(host: &HostRoot, early: &EarlyPlan) -> Result<(), BootConfigError> {
+    let mut saved = Vec::new();
+    for write in &early.writes {
+        saved.push((write.rel.clone(), host.read_if_exists(&write.rel)?));
+    }
+    let mut rebuilt = false;
+    let result = write_all(host, &early.writes).and_then(|()| early.run(host, &mut rebuilt));
+    if result.is_err()
+        && let Err(again) = undo(host, &saved, rebuilt, Some(early))
+    {
+        tracing::error!("cannot undo the early-load files: {again}");
+    }
+    result
+}
+
+/// Write each file (atomically), or remove it.
+fn write_all(host: &HostRoot, writes: &[FileWrite]) -> Result<(), BootConfigError> {
+    for write in writes {
+        if let Some((dir, _)) = write.rel.rsplit_once('/') {
+            boot::ensure_dir(host, dir)?;
+        }
+        boot::put_back(host, &write.rel, write.new.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Put every saved file back, newest first; rebuild the initramfs again
+/// when this edit had rebuilt it.
+fn undo(
+    host: &HostRoot,
+    saved: &[(String, Option<Vec<u8>>)],
+    rebuilt: bool,
+    early: Option<&EarlyPlan>,
+) -> Result<(), BootConfigError> {
+    for (rel, old) in saved.iter().rev() {
+        if host.read_if_exists(rel)? != *old {
+            boot::put_back(host, rel, old.as_deref())?;
+        }
+    }
+    if rebuilt && let Some(early) = early {
+        let mut again = false;
+        early.run(host, &mut again)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        for bytes in [&b""[..], b"\x00\xff grub.cfg\n", &[7u8; 300][..]] {
+            assert_eq!(unhex(&hex(bytes)).as_deref(), Some(bytes));
+        }
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn recover_puts_every_file_back_and_removes_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("etc/default/grub.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("boot/grub")).unwrap();
+        std::fs::write(dir.path().join("boot/grub/grub.cfg"), "new\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/default/grub.d/zz-pcipass.cfg"),
+            "half an edit\n",
+        )
+        .unwrap();
+        let record = Journal {
+            value: Some("(0000:01:00.0)".into()),
+            files: vec![
+                Saved {
+                    rel: "etc/default/grub.d/zz-pcipass.cfg".into(),
+                    old: None,
+                },
+                Saved {
+                    rel: "boot/grub/grub.cfg".into(),
+                    old: Some(hex(b"old\n")),
+                },
+            ],
+            rebuild: None,
+            copies: Vec::new(),
+        };
+        let journal = "boot/grub/grub.cfg.pcipass-journal";
+        std::fs::write(
+            dir.path().join(journal),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        let done = recover(&host, journal).unwrap().unwrap();
+        assert!(
+            done.contains("/etc/default/grub.d/zz-pcipass.cfg"),
+            "{done}"
+        );
+        assert!(done.contains("/boot/grub/grub.cfg"), "{done}");
+        assert!(
+            !dir.path()
+                .join("etc/default/grub.d/zz-pcipass.cfg")
+                .exists()
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("boot/grub/grub.cfg")).unwrap(),
+            b"old\n"
+        );
+        assert!(!dir.path().join(journal).exists());
+        assert_eq!(recover(&host, journal).unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_journal_refuses_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        std::fs::write(dir.path().join("x.pcipass-journal"), "{ half").unwrap();
+        let err = recover(&host, "x.pcipass-journal").unwrap_err();
+        assert!(matches!(err, BootConfigError::EditsRefused(_)), "{err:?}");
+        assert!(dir.path().join("x.pcipass-journal").exists());
+    }
+}
