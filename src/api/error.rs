@@ -284,30 +284,27 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
-    fn from(e: crate::domain::bootcfg::BootConfigError) -> ApiError {
-        use crate::domain::bootcfg::BootConfigError;
-        use crate::domain::grub::GrubError;
-        tracing::warn!("boot configuration: {e}");
-        match &e {
-            BootConfigError::Grub(GrubError::TooLong { length, limit, .. }) => {
-                ApiError::BootConfigCmdlineTooLong {
-                    length: *length,
-                    limit: *limit,
-                }
+impl From<crate::domain::service::BootErrorKind> for ApiError {
+    fn from(kind: crate::domain::service::BootErrorKind) -> ApiError {
+        use crate::domain::service::BootErrorKind;
+        match kind {
+            BootErrorKind::TooLong { length, limit } => {
+                ApiError::BootConfigCmdlineTooLong { length, limit }
             }
-            BootConfigError::BootDevice { block_device, .. } => {
-                ApiError::BootDevicePassthroughDisallowed(block_device.clone())
+            BootErrorKind::BootDevice { block_device } => {
+                ApiError::BootDevicePassthroughDisallowed(block_device)
             }
-            // Why the hide could not be made to take effect, and what to do.
-            BootConfigError::PcibackUnknown { .. } => {
-                ApiError::BootConfigUnavailable(e.client_reason())
-            }
-            BootConfigError::HideListMalformed(parse) => ApiError::BootConfigHideListMalformed {
-                value: parse.value.clone(),
-                reason: format!("{} at {}", parse.reason, parse.offending),
+            BootErrorKind::HideListMalformed {
+                value,
+                offending,
+                reason,
+            } => ApiError::BootConfigHideListMalformed {
+                value,
+                reason: format!("{reason} at {offending}"),
             },
-            _ => ApiError::BootConfigUnavailable(e.client_reason()),
+            // The reason says why (for an unknown xen-pciback: why the hide
+            // could not be made to take effect, and what to do).
+            BootErrorKind::Unavailable { reason } => ApiError::BootConfigUnavailable(reason),
         }
     }
 }
@@ -315,8 +312,11 @@ impl From<crate::domain::bootcfg::BootConfigError> for ApiError {
 impl From<crate::domain::service::DomainError> for ApiError {
     fn from(e: crate::domain::service::DomainError) -> ApiError {
         use crate::domain::service::DomainError;
+        if let Some(kind) = e.boot_kind() {
+            tracing::warn!("boot configuration: {e}");
+            return kind.into();
+        }
         match e {
-            DomainError::Boot(boot) => boot.into(),
             DomainError::BootDisk {
                 block_device,
                 function,
@@ -357,9 +357,10 @@ mod tests {
     #[test]
     fn an_unknown_xen_pciback_refusal_says_why_and_what_to_do() {
         use crate::domain::bootcfg::BootConfigError;
-        let e: ApiError = BootConfigError::PcibackUnknown {
+        use crate::domain::service::DomainError;
+        let e: ApiError = DomainError::Boot(BootConfigError::PcibackUnknown {
             kernel_release: "6.1.0-28-amd64".into(),
-        }
+        })
         .into();
         let d = e.description();
         assert_eq!(d.len(), 2, "{d:?}");

@@ -22,8 +22,7 @@ use crate::api::invoke::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::{self, now_datetime};
 use crate::api::{ApiError, Value, event, sync, task};
-use crate::domain::about::HostDescription;
-use crate::domain::service::Reboot;
+use crate::domain::service::{HostDescription, Reboot};
 use crate::idl;
 use crate::store::{Change, Store, db};
 

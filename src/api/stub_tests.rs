@@ -12,8 +12,7 @@ use crate::api::invoke::invoke;
 use crate::api::session::LoginThrottle;
 use crate::api::{ApiError, Role, Value, host, session, sync};
 use crate::domain::PciAddress;
-use crate::domain::devices::{Names, PciFunction};
-use crate::domain::service::StubDom0Host;
+use crate::domain::service::{Names, PciFunction, StubDom0Host};
 use crate::store::Store;
 
 fn a(s: &str) -> PciAddress {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::api::context::Context;
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Value, derived};
-use crate::domain::devices::{self, PciFunction};
+use crate::domain::service::{self, PciFunction};
 use crate::store::{Change, Object, db};
 
 /// What one PCI object should say, from discovery.
@@ -75,7 +75,7 @@ impl WantedPci {
             ],
             fields,
             physfn: f.physfn.map(|a| a.to_string()),
-            dependencies: devices::dependencies(f, all)
+            dependencies: service::dependencies(f, all)
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),

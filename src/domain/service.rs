@@ -12,12 +12,18 @@
 
 use std::fmt;
 
-use crate::domain::about::{self, HostDescription};
+use crate::domain::about;
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
-use crate::domain::devices::{self, PciFunction};
+use crate::domain::devices;
+use crate::domain::grub::GrubError;
 use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
 use crate::host::boot::{Fingerprint, GrubFingerprint};
 use crate::host::{HostError, HostRoot, exec, facts, procfs};
+
+// What the API handles of the domain's data, named here so that this
+// module stays its one door (`tests/layers.rs` holds the API to it).
+pub use crate::domain::about::HostDescription;
+pub use crate::domain::devices::{Names, PciFunction, dependencies};
 
 /// Why a domain call failed. Mapped to XenAPI error codes in one place
 /// (`api::error`).
@@ -50,6 +56,78 @@ pub enum DomainError {
     /// A broken promise inside the domain (a bug).
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl DomainError {
+    /// How a failed boot-configuration call is answered, when this is
+    /// one ([`DomainError::Boot`]).
+    pub fn boot_kind(&self) -> Option<BootErrorKind> {
+        match self {
+            DomainError::Boot(e) => Some(BootErrorKind::of(e)),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of boot-configuration failure a client tells apart, each
+/// with what its answer carries. The API maps them to XenAPI codes
+/// (`api::error`) without reaching into the boot-configuration, GRUB or
+/// hide-list error types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootErrorKind {
+    /// The edited dom0 line would be longer than Xen passes to dom0.
+    TooLong {
+        /// The length the edit would give.
+        length: usize,
+        /// The most that passes.
+        limit: usize,
+    },
+    /// The edit would hide a function a boot disk sits behind.
+    BootDevice {
+        /// The mounted boot device.
+        block_device: String,
+    },
+    /// The current hide value does not parse: edits are refused.
+    HideListMalformed {
+        /// The whole value.
+        value: String,
+        /// The text from the first bad entry on.
+        offending: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Anything else: the boot configuration cannot be read or edited
+    /// now, or the edit cannot be made to take effect; why, fit for a
+    /// client (no paths, one line).
+    Unavailable {
+        /// Why, and what to do where the error says.
+        reason: String,
+    },
+}
+
+impl BootErrorKind {
+    /// The kind of `e`.
+    pub fn of(e: &BootConfigError) -> BootErrorKind {
+        match e {
+            BootConfigError::Grub(GrubError::TooLong { length, limit, .. }) => {
+                BootErrorKind::TooLong {
+                    length: *length,
+                    limit: *limit,
+                }
+            }
+            BootConfigError::BootDevice { block_device, .. } => BootErrorKind::BootDevice {
+                block_device: block_device.clone(),
+            },
+            BootConfigError::HideListMalformed(parse) => BootErrorKind::HideListMalformed {
+                value: parse.value.clone(),
+                offending: parse.offending.clone(),
+                reason: parse.reason.clone(),
+            },
+            _ => BootErrorKind::Unavailable {
+                reason: e.client_reason(),
+            },
+        }
+    }
 }
 
 /// What a reboot did.
