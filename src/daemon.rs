@@ -9,11 +9,8 @@ use std::time::Duration;
 use crate::api::context::{ApiConfig, Auth, Context};
 use crate::api::{derived, event::Registrations, host, session, sync, task};
 use crate::config::{AuthMode, BootBackend, ConfigError, Settings};
-use crate::domain::bootcfg::{
-    BootConfig, DefaultsPlace, ExecBootConfig, GrubMkconfigBootConfig, InitramfsUpdate,
-    NativeBootConfig, Regenerate, XenEfiBootConfig,
-};
-use crate::domain::bootflow::{self, BootFlow, FlowError};
+use crate::domain::bootcfg::{self, BootConfig, FlowOptions, InitramfsUpdate};
+use crate::domain::bootflow::{self, BootFlow, Detected, FlowError};
 use crate::domain::service::{Dom0Host, HostDom0};
 use crate::host::HostRoot;
 use crate::store::{Store, users::UsersFile};
@@ -88,8 +85,8 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     check_root(host_root.root())?;
     let db = state_dir.join("pcipass.db");
     let store = Arc::new(Store::open(&db).map_err(state_at(&db))?);
-    let (flow, flow_cfg) = boot_flow(settings, &host_root)?;
-    let boot = boot_config(settings, &host_root, flow, flow_cfg);
+    let found = boot_flow(settings, &host_root)?;
+    let boot = boot_config(settings, &host_root, &found);
     let dom0 = HostDom0::new(host_root.clone(), boot).with_initramfs(InitramfsUpdate::choose(
         &host_root,
         settings.initramfs_command.as_deref(),
@@ -133,7 +130,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
             .map(str::to_owned)
             .collect(),
         state_dir: state_dir.clone(),
-        boot_flow: flow.to_string(),
+        boot_flow: found.flow.to_string(),
     };
     let auth = auth_of(settings)?;
     log_auth(&auth, &state_dir);
@@ -244,60 +241,30 @@ fn role_groups_text(role_groups: &[(String, crate::api::Role)]) -> String {
         .join(",")
 }
 
-/// The boot configuration of `flow`: xen.cfg for the xen-efi flow, the
-/// generator's input for the grub-mkconfig flow, else grub.cfg in place
-/// through `--boot-backend`.
-fn boot_config(
-    settings: &Settings,
-    host_root: &HostRoot,
-    flow: BootFlow,
-    xen_cfg: Option<String>,
-) -> Box<dyn BootConfig> {
-    if let (BootFlow::XenEfi, Some(cfg)) = (flow, xen_cfg) {
-        return Box::new(XenEfiBootConfig::new(host_root.clone(), cfg));
-    }
-    match flow {
-        BootFlow::GrubMkconfig => {
-            let place = DefaultsPlace::for_host(host_root);
-            let regenerate =
-                Regenerate::for_root(host_root, settings.grub_mkconfig_command.as_deref());
-            match &regenerate {
-                Regenerate::Command(argv) => tracing::info!(
-                    file = place.file(),
-                    command = %argv.join(" "),
-                    "grub-mkconfig flow: edits go to the generator's input, then grub.cfg is regenerated"
-                ),
-                Regenerate::Unknown(reason) => tracing::warn!("grub-mkconfig flow: {reason}"),
-            }
-            Box::new(GrubMkconfigBootConfig::new(
-                host_root.clone(),
-                place,
-                regenerate,
-            ))
-        }
-        BootFlow::XcpNg | BootFlow::XenEfi => {
-            match settings.boot_backend.unwrap_or(BootBackend::Native) {
-                BootBackend::Native => Box::new(NativeBootConfig::new(host_root.clone())),
-                BootBackend::Exec => {
-                    let program = settings
-                        .xen_cmdline
-                        .clone()
-                        .unwrap_or_else(|| "/opt/xensource/libexec/xen-cmdline".into());
-                    Box::new(ExecBootConfig::new(program, host_root.clone()))
-                }
-            }
-        }
-    }
+/// The boot configuration of the flow found, opened in the one place
+/// flows are ([`bootcfg::open`]).
+fn boot_config(settings: &Settings, host_root: &HostRoot, found: &Detected) -> Box<dyn BootConfig> {
+    let exec = settings.boot_backend == Some(BootBackend::Exec);
+    bootcfg::open(
+        host_root,
+        found,
+        &FlowOptions {
+            grub_mkconfig_command: settings.grub_mkconfig_command.clone(),
+            exec_program: exec.then(|| {
+                settings
+                    .xen_cmdline
+                    .clone()
+                    .unwrap_or_else(|| "/opt/xensource/libexec/xen-cmdline".into())
+            }),
+        },
+    )
 }
 
 /// The boot flow of `--boot-flow` on this root, logged with the reason.
 /// A root that holds no boot configuration at all keeps the grub.cfg
 /// flow (every call then says what is missing); an ambiguous one, or a
 /// flow whose file is missing, stops the start.
-fn boot_flow(
-    settings: &Settings,
-    host_root: &HostRoot,
-) -> Result<(BootFlow, Option<String>), DaemonError> {
+fn boot_flow(settings: &Settings, host_root: &HostRoot) -> Result<Detected, DaemonError> {
     let choice = settings.flow_choice();
     match bootflow::detect(choice, &bootflow::gather(host_root)) {
         Ok(found) => {
@@ -311,11 +278,15 @@ fn boot_flow(
                 },
                 "boot flow"
             );
-            Ok((found.flow, found.xen_cfg))
+            Ok(found)
         }
         Err(FlowError::Nothing) => {
             tracing::warn!("{}; serving the grub.cfg flow", FlowError::Nothing);
-            Ok((BootFlow::XcpNg, None))
+            Ok(Detected {
+                flow: BootFlow::XcpNg,
+                xen_cfg: None,
+                reason: FlowError::Nothing.to_string(),
+            })
         }
         Err(e) => Err(DaemonError::State(format!(
             "--root {}: {e}",

@@ -6,9 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use pcipass::domain::bootcfg::{
-    BootConfig, BootConfigError, DefaultsPlace, EarlyPlan, GrubMkconfigBootConfig, InitramfsUpdate,
-    Regenerate, XenEfiBootConfig, edit_grub, grub_boot_view, load_grub, one_line,
-    plan_pciback_early_for, txn,
+    BootConfig, BootConfigError, EarlyPlan, FlowOptions, InitramfsUpdate, edit_grub,
+    grub_boot_view, load_grub, one_line, open, plan_pciback_early_for, txn,
 };
 use pcipass::domain::bootflow::{self, BootFlow, FlowChoice, FlowError};
 use pcipass::domain::grub::{Edit, GrubConfig, Matching, Target};
@@ -393,18 +392,20 @@ fn flow_config(
         Err(FlowError::Nothing) => return Ok((None, false)),
         Err(e) => return Err(e.to_string()),
     };
-    let mkconfig_flow = found.flow == BootFlow::GrubMkconfig;
-    let boot: Option<Box<dyn BootConfig>> = match (found.flow, found.xen_cfg) {
-        (BootFlow::XcpNg, _) => None,
-        (BootFlow::XenEfi, Some(cfg)) => Some(Box::new(XenEfiBootConfig::new(host.clone(), cfg))),
-        (BootFlow::XenEfi, None) => return Err("no xen.cfg to edit".into()),
-        (BootFlow::GrubMkconfig, _) => Some(Box::new(GrubMkconfigBootConfig::new(
-            host.clone(),
-            DefaultsPlace::for_host(host),
-            Regenerate::for_root(host, mkconfig),
-        ))),
-    };
-    Ok((boot, mkconfig_flow))
+    match (found.flow, &found.xen_cfg) {
+        (BootFlow::XcpNg, _) => Ok((None, false)),
+        (BootFlow::XenEfi, None) => Err("no xen.cfg to edit".into()),
+        (flow, _) => {
+            let options = FlowOptions {
+                grub_mkconfig_command: mkconfig.map(str::to_owned),
+                exec_program: None,
+            };
+            Ok((
+                Some(open(host, &found, &options)),
+                flow == BootFlow::GrubMkconfig,
+            ))
+        }
+    }
 }
 
 /// One operation on a flow that keeps the hide list for pcipass: only the

@@ -2,11 +2,10 @@
 //! composed from the boot configuration through the same model of GRUB,
 //! Xen and the kernel the status uses.
 
-use crate::domain::bootcfg::{BootConfigError, booted_ramdisk, load_grub, pci_tree};
+use crate::domain::bootcfg::{self, BootConfigError, FlowOptions, NextBoot, pci_tree};
 use crate::domain::bootflow::{self, BootFlow, Detected, FlowChoice};
 use crate::domain::hide::HideView;
 use crate::domain::pciback::{self, Loading};
-use crate::domain::xen_efi;
 use crate::host::mock::{self, MockError, initramfs};
 use crate::host::{HostRoot, modules};
 
@@ -22,33 +21,19 @@ pub enum MockBootError {
 }
 
 /// The dom0 command line the host's boot flow hands over and the
-/// initramfs it loads: on a host the firmware starts Xen's EFI loader on,
-/// the dom0 arguments and `ramdisk=` of `xen.cfg`'s booted section; else
-/// the default entry's line, as GRUB and Xen hand it over (grubenv
-/// one-time choices included, as GRUB boots them), with `/boot`'s image
-/// of the running kernel.
-fn booted(host: &HostRoot) -> Result<(Vec<u8>, Option<String>), MockBootError> {
-    if let Ok(Detected {
-        flow: BootFlow::XenEfi,
-        xen_cfg: Some(cfg),
-        ..
-    }) = bootflow::detect(FlowChoice::Auto, &bootflow::gather(host))
-    {
-        let text = host.read(&cfg).map_err(BootConfigError::from)?;
-        let args = xen_efi::dom0_args(&text).map_err(BootConfigError::from)?;
-        return Ok((args, booted_ramdisk(host, &cfg)?));
-    }
-    let (_, config) = load_grub(host)?;
-    let line = config.boot_cmdline().map_err(BootConfigError::from)?.bytes;
-    let image = modules::kernel_release(host).ok().and_then(|r| {
-        [
-            format!("boot/initrd.img-{r}"),
-            format!("boot/initramfs-{r}.img"),
-        ]
-        .into_iter()
-        .find(|rel| host.exists(rel))
-    });
-    Ok((line, image))
+/// initramfs it loads, from the flow `--boot-flow auto` finds, opened as
+/// pcipassd opens it ([`bootcfg::open`]).
+fn booted(host: &HostRoot) -> Result<NextBoot, MockBootError> {
+    let found = match bootflow::detect(FlowChoice::Auto, &bootflow::gather(host)) {
+        Ok(found) => found,
+        // Nothing found: grub.cfg, which then says what is missing.
+        Err(_) => Detected {
+            flow: BootFlow::XcpNg,
+            xen_cfg: None,
+            reason: String::new(),
+        },
+    };
+    Ok(bootcfg::open(host, &found, &FlowOptions::default()).next_boot()?)
 }
 
 /// What decides, at boot, whether xen-pciback takes a function before its
@@ -130,10 +115,10 @@ impl EarlyFiles {
 /// built in (every profile says: the XCP-ng ones have it built in, the
 /// Debian ones as a module).
 pub fn reboot(host: &HostRoot) -> Result<Vec<u8>, MockBootError> {
-    let (cmdline, image) = booted(host)?;
+    let NextBoot { cmdline, initramfs } = booted(host)?;
     let view = HideView::from_cmdline(&cmdline);
     let tree = pci_tree(host)?;
-    let early = EarlyFiles::read(host, image.as_deref())?;
+    let early = EarlyFiles::read(host, initramfs.as_deref())?;
     mock::reboot(host, &cmdline, &|addr| {
         view.hides_in(&tree, addr) && early.pciback_first(host, addr)
     })?;

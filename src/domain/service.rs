@@ -17,7 +17,7 @@ use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, Init
 use crate::domain::devices;
 use crate::domain::grub::GrubError;
 use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
-use crate::host::boot::{Fingerprint, GrubFingerprint};
+use crate::host::boot::{BootFingerprint, Fingerprint};
 use crate::host::{HostError, HostRoot, exec, facts, procfs};
 
 // What the API handles of the domain's data, named here so that this
@@ -143,7 +143,7 @@ pub enum Reboot {
 /// changes (compare two tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeToken {
-    boot: Option<GrubFingerprint>,
+    boot: Option<BootFingerprint>,
     running: Option<Fingerprint>,
     generation: u64,
 }

@@ -229,9 +229,10 @@ pub fn grubenv_path(grub_rel: &str) -> String {
     }
 }
 
-/// Fingerprints of grub.cfg and of the grubenv beside it (absent: `None`).
+/// Fingerprints of the boot configuration file (grub.cfg, xen.cfg) and of
+/// the grubenv beside a grub.cfg (absent: `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GrubFingerprint {
+pub struct BootFingerprint {
     /// grub.cfg.
     pub cfg: Fingerprint,
     /// grubenv, if there is one.
@@ -248,14 +249,14 @@ pub struct GrubFiles {
     /// grubenv's bytes, if there is one.
     pub env: Option<Vec<u8>>,
     /// Their fingerprints, taken before reading.
-    pub print: GrubFingerprint,
+    pub print: BootFingerprint,
 }
 
 /// The fingerprint of grub.cfg and its grubenv.
-pub fn grub_fingerprint(host: &HostRoot) -> Result<(&'static str, GrubFingerprint), HostError> {
+pub fn grub_fingerprint(host: &HostRoot) -> Result<(&'static str, BootFingerprint), HostError> {
     let (rel, cfg) = locate_fingerprinted(host)?;
     let env = fingerprint(host, &grubenv_path(rel)).ok();
-    Ok((rel, GrubFingerprint { cfg, env }))
+    Ok((rel, BootFingerprint { cfg, env }))
 }
 
 /// Read grub.cfg and its grubenv (bytes: grub.cfg need not be UTF-8).

@@ -53,7 +53,7 @@ struct Armed {
 #[derive(Debug)]
 pub struct ChangeWatch {
     host: HostRoot,
-    files: Vec<&'static str>,
+    files: Vec<String>,
     trust: Duration,
     armed: RwLock<Option<Armed>>,
     /// Moves on every change seen (and on every re-arm).
@@ -69,7 +69,7 @@ pub struct ChangeWatch {
 impl ChangeWatch {
     /// A watch over `files` (host-relative) whose "unchanged" answers hold
     /// for at most `trust` after arming. It starts unarmed.
-    pub fn new(host: HostRoot, files: &[&'static str], trust: Duration) -> ChangeWatch {
+    pub fn new(host: HostRoot, files: &[String], trust: Duration) -> ChangeWatch {
         ChangeWatch {
             host,
             files: files.to_vec(),
@@ -195,7 +195,10 @@ mod tests {
     fn watch(dir: &Path, trust: Duration) -> ChangeWatch {
         ChangeWatch::new(
             HostRoot::new(dir),
-            &["boot/grub/grub.cfg", "boot/efi/EFI/xenserver/grub.cfg"],
+            &[
+                "boot/grub/grub.cfg".to_owned(),
+                "boot/efi/EFI/xenserver/grub.cfg".to_owned(),
+            ],
             trust,
         )
     }

@@ -12,9 +12,9 @@ use super::{
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{self, HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
-use crate::host::boot::{Fingerprint, GrubFingerprint};
+use crate::host::boot::{BootFingerprint, Fingerprint};
 use crate::host::watch::ChangeWatch;
-use crate::host::{HostRoot, boot, procfs, sysfs};
+use crate::host::{HostRoot, procfs, sysfs};
 
 /// How long the cached views are trusted on the change watch alone before
 /// a `stat` confirms them (bounds what inotify cannot see, such as a file
@@ -24,7 +24,7 @@ const WATCH_TRUST: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 struct Cache {
     running: Option<(Fingerprint, Arc<HideView>)>,
-    boot: Option<(GrubFingerprint, Arc<HideView>)>,
+    boot: Option<(BootFingerprint, Arc<HideView>)>,
 }
 
 /// Dom0 access of PCI functions: status from the two views, and edits.
@@ -67,8 +67,8 @@ impl Dom0AccessEngine {
     pub fn new(boot: Box<dyn BootConfig>, host: HostRoot) -> Dom0AccessEngine {
         let cache_boot = boot.cacheable();
         let watch = cache_boot.then(|| {
-            let mut files = boot::GRUB_CANDIDATES.to_vec();
-            files.push(procfs::CMDLINE);
+            let mut files = boot.watched();
+            files.push(procfs::CMDLINE.to_owned());
             ChangeWatch::new(host.clone(), &files, WATCH_TRUST)
         });
         Dom0AccessEngine {
@@ -388,7 +388,7 @@ impl Dom0AccessEngine {
     }
 
     /// Fingerprints of the boot configuration and `/proc/cmdline`.
-    pub fn fingerprint(&self) -> (Option<GrubFingerprint>, Option<Fingerprint>) {
+    pub fn fingerprint(&self) -> (Option<BootFingerprint>, Option<Fingerprint>) {
         (
             self.boot.fingerprint(),
             procfs::cmdline_fingerprint(&self.host).ok(),

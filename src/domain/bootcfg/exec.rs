@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::txn::{Changes, Snapshot};
 use super::{BootConfig, BootConfigError, expect_value, grub_fingerprint, one_line};
 use crate::domain::hide::{HIDE_KEY, HideView};
-use crate::host::boot::{self, GrubFingerprint};
+use crate::host::boot::{self, BootFingerprint};
 use crate::host::{HostRoot, exec};
 
 /// The error of a run that did not exit 0.
@@ -161,7 +161,7 @@ impl BootConfig for ExecBootConfig {
         expect_value(self.boot_view()?, value, "xen-cmdline")
     }
 
-    fn fingerprint(&self) -> Option<GrubFingerprint> {
+    fn fingerprint(&self) -> Option<BootFingerprint> {
         grub_fingerprint(&self.host)
     }
 }

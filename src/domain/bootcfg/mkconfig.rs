@@ -16,12 +16,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
-use super::{BootConfig, BootConfigError, grub_boot_view, grub_fingerprint, load_grub, regenerate};
+use super::{
+    BootConfig, BootConfigError, NextBoot, grub_boot_view, grub_fingerprint, load_grub, regenerate,
+};
 use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
 use crate::domain::hide::HideView;
 use crate::host::HostRoot;
-use crate::host::boot::{self, GrubFingerprint};
+use crate::host::boot::{self, BootFingerprint};
 
 /// Longest a regeneration may take (`update-grub` probes every disk for
 /// other systems where os-prober runs).
@@ -329,7 +331,11 @@ impl BootConfig for GrubMkconfigBootConfig {
         self.verify_regenerated(value)
     }
 
-    fn fingerprint(&self) -> Option<GrubFingerprint> {
+    fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
+        super::native::grub_next_boot(&self.host)
+    }
+
+    fn fingerprint(&self) -> Option<BootFingerprint> {
         grub_fingerprint(&self.host)
     }
 

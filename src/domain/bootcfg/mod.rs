@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use crate::domain::PciAddress;
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HideEdit, HideParseError, HideView};
-use crate::host::boot::GrubFingerprint;
+use crate::host::boot::BootFingerprint;
 use crate::host::{HostError, HostRoot, boot};
 
 mod early;
@@ -30,6 +30,7 @@ mod engine;
 mod exec;
 mod mkconfig;
 mod native;
+mod open;
 pub mod txn;
 mod xenefi;
 
@@ -41,6 +42,7 @@ pub use engine::{Dom0AccessEngine, bridges_in_path, pci_tree};
 pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
+pub use open::{FlowOptions, open};
 pub use txn::{Changes, FileWrite, Snapshot};
 pub use xenefi::{XenEfiBootConfig, booted_ramdisk};
 
@@ -274,12 +276,30 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError>;
 
     /// Changes when the configuration changes; `None` when unknown.
-    fn fingerprint(&self) -> Option<GrubFingerprint>;
+    fn fingerprint(&self) -> Option<BootFingerprint>;
 
     /// True when a read may be cached on [`BootConfig::fingerprint`] (the
     /// value comes from the files alone).
     fn cacheable(&self) -> bool {
         false
+    }
+
+    /// What the next boot hands the dom0 kernel: its whole command line
+    /// and the initramfs image it loads (host-relative; `None`: none, or
+    /// not known). The mock reboot boots this.
+    fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
+        Err(BootConfigError::EditsRefused(
+            "this boot flow cannot say what the next boot loads".into(),
+        ))
+    }
+
+    /// The files whose change can change what the next boot gives
+    /// (host-relative): the change watch follows them.
+    fn watched(&self) -> Vec<String> {
+        boot::GRUB_CANDIDATES
+            .iter()
+            .map(|&f| f.to_owned())
+            .collect()
     }
 
     /// The initramfs copies the next boot loads instead of the images the
@@ -289,6 +309,15 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
         Ok(Vec::new())
     }
+}
+
+/// What the next boot hands the dom0 kernel ([`BootConfig::next_boot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextBoot {
+    /// The dom0 kernel's command line.
+    pub cmdline: Vec<u8>,
+    /// The initramfs image the loader loads, host-relative.
+    pub initramfs: Option<String>,
 }
 
 impl dyn BootConfig + '_ {
@@ -320,7 +349,7 @@ pub(super) fn expect_value(
 }
 
 /// The fingerprint of the grub.cfg under `host`, if it has one.
-pub(super) fn grub_fingerprint(host: &HostRoot) -> Option<GrubFingerprint> {
+pub(super) fn grub_fingerprint(host: &HostRoot) -> Option<BootFingerprint> {
     boot::grub_fingerprint(host).ok().map(|(_, print)| print)
 }
 

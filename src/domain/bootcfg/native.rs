@@ -4,10 +4,10 @@
 use std::sync::Mutex;
 
 use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
-use super::{BootConfig, BootConfigError, expect_value, grub_fingerprint};
+use super::{BootConfig, BootConfigError, NextBoot, expect_value, grub_fingerprint};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
-use crate::host::boot::GrubFingerprint;
+use crate::host::boot::BootFingerprint;
 use crate::host::{HostRoot, boot};
 
 /// The key of grubenv's bytes in a [`Snapshot`] (the one-time choice
@@ -57,6 +57,25 @@ pub fn edit_grub<T>(
         boot::replace_atomic(host, files.rel, &new_text)?;
     }
     Ok(result)
+}
+
+/// What GRUB's next boot hands dom0: the default entry's line (grubenv's
+/// one-time choice included) and `/boot`'s initramfs of the running
+/// kernel (what the initramfs builder rebuilds and grub-mkconfig names).
+pub fn grub_next_boot(host: &HostRoot) -> Result<NextBoot, BootConfigError> {
+    let (_, config) = load_grub(host)?;
+    let cmdline = config.boot_cmdline()?.bytes;
+    let initramfs = crate::host::modules::kernel_release(host)
+        .ok()
+        .and_then(|r| {
+            [
+                format!("boot/initrd.img-{r}"),
+                format!("boot/initramfs-{r}.img"),
+            ]
+            .into_iter()
+            .find(|rel| host.exists(rel))
+        });
+    Ok(NextBoot { cmdline, initramfs })
 }
 
 /// The view the next boot's kernel takes from a parsed grub.cfg.
@@ -195,7 +214,11 @@ impl BootConfig for NativeBootConfig {
         expect_value(grub_boot_view(&config)?, value, "grub.cfg")
     }
 
-    fn fingerprint(&self) -> Option<GrubFingerprint> {
+    fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
+        grub_next_boot(&self.host)
+    }
+
+    fn fingerprint(&self) -> Option<BootFingerprint> {
         grub_fingerprint(&self.host)
     }
 

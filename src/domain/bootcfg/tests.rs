@@ -558,3 +558,24 @@ fn xen_efi_refuses_when_the_esp_kernel_is_unknown() {
     assert_eq!(std::fs::read(&cfg).unwrap(), before);
     assert!(!dir.path().join(MODPROBE_DROPIN).exists());
 }
+
+/// A hand edit of xen.cfg moves the engine's fingerprint (so the change
+/// token moves and PGPU events follow), and a cached status read sees it
+/// at once: xen.cfg is what the watch follows on this flow.
+#[test]
+fn a_hand_edit_of_xen_cfg_moves_the_fingerprint_and_the_status() {
+    let (dir, _host, engine) = xen_efi_host();
+    let nic = a("0000:03:00.0");
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::Enabled);
+    let before = engine.fingerprint().0;
+    assert!(before.is_some(), "xen.cfg has a fingerprint");
+    let cfg = dir.path().join("boot/efi/EFI/xen/xen.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let hand = text.replace(
+        "kernel=vmlinuz-6.1.0-28-amd64 ",
+        "kernel=vmlinuz-6.1.0-28-amd64 xen-pciback.hide=(0000:03:00.0) ",
+    );
+    std::fs::write(&cfg, hand).unwrap();
+    assert_ne!(engine.fingerprint().0, before);
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::DisableOnReboot);
+}

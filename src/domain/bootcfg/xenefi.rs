@@ -9,11 +9,13 @@
 use std::sync::Mutex;
 
 use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
-use super::{BootConfig, BootConfigError, InitramfsCopy, dom0_line_with_hide, expect_value};
+use super::{
+    BootConfig, BootConfigError, InitramfsCopy, NextBoot, dom0_line_with_hide, expect_value,
+};
 use crate::domain::hide::HideView;
 use crate::domain::xen_efi;
 use crate::host::HostRoot;
-use crate::host::boot::{self, GrubFingerprint};
+use crate::host::boot::{self, BootFingerprint};
 
 /// `xen.cfg` at a host-relative path.
 #[derive(Debug)]
@@ -105,8 +107,28 @@ impl BootConfig for XenEfiBootConfig {
         expect_value(self.boot_view()?, value, "xen.cfg")
     }
 
-    fn fingerprint(&self) -> Option<GrubFingerprint> {
-        None
+    /// The booted section's dom0 arguments and its `ramdisk=` on the ESP.
+    fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
+        Ok(NextBoot {
+            cmdline: self.args()?.1,
+            initramfs: booted_ramdisk(&self.host, &self.cfg)?,
+        })
+    }
+
+    /// xen.cfg alone decides what boots next.
+    fn fingerprint(&self) -> Option<BootFingerprint> {
+        Some(BootFingerprint {
+            cfg: boot::fingerprint(&self.host, &self.cfg).ok()?,
+            env: None,
+        })
+    }
+
+    fn cacheable(&self) -> bool {
+        true
+    }
+
+    fn watched(&self) -> Vec<String> {
+        vec![self.cfg.clone()]
     }
 
     /// The loader boots `ramdisk=` beside it on the ESP, a copy of the
