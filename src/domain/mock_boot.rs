@@ -23,7 +23,8 @@ pub enum MockBootError {
 
 /// The dom0 command line the host's boot flow hands over and the
 /// initramfs it loads: on a host the firmware starts Xen's EFI loader on,
-/// the dom0 arguments and `ramdisk=` of `xen.cfg`'s booted section; else
+/// the dom0 arguments (`kernel=`'s, then those after ` -- ` in `options=`)
+/// and `ramdisk=` of `xen.cfg`'s booted section; else
 /// the default entry's line, as GRUB and Xen hand it over (grubenv
 /// one-time choices included, as GRUB boots them), with `/boot`'s image
 /// of the running kernel.
@@ -35,7 +36,7 @@ fn booted(host: &HostRoot) -> Result<(Vec<u8>, Option<String>), MockBootError> {
     }) = bootflow::detect(FlowChoice::Auto, &bootflow::gather(host))
     {
         let text = host.read(&cfg).map_err(BootConfigError::from)?;
-        let args = xen_efi::dom0_args(&text).map_err(BootConfigError::from)?;
+        let args = xen_efi::dom0_cmdline(&text).map_err(BootConfigError::from)?;
         return Ok((args, booted_ramdisk(host, &cfg)?));
     }
     let (_, config) = load_grub(host)?;
