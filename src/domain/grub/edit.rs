@@ -287,8 +287,16 @@ impl<'a> KernelWords<'a> {
             .chain(kextra.iter().map(|w| (w, false)))
         {
             let Some(value) = word.literal() else {
+                // A variable no value of which touches the hide stays as
+                // it is (Debian's `${xen_rm_opts}`); it is never a hit.
+                let neutral = !on_dom0 && xen.values_hide_neutral(entry).is_some();
+                if neutral {
+                    continue;
+                }
                 return Err(unsupported(
-                    "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable".into(),
+                    "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable that \
+                     may set xen-pciback.hide"
+                        .into(),
                 ));
             };
             if let Some(b) = value.iter().find(|b| {
