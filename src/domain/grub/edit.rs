@@ -165,6 +165,11 @@ impl GrubConfig {
                             .or(on_dom0.last().copied().copied())
                         {
                             Some(h) => {
+                                // The other copies go (either spelling):
+                                // the value is set once, where it wins.
+                                for other in on_dom0.iter().filter(|o| o.word != h.word) {
+                                    changes.push(Change::remove(dom0, other.word));
+                                }
                                 changes.push(Change::replace(h.word, keep_spelling(h.word)?));
                             }
                             None => changes.push(Change::insert(append_point(dom0), &new)),
