@@ -857,3 +857,31 @@ fn set_dom0_bare_hide_key_deletes_the_list() {
     let text = grub(dir.path());
     assert!(!text.contains("pciback.hide"), "{text}");
 }
+
+/// Fixture a1 (leading quote): an argument GRUB quotes whole is matched
+/// by its value, as GRUB and the kernel read it (closer to what boots
+/// than XCP-ng's tool, which does not match it): `--get-dom0` prints it as
+/// written, `--set-dom0` replaces it rather than adding a second copy,
+/// `--delete-dom0` removes it. Documented in `--help`.
+#[test]
+fn leading_quote_hide_is_matched_as_grub_reads_it() {
+    let dir = turn3("a1-leading-quote-hide.cfg");
+    let (code, out, _) = run(dir.path(), &["--get-dom0", "xen-pciback.hide"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "\"xen-pciback.hide=(0000:01:00.0) (0000:03:00.1)\"\n")
+    );
+    let (code, _, err) = run(
+        dir.path(),
+        &["--set-dom0", "xen-pciback.hide=(0000:05:00.0)"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = grub(dir.path());
+    assert_eq!(text.matches("pciback.hide").count(), 2, "{text}");
+    assert!(!text.contains('"'), "{text}");
+    let (code, _, err) = run(dir.path(), &["--delete-dom0", "xen-pciback.hide"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!grub(dir.path()).contains("pciback.hide"));
+    let (_, help, _) = run(dir.path(), &["--help"]);
+    assert!(help.contains("quotes whole"), "{help}");
+}

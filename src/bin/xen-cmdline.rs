@@ -67,6 +67,11 @@ spellings; --set-dom0 xen-pciback.hide without `=` deletes the list on
 every boot flow (XCP-ng's tool writes the bare key, which the kernel
 refuses, so nothing is hidden either way).
 
+An argument GRUB quotes whole (\"xen-pciback.hide=(a) (b)\") is matched by
+its value, as GRUB and the kernel read it (they hide (a) and (b));
+XCP-ng's tool does not match it, so its --get prints nothing and its
+--set adds a second copy. --get-* prints such an argument as written.
+
 Differences from XCP-ng's tool: a default given by title, tab-separated
 arguments and several keys in one --set work; a new argument goes before a
 bare `--` rather than after it; a value GRUB or the kernel would misread
