@@ -58,6 +58,19 @@ Options:
   -h, --help              this help
   --version               print the version and exit
 
+xen-pciback.hide on the dom0 line is matched as the kernel matches it:
+`-` and `_` alike (xen_pciback.hide too), and only before a bare `--`.
+--set-dom0 xen-pciback.hide=V removes every other copy (either spelling)
+and leaves V the one the kernel takes; --delete-dom0 removes both
+spellings; --set-dom0 xen-pciback.hide without `=` deletes the list on
+every boot flow (XCP-ng's tool writes the bare key, which the kernel
+refuses, so nothing is hidden either way).
+
+An argument GRUB quotes whole (\"xen-pciback.hide=(a) (b)\") is matched by
+its value, as GRUB and the kernel read it (they hide (a) and (b));
+XCP-ng's tool does not match it, so its --get prints nothing and its
+--set adds a second copy. --get-* prints such an argument as written.
+
 Differences from XCP-ng's tool: a default given by title, tab-separated
 arguments and several keys in one --set work; a new argument goes before a
 bare `--` rather than after it; a value GRUB or the kernel would misread
@@ -239,7 +252,27 @@ fn get(host: &HostRoot, target: Target, keys: &[String]) -> Result<(), BootConfi
     Ok(())
 }
 
-fn edit_of(op: Op, arg: &str) -> Edit<'_> {
+/// The edit `--set-*`/`--delete-*` makes of `arg`. On the dom0 line the
+/// hide parameter is matched as the kernel matches it (`-` and `_` alike):
+/// a set leaves the new value the one occurrence in charge, a delete
+/// removes both spellings, and a set without `=` deletes the list (the
+/// kernel refuses a bare charp name, so XCP-ng's bare key hides nothing
+/// either; every flow does the same).
+fn edit_of(op: Op, target: Target, arg: &str) -> Edit<'_> {
+    let key = arg.split_once('=').map_or(arg, |(k, _)| k);
+    if target == Target::Dom0 && is_hide_key(key) {
+        return match (op, arg.split_once('=')) {
+            (Op::Set, Some((key, value))) => Edit::Set {
+                key,
+                value: Some(value),
+                matching: Matching::Kernel,
+            },
+            _ => Edit::Delete {
+                key,
+                matching: Matching::Kernel,
+            },
+        };
+    }
     match op {
         Op::Set => match arg.split_once('=') {
             Some((key, value)) => Edit::Set {
@@ -282,7 +315,7 @@ fn edit(early: &Early<'_>, op: Op, target: Target, keys: &[String]) -> Result<()
         if target == Target::Dom0 {
             warn_overridden(config, keys);
         }
-        let edits: Vec<Edit<'_>> = keys.iter().map(|k| edit_of(op, k)).collect();
+        let edits: Vec<Edit<'_>> = keys.iter().map(|k| edit_of(op, target, k)).collect();
         let text = apply_all(config, target, &edits)?;
         if target == Target::Dom0 && keys.iter().any(|k| is_hide_key(k)) {
             early.for_grub_edit(config, &text)?;
@@ -343,6 +376,10 @@ impl Early<'_> {
 fn warn_overridden(config: &GrubConfig, keys: &[String]) {
     for key in keys {
         let key = key.split_once('=').map_or(key.as_str(), |(k, _)| k);
+        // The hide is edited the kernel's way: a copy there is moved.
+        if is_hide_key(key) {
+            continue;
+        }
         for arg in config.dom0_args_on_xen_line(key).unwrap_or_default() {
             eprintln!(
                 "xen-cmdline: warning: the Xen line passes {} to dom0 after ` -- `; it overrides the dom0 line",
@@ -363,12 +400,12 @@ fn compare_and_set(early: &Early<'_>, words: &[String]) -> Result<bool, BootConf
         }
         let edit = match words.get(2) {
             Some(arg) if arg.split_once('=').map_or(arg.as_str(), |(k, _)| k) == key => {
-                edit_of(Op::Set, arg)
+                edit_of(Op::Set, Target::Dom0, arg)
             }
             Some(arg) => {
                 return Err(BootConfigError::Verify(format!("{arg} does not set {key}")));
             }
-            None => edit_of(Op::Delete, key),
+            None => edit_of(Op::Delete, Target::Dom0, key),
         };
         let text = apply_all(config, Target::Dom0, &[edit])?;
         if is_hide_key(key) {

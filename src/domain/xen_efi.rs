@@ -33,6 +33,17 @@
 //!   `efi_arch_handle_module` puts the module string together as
 //!   `<file name> <options>`; the file name is the image name, not part of
 //!   the dom0 arguments.
+//! - Xen's own command line is the booted section's `options=` value
+//!   (`efi_arch_handle_cmdline` in `xen/arch/x86/efi/efi-boot.h`, called
+//!   from `efi_start` with `get_value(section, "options")`; options given
+//!   to `xen.efi` itself on the firmware's command line would replace it,
+//!   which this module does not see). `__start_xen` (`xen/arch/x86/setup.c`)
+//!   cuts that line at its first ` -- `: what follows (*kextra*, further
+//!   leading blanks dropped) is appended to dom0's command line after
+//!   `kernel=`'s arguments, with one blank between. So dom0's kernel reads
+//!   `<kernel= args> <kextra>` ([`dom0_cmdline`]), and a parameter in
+//!   kextra overrides the same parameter in `kernel=` (the kernel's last
+//!   occurrence wins).
 
 use std::ops::Range;
 
@@ -285,6 +296,72 @@ pub fn dom0_args(text: &[u8]) -> Result<Vec<u8>, XenEfiError> {
         .and_then(|r| text.get(r))
         .unwrap_or_default()
         .to_vec())
+}
+
+/// The dom0 arguments Xen takes from the booted section's `options=`:
+/// the bytes after its first ` -- ` (further leading blanks skipped, as
+/// `__start_xen` skips all but one), up to the end of the entry; `None`
+/// when `options=` is absent or has no ` -- `.
+pub fn kextra(text: &[u8]) -> Result<Option<Range<usize>>, XenEfiError> {
+    Ok(kextra_at(text)?.map(|(_, rest)| rest))
+}
+
+/// Where ` -- ` starts in the booted section's `options=` value, and the
+/// kextra range after it.
+fn kextra_at(text: &[u8]) -> Result<Option<(usize, Range<usize>)>, XenEfiError> {
+    let s = boot_section(text)?;
+    let ents = entries(text)?;
+    let Some(found) = get_value(text, &ents, s.name.as_deref(), b"options") else {
+        return Ok(None);
+    };
+    let end = ents.get(found.entry).map_or(found.value_start, |r| r.end);
+    let value = text.get(found.value_start..end).unwrap_or_default();
+    let Some(dash) = value.windows(4).position(|w| w == b" -- ") else {
+        return Ok(None);
+    };
+    let mut rest = found.value_start + dash + 4;
+    while rest < end && text.get(rest) == Some(&b' ') {
+        rest += 1;
+    }
+    Ok(Some((found.value_start + dash, rest..end)))
+}
+
+/// The command line dom0's kernel gets: the `kernel=` arguments
+/// ([`dom0_args`]), then, when the booted section's `options=` holds
+/// ` -- `, one blank and the kextra ([`kextra`]), as `create_dom0`
+/// appends it.
+pub fn dom0_cmdline(text: &[u8]) -> Result<Vec<u8>, XenEfiError> {
+    let mut line = dom0_args(text)?;
+    if let Some(rest) = kextra(text)? {
+        line.push(b' ');
+        line.extend_from_slice(text.get(rest).unwrap_or_default());
+    }
+    Ok(line)
+}
+
+/// A new `xen.cfg` in which the kextra of the booted section's `options=`
+/// is `rest`; when `rest` is only blanks, the ` -- ` goes too (Xen's own
+/// options stay). Every other byte is kept. The text must have a kextra.
+pub fn replace_kextra(text: &[u8], rest: &[u8]) -> Result<Vec<u8>, XenEfiError> {
+    check_args(rest)?;
+    let Some((dash, old)) = kextra_at(text)? else {
+        return Ok(text.to_vec());
+    };
+    if text.get(old.clone()) == Some(rest) {
+        return Ok(text.to_vec());
+    }
+    let from = if rest.iter().all(|&b| is_space(b)) {
+        dash
+    } else {
+        old.start
+    };
+    let mut out = Vec::with_capacity(text.len() + rest.len());
+    out.extend_from_slice(text.get(..from).unwrap_or_default());
+    if from == old.start {
+        out.extend_from_slice(rest);
+    }
+    out.extend_from_slice(text.get(old.end..).unwrap_or_default());
+    Ok(out)
 }
 
 /// The initramfs Xen's EFI loader loads with the booted section: the
@@ -578,6 +655,60 @@ mod tests {
                 Err(e) => assert_eq!(got.as_ref(), Err(e), "{name}"),
             }
         }
+    }
+
+    #[test]
+    fn options_kextra_reaches_dom0() {
+        // (name, input, dom0's command line)
+        let cases: &[(&str, &[u8], &[u8])] = &[
+            (
+                "fixture a4: the hide after ` -- ` in options= reaches dom0",
+                include_bytes!("../../tests/fixtures/turn3/a4-xen-efi-options-kextra.cfg"),
+                b"root=LABEL=root-pcipass ro quiet xen-pciback.hide=(0000:01:00.0)",
+            ),
+            (
+                "blanks after ` -- ` all but one dropped",
+                b"[global]\ndefault=a\n[a]\noptions=x  --   y=1 z\nkernel=k ro\n",
+                b"ro y=1 z",
+            ),
+            (
+                "`--y` is no separator; a trailing ` -- ` gives an empty kextra",
+                b"[global]\ndefault=a\n[a]\noptions=x --y=1 -- \nkernel=k ro\n",
+                b"ro ",
+            ),
+            (
+                "a leading `--` is no ` -- `",
+                b"[global]\ndefault=a\n[a]\noptions=-- y=1\nkernel=k ro\n",
+                b"ro",
+            ),
+            (
+                "options= of another section is not read",
+                b"[global]\ndefault=a\n[b]\noptions=x -- y=1\n[a]\nkernel=k ro\n",
+                b"ro",
+            ),
+            (
+                "comment ends the kextra; no kernel= args",
+                b"[global]\ndefault=a\n[a]\noptions=x -- y=1 # c\nkernel=k\n",
+                b" y=1 ",
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(
+                dom0_cmdline(input).as_deref(),
+                Ok(*want),
+                "{name}: {}",
+                String::from_utf8_lossy(&dom0_cmdline(input).unwrap_or_default())
+            );
+        }
+        let t = b"[global]\ndefault=a\n[a]\noptions=x -- y=1 # c\nkernel=k\n";
+        assert_eq!(
+            replace_kextra(t, b"z=2").unwrap(),
+            b"[global]\ndefault=a\n[a]\noptions=x -- z=2# c\nkernel=k\n"
+        );
+        assert_eq!(
+            replace_kextra(t, b"").unwrap(),
+            b"[global]\ndefault=a\n[a]\noptions=x# c\nkernel=k\n"
+        );
     }
 
     #[test]

@@ -151,8 +151,15 @@ impl BootConfig for ExecBootConfig {
             };
             Ok(())
         };
+        // grub.cfg is recorded and put back when the program's edit does
+        // not read back as planned (it failed half-way, or left another
+        // occurrence of the hide in charge).
+        let generated = boot::grub_fingerprint(&self.host)
+            .map(|(rel, _)| vec![rel.to_owned()])
+            .unwrap_or_default();
         Ok(Changes {
             steps: vec![Box::new(step)],
+            generated,
             ..Changes::default()
         })
     }

@@ -579,3 +579,47 @@ fn a_hand_edit_of_xen_cfg_moves_the_fingerprint_and_the_status() {
     assert_ne!(engine.fingerprint().0, before);
     assert_eq!(engine.status(&nic).unwrap(), Dom0Access::DisableOnReboot);
 }
+
+/// Xen appends what follows ` -- ` in the booted section's `options=` to
+/// dom0's command line (`__start_xen`'s kextra): a hide there is read,
+/// and an edit moves it among `kernel=`'s arguments, dropping the ` -- `
+/// when nothing else follows it (fixture a4 of the upstream differential
+/// runs).
+#[test]
+fn xen_efi_reads_and_moves_a_hide_in_options_kextra() {
+    let (dir, host, engine) = xen_efi_host();
+    let cfg = dir.path().join("boot/efi/EFI/xen/xen.cfg");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let with_kextra = text.replacen(
+        "options=dom0_mem=4096M,max:4096M iommu=1\n",
+        "options=dom0_mem=4096M,max:4096M iommu=1 -- xen-pciback.hide=(0000:01:00.0)\n",
+        1,
+    );
+    assert_ne!(with_kextra, text);
+    std::fs::write(&cfg, &with_kextra).unwrap();
+    let gpu = a("0000:01:00.0");
+    let nic = a("0000:03:00.0");
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::DisableOnReboot);
+    assert_eq!(engine.status(&nic).unwrap(), Dom0Access::Enabled);
+
+    assert_eq!(engine.disable(&nic).unwrap(), Dom0Access::DisableOnReboot);
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        after.contains("options=dom0_mem=4096M,max:4096M iommu=1\n"),
+        "{after}"
+    );
+    let kernel = after.lines().find(|l| l.starts_with("kernel=")).unwrap();
+    assert!(
+        kernel.ends_with(" xen-pciback.hide=(0000:01:00.0)(0000:03:00.0)"),
+        "{kernel}"
+    );
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::DisableOnReboot);
+
+    // Unhiding the one in the kextra takes it out of what boots.
+    std::fs::write(&cfg, &with_kextra).unwrap();
+    assert_eq!(engine.enable(&gpu).unwrap(), Dom0Access::Enabled);
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert!(!after.contains("0000:01:00.0"), "{after}");
+    crate::domain::mock_boot::reboot(&host).unwrap();
+    assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
+}

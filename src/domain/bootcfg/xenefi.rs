@@ -1,9 +1,12 @@
 //! The boot configuration of a host booted by Xen's own EFI loader: the
 //! dom0 arguments of the `kernel=` line of `xen.cfg`'s default section
-//! ([`crate::domain::xen_efi`] says which section Xen boots and how it
-//! reads the line). Only those arguments change; every other byte of
-//! `xen.cfg` (other sections, Xen's `options=`, comments, line ends) is
-//! kept, and the file is replaced atomically under the same lock file
+//! and those Xen appends from its `options=` after ` -- ` (the kextra;
+//! [`crate::domain::xen_efi`] says which section Xen boots and how it
+//! reads the lines). An edit sets the hide among `kernel=`'s arguments and
+//! removes any hide from the kextra (with the ` -- ` when nothing else
+//! follows it), as the GRUB flows do with the Xen line's ` -- `; every
+//! other byte of `xen.cfg` (other sections, Xen's own options, comments,
+//! line ends) is kept, and the file is replaced atomically under the same lock file
 //! discipline as grub.cfg (`xen.cfg.pcipass-lock`).
 
 use std::sync::Mutex;
@@ -12,8 +15,9 @@ use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
 use super::{
     BootConfig, BootConfigError, InitramfsCopy, NextBoot, dom0_line_with_hide, expect_value,
 };
-use crate::domain::hide::HideView;
-use crate::domain::xen_efi;
+use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
+use crate::domain::hide::{HIDE_KEY, HideView};
+use crate::domain::{kernel, xen_efi};
 use crate::host::HostRoot;
 use crate::host::boot::{self, BootFingerprint};
 
@@ -35,9 +39,10 @@ impl XenEfiBootConfig {
         }
     }
 
+    /// The file and the command line dom0's kernel gets from it.
     fn args(&self) -> Result<(Vec<u8>, Vec<u8>), BootConfigError> {
         let text = self.host.read(&self.cfg)?;
-        let args = xen_efi::dom0_args(&text)?;
+        let args = xen_efi::dom0_cmdline(&text)?;
         Ok((text, args))
     }
 }
@@ -74,26 +79,41 @@ impl BootConfig for XenEfiBootConfig {
         })
     }
 
-    /// Only the dom0 arguments of the booted section's `kernel=` line
-    /// change; Xen must read back exactly the planned arguments.
+    /// The hide is set among the dom0 arguments of the booted section's
+    /// `kernel=` line, and every hide among the kextra of its `options=`
+    /// (parameters of the kernel, not after a `--` of `kernel=`) goes;
+    /// Xen must read back exactly the planned dom0 command line.
     fn plan<'a>(
         &'a self,
         snap: &Snapshot,
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
         let text = snap.file(&self.cfg).unwrap_or_default();
-        let new_args = dom0_line_with_hide(&snap.line, value)?;
-        expect_value(
-            HideView::from_cmdline(&new_args),
-            value,
-            "the new kernel= line",
-        )?;
-        let new_text = xen_efi::replace_dom0_args(text, &new_args)?;
-        if xen_efi::dom0_args(&new_text)? != new_args {
-            return Err(BootConfigError::Verify(
-                "xen.cfg would not read back".into(),
-            ));
+        let args = xen_efi::dom0_args(text)?;
+        let new_args = dom0_line_with_hide(&args, value)?;
+        let mut new_text = xen_efi::replace_dom0_args(text, &new_args)?;
+        let ends_params = kernel::args(&args).iter().any(kernel::is_end_of_params);
+        if let Some(rest) = xen_efi::kextra(&new_text)?
+            && !ends_params
+        {
+            let old = new_text.get(rest).unwrap_or_default();
+            let new_rest = kernel::with_param(old, HIDE_KEY.as_bytes(), None);
+            new_text = xen_efi::replace_kextra(&new_text, &new_rest)?;
         }
+        let line = xen_efi::dom0_cmdline(&new_text)?;
+        if line.len() > XEN_DOM0_CMDLINE_MAX {
+            return Err(GrubError::TooLong {
+                what: "the dom0 command line",
+                length: line.len(),
+                limit: XEN_DOM0_CMDLINE_MAX,
+            }
+            .into());
+        }
+        expect_value(
+            HideView::from_cmdline(&line),
+            value,
+            "the new kernel= and options= lines",
+        )?;
         Ok(Changes {
             writes: vec![FileWrite {
                 rel: self.cfg.clone(),
@@ -107,7 +127,8 @@ impl BootConfig for XenEfiBootConfig {
         expect_value(self.boot_view()?, value, "xen.cfg")
     }
 
-    /// The booted section's dom0 arguments and its `ramdisk=` on the ESP.
+    /// The booted section's dom0 line (`kernel=`'s arguments, then what
+    /// follows ` -- ` in `options=`) and its `ramdisk=` on the ESP.
     fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
         Ok(NextBoot {
             cmdline: self.args()?.1,

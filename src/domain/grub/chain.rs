@@ -79,6 +79,41 @@ impl BootLine {
         Ok(())
     }
 
+    /// The words' values with each variable replaced by the longest of
+    /// the literals the entry sets it to, when none of those literals can
+    /// change the hide list: split as the kernel splits them, none names
+    /// `xen-pciback.hide` or `pciback.hide` (either spelling), none is a
+    /// bare `--`, and none holds a quote. That is Debian's
+    /// `${xen_rm_opts}` (empty or `no-real-mode edd=off`), which lands
+    /// among dom0's arguments when `GRUB_CMDLINE_XEN[_DEFAULT]` holds
+    /// ` -- `. A variable standing alone in a word expands to as many
+    /// words as its value has (none when empty), as GRUB splits an
+    /// unquoted expansion. `None` when some variable may touch the hide
+    /// (or the entry does not bound it: see [`BootLine::check_bounded`]).
+    pub(super) fn values_hide_neutral(&self, entry: &Entry) -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for word in &self.words {
+            let mut value = Vec::new();
+            for part in &word.parts {
+                match part {
+                    Part::Lit(b) => value.extend_from_slice(b),
+                    Part::Var(v) => value.extend_from_slice(hide_neutral_value(entry, v)?),
+                }
+            }
+            if matches!(word.parts.as_slice(), [Part::Var(_)]) {
+                out.extend(
+                    value
+                        .split(|b| *b == b' ' || *b == b'\t')
+                        .filter(|w| !w.is_empty())
+                        .map(<[u8]>::to_vec),
+                );
+            } else {
+                out.push(value);
+            }
+        }
+        Some(out)
+    }
+
     /// The words' values, a variable standing as [`VAR_MARK`].
     pub(super) fn values(&self) -> Vec<Vec<u8>> {
         self.words
@@ -95,6 +130,31 @@ impl BootLine {
             })
             .collect()
     }
+}
+
+/// The longest literal `entry` sets `var` to, when every literal it sets
+/// is neutral for the hide list (see [`BootLine::values_hide_neutral`]).
+fn hide_neutral_value<'e>(entry: &'e Entry, var: &str) -> Option<&'e [u8]> {
+    let values = entry.locals.get(var)?;
+    let mut longest: Option<&[u8]> = None;
+    for value in values {
+        let value = value.as_deref()?;
+        if value.contains(&b'"') {
+            return None;
+        }
+        for arg in kernel::args(value) {
+            if kernel::is_end_of_params(&arg)
+                || kernel::param_eq(arg.name, HIDE_KEY.as_bytes())
+                || kernel::param_eq(arg.name, LEGACY_KEY.as_bytes())
+            {
+                return None;
+            }
+        }
+        if longest.is_none_or(|l| value.len() > l.len()) {
+            longest = Some(value);
+        }
+    }
+    longest
 }
 
 /// `grub_create_loader_cmdline`: words joined by one space; a word holding

@@ -165,6 +165,11 @@ impl GrubConfig {
                             .or(on_dom0.last().copied().copied())
                         {
                             Some(h) => {
+                                // The other copies go (either spelling):
+                                // the value is set once, where it wins.
+                                for other in on_dom0.iter().filter(|o| o.word != h.word) {
+                                    changes.push(Change::remove(dom0, other.word));
+                                }
                                 changes.push(Change::replace(h.word, keep_spelling(h.word)?));
                             }
                             None => changes.push(Change::insert(append_point(dom0), &new)),
@@ -287,8 +292,16 @@ impl<'a> KernelWords<'a> {
             .chain(kextra.iter().map(|w| (w, false)))
         {
             let Some(value) = word.literal() else {
+                // A variable no value of which touches the hide stays as
+                // it is (Debian's `${xen_rm_opts}`); it is never a hit.
+                let neutral = !on_dom0 && xen.values_hide_neutral(entry).is_some();
+                if neutral {
+                    continue;
+                }
                 return Err(unsupported(
-                    "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable".into(),
+                    "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable that \
+                     may set xen-pciback.hide"
+                        .into(),
                 ));
             };
             if let Some(b) = value.iter().find(|b| {

@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::cmdline::{self, CmdlineError};
+use crate::domain::hide::{HIDE_KEY, LEGACY_KEY};
 use crate::domain::kernel;
 
 mod chain;
@@ -242,12 +243,24 @@ impl GrubConfig {
             &loader_cmdline(&xen.values()),
             &loader_cmdline(&dom0.values()),
         );
-        if cmdline.bytes.contains(&VAR_MARK) {
-            return Err(entry.unsupported(
-                "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable".into(),
-            ));
+        if !cmdline.bytes.contains(&VAR_MARK) {
+            return Ok(cmdline);
         }
-        Ok(cmdline)
+        // A variable among dom0's arguments: answer when none of its
+        // values can touch the hide list (Debian's `${xen_rm_opts}` after
+        // a ` -- ` of GRUB_CMDLINE_XEN), with its longest value for Xen's
+        // length limit.
+        match xen.values_hide_neutral(entry) {
+            Some(values) => Ok(xen_dom0_cmdline(
+                &loader_cmdline(&values),
+                &loader_cmdline(&dom0.values()),
+            )),
+            None => Err(entry.unsupported(
+                "the dom0 arguments after ` -- ` on the Xen line use a GRUB variable that \
+                 may set xen-pciback.hide"
+                    .into(),
+            )),
+        }
     }
 
     /// The same configuration after an edit: `text` read with the same

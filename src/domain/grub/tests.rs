@@ -253,9 +253,13 @@ fn the_effective_occurrence_is_rewritten_in_place() {
         .edited(Target::Dom0, &hide_edit("(0000:03:00.1)(0000:02:00.0)"))
         .unwrap();
     let changed = changed_lines(&text, &out);
-    assert!(changed[0].1.ends_with(
-        "xen-pciback.hide=(0000:01:00.0) xen-pciback.hide=(0000:03:00.1)(0000:02:00.0)"
-    ));
+    // The effective copy is rewritten in place; the earlier one goes.
+    assert!(
+        changed[0]
+            .1
+            .ends_with(" xen-pciback.hide=(0000:03:00.1)(0000:02:00.0)")
+    );
+    assert!(!changed[0].1.contains("(0000:01:00.0)"));
     // A delete removes every occurrence: the earlier one must not come back.
     let gone = config.edited(Target::Dom0, &HIDE_DELETE).unwrap();
     assert_eq!(hidden_at_boot(&config.reparsed(&gone).unwrap()), None);
@@ -499,4 +503,71 @@ fn a_double_greater_than_is_a_literal_in_a_default() {
     let env = GrubEnv::parse(b"next_entry=A>>B\n");
     let config = GrubConfig::parse(text, &env).unwrap();
     assert_eq!(config.default_entry().unwrap().title, "A>B");
+}
+
+/// Debian's `20_linux_xen` puts `${xen_rm_opts}` after the Xen arguments;
+/// with a ` -- ` in `GRUB_CMDLINE_XEN_DEFAULT` (fixture a3 of the upstream
+/// differential runs) the variable lands among dom0's arguments. The
+/// entry sets it only to literals (empty, or `no-real-mode edd=off`) that
+/// do not touch the hide, so the hide list is known: read and edited.
+#[test]
+fn debian_xen_rm_opts_after_double_dash_is_read_and_edited() {
+    let defaults = String::from_utf8(fixture(
+        "turn3/a3-debian-grub-cmdline-xen-dashdash.default-grub",
+    ))
+    .unwrap();
+    let xen_args = defaults
+        .lines()
+        .find_map(|l| l.strip_prefix("GRUB_CMDLINE_XEN_DEFAULT="))
+        .unwrap()
+        .trim_matches('"');
+    assert!(xen_args.contains(" -- "));
+    // What Debian 12's 20_linux_xen generates (the shape of
+    // grub-real/debian12-grub-mkconfig.cfg) from these defaults.
+    let cfg = format!(
+        "set default=0\n\
+         menuentry 'Debian GNU/Linux, with Xen hypervisor' {{\n\
+         \tif [ \"$grub_platform\" = \"pc\" -o \"$grub_platform\" = \"\" ]; then\n\
+         \t    xen_rm_opts=\n\
+         \telse\n\
+         \t    xen_rm_opts=\"no-real-mode edd=off\"\n\
+         \tfi\n\
+         \tmultiboot2\t/boot/xen-4.17-amd64.gz placeholder  {xen_args} ${{xen_rm_opts}}\n\
+         \tmodule2\t/boot/vmlinuz-6.1.0-28-amd64 placeholder root=/dev/nvme0n1p2 ro  quiet{{}}\n\
+         \tmodule2\t/boot/initrd.img-6.1.0-28-amd64\n\
+         }}\n"
+    );
+    for (dom0_extra, hidden) in [
+        ("", None),
+        (" xen-pciback.hide=(0000:01:00.0)", Some("(0000:01:00.0)")),
+    ] {
+        let text = cfg.replace("{}", dom0_extra);
+        let config = parse(text.as_bytes());
+        assert_eq!(hidden_at_boot(&config).as_deref(), hidden, "{text}");
+        // Xen's limit counts the longest value of the variable.
+        let line = dom0(&config);
+        assert!(
+            line.ends_with(" console=hvc0 no-real-mode edd=off"),
+            "{line}"
+        );
+
+        let out = config
+            .edited(Target::Dom0, &hide_edit("(0000:03:00.0)"))
+            .unwrap();
+        let after = parse(&out);
+        assert_eq!(hidden_at_boot(&after).as_deref(), Some("(0000:03:00.0)"));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(" -- console=hvc0 ${xen_rm_opts}\n"), "{out}");
+        let out = config.edited(Target::Dom0, &HIDE_DELETE).unwrap();
+        assert_eq!(hidden_at_boot(&parse(&out)), None);
+    }
+
+    // A variable that may set the hide is still refused.
+    let risky = cfg
+        .replace("{}", "")
+        .replace("edd=off", "xen_pciback.hide=(0000:02:00.0)");
+    assert!(matches!(
+        parse(risky.as_bytes()).boot_cmdline(),
+        Err(GrubError::Unsupported { .. })
+    ));
 }
