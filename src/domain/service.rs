@@ -109,6 +109,7 @@ impl BootErrorKind {
     /// The kind of `e`.
     pub fn of(e: &BootConfigError) -> BootErrorKind {
         match e {
+            BootConfigError::Shared(inner) => BootErrorKind::of(inner),
             BootConfigError::Grub(GrubError::TooLong { length, limit, .. }) => {
                 BootErrorKind::TooLong {
                     length: *length,

@@ -607,3 +607,54 @@ def test_a_refused_hide_leaves_every_file_as_it_was(tmp_path, made):
     after = {f: (d.root / f).read_bytes() if (d.root / f).exists() else None for f in files}
     assert after == before
     assert not (d.root / "boot/grub/grub.cfg.pcipass-journal").exists()
+
+
+def test_concurrent_hides_are_written_together(tmp_path, made):
+    """Issue 23: Xen Orchestra sends its hides at once. Eleven concurrent
+    hides on a Debian host whose xen-pciback is a module: the ten valid
+    ones are written together (counted: the generator runs at most twice,
+    not ten times), each caller gets its own function's status, and the
+    one that cannot be made effective (a driver built into the kernel) is
+    refused alone without failing the others. After the reboot all ten
+    are disabled."""
+    import threading
+
+    count = tmp_path / "regenerations"
+    wrapper = tmp_path / "counting-mkconfig"
+    wrapper.write_text(f'#!/bin/sh\necho run >> "{count}"\nexec "{MKCONFIG}" "$@"\n')
+    wrapper.chmod(0o755)
+    root = tmp_path / "root"
+    d = debian(tmp_path, command=f"{wrapper} {root}")
+    # i40e built into this kernel: sysfs gives its driver no `module` link.
+    (root / "sys/bus/pci/drivers/i40e/module").unlink()
+    made.append(d.start())
+    good = ["0000:00:02.0", "0000:00:14.0", "0000:00:17.0", "0000:00:1f.6", "0000:01:00.0",
+            "0000:01:00.1", "0000:03:02.0", "0000:03:02.1", "0000:03:02.2", "0000:03:02.3"]
+    built_in = "0000:03:00.0"
+    refs = _pcis(d.session("admin"))
+    sessions = {pci: d.session("admin") for pci in good + [built_in]}
+    answers = {}
+    start = threading.Barrier(len(sessions))
+
+    def hide(pci):
+        start.wait()
+        try:
+            answers[pci] = sessions[pci].xenapi.PCI.disable_dom0_access(refs[pci])
+        except XenAPI.Failure as f:
+            answers[pci] = f.details
+
+    threads = [threading.Thread(target=hide, args=(pci,)) for pci in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {pci: answers[pci] for pci in good} == {pci: "disable_on_reboot" for pci in good}
+    assert "built into the kernel" in " ".join(answers[built_in]), answers[built_in]
+    runs = count.read_text().count("run")
+    print(f"group commit: {len(good)} concurrent hides, {runs} regeneration(s)")
+    assert 1 <= runs <= 2, runs
+    s = _reboot(d, d.session("admin"))
+    refs = _pcis(s)
+    for pci in good:
+        assert s.xenapi.PCI.get_dom0_access_status(refs[pci]) == "disabled", pci
+    assert s.xenapi.PCI.get_dom0_access_status(refs[built_in]) == "enabled"

@@ -28,6 +28,7 @@ use crate::host::{HostError, HostRoot, boot};
 mod early;
 mod engine;
 mod exec;
+pub mod group;
 mod mkconfig;
 mod native;
 mod open;
@@ -109,6 +110,9 @@ pub enum BootConfigError {
     /// compare-and-set lost): the edit is planned again.
     #[error("the boot configuration changed while it was edited")]
     Changed,
+    /// The failure of a group of edits written together, answered to each.
+    #[error(transparent)]
+    Shared(std::sync::Arc<BootConfigError>),
     /// Whether the running kernel has xen-pciback built in or as a module
     /// cannot be told, so pcipass cannot make a hide take effect at boot:
     /// an edit that hides a function is refused (fail closed).
@@ -130,6 +134,7 @@ impl BootConfigError {
     /// A reason fit for a client: no paths, no raw newlines.
     pub fn client_reason(&self) -> String {
         let reason = match self {
+            BootConfigError::Shared(inner) => return inner.client_reason(),
             BootConfigError::Host(e) if e.is_not_found() => {
                 "the boot configuration or /proc/cmdline is missing".into()
             }
