@@ -3,11 +3,10 @@
 //! one.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::txn::{Changes, Snapshot};
-use super::{BootConfig, BootConfigError, expect_value, grub_fingerprint, one_line};
+use super::{BootConfig, BootConfigError, FlowBase, expect_value, grub_fingerprint, one_line};
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::host::boot::{self, BootFingerprint};
 use crate::host::{HostRoot, exec};
@@ -29,8 +28,7 @@ const EXEC_CHANGED: i32 = 3;
 #[derive(Debug)]
 pub struct ExecBootConfig {
     program: PathBuf,
-    host: HostRoot,
-    writer: Mutex<()>,
+    base: FlowBase,
 }
 
 /// Longest a xen-cmdline run may take.
@@ -42,17 +40,16 @@ impl ExecBootConfig {
     pub fn new(program: PathBuf, host: HostRoot) -> ExecBootConfig {
         ExecBootConfig {
             program,
-            host,
-            writer: Mutex::new(()),
+            base: FlowBase::new(host),
         }
     }
 
     /// Run the program; its exit code (`None`: killed) and output.
     fn run_status(&self, args: &[&str]) -> Result<(Option<i32>, String, String), BootConfigError> {
         let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        if self.host.root() != std::path::Path::new("/") {
+        if self.base.host.root() != std::path::Path::new("/") {
             argv.push("--root".into());
-            argv.push(self.host.root().display().to_string());
+            argv.push(self.base.host.root().display().to_string());
         }
         let program = self.program.display().to_string();
         let out = exec::run(&program, &argv, EXEC_LIMIT).map_err(|e| BootConfigError::Exec {
@@ -86,22 +83,14 @@ impl BootConfig for ExecBootConfig {
         Ok(HideView::from_cmdline(&self.hide_args()?))
     }
 
-    fn host(&self) -> &HostRoot {
-        &self.host
+    fn base(&self) -> &FlowBase {
+        &self.base
     }
 
-    fn writer(&self) -> &Mutex<()> {
-        &self.writer
-    }
-
-    /// The program serialises its own edits (its compare-and-set).
-    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
+    /// The program serialises its own edits (its compare-and-set) and
+    /// writes them atomically: no lock, nothing to put back.
+    fn locked_file(&self) -> Result<Option<String>, BootConfigError> {
         Ok(None)
-    }
-
-    /// The program's edit is one atomic write of its own.
-    fn journal(&self) -> Option<String> {
-        None
     }
 
     /// What the program prints now is the compare-and-set's witness.
@@ -154,7 +143,7 @@ impl BootConfig for ExecBootConfig {
         // grub.cfg is recorded and put back when the program's edit does
         // not read back as planned (it failed half-way, or left another
         // occurrence of the hide in charge).
-        let generated = boot::grub_fingerprint(&self.host)
+        let generated = boot::grub_fingerprint(&self.base.host)
             .map(|(rel, _)| vec![rel.to_owned()])
             .unwrap_or_default();
         Ok(Changes {
@@ -169,6 +158,6 @@ impl BootConfig for ExecBootConfig {
     }
 
     fn fingerprint(&self) -> Option<BootFingerprint> {
-        grub_fingerprint(&self.host)
+        grub_fingerprint(&self.base.host)
     }
 }

@@ -250,19 +250,15 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// The hide list the next boot's kernel will use.
     fn boot_view(&self) -> Result<HideView, BootConfigError>;
 
-    /// The root the configuration is under.
-    fn host(&self) -> &HostRoot;
+    /// The root the configuration is under, and this process's writer
+    /// lock (one edit at a time).
+    fn base(&self) -> &FlowBase;
 
-    /// This process's writer lock: one edit at a time.
-    fn writer(&self) -> &Mutex<()>;
-
-    /// The file lock every edit holds, the one `xen-cmdline` takes;
-    /// `None` where the flow's program serialises its own edits.
-    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError>;
-
-    /// The journal of this flow's edits (host-relative, beside the lock);
-    /// `None` where there is nothing to put back (the program's own edit).
-    fn journal(&self) -> Option<String>;
+    /// The boot configuration file beside which every edit takes the lock
+    /// `xen-cmdline` takes (`<file>.pcipass-lock`) and keeps its journal
+    /// (`<file>.pcipass-journal`), host-relative; `None` where the flow's
+    /// program serialises its own edits and writes them atomically.
+    fn locked_file(&self) -> Result<Option<String>, BootConfigError>;
 
     /// What an edit starts from, read under the lock.
     fn snapshot(&self) -> Result<Snapshot, BootConfigError>;
@@ -314,6 +310,30 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
         Ok(Vec::new())
     }
+}
+
+/// What every flow holds: the root and this process's writer lock.
+#[derive(Debug)]
+pub struct FlowBase {
+    /// The root the configuration is under.
+    pub host: HostRoot,
+    /// One edit at a time in this process.
+    pub writer: Mutex<()>,
+}
+
+impl FlowBase {
+    /// The base of a flow on `host`.
+    pub fn new(host: HostRoot) -> FlowBase {
+        FlowBase {
+            host,
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+/// The grub.cfg every edit of a GRUB flow locks beside.
+pub(super) fn grub_locked_file(host: &HostRoot) -> Result<Option<String>, BootConfigError> {
+    Ok(Some(boot::locate(host)?.to_owned()))
 }
 
 /// What the next boot hands the dom0 kernel ([`BootConfig::next_boot`]).

@@ -1,10 +1,11 @@
 //! The native backend: grub.cfg under the root, read through the whole
 //! chain and edited in-process under the lock shared with `xen-cmdline`.
 
-use std::sync::Mutex;
-
-use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
-use super::{BootConfig, BootConfigError, NextBoot, expect_value, grub_fingerprint};
+use super::txn::{Changes, FileWrite, Snapshot};
+use super::{
+    BootConfig, BootConfigError, FlowBase, NextBoot, expect_value, grub_fingerprint,
+    grub_locked_file,
+};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::BootFingerprint;
@@ -17,16 +18,14 @@ const GRUBENV_KEY: &str = "(grubenv)";
 /// grub.cfg under the root, edited in-process.
 #[derive(Debug)]
 pub struct NativeBootConfig {
-    host: HostRoot,
-    writer: Mutex<()>,
+    base: FlowBase,
 }
 
 impl NativeBootConfig {
     /// The backend for `host`.
     pub fn new(host: HostRoot) -> NativeBootConfig {
         NativeBootConfig {
-            host,
-            writer: Mutex::new(()),
+            base: FlowBase::new(host),
         }
     }
 }
@@ -141,7 +140,7 @@ fn planned_grub(
 
 impl BootConfig for NativeBootConfig {
     fn boot_view(&self) -> Result<HideView, BootConfigError> {
-        let (_, config) = load_grub(&self.host)?;
+        let (_, config) = load_grub(&self.base.host)?;
         if let DefaultSource::GrubEnv(choice) = config.default_source() {
             tracing::info!(%choice, "the next boot is a one-time choice held in grubenv");
         }
@@ -151,24 +150,16 @@ impl BootConfig for NativeBootConfig {
         grub_boot_view(&config)
     }
 
-    fn host(&self) -> &HostRoot {
-        &self.host
+    fn base(&self) -> &FlowBase {
+        &self.base
     }
 
-    fn writer(&self) -> &Mutex<()> {
-        &self.writer
-    }
-
-    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
-        Ok(Some(boot::lock(&self.host)?))
-    }
-
-    fn journal(&self) -> Option<String> {
-        boot::locate(&self.host).ok().map(journal_beside)
+    fn locked_file(&self) -> Result<Option<String>, BootConfigError> {
+        grub_locked_file(&self.base.host)
     }
 
     fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
-        let (files, config) = load_grub(&self.host)?;
+        let (files, config) = load_grub(&self.base.host)?;
         Ok(Snapshot {
             view: grub_boot_view(&config)?,
             line: config.boot_cmdline()?.bytes,
@@ -210,16 +201,16 @@ impl BootConfig for NativeBootConfig {
     }
 
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
-        let (_, config) = load_grub(&self.host)?;
+        let (_, config) = load_grub(&self.base.host)?;
         expect_value(grub_boot_view(&config)?, value, "grub.cfg")
     }
 
     fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
-        grub_next_boot(&self.host)
+        grub_next_boot(&self.base.host)
     }
 
     fn fingerprint(&self) -> Option<BootFingerprint> {
-        grub_fingerprint(&self.host)
+        grub_fingerprint(&self.base.host)
     }
 
     fn cacheable(&self) -> bool {

@@ -216,15 +216,17 @@ pub fn recover(host: &HostRoot, journal: &str) -> Result<Option<String>, BootCon
 
 /// [`recover`] for `config`'s journal, under its locks: at start.
 pub fn recover_now(config: &dyn BootConfig) -> Result<Option<String>, BootConfigError> {
-    let _in_process = config.writer().lock().unwrap_or_else(|p| p.into_inner());
-    let Some(journal) = config.journal() else {
+    let base = config.base();
+    let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(file) = config.locked_file()? else {
         return Ok(None);
     };
-    if !config.host().exists(&journal) {
+    let journal = journal_beside(&file);
+    if !base.host.exists(&journal) {
         return Ok(None);
     }
-    let _lock = config.lock()?;
-    recover(config.host(), &journal)
+    let _lock = boot::lock_beside(&base.host, &file)?;
+    recover(&base.host, &journal)
 }
 
 /// The early-load step of an edit, planned from the views before and
@@ -241,11 +243,16 @@ pub fn edit(
     check: &HideCheck<'_>,
     early: &EarlyPlanner<'_>,
 ) -> Result<HideView, BootConfigError> {
-    let _in_process = config.writer().lock().unwrap_or_else(|p| p.into_inner());
+    let base = config.base();
+    let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..ATTEMPTS {
-        let _lock = config.lock()?;
-        let host = config.host();
-        let journal = config.journal();
+        let file = config.locked_file()?;
+        let _lock = match &file {
+            Some(file) => Some(boot::lock_beside(&base.host, file)?),
+            None => None,
+        };
+        let host = &base.host;
+        let journal = file.as_deref().map(journal_beside);
         if let Some(journal) = &journal
             && let Some(done) = recover(host, journal)?
         {
@@ -291,7 +298,7 @@ fn run(
     changes: Changes<'_>,
     early: Option<&EarlyPlan>,
 ) -> Result<HideView, BootConfigError> {
-    let host = config.host();
+    let host = &config.base().host;
     let mut rels: Vec<String> = changes.writes.iter().map(|w| w.rel.clone()).collect();
     rels.extend(changes.generated.iter().cloned());
     if let Some(early) = early {

@@ -9,11 +9,10 @@
 //! line ends) is kept, and the file is replaced atomically under the same lock file
 //! discipline as grub.cfg (`xen.cfg.pcipass-lock`).
 
-use std::sync::Mutex;
-
-use super::txn::{Changes, FileWrite, Snapshot, journal_beside};
+use super::txn::{Changes, FileWrite, Snapshot};
 use super::{
-    BootConfig, BootConfigError, InitramfsCopy, NextBoot, dom0_line_with_hide, expect_value,
+    BootConfig, BootConfigError, FlowBase, InitramfsCopy, NextBoot, dom0_line_with_hide,
+    expect_value,
 };
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HIDE_KEY, HideView};
@@ -24,24 +23,22 @@ use crate::host::boot::{self, BootFingerprint};
 /// `xen.cfg` at a host-relative path.
 #[derive(Debug)]
 pub struct XenEfiBootConfig {
-    host: HostRoot,
+    base: FlowBase,
     cfg: String,
-    writer: Mutex<()>,
 }
 
 impl XenEfiBootConfig {
     /// The `xen.cfg` at `cfg` (host-relative) under `host`.
     pub fn new(host: HostRoot, cfg: impl Into<String>) -> XenEfiBootConfig {
         XenEfiBootConfig {
-            host,
+            base: FlowBase::new(host),
             cfg: cfg.into(),
-            writer: Mutex::new(()),
         }
     }
 
     /// The file and the command line dom0's kernel gets from it.
     fn args(&self) -> Result<(Vec<u8>, Vec<u8>), BootConfigError> {
-        let text = self.host.read(&self.cfg)?;
+        let text = self.base.host.read(&self.cfg)?;
         let args = xen_efi::dom0_cmdline(&text)?;
         Ok((text, args))
     }
@@ -52,20 +49,12 @@ impl BootConfig for XenEfiBootConfig {
         Ok(HideView::from_cmdline(&self.args()?.1))
     }
 
-    fn host(&self) -> &HostRoot {
-        &self.host
+    fn base(&self) -> &FlowBase {
+        &self.base
     }
 
-    fn writer(&self) -> &Mutex<()> {
-        &self.writer
-    }
-
-    fn lock(&self) -> Result<Option<boot::BootLock>, BootConfigError> {
-        Ok(Some(boot::lock_beside(&self.host, &self.cfg)?))
-    }
-
-    fn journal(&self) -> Option<String> {
-        Some(journal_beside(&self.cfg))
+    fn locked_file(&self) -> Result<Option<String>, BootConfigError> {
+        Ok(Some(self.cfg.clone()))
     }
 
     fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
@@ -132,14 +121,14 @@ impl BootConfig for XenEfiBootConfig {
     fn next_boot(&self) -> Result<NextBoot, BootConfigError> {
         Ok(NextBoot {
             cmdline: self.args()?.1,
-            initramfs: booted_ramdisk(&self.host, &self.cfg)?,
+            initramfs: booted_ramdisk(&self.base.host, &self.cfg)?,
         })
     }
 
     /// xen.cfg alone decides what boots next.
     fn fingerprint(&self) -> Option<BootFingerprint> {
         Some(BootFingerprint {
-            cfg: boot::fingerprint(&self.host, &self.cfg).ok()?,
+            cfg: boot::fingerprint(&self.base.host, &self.cfg).ok()?,
             env: None,
         })
     }
@@ -156,12 +145,12 @@ impl BootConfig for XenEfiBootConfig {
     /// `/boot` image of the kernel `kernel=` names (told by its bytes: the
     /// ESP's kernel is a copy of one in `/boot`).
     fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
-        let Some(booted) = booted_ramdisk(&self.host, &self.cfg)? else {
+        let Some(booted) = booted_ramdisk(&self.base.host, &self.cfg)? else {
             return Ok(Vec::new());
         };
-        let text = self.host.read(&self.cfg)?;
+        let text = self.base.host.read(&self.cfg)?;
         let kernel = beside_loader(&self.cfg, &xen_efi::kernel_file(&text)?)?;
-        let image = self.host.read(&kernel)?;
+        let image = self.base.host.read(&kernel)?;
         let refuse = |why: String| {
             BootConfigError::EditsRefused(format!(
                 "Xen's EFI loader boots /{kernel} with the initramfs /{booted} ({} of /{}), and \
@@ -171,12 +160,12 @@ impl BootConfig for XenEfiBootConfig {
                 "ramdisk=", self.cfg
             ))
         };
-        let mut names = self.host.list_dir("boot")?;
+        let mut names = self.base.host.list_dir("boot")?;
         names.sort();
         let mut release = None;
         for name in &names {
             if let Some(r) = name.strip_prefix("vmlinuz-")
-                && self.host.read(&format!("boot/{name}"))? == image
+                && self.base.host.read(&format!("boot/{name}"))? == image
             {
                 release = Some(r);
                 break;
@@ -190,7 +179,7 @@ impl BootConfig for XenEfiBootConfig {
             format!("boot/initramfs-{release}.img"),
         ]
         .into_iter()
-        .find(|rel| self.host.exists(rel))
+        .find(|rel| self.base.host.exists(rel))
         .ok_or_else(|| refuse(format!("/boot has no initramfs for kernel {release}")))?;
         Ok(vec![InitramfsCopy { built, booted }])
     }
