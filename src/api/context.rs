@@ -72,7 +72,7 @@ pub struct Context {
     pub store: Arc<Store>,
     /// The host, through the domain surface: devices, dom0 access,
     /// reboot. Its calls block: async code runs them on the blocking pool
-    /// ([`Context::domain`], or a handler wrapped in `invoke::blocking`).
+    /// ([`Context::domain`], or a handler wrapped in `handler::blocking`).
     pub host: Arc<dyn Dom0Host>,
     /// Settings.
     pub config: ApiConfig,

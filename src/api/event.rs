@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::{self, record};
 use crate::api::quota;
 use crate::api::{ApiError, Role, Value, derived};

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::{self, now_datetime};
 use crate::api::{ApiError, Value, event, sync, task};

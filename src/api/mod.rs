@@ -12,6 +12,7 @@ pub mod context;
 pub mod derived;
 pub mod error;
 pub mod event;
+pub mod handler;
 pub mod host;
 pub mod invoke;
 pub mod objects;

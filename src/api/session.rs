@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::context::{Auth, Caller, Context, Origin};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::{ApiError, Role, Value};
 use crate::store::pam;

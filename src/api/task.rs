@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
 use crate::api::session::now_datetime;
 use crate::api::{ApiError, Role, Value, quota};
