@@ -20,11 +20,12 @@ use std::sync::Arc;
 use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
-use crate::api::session::{self, now_datetime};
+use crate::api::session;
 use crate::api::{ApiError, Value, event, sync, task};
 use crate::domain::service::{HostDescription, Reboot};
 use crate::idl;
 use crate::store::{Change, Store, db};
+use crate::value::now_datetime;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
 /// check them against the idl both ways).

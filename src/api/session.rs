@@ -13,6 +13,7 @@ use crate::api::{ApiError, Role, Value};
 use crate::store::pam;
 use crate::store::users::{Scratch, UsersError, UsersFile};
 use crate::store::{Change, Object, db};
+use crate::value::now_datetime;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
 /// check them against the idl both ways).
@@ -302,36 +303,6 @@ impl Drop for Admission<'_> {
             }
         }
     }
-}
-
-/// Now as a XenAPI datetime.
-pub fn now_datetime() -> Value {
-    Value::DateTime(format_datetime(std::time::SystemTime::now()))
-}
-
-/// Format a time as `YYYYMMDDTHH:MM:SSZ` (UTC).
-pub fn format_datetime(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (proleptic Gregorian), Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn unix_seconds() -> i64 {
@@ -650,13 +621,6 @@ pub fn expire_idle(ctx: &Context) -> Result<usize, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn datetimes_are_xapi_basic_form() {
-        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_742_357_784);
-        assert_eq!(format_datetime(t), "20250319T04:16:24Z");
-        assert_eq!(format_datetime(std::time::UNIX_EPOCH), "19700101T00:00:00Z");
-    }
 
     #[test]
     fn a_corrupt_users_file_is_unavailable_not_a_wrong_password() {
