@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::context::{ApiConfig, Auth, Context};
-use crate::api::{derived, event::Registrations, host, session, sync, task};
+use crate::api::login_throttle::LoginThrottle;
+use crate::api::{derived, event::Registrations, host, session_table, sync, task};
 use crate::config::{AuthMode, BootBackend, ConfigError, Settings};
 use crate::domain::bootcfg::{self, BootConfig, FlowOptions, InitramfsUpdate};
 use crate::domain::bootflow::{self, BootFlow, Detected, FlowError};
@@ -141,7 +142,7 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         host_ref,
         pool_ref,
         host_lock: tokio::sync::Mutex::new(()),
-        login_throttle: session::LoginThrottle::default(),
+        login_throttle: LoginThrottle::default(),
         event_registrations: Registrations::default(),
         record_snapshots: Default::default(),
         task_result_encoder: encode_task_result,
@@ -322,7 +323,7 @@ fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
             tick.tick().await;
             let ctx = housekeeping.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                match session::expire_idle(&ctx) {
+                match session_table::expire_idle(&ctx) {
                     Ok(n) if n > 0 => tracing::info!(sessions = n, "expired idle sessions"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!("session expiry failed: {e}"),

@@ -83,7 +83,7 @@ pub struct Context {
     /// Serialises `host.reboot` calls.
     pub host_lock: tokio::sync::Mutex<()>,
     /// Failed-login throttle.
-    pub login_throttle: crate::api::session::LoginThrottle,
+    pub login_throttle: crate::api::login_throttle::LoginThrottle,
     /// Sessions registered for `event.next`.
     pub event_registrations: crate::api::event::Registrations,
     /// The latest `get_all_records` answer of each class whose records

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context, Origin};
 use crate::api::handler::Handler;
-use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, task};
+use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, session_table, task};
 use crate::idl::{self, Method, MethodKind, Type};
 
 /// Every class with custom messages and its module's handler table.
@@ -107,7 +107,7 @@ fn prepare(
     let Some(method) = resolve(name) else {
         // xapi checks the session of an unknown method before saying so.
         if let Some(Value::String(s)) = params.first() {
-            session::check(ctx, s, origin)?;
+            session_table::check(ctx, s, origin)?;
         }
         return Err(ApiError::MessageMethodUnknown(name.to_owned()));
     };
@@ -158,7 +158,7 @@ fn prepare_unchecked_role(
         args.push(value);
     }
     let caller = match session_value {
-        Some(Value::String(s)) => session::check(ctx, &s, origin)?,
+        Some(Value::String(s)) => session_table::check(ctx, &s, origin)?,
         Some(other) => return Err(ApiError::SessionInvalid(other.to_string())),
         None => Caller::anonymous(origin),
     };
