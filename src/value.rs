@@ -1,4 +1,5 @@
-//! The protocol-neutral value that crosses the wire boundary.
+//! The protocol-neutral value that crosses the wire boundary, and the
+//! XenAPI datetime form ([`format_datetime`], [`now_datetime`]).
 //!
 //! The XML-RPC and JSON-RPC codecs translate between their text and
 //! [`Value`]; everything above the wire sees only this type. It mirrors the
@@ -383,6 +384,36 @@ impl fmt::Display for Value {
     }
 }
 
+/// Now as a XenAPI datetime.
+pub fn now_datetime() -> Value {
+    Value::DateTime(format_datetime(std::time::SystemTime::now()))
+}
+
+/// Format a time as `YYYYMMDDTHH:MM:SSZ` (UTC).
+pub fn format_datetime(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (proleptic Gregorian), Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Values for the codecs' tests.
 #[cfg(test)]
 pub mod samples {
@@ -433,5 +464,17 @@ pub mod samples {
                 ))]),
             ),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_are_xapi_basic_form() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_742_357_784);
+        assert_eq!(format_datetime(t), "20250319T04:16:24Z");
+        assert_eq!(format_datetime(std::time::UNIX_EPOCH), "19700101T00:00:00Z");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pcipass::api::context::Context;
-use pcipass::api::session::create_session;
+use pcipass::api::session_table::create_session;
 use pcipass::api::{Role, Value};
 use pcipass::config::Settings;
 use pcipass::idl::datamodel;

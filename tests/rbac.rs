@@ -7,7 +7,7 @@
 )]
 
 use pcipass::api::invoke::invoke;
-use pcipass::api::session::create_session;
+use pcipass::api::session_table::create_session;
 use pcipass::api::{Origin, Role, Value};
 use pcipass::config::Settings;
 use pcipass::idl::{Type, datamodel};

@@ -72,7 +72,7 @@ pub struct Context {
     pub store: Arc<Store>,
     /// The host, through the domain surface: devices, dom0 access,
     /// reboot. Its calls block: async code runs them on the blocking pool
-    /// ([`Context::domain`], or a handler wrapped in `invoke::blocking`).
+    /// ([`Context::domain`], or a handler wrapped in `handler::blocking`).
     pub host: Arc<dyn Dom0Host>,
     /// Settings.
     pub config: ApiConfig,
@@ -83,7 +83,7 @@ pub struct Context {
     /// Serialises `host.reboot` calls.
     pub host_lock: tokio::sync::Mutex<()>,
     /// Failed-login throttle.
-    pub login_throttle: crate::api::session::LoginThrottle,
+    pub login_throttle: crate::api::login_throttle::LoginThrottle,
     /// Sessions registered for `event.next`.
     pub event_registrations: crate::api::event::Registrations,
     /// The latest `get_all_records` answer of each class whose records

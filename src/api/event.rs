@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::{self, record};
 use crate::api::quota;
 use crate::api::{ApiError, Role, Value, derived};
@@ -523,7 +523,7 @@ fn next(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Origin, session};
+    use crate::api::{Origin, session_table};
     use crate::config::Settings;
 
     fn context(dir: &tempfile::TempDir) -> Arc<Context> {
@@ -533,8 +533,15 @@ mod tests {
 
     fn admin(ctx: &Context) -> Caller {
         Caller {
-            session: session::create_session(ctx, "admin", Role::PoolAdmin, false, "test", "users")
-                .unwrap(),
+            session: session_table::create_session(
+                ctx,
+                "admin",
+                Role::PoolAdmin,
+                false,
+                "test",
+                "users",
+            )
+            .unwrap(),
             user: "admin".into(),
             role: Role::PoolAdmin,
             superuser: false,

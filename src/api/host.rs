@@ -18,13 +18,14 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
-use crate::api::session::{self, now_datetime};
+use crate::api::session_table;
 use crate::api::{ApiError, Value, event, sync, task};
 use crate::domain::service::{HostDescription, Reboot};
 use crate::idl;
 use crate::store::{Change, Store, db};
+use crate::value::now_datetime;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
 /// check them against the idl both ways).
@@ -138,7 +139,7 @@ pub fn check_boot(ctx: &Context) -> Result<BootCheck, ApiError> {
         None => BootCheck::FirstStart,
         Some(stored) if stored == current => return Ok(BootCheck::SameBoot),
         Some(_) => {
-            let sessions_dropped = session::invalidate_all(ctx)?;
+            let sessions_dropped = session_table::invalidate_all(ctx)?;
             let host_enabled = enable_after_reboot(ctx)?;
             tracing::info!(
                 sessions_dropped,
@@ -302,7 +303,7 @@ fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
     enable_after_reboot(ctx)?;
     // Clients (Xen Orchestra) wait for agent_start_time to move.
     record_agent_start(ctx)?;
-    let dropped = session::invalidate_all(ctx)?;
+    let dropped = session_table::invalidate_all(ctx)?;
     tracing::warn!(%user, sessions_ended = dropped, "mock host rebooted in place");
     Ok(())
 }
@@ -513,7 +514,8 @@ mod tests {
 
     async fn login_and_disable(ctx: &Arc<Context>, auto_enable: Option<bool>) -> String {
         let session =
-            session::create_session(ctx, "admin", Role::PoolAdmin, false, "test", "users").unwrap();
+            session_table::create_session(ctx, "admin", Role::PoolAdmin, false, "test", "users")
+                .unwrap();
         let mut params = vec![Value::str(&session), Value::str(&ctx.host_ref)];
         params.extend(auto_enable.map(Value::Bool));
         call(ctx, "host.disable", params).await.unwrap();
@@ -571,7 +573,7 @@ mod tests {
         assert!(!enabled(&ctx));
         // host.enable clears the flag: the next disable defaults to true.
         let session =
-            session::create_session(&ctx, "admin", Role::PoolAdmin, false, "test", "users")
+            session_table::create_session(&ctx, "admin", Role::PoolAdmin, false, "test", "users")
                 .unwrap();
         let host_ref = ctx.host_ref.clone();
         call(

@@ -3,19 +3,12 @@
 //! parameter types (from the idl), session, role, then the class module.
 //! `Async.` calls return a task at once and run the same path in it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context, Origin};
-use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, task};
+use crate::api::handler::Handler;
+use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, session_table, task};
 use crate::idl::{self, Method, MethodKind, Type};
-
-/// The future a message handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>;
-
-/// A custom-message handler: context, caller, decoded parameters.
-pub type Handler = fn(Arc<Context>, Caller, Vec<Value>) -> HandlerFuture;
 
 /// Every class with custom messages and its module's handler table.
 pub const CLASSES: &[(&str, &[(&str, Handler)])] = &[
@@ -31,18 +24,6 @@ pub const CLASSES: &[(&str, &[(&str, Handler)])] = &[
 pub fn custom_handler(class: &str, message: &str) -> Option<Handler> {
     let (_, table) = CLASSES.iter().find(|(c, _)| *c == class)?;
     table.iter().find(|(m, _)| *m == message).map(|(_, h)| *h)
-}
-
-/// Run blocking work (file edits, fsync, child processes) off the reactor.
-pub fn blocking<F>(ctx: Arc<Context>, work: F) -> HandlerFuture
-where
-    F: FnOnce(&Context) -> Result<Value, ApiError> + Send + 'static,
-{
-    Box::pin(async move {
-        tokio::task::spawn_blocking(move || work(&ctx))
-            .await
-            .map_err(|_| ApiError::Internal("worker failed".into()))?
-    })
 }
 
 /// Every method name `system.listMethods` reports: all sync methods plus
@@ -126,7 +107,7 @@ fn prepare(
     let Some(method) = resolve(name) else {
         // xapi checks the session of an unknown method before saying so.
         if let Some(Value::String(s)) = params.first() {
-            session::check(ctx, s, origin)?;
+            session_table::check(ctx, s, origin)?;
         }
         return Err(ApiError::MessageMethodUnknown(name.to_owned()));
     };
@@ -177,7 +158,7 @@ fn prepare_unchecked_role(
         args.push(value);
     }
     let caller = match session_value {
-        Some(Value::String(s)) => session::check(ctx, &s, origin)?,
+        Some(Value::String(s)) => session_table::check(ctx, &s, origin)?,
         Some(other) => return Err(ApiError::SessionInvalid(other.to_string())),
         None => Caller::anonymous(origin),
     };

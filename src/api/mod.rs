@@ -12,13 +12,16 @@ pub mod context;
 pub mod derived;
 pub mod error;
 pub mod event;
+pub mod handler;
 pub mod host;
 pub mod invoke;
+pub mod login_throttle;
 pub mod objects;
 pub mod pci;
 pub mod pgpu;
 pub mod quota;
 pub mod session;
+pub mod session_table;
 pub mod sync;
 pub mod task;
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture, blocking};
+use crate::api::handler::{Handler, HandlerFuture, blocking};
 use crate::api::{ApiError, Value, derived};
 use crate::domain::service;
 use crate::domain::{Dom0Access, PciAddress};

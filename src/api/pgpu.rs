@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture, blocking};
+use crate::api::handler::{Handler, HandlerFuture, blocking};
 use crate::api::{ApiError, Value, pci};
 use crate::store::Object;
 

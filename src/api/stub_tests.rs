@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::api::context::{ApiConfig, Context, Origin};
 use crate::api::event::Registrations;
 use crate::api::invoke::invoke;
-use crate::api::session::LoginThrottle;
-use crate::api::{ApiError, Role, Value, host, session, sync};
+use crate::api::login_throttle::LoginThrottle;
+use crate::api::{ApiError, Role, Value, host, session_table, sync};
 use crate::domain::PciAddress;
 use crate::domain::service::{Names, PciFunction, StubDom0Host};
 use crate::store::Store;
@@ -87,7 +87,8 @@ struct Client {
 impl Client {
     /// Logged in as `role` (a session made directly, as login would).
     fn new(ctx: &Arc<Context>, role: Role) -> Client {
-        let session = session::create_session(ctx, "tester", role, false, "test", "users").unwrap();
+        let session =
+            session_table::create_session(ctx, "tester", role, false, "test", "users").unwrap();
         Client {
             ctx: ctx.clone(),
             session,

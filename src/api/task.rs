@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::invoke::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::new_object;
-use crate::api::session::now_datetime;
 use crate::api::{ApiError, Role, Value, quota};
 use crate::store::{Change, Object, db};
+use crate::value::now_datetime;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
 /// check them against the idl both ways).

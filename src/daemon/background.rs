@@ -1,0 +1,55 @@
+//! The daemon's background work while it serves: session expiry and task
+//! collection once a minute, and the watch for hand edits of the boot
+//! configuration or a changed `/proc/cmdline`, which refreshes
+//! `PGPU.dom0_access`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::context::Context;
+use crate::api::{derived, session_table, task};
+
+/// Start the background work on the runtime: housekeeping (idle sessions,
+/// finished tasks) every minute, and the change watch every
+/// `watch_interval`.
+pub(super) fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
+    let housekeeping = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let ctx = housekeeping.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                match session_table::expire_idle(&ctx) {
+                    Ok(n) if n > 0 => tracing::info!(sessions = n, "expired idle sessions"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("session expiry failed: {e}"),
+                }
+                match task::collect_finished(&ctx) {
+                    Ok(n) if n > 0 => tracing::info!(tasks = n, "collected finished tasks"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("task collection failed: {e}"),
+                }
+            })
+            .await;
+        }
+    });
+    // Hand edits of grub.cfg or a changed /proc/cmdline must show up in
+    // PGPU.dom0_access (and as events) without anyone reading the PGPU.
+    tokio::spawn(async move {
+        let mut last = ctx.domain(|h| h.changes()).await.ok();
+        let mut tick = tokio::time::interval(watch_interval);
+        loop {
+            tick.tick().await;
+            let now = ctx.domain(|h| h.changes()).await.ok();
+            if now != last {
+                last = now;
+                tracing::info!(
+                    "boot configuration or /proc/cmdline changed; refreshing PGPU dom0 access"
+                );
+                let work = ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || derived::refresh_all(&work)).await;
+            }
+        }
+    });
+}
