@@ -56,6 +56,15 @@ fn discovery_reads_what_the_tree_says() {
         .unwrap();
     assert!(igpu.boot_vga && igpu.is_display());
     assert_eq!(igpu.names.class, "VGA compatible controller");
+    // Its subsystem ids are its own: libpci names the subsystem after the
+    // device.
+    assert_eq!(
+        (igpu.subsystem_vendor_id, igpu.subsystem_device_id),
+        (Some(igpu.vendor_id), Some(igpu.device_id))
+    );
+    assert_eq!(igpu.names.subsystem_vendor, igpu.names.vendor);
+    assert_eq!(igpu.names.subsystem_device, igpu.names.device);
+    assert!(!igpu.names.subsystem_device.is_empty());
 }
 
 #[test]

@@ -11,9 +11,9 @@ use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture};
 use crate::api::objects::{self, record};
 use crate::api::quota;
-use crate::api::{ApiError, Role, Value, derived};
+use crate::api::{ApiError, Value, derived};
 use crate::idl;
-use crate::store::{Change, Event, Operation};
+use crate::store::{Change, Event, Object, Operation};
 use crate::value::Rows;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
@@ -46,12 +46,12 @@ pub struct Registrations {
     handed: tokio::sync::Notify,
 }
 
-/// An `event.from` stream that subscribes to tasks: whose tasks it may see
-/// and the generation of the last token it was handed.
+/// An `event.from` stream that subscribes to tasks: its caller (whose
+/// tasks it may see, by [`objects::visible`]) and the generation of the
+/// last token it was handed.
 #[derive(Debug)]
 struct Stream {
-    user: String,
-    operator: bool,
+    caller: Caller,
     handed: u64,
 }
 
@@ -107,14 +107,6 @@ fn matches(subs: &[Subscription], class: &str, reference: &str) -> bool {
     })
 }
 
-fn may_see(caller: &Caller, class: &str, snapshot_owner: Option<&str>, reference: &str) -> bool {
-    match class {
-        "session" => caller.may(Role::PoolAdmin) || reference == caller.session,
-        "task" => caller.may(Role::PoolOperator) || snapshot_owner.is_none_or(|o| o == caller.user),
-        _ => true,
-    }
-}
-
 /// The members an event starts with: id, timestamp, class, operation.
 fn event_head(id: u64, class: &str, operation: Operation) -> Vec<(String, Value)> {
     vec![
@@ -129,10 +121,9 @@ fn event_value(event: &Event, operation: Operation) -> Value {
     let mut members = event_head(event.id, &event.class, operation);
     members.push(("ref".to_owned(), Value::String(event.reference.clone())));
     if operation != Operation::Del
-        && let (Some(snapshot), Some(class)) =
-            (&event.snapshot, idl::datamodel().class(&event.class))
+        && let Some(class) = idl::datamodel().class(&event.class)
     {
-        members.push(("snapshot".to_owned(), record(class, snapshot)));
+        members.push(("snapshot".to_owned(), record(class, &event.snapshot)));
     }
     Value::Struct(members)
 }
@@ -193,10 +184,7 @@ fn batch(caller: &Caller, subs: &[Subscription], events: Vec<Event>) -> Vec<Valu
     coalesce(events)
         .into_iter()
         .filter(|(e, _)| matches(subs, &e.class, &e.reference))
-        .filter(|(e, _)| {
-            let owner = e.snapshot.as_ref().map(|s| s.get_str("owner"));
-            may_see(caller, &e.class, owner, &e.reference)
-        })
+        .filter(|(e, _)| objects::visible(caller, &e.snapshot))
         .filter(|(e, op)| {
             !(e.class == "session" && *op == Operation::Del && e.reference == caller.session)
         })
@@ -235,13 +223,7 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<V
         // done once per class read object by object.
         derived::refresh(ctx, class);
         for object in ctx.store.all(&class.name) {
-            if !matches(subs, &class.name, &object.reference)
-                || !may_see(
-                    caller,
-                    &class.name,
-                    Some(object.get_str("owner")),
-                    &object.reference,
-                )
+            if !matches(subs, &class.name, &object.reference) || !objects::visible(caller, &object)
             {
                 continue;
             }
@@ -251,7 +233,7 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<V
                     class: class.name.clone(),
                     operation: Operation::Add,
                     reference: object.reference.clone(),
-                    snapshot: Some(object),
+                    snapshot: object,
                 },
                 Operation::Add,
             ));
@@ -353,8 +335,7 @@ fn handed_out(ctx: &Context, caller: &Caller, subs: &[Subscription], generation:
         streams.insert(
             caller.session.clone(),
             Stream {
-                user: caller.user.clone(),
-                operator: caller.may(Role::PoolOperator),
+                caller: caller.clone(),
                 handed: generation,
             },
         );
@@ -362,12 +343,12 @@ fn handed_out(ctx: &Context, caller: &Caller, subs: &[Subscription], generation:
     registrations.handed.notify_waiters();
 }
 
-/// Has every `event.from` stream of a live session that may see `owner`'s
-/// tasks been handed `generation` or later?
-pub fn handed_to_streams(ctx: &Context, owner: &str, generation: u64) -> bool {
+/// Has every `event.from` stream of a live session that may see `task`
+/// been handed `generation` or later?
+pub fn handed_to_streams(ctx: &Context, task: &Object, generation: u64) -> bool {
     match ctx.event_registrations.streams.lock() {
         Ok(streams) => !streams.iter().any(|(session, s)| {
-            (s.operator || s.user == owner)
+            objects::visible(&s.caller, task)
                 && s.handed < generation
                 && ctx.store.get_of("session", session).is_some()
         }),
@@ -523,7 +504,7 @@ fn next(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Origin, session_table};
+    use crate::api::{Origin, Role, session_table};
     use crate::config::Settings;
 
     fn context(dir: &tempfile::TempDir) -> Arc<Context> {
@@ -684,7 +665,7 @@ mod tests {
             class: "PCI".into(),
             operation: op,
             reference: r.into(),
-            snapshot: None,
+            snapshot: Arc::new(objects::new_object("PCI", r.into(), r.into(), Vec::new())),
         };
         let out = coalesce(vec![
             e(1, Operation::Add, "a"),

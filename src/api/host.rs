@@ -242,11 +242,15 @@ fn reboot(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
         // the sessions end is retried a second later, and fails for good
         // if the host has gone down again meanwhile.
         if let Some(task_ref) = &caller.task {
+            // Who may see the task does not change as it completes.
+            let task = ctx.store.get_of("task", task_ref);
             task::complete(&ctx, task_ref, Ok(Value::void()));
             let at = ctx.store.generation();
             let done = || {
                 ctx.store.get_of("task", task_ref).is_none()
-                    && event::handed_to_streams(&ctx, &caller.user, at)
+                    && task
+                        .as_ref()
+                        .is_none_or(|task| event::handed_to_streams(&ctx, task, at))
             };
             if !event::wait_until(&ctx, REBOOT_FUSE, done).await {
                 tracing::info!(

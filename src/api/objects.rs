@@ -52,14 +52,19 @@ pub fn new_object(
     object
 }
 
-/// Classes some of whose objects are private to some callers.
+/// Classes some of whose objects are private to some callers: those
+/// [`visible`] may refuse.
 pub fn has_private_objects(class: &str) -> bool {
     matches!(class, "session" | "task")
 }
 
 /// May `caller` see `object`? Sessions are private to their owner, tasks to
 /// their owner and pool operators.
-fn visible(caller: &Caller, object: &Object) -> bool {
+///
+/// The one rule for every read: the getters and `get_all*` here, and
+/// every event `event.from` and `event.next` hand out, a deletion's
+/// included (judged from the object as it was when deleted).
+pub fn visible(caller: &Caller, object: &Object) -> bool {
     match object.class.as_str() {
         "session" => caller.may(Role::PoolAdmin) || object.reference == caller.session,
         "task" => caller.may(Role::PoolOperator) || object.get_str("owner") == caller.user,

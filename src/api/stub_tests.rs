@@ -87,8 +87,13 @@ struct Client {
 impl Client {
     /// Logged in as `role` (a session made directly, as login would).
     fn new(ctx: &Arc<Context>, role: Role) -> Client {
+        Client::of_user(ctx, "tester", role)
+    }
+
+    /// Logged in as `user` with `role`.
+    fn of_user(ctx: &Arc<Context>, user: &str, role: Role) -> Client {
         let session =
-            session_table::create_session(ctx, "tester", role, false, "test", "users").unwrap();
+            session_table::create_session(ctx, user, role, false, "test", "users").unwrap();
         Client {
             ctx: ctx.clone(),
             session,
@@ -351,6 +356,81 @@ async fn event_from_reports_an_edit_after_its_token() {
             .iter()
             .any(|e| field(e, "class") == "pgpu" && field(e, "operation") == "mod"),
         "{events:?}"
+    );
+}
+
+/// The (ref, operation) of each task event `client`'s `event.from` over
+/// tasks hands out after `token`.
+async fn task_events_from(client: &Client, token: &str) -> Vec<(String, String)> {
+    let batch = client
+        .call(
+            "event.from",
+            vec![
+                Value::Array(vec![Value::str("task")]),
+                Value::str(token),
+                Value::Float(1.0),
+            ],
+        )
+        .await
+        .unwrap();
+    task_events(batch.member("events").unwrap())
+}
+
+/// The (ref, operation) of each task event in a list of events.
+fn task_events(events: &Value) -> Vec<(String, String)> {
+    let Value::Array(events) = events else {
+        panic!("events are not a list: {events:?}")
+    };
+    events
+        .iter()
+        .filter(|e| field(e, "class") == "task")
+        .map(|e| (field(e, "ref"), field(e, "operation")))
+        .collect()
+}
+
+/// Tasks are private to their owner and pool operators, in events as in
+/// the getters: a read-only user's `event.from` and `event.next` carry
+/// none of another user's task events, its `del` included, while its own
+/// task's `del` and, for an operator, the other user's, come through.
+#[tokio::test]
+async fn another_users_task_events_its_del_included_are_private() {
+    let ctx = context(stub());
+    let alice = Client::of_user(&ctx, "alice", Role::ReadOnly);
+    let bob = Client::of_user(&ctx, "bob", Role::ReadOnly);
+    let op = Client::of_user(&ctx, "olga", Role::PoolOperator);
+    let classes = Value::Array(vec![Value::str("task")]);
+    let bob_token = stream_token(&bob, &classes).await;
+    let op_token = stream_token(&op, &classes).await;
+    bob.call("event.register", vec![classes.clone()])
+        .await
+        .unwrap();
+
+    let task = |label: &'static str| vec![Value::str(label), Value::str("")];
+    let hers = alice.str("task.create", task("hers")).await;
+    alice
+        .call("task.destroy", vec![Value::str(&hers)])
+        .await
+        .unwrap();
+    let his = bob.str("task.create", task("his")).await;
+    bob.call("task.destroy", vec![Value::str(&his)])
+        .await
+        .unwrap();
+
+    let his_del = (his.clone(), "del".to_owned());
+    let hers_del = (hers.clone(), "del".to_owned());
+
+    let seen = task_events_from(&bob, &bob_token).await;
+    assert!(seen.contains(&his_del), "bob's own del: {seen:?}");
+    assert!(seen.iter().all(|(r, _)| *r != hers), "event.from: {seen:?}");
+
+    let seen = task_events(&bob.call("event.next", vec![]).await.unwrap());
+    assert!(seen.contains(&his_del), "bob's own del: {seen:?}");
+    assert!(seen.iter().all(|(r, _)| *r != hers), "event.next: {seen:?}");
+
+    let seen = task_events_from(&op, &op_token).await;
+    assert!(
+        seen.contains(&hers_del) && seen.contains(&his_del),
+        "{seen:?}"
     );
 }
 

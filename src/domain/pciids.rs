@@ -115,8 +115,28 @@ impl DeviceNames {
         }
     }
 
-    /// Subsystem name (as libpci gives it), "" when unknown.
+    /// Subsystem name as libpci gives it, "" when unknown: the entry
+    /// listed under the device, else, when the subsystem ids are the
+    /// device's own ids (vendor and device both), the device's name. A
+    /// subsystem whose vendor alone is the device's vendor has no
+    /// fallback. (The subsystem vendor's name is [`DeviceNames::vendor`]
+    /// of the subsystem vendor id, whatever the device.)
     pub fn subsystem(&self, vendor: u16, device: u16, sub_vendor: u16, sub_device: u16) -> String {
+        let listed = self.listed_subsystem(vendor, device, sub_vendor, sub_device);
+        if listed.is_empty() && (vendor, device) == (sub_vendor, sub_device) {
+            return self.device(vendor, device);
+        }
+        listed
+    }
+
+    /// The subsystem entry listed under the device, "" when none.
+    fn listed_subsystem(
+        &self,
+        vendor: u16,
+        device: u16,
+        sub_vendor: u16,
+        sub_device: u16,
+    ) -> String {
         match &self.host {
             Some(ids) => ids
                 .subsystems
@@ -173,5 +193,44 @@ mod tests {
         assert_eq!(names.class(0x01, 0x08), "Non-Volatile memory controller");
         assert_eq!(names.class(0x0c, 0x03), "USB controller");
         assert!(!names.device(0x10de, 0x1eb8).is_empty());
+    }
+
+    /// libpci (`lib/names.c`, `id_lookup_subsys`): the entry listed under
+    /// the device; else, only when the subsystem vendor and device are the
+    /// device's own, the device's name; else nothing.
+    #[test]
+    fn subsystem_names_follow_libpci() {
+        let host = DeviceNames::new(Some(SAMPLE));
+        let compiled = DeviceNames::new(None);
+        let t4 = compiled.device(0x10de, 0x1eb8);
+        let igpu = compiled.device(0x8086, 0x3e92);
+        assert!(!igpu.is_empty());
+        let cases: [(&DeviceNames, [u16; 4], &str); 9] = [
+            // Listed under the device.
+            (&host, [0x10de, 0x1eb8, 0x10de, 0x12a2], "T4 16GB"),
+            // Subsystem ids are the device's own: the device's name.
+            (
+                &host,
+                [0x10de, 0x1eb8, 0x10de, 0x1eb8],
+                "Tesla T4 (host file)",
+            ),
+            (&compiled, [0x10de, 0x1eb8, 0x10de, 0x1eb8], &t4),
+            (&compiled, [0x8086, 0x3e92, 0x8086, 0x3e92], &igpu),
+            // Only the vendor is the device's: no fallback.
+            (&host, [0x10de, 0x1eb8, 0x10de, 0x0001], ""),
+            (&compiled, [0x8086, 0x3e92, 0x8086, 0x0001], ""),
+            // Only the device id is the device's: no fallback.
+            (&host, [0x10de, 0x1eb8, 0x1043, 0x1eb8], ""),
+            // Own ids, but the device itself is unknown: nothing.
+            (&host, [0x8086, 0x3e92, 0x8086, 0x3e92], ""),
+            (&compiled, [0x8086, 0xfffe, 0x8086, 0xfffe], ""),
+        ];
+        for (names, [v, d, sv, sd], want) in cases {
+            assert_eq!(
+                names.subsystem(v, d, sv, sd),
+                want,
+                "{v:04x}:{d:04x} subsystem {sv:04x}:{sd:04x}"
+            );
+        }
     }
 }

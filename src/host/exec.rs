@@ -8,19 +8,19 @@
 //! the limit.
 //!
 //! The program runs in a process group of its own, and at the limit the
-//! whole group is killed with `kill -KILL -- -PGID` (the crate denies
-//! `unsafe`, and std has no safe `killpg`; running `/bin/kill` keeps it so
-//! without a new dependency), then the program itself with
-//! [`std::process::Child::kill`] in case `kill` could not be run. A
-//! descendant that left the group (`setsid`, `setpgid`) survives; its
-//! reader thread is abandoned rather than joined, so the caller still
-//! returns at the limit.
+//! whole group is sent SIGKILL (`kill(-pgid)`, through `rustix`), then the
+//! program itself is killed with [`std::process::Child::kill`] in case the
+//! group could not be signalled. A descendant that left the group
+//! (`setsid`, `setpgid`) survives; its reader thread is abandoned rather
+//! than joined, so the caller still returns at the limit.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 /// What a finished program said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,20 +73,21 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
     }
 }
 
-/// Kill process group `pgid` with SIGKILL, through `kill(1)`.
-fn kill_group(pgid: u32) {
-    let group = format!("-{pgid}");
-    for kill in ["/bin/kill", "kill"] {
-        let status = Command::new(kill)
-            .args(["-KILL", "--", &group])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if status.is_ok() {
-            return;
-        }
+/// Send SIGKILL to the process group `child` leads, then to `child`
+/// itself (the fallback when the group could not be signalled), and reap
+/// it. Called while `child` is unreaped, so its pid, the group's id,
+/// cannot have been reused.
+fn kill_group(child: &mut Child) {
+    let pgid = Pid::from_child(child);
+    // kill(-1) would signal every process we may signal; a child is never
+    // init, but the guard keeps that out of reach.
+    if pgid != Pid::INIT
+        && let Err(e) = kill_process_group(pgid, Signal::KILL)
+    {
+        tracing::debug!("killing process group {pgid:?}: {e}");
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn timed_out(program: &str, limit: Duration) -> std::io::Error {
@@ -109,7 +110,6 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
         .process_group(0)
         .spawn()?;
     // The child leads its own group: the group id is its pid.
-    let pgid = child.id();
     let (tx, rx) = mpsc::channel();
     read_on_thread(child.stdout.take(), Pipe::Stdout, tx.clone());
     read_on_thread(child.stderr.take(), Pipe::Stderr, tx);
@@ -124,9 +124,7 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
             Ok((Pipe::Stdout, text)) => stdout = Some(text),
             Ok((Pipe::Stderr, text)) => stderr = Some(text),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                kill_group(pgid);
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(timed_out(program, limit));
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -135,15 +133,11 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<O
     let status = match wait_until(&mut child, deadline) {
         Ok(Some(status)) => status,
         Ok(None) => {
-            kill_group(pgid);
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             return Err(timed_out(program, limit));
         }
         Err(e) => {
-            kill_group(pgid);
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             return Err(e);
         }
     };
@@ -243,6 +237,28 @@ mod tests {
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         let pid = pid.trim();
         // A hang guard: the loop ends as soon as the grandchild is gone.
+        let until = Instant::now() + KILLED_BEFORE;
+        while !dead(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(pid), "the grandchild {pid} was killed with its group");
+    }
+
+    /// The other kill site: the output is closed at once, but the program
+    /// and a grandchild in its group run on past the limit.
+    #[test]
+    fn a_grandchild_is_killed_when_the_program_outlives_its_closed_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "exec >/dev/null 2>&1; sleep 60 & echo $! > '{}'; sleep 60",
+            pidfile.display()
+        );
+        let (out, took) = sh(&script, Duration::from_secs(1));
+        assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(took < KILLED_BEFORE, "{took:?}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
         let until = Instant::now() + KILLED_BEFORE;
         while !dead(pid) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));

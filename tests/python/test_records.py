@@ -18,6 +18,12 @@ def test_pci_and_pgpu_records(daemon):
                       "host", "pci_id", "dependencies", "other_config", "subsystem_vendor_id",
                       "subsystem_vendor_name", "subsystem_device_id", "subsystem_device_name", "driver_name"):
             assert field in rec, field
+    # The demo's iGPU has its own ids as subsystem ids: libpci (and so xapi)
+    # names the subsystem after the device.
+    igpu = next(r for r in pcis.values() if r["pci_id"] == "0000:00:02.0")
+    assert (igpu["subsystem_vendor_id"], igpu["subsystem_device_id"]) == (igpu["vendor_id"], igpu["device_id"])
+    assert igpu["subsystem_vendor_name"] == igpu["vendor_name"]
+    assert igpu["subsystem_device_name"] == igpu["device_name"] != ""
     pgpus = s.xenapi.PGPU.get_all_records()
     assert len(pgpus) >= 2
     for rec in pgpus.values():

@@ -52,7 +52,7 @@ impl Store {
         // Compute the new objects against the current memory state. Only
         // this function writes, and it holds the connection lock, so the
         // state cannot move underneath.
-        let mut staged: Vec<(Operation, String, String, Option<Arc<Object>>)> =
+        let mut staged: Vec<(Operation, String, String, Arc<Object>)> =
             Vec::with_capacity(changes.len());
         let mut pending: HashMap<String, Option<Arc<Object>>> = HashMap::new();
         {
@@ -82,7 +82,7 @@ impl Store {
                             Operation::Add,
                             object.class.clone(),
                             object.reference.clone(),
-                            Some(object),
+                            object,
                         ));
                     }
                     Change::Update { reference, fields } => {
@@ -97,23 +97,18 @@ impl Store {
                         }
                         let new = Arc::new(new);
                         pending.insert(reference.clone(), Some(new.clone()));
-                        staged.push((Operation::Mod, new.class.clone(), reference, Some(new)));
+                        staged.push((Operation::Mod, new.class.clone(), reference, new));
                     }
                     Change::Touch(reference) => {
                         let object = current(&reference, &pending)
                             .ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
-                        staged.push((
-                            Operation::Mod,
-                            object.class.clone(),
-                            reference,
-                            Some(object),
-                        ));
+                        staged.push((Operation::Mod, object.class.clone(), reference, object));
                     }
                     Change::Delete(reference) => {
                         let old = current(&reference, &pending)
                             .ok_or_else(|| StoreError::NoSuchObject(reference.clone()))?;
                         pending.insert(reference.clone(), None);
-                        staged.push((Operation::Del, old.class.clone(), reference, None));
+                        staged.push((Operation::Del, old.class.clone(), reference, old));
                     }
                 }
             }

@@ -71,8 +71,10 @@ pub struct Event {
     pub operation: Operation,
     /// The object's ref.
     pub reference: String,
-    /// The object after the change; `None` for `Del`.
-    pub snapshot: Option<Arc<Object>>,
+    /// The object after the change; for `Del`, the object as it was when
+    /// deleted (who may see a deletion is decided from it, as for the
+    /// other changes).
+    pub snapshot: Arc<Object>,
 }
 
 /// A change in a batch.
