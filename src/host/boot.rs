@@ -279,7 +279,15 @@ pub fn read(host: &HostRoot) -> Result<GrubFiles, HostError> {
 /// The advisory lock on the boot configuration, held until dropped.
 #[derive(Debug)]
 pub struct BootLock {
-    _file: File,
+    file: File,
+}
+
+impl BootLock {
+    /// The locked file, to hand to a program that must hold the lock as
+    /// long as it runs ([`crate::host::exec::run_holding`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 /// Take the exclusive lock that serialises every read-modify-write of the
@@ -317,7 +325,7 @@ pub fn lock_beside(host: &HostRoot, cfg: &str) -> Result<BootLock, HostError> {
         .open(&path)
         .map_err(|e| HostRoot::err("open", &rel, e))?;
     file.lock().map_err(|e| HostRoot::err("lock", &rel, e))?;
-    Ok(BootLock { _file: file })
+    Ok(BootLock { file })
 }
 
 /// Crash simulation for tests: with `PCIPASS_FAULT=<step>` in the

@@ -101,10 +101,27 @@ fn timed_out(program: &str, limit: Duration) -> std::io::Error {
 /// its output. Past the limit its process group is killed and the error
 /// is [`std::io::ErrorKind::TimedOut`].
 pub fn run(program: &str, args: &[String], limit: Duration) -> std::io::Result<Output> {
+    run_holding(program, args, limit, None)
+}
+
+/// [`run`], the program's stdin being `hold` (a lock file): the program
+/// and everything it starts hold the lock with it, so that if this
+/// process dies first the lock stays taken until they are done (a
+/// regeneration orphaned by a killed daemon is waited for, not raced).
+pub fn run_holding(
+    program: &str,
+    args: &[String],
+    limit: Duration,
+    hold: Option<&std::fs::File>,
+) -> std::io::Result<Output> {
     let deadline = Instant::now() + limit;
+    let stdin = match hold {
+        Some(file) => Stdio::from(file.try_clone()?),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

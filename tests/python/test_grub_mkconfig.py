@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -658,3 +659,54 @@ def test_concurrent_hides_are_written_together(tmp_path, made):
     for pci in good:
         assert s.xenapi.PCI.get_dom0_access_status(refs[pci]) == "disabled", pci
     assert s.xenapi.PCI.get_dom0_access_status(refs[built_in]) == "enabled"
+
+
+def test_a_regeneration_orphaned_by_a_killed_daemon_is_waited_for(tmp_path, made):
+    """Issue 23: the daemon is killed while grub-mkconfig runs. The
+    generator lives in its own process group and goes on; like Debian's
+    grub-mkconfig it writes its output last (here: generated to a
+    temporary file, then copied over grub.cfg after a pause). The next
+    start must not undo the edit while it runs, or the orphan would then
+    install grub.cfg with a hide nobody acknowledged: the generator holds
+    the edit's lock (its stdin), so the recovery waits for it and then puts
+    every file back."""
+    slow = tmp_path / "slow-mkconfig"
+    root = tmp_path / "root"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'"{MKCONFIG}" "$1" "$1/boot/grub/grub.cfg.slow" || exit 1\n'
+        f'touch "{tmp_path}/generating"\n'
+        "sleep 3\n"
+        'cat "$1/boot/grub/grub.cfg.slow" > "$1/boot/grub/grub.cfg"\n'
+        'rm -f "$1/boot/grub/grub.cfg.slow"\n')
+    slow.chmod(0o755)
+    d = debian(tmp_path, command=f"{slow} {root}")
+    grub = root / "boot/grub/grub.cfg"
+    dropin = root / "etc/default/grub.d/zz-pcipass.cfg"
+    before = grub.read_bytes()
+    made.append(d.start())
+    s = d.session("admin")
+    import threading
+
+    def hide():
+        try:
+            s.xenapi.PCI.disable_dom0_access(_pcis(s)[GPU])
+        except Exception:  # noqa: BLE001 - the daemon dies under the call
+            pass
+
+    call = threading.Thread(target=hide)
+    call.start()
+    deadline = time.time() + 60
+    while not (tmp_path / "generating").exists():
+        assert time.time() < deadline, "the generator never ran"
+        time.sleep(0.02)
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    call.join()
+    d.start()
+    assert not (root / "boot/grub/grub.cfg.pcipass-journal").exists()
+    assert not (root / "boot/grub/grub.cfg.slow").exists(), "the orphan was done before the recovery"
+    assert grub.read_bytes() == before
+    assert not dropin.exists()
+    s = d.session("admin")
+    assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "enabled"

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::txn::FileWrite;
-use super::{BootConfigError, regenerate};
+use super::{BootConfigError, Held, regenerate};
 use crate::domain::PciAddress;
 use crate::domain::hide::{HideView, Topology};
 use crate::domain::pciback::{self, Loading, PCIBACK, Tool};
@@ -124,9 +124,9 @@ pub enum Rebuild {
 }
 
 /// Rebuild the initramfs as `how` says.
-pub fn rebuild(host: &HostRoot, how: &Rebuild) -> Result<(), BootConfigError> {
+pub fn rebuild(host: &HostRoot, how: &Rebuild, hold: Held<'_>) -> Result<(), BootConfigError> {
     match how {
-        Rebuild::Command(argv) => regenerate("the initramfs", argv, REBUILD_LIMIT),
+        Rebuild::Command(argv) => regenerate("the initramfs", argv, REBUILD_LIMIT, hold),
         Rebuild::Mock => crate::host::mock::initramfs::rebuild_all(host)
             .map_err(|e| BootConfigError::EditsRefused(format!("mock initramfs rebuild: {e}"))),
     }
@@ -148,9 +148,14 @@ pub struct EarlyPlan {
 impl EarlyPlan {
     /// After the writes: rebuild (then `rebuilt` is set), then refresh
     /// the copies.
-    pub fn run(&self, host: &HostRoot, rebuilt: &mut bool) -> Result<(), BootConfigError> {
+    pub fn run(
+        &self,
+        host: &HostRoot,
+        rebuilt: &mut bool,
+        hold: Held<'_>,
+    ) -> Result<(), BootConfigError> {
         if let Some(how) = &self.rebuild {
-            rebuild(host, how)?;
+            rebuild(host, how, hold)?;
             *rebuilt = true;
         }
         refresh_copies(host, &self.copies)?;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::txn::{Changes, Snapshot};
-use super::{BootConfig, BootConfigError, FlowBase, expect_value, grub_fingerprint, one_line};
+use super::{
+    BootConfig, BootConfigError, FlowBase, Held, expect_value, grub_fingerprint, one_line,
+};
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::host::boot::{self, BootFingerprint};
 use crate::host::{HostRoot, exec};
@@ -119,7 +121,7 @@ impl BootConfig for ExecBootConfig {
         let expected = snap.token.clone().unwrap_or_default();
         let setting = value.map(|v| format!("{HIDE_KEY}={v}"));
         let want = value.map(str::to_owned);
-        let step = move || {
+        let step = move |_: Held<'_>| {
             let mut cas = vec!["--set-dom0-if-unchanged", HIDE_KEY, expected.as_str()];
             cas.extend(setting.as_deref());
             match self.run_status(&cas)? {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::txn::{Changes, FileWrite, Snapshot};
 use super::{
-    BootConfig, BootConfigError, FlowBase, NextBoot, grub_boot_view, grub_fingerprint,
+    BootConfig, BootConfigError, FlowBase, Held, NextBoot, grub_boot_view, grub_fingerprint,
     grub_locked_file, load_grub, regenerate,
 };
 use crate::domain::grub::GrubConfig;
@@ -193,9 +193,9 @@ impl GrubMkconfigBootConfig {
         })
     }
 
-    fn run_regenerate(&self) -> Result<(), BootConfigError> {
+    fn run_regenerate(&self, hold: Held<'_>) -> Result<(), BootConfigError> {
         match &self.regenerate {
-            Regenerate::Command(argv) => regenerate("grub.cfg", argv, REGENERATE_LIMIT),
+            Regenerate::Command(argv) => regenerate("grub.cfg", argv, REGENERATE_LIMIT, hold),
             Regenerate::Unknown(reason) => Err(BootConfigError::EditsRefused(reason.clone())),
         }
     }
@@ -314,7 +314,7 @@ impl BootConfig for GrubMkconfigBootConfig {
         Ok(Changes {
             writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
             generated: vec![grub_rel],
-            steps: vec![Box::new(|| self.run_regenerate())],
+            steps: vec![Box::new(|hold| self.run_regenerate(hold))],
         })
     }
 

@@ -189,6 +189,7 @@ pub(super) fn regenerate(
     what: &'static str,
     argv: &[String],
     limit: std::time::Duration,
+    hold: Held<'_>,
 ) -> Result<(), BootConfigError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(BootConfigError::EditsRefused(format!(
@@ -201,7 +202,7 @@ pub(super) fn regenerate(
         status,
         stderr: one_line(&tail(stderr, 400)),
     };
-    let out = crate::host::exec::run(program, args, limit)
+    let out = crate::host::exec::run_holding(program, args, limit, hold.map(boot::BootLock::file))
         .map_err(|e| failed(format!("cannot run: {e}"), ""))?;
     match out.code {
         Some(0) => {
@@ -222,6 +223,11 @@ fn tail(text: &str, max: usize) -> String {
     }
     text[start..].to_owned()
 }
+
+/// The edit's file lock, handed to the programs an edit runs: they hold it
+/// with the daemon, so a daemon killed mid-edit leaves it taken until they
+/// are done, and the next edit's recovery waits for them.
+pub type Held<'a> = Option<&'a boot::BootLock>;
 
 /// The check an edit passes before anything is written: it sees the view
 /// before and the view the edit would produce, and may refuse.

@@ -30,7 +30,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::early::{EarlyPlan, Rebuild};
-use super::{BootConfig, BootConfigError, HideCheck, HidePlan, dom0_line_with_hide, plan_edit};
+use super::{
+    BootConfig, BootConfigError, Held, HideCheck, HidePlan, dom0_line_with_hide, plan_edit,
+};
 use crate::domain::hide::{HideEdit, HideView};
 use crate::host::{HostRoot, boot};
 
@@ -78,8 +80,9 @@ pub struct FileWrite {
     pub new: Option<Vec<u8>>,
 }
 
-/// A program or step of a flow's edit, after its files are written.
-pub type FlowStep<'a> = Box<dyn FnOnce() -> Result<(), BootConfigError> + 'a>;
+/// A program or step of a flow's edit, after its files are written; it
+/// gets the edit's lock to hand to the programs it runs.
+pub type FlowStep<'a> = Box<dyn FnOnce(Held<'_>) -> Result<(), BootConfigError> + 'a>;
 
 /// What a flow's edit changes.
 #[derive(Default)]
@@ -158,7 +161,11 @@ pub fn journal_beside(cfg: &str) -> String {
 /// edit rebuilds it and its copies refreshed, then the journal removed.
 /// Returns what was done, for the log; `None` when there was nothing.
 /// Run under the flow's lock, before any edit and at start.
-pub fn recover(host: &HostRoot, journal: &str) -> Result<Option<String>, BootConfigError> {
+pub fn recover(
+    host: &HostRoot,
+    journal: &str,
+    hold: Held<'_>,
+) -> Result<Option<String>, BootConfigError> {
     let Some(bytes) = host.read_if_exists(journal)? else {
         return Ok(None);
     };
@@ -185,7 +192,7 @@ pub fn recover(host: &HostRoot, journal: &str) -> Result<Option<String>, BootCon
         }
     }
     if let Some(how) = &record.rebuild {
-        super::early::rebuild(host, how)?;
+        super::early::rebuild(host, how, hold)?;
     }
     let copies: Vec<_> = record
         .copies
@@ -225,8 +232,8 @@ pub fn recover_now(config: &dyn BootConfig) -> Result<Option<String>, BootConfig
     if !base.host.exists(&journal) {
         return Ok(None);
     }
-    let _lock = boot::lock_beside(&base.host, &file)?;
-    recover(&base.host, &journal)
+    let lock = boot::lock_beside(&base.host, &file)?;
+    recover(&base.host, &journal, Some(&lock))
 }
 
 /// The early-load step of an edit, planned from the views before and
@@ -247,14 +254,14 @@ pub fn edit(
     let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..ATTEMPTS {
         let file = config.locked_file()?;
-        let _lock = match &file {
+        let lock = match &file {
             Some(file) => Some(boot::lock_beside(&base.host, file)?),
             None => None,
         };
         let host = &base.host;
         let journal = file.as_deref().map(journal_beside);
         if let Some(journal) = &journal
-            && let Some(done) = recover(host, journal)?
+            && let Some(done) = recover(host, journal, lock.as_ref())?
         {
             tracing::warn!(journal = %journal, "{done}");
         }
@@ -273,6 +280,7 @@ pub fn edit(
         match run(
             config,
             journal.as_deref(),
+            lock.as_ref(),
             value.as_deref(),
             changes,
             early_plan.as_ref(),
@@ -294,6 +302,7 @@ pub fn edit(
 fn run(
     config: &dyn BootConfig,
     journal: Option<&str>,
+    hold: Held<'_>,
     value: Option<&str>,
     changes: Changes<'_>,
     early: Option<&EarlyPlan>,
@@ -340,13 +349,13 @@ fn run(
         write_all(host, &changes.writes)?;
         boot::fault_point("txn-after-writes");
         for step in changes.steps {
-            step()?;
+            step(hold)?;
         }
         let view = config.verify(value)?;
         boot::fault_point("txn-after-steps");
         if let Some(early) = early {
             write_all(host, &early.writes)?;
-            early.run(host, &mut rebuilt)?;
+            early.run(host, &mut rebuilt, hold)?;
         }
         boot::fault_point("txn-after-early");
         Ok(view)
@@ -359,7 +368,7 @@ fn run(
             Ok(view)
         }
         Err(e) => {
-            let undone = undo(host, &saved, rebuilt, early);
+            let undone = undo(host, &saved, rebuilt, early, hold);
             match (&undone, journal) {
                 (Ok(()), Some(journal)) => {
                     if let Err(again) = boot::remove_durable(host, journal) {
@@ -386,9 +395,9 @@ pub fn apply_early(host: &HostRoot, early: &EarlyPlan) -> Result<(), BootConfigE
         saved.push((write.rel.clone(), host.read_if_exists(&write.rel)?));
     }
     let mut rebuilt = false;
-    let result = write_all(host, &early.writes).and_then(|()| early.run(host, &mut rebuilt));
+    let result = write_all(host, &early.writes).and_then(|()| early.run(host, &mut rebuilt, None));
     if result.is_err()
-        && let Err(again) = undo(host, &saved, rebuilt, Some(early))
+        && let Err(again) = undo(host, &saved, rebuilt, Some(early), None)
     {
         tracing::error!("cannot undo the early-load files: {again}");
     }
@@ -413,6 +422,7 @@ fn undo(
     saved: &[(String, Option<Vec<u8>>)],
     rebuilt: bool,
     early: Option<&EarlyPlan>,
+    hold: Held<'_>,
 ) -> Result<(), BootConfigError> {
     for (rel, old) in saved.iter().rev() {
         if host.read_if_exists(rel)? != *old {
@@ -421,7 +431,7 @@ fn undo(
     }
     if rebuilt && let Some(early) = early {
         let mut again = false;
-        early.run(host, &mut again)?;
+        early.run(host, &mut again, hold)?;
     }
     Ok(())
 }
@@ -472,7 +482,7 @@ mod tests {
             serde_json::to_vec(&record).unwrap(),
         )
         .unwrap();
-        let done = recover(&host, journal).unwrap().unwrap();
+        let done = recover(&host, journal, None).unwrap().unwrap();
         assert!(
             done.contains("/etc/default/grub.d/zz-pcipass.cfg"),
             "{done}"
@@ -488,7 +498,7 @@ mod tests {
             b"old\n"
         );
         assert!(!dir.path().join(journal).exists());
-        assert_eq!(recover(&host, journal).unwrap(), None);
+        assert_eq!(recover(&host, journal, None).unwrap(), None);
     }
 
     #[test]
@@ -496,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = HostRoot::new(dir.path());
         std::fs::write(dir.path().join("x.pcipass-journal"), "{ half").unwrap();
-        let err = recover(&host, "x.pcipass-journal").unwrap_err();
+        let err = recover(&host, "x.pcipass-journal", None).unwrap_err();
         assert!(matches!(err, BootConfigError::EditsRefused(_)), "{err:?}");
         assert!(dir.path().join("x.pcipass-journal").exists());
     }
