@@ -234,6 +234,18 @@ mod tests {
     /// limit, so a busy machine cannot make the test fail.
     const KILLED_BEFORE: Duration = Duration::from_secs(30);
 
+    /// The grandchild whose pid is in `pidfile` is gone (killed with its
+    /// group); the wait ends as soon as it is, the bound is a hang guard.
+    fn assert_grandchild_killed(pidfile: &std::path::Path) {
+        let pid = std::fs::read_to_string(pidfile).unwrap();
+        let pid = pid.trim();
+        let until = Instant::now() + KILLED_BEFORE;
+        while !dead(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(pid), "the grandchild {pid} was killed with its group");
+    }
+
     #[test]
     fn a_hung_program_is_killed_at_the_limit() {
         let (out, took) = sh("sleep 60", Duration::from_secs(1));
@@ -251,14 +263,7 @@ mod tests {
         assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         assert!(took >= Duration::from_secs(1), "{took:?}");
         assert!(took < KILLED_BEFORE, "{took:?}");
-        let pid = std::fs::read_to_string(&pidfile).unwrap();
-        let pid = pid.trim();
-        // A hang guard: the loop ends as soon as the grandchild is gone.
-        let until = Instant::now() + KILLED_BEFORE;
-        while !dead(pid) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(dead(pid), "the grandchild {pid} was killed with its group");
+        assert_grandchild_killed(&pidfile);
     }
 
     /// The other kill site: the output is closed at once, but the program
@@ -274,12 +279,6 @@ mod tests {
         let (out, took) = sh(&script, Duration::from_secs(1));
         assert_eq!(out.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
         assert!(took < KILLED_BEFORE, "{took:?}");
-        let pid = std::fs::read_to_string(&pidfile).unwrap();
-        let pid = pid.trim();
-        let until = Instant::now() + KILLED_BEFORE;
-        while !dead(pid) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(dead(pid), "the grandchild {pid} was killed with its group");
+        assert_grandchild_killed(&pidfile);
     }
 }
