@@ -35,15 +35,13 @@ pub enum BootFlowArg {
 }
 
 impl BootFlowArg {
-    /// The domain's choice.
+    /// The domain's choice, by the flow's name (the domain's names are the
+    /// command line's: a name only one of them knows fails its test).
     pub fn choice(self) -> crate::domain::bootflow::FlowChoice {
-        use crate::domain::bootflow::{BootFlow, FlowChoice};
-        match self {
-            BootFlowArg::Auto => FlowChoice::Auto,
-            BootFlowArg::XcpNg => FlowChoice::Fixed(BootFlow::XcpNg),
-            BootFlowArg::GrubMkconfig => FlowChoice::Fixed(BootFlow::GrubMkconfig),
-            BootFlowArg::XenEfi => FlowChoice::Fixed(BootFlow::XenEfi),
-        }
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .and_then(|v| v.get_name().parse().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -431,6 +429,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--boot-flow`'s values and the domain's flows are the same names:
+    /// each value is its flow, and every flow has a value.
+    #[test]
+    fn boot_flow_values_are_the_domains_flows() {
+        use crate::domain::bootflow::{BootFlow, FlowChoice};
+        use clap::ValueEnum;
+        assert_eq!(BootFlowArg::Auto.choice(), FlowChoice::Auto);
+        let fixed: Vec<FlowChoice> = BootFlowArg::value_variants()
+            .iter()
+            .map(|v| v.choice())
+            .filter(|c| *c != FlowChoice::Auto)
+            .collect();
+        let all: Vec<FlowChoice> = BootFlow::ALL.into_iter().map(FlowChoice::Fixed).collect();
+        assert_eq!(fixed, all);
+    }
 
     #[test]
     fn flags_win_over_file() {

@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                     Some(Ok(choice)) => flow = choice,
                     Some(Err(e)) => return fail(e),
                     None => {
-                        return fail("--boot-flow needs auto, xcp-ng, grub-mkconfig or xen-efi");
+                        return fail(format!("--boot-flow needs auto, {}", BootFlow::names()));
                     }
                 }
                 continue;

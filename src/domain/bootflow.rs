@@ -30,6 +30,14 @@ pub enum BootFlow {
 }
 
 impl BootFlow {
+    /// Every flow, in the order they are listed to people.
+    pub const ALL: [BootFlow; 3] = [BootFlow::XcpNg, BootFlow::GrubMkconfig, BootFlow::XenEfi];
+
+    /// The names of every flow, for messages (`xcp-ng, grub-mkconfig, xen-efi`).
+    pub fn names() -> String {
+        BootFlow::ALL.map(BootFlow::as_str).join(", ")
+    }
+
     /// The flow's name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,15 +67,14 @@ pub enum FlowChoice {
 impl FromStr for FlowChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<FlowChoice, String> {
-        match s {
-            "auto" => Ok(FlowChoice::Auto),
-            "xcp-ng" => Ok(FlowChoice::Fixed(BootFlow::XcpNg)),
-            "grub-mkconfig" => Ok(FlowChoice::Fixed(BootFlow::GrubMkconfig)),
-            "xen-efi" => Ok(FlowChoice::Fixed(BootFlow::XenEfi)),
-            other => Err(format!(
-                "unknown boot flow {other:?} (auto, xcp-ng, grub-mkconfig, xen-efi)"
-            )),
+        if s == "auto" {
+            return Ok(FlowChoice::Auto);
         }
+        BootFlow::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .map(FlowChoice::Fixed)
+            .ok_or_else(|| format!("unknown boot flow {s:?} (auto, {})", BootFlow::names()))
     }
 }
 
@@ -111,7 +118,8 @@ pub enum FlowError {
     Nothing,
     /// More than one layout could be what boots.
     #[error(
-        "the boot flow is ambiguous: {candidates}; choose with --boot-flow (xcp-ng, grub-mkconfig or xen-efi)"
+        "the boot flow is ambiguous: {candidates}; choose with --boot-flow ({})",
+        BootFlow::names()
     )]
     Ambiguous {
         /// The candidates, for people.
