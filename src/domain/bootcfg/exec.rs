@@ -100,11 +100,8 @@ impl BootConfig for ExecBootConfig {
         let printed = self.run(&["--get-dom0", HIDE_KEY])?;
         let line = self.hide_args()?;
         Ok(Snapshot {
-            view: HideView::from_cmdline(&line),
-            line,
-            durable: true,
-            files: Vec::new(),
             token: Some(printed.trim_end_matches('\n').to_owned()),
+            ..Snapshot::of(line, Vec::new())
         })
     }
 

@@ -288,14 +288,14 @@ impl BootConfig for GrubMkconfigBootConfig {
         let ours = self.read_ours()?;
         let durable = ours.value == view.value_text() || self.operator_sets_hide();
         Ok(Snapshot {
-            view,
-            line: config.boot_cmdline()?.bytes,
             durable,
-            files: vec![
-                (self.place.file().to_owned(), ours.bytes),
-                (files.rel.to_owned(), Some(files.cfg)),
-            ],
-            token: None,
+            ..Snapshot::of(
+                config.boot_cmdline()?.bytes,
+                vec![
+                    (self.place.file().to_owned(), ours.bytes),
+                    (files.rel.to_owned(), Some(files.cfg)),
+                ],
+            )
         })
     }
 
@@ -306,14 +306,9 @@ impl BootConfig for GrubMkconfigBootConfig {
         snap: &Snapshot,
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
-        let grub_rel = snap
-            .files
-            .get(1)
-            .map(|(rel, _)| rel.clone())
-            .unwrap_or_default();
         Ok(Changes {
             writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
-            generated: vec![grub_rel],
+            generated: vec![boot::locate(&self.base.host)?.to_owned()],
             steps: vec![Box::new(|hold| self.run_regenerate(hold))],
         })
     }

@@ -160,16 +160,13 @@ impl BootConfig for NativeBootConfig {
 
     fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
         let (files, config) = load_grub(&self.base.host)?;
-        Ok(Snapshot {
-            view: grub_boot_view(&config)?,
-            line: config.boot_cmdline()?.bytes,
-            durable: true,
-            files: vec![
+        Ok(Snapshot::of(
+            config.boot_cmdline()?.bytes,
+            vec![
                 (files.rel.to_owned(), Some(files.cfg)),
                 (GRUBENV_KEY.to_owned(), files.env),
             ],
-            token: None,
-        })
+        ))
     }
 
     /// grub.cfg edited in place: every entry the edit touches must read
@@ -179,11 +176,11 @@ impl BootConfig for NativeBootConfig {
         snap: &Snapshot,
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
-        let (rel, cfg) = snap.files.first().cloned().unwrap_or_default();
+        let rel = boot::locate(&self.base.host)?.to_owned();
         let env = snap
             .file(GRUBENV_KEY)
             .map_or_else(GrubEnv::absent, GrubEnv::parse);
-        let config = GrubConfig::parse(cfg.as_deref().unwrap_or_default(), &env)?;
+        let config = GrubConfig::parse(snap.file(&rel).unwrap_or_default(), &env)?;
         let edit = match value {
             Some(v) => HideEdit::Set(v.to_owned()),
             None => HideEdit::Delete,

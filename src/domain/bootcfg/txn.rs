@@ -61,6 +61,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// What boots is `line`, as read from `files`: durable, and no
+    /// compare-and-set token (the usual case; flows change a field).
+    pub fn of(line: Vec<u8>, files: Vec<(String, Option<Vec<u8>>)>) -> Snapshot {
+        Snapshot {
+            view: HideView::from_cmdline(&line),
+            line,
+            durable: true,
+            files,
+            token: None,
+        }
+    }
+
     /// The bytes of `rel` as read.
     pub fn file(&self, rel: &str) -> Option<&[u8]> {
         self.files

@@ -59,13 +59,7 @@ impl BootConfig for XenEfiBootConfig {
 
     fn snapshot(&self) -> Result<Snapshot, BootConfigError> {
         let (text, args) = self.args()?;
-        Ok(Snapshot {
-            view: HideView::from_cmdline(&args),
-            line: args,
-            durable: true,
-            files: vec![(self.cfg.clone(), Some(text))],
-            token: None,
-        })
+        Ok(Snapshot::of(args, vec![(self.cfg.clone(), Some(text))]))
     }
 
     /// The hide is set among the dom0 arguments of the booted section's
