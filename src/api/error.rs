@@ -317,19 +317,6 @@ impl From<crate::domain::service::DomainError> for ApiError {
             return kind.into();
         }
         match e {
-            DomainError::BootDisk {
-                block_device,
-                function,
-            } => {
-                tracing::warn!(%function, %block_device, "refused: on the path of a boot disk");
-                ApiError::BootDevicePassthroughDisallowed(block_device)
-            }
-            DomainError::BootDisksUnknown(reason) => {
-                tracing::warn!("boot devices unknown: {reason}");
-                ApiError::BootConfigUnavailable(
-                    "the devices holding the root file system cannot be determined".into(),
-                )
-            }
             DomainError::Reboot(reason) => ApiError::OperationNotAllowed(reason),
             other => {
                 tracing::error!("{other}");

@@ -16,7 +16,7 @@ use crate::domain::about;
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
 use crate::domain::devices;
 use crate::domain::grub::GrubError;
-use crate::domain::{Dom0Access, PciAddress, bootdev, mock_boot};
+use crate::domain::{Dom0Access, PciAddress, mock_boot};
 use crate::host::boot::{BootFingerprint, Fingerprint};
 use crate::host::{HostError, HostRoot, exec, facts, procfs};
 
@@ -33,17 +33,6 @@ pub enum DomainError {
     /// one of its rules.
     #[error(transparent)]
     Boot(#[from] BootConfigError),
-    /// The function sits on the path of a boot disk.
-    #[error("{function} is on the path of boot device {block_device}")]
-    BootDisk {
-        /// The mounted boot device.
-        block_device: String,
-        /// The function asked for.
-        function: PciAddress,
-    },
-    /// The boot disks cannot be determined, so hiding is refused.
-    #[error("the devices holding the root file system cannot be determined: {0}")]
-    BootDisksUnknown(String),
     /// The PCI devices cannot be listed.
     #[error("PCI discovery failed: {0}")]
     Discovery(HostError),
@@ -236,22 +225,6 @@ impl HostDom0 {
             Err(e) => tracing::error!("boot configuration: {e}"),
         }
     }
-
-    /// Refuse a function on the path of a boot disk (named directly; the
-    /// engine's own check catches bridges and wildcards before writing).
-    fn refuse_boot_disk(&self, addr: &PciAddress) -> Result<(), DomainError> {
-        let disks = bootdev::boot_devices(&self.root).map_err(|e| {
-            tracing::warn!("boot devices unknown, refusing to hide {addr}: {e}");
-            DomainError::BootDisksUnknown(e.to_string())
-        })?;
-        match bootdev::find_boot_disk_for(&disks, addr) {
-            Some(disk) => Err(DomainError::BootDisk {
-                block_device: disk.block_device.clone(),
-                function: *addr,
-            }),
-            None => Ok(()),
-        }
-    }
 }
 
 impl Dom0Host for HostDom0 {
@@ -264,7 +237,6 @@ impl Dom0Host for HostDom0 {
     }
 
     fn hide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        self.refuse_boot_disk(addr)?;
         Ok(self.engine.disable(addr)?)
     }
 
@@ -349,7 +321,7 @@ impl StubDom0Host {
     fn call(&self, what: String) -> Result<(), DomainError> {
         Self::lock(&self.calls).push(what);
         match Self::lock(&self.broken).clone() {
-            Some(reason) => Err(DomainError::BootDisksUnknown(reason)),
+            Some(reason) => Err(DomainError::Boot(BootConfigError::SafetyUnknown(reason))),
             None => Ok(()),
         }
     }
@@ -377,10 +349,10 @@ impl Dom0Host for StubDom0Host {
     fn hide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         self.call(format!("hide {addr}"))?;
         if self.boot_disk.contains(addr) {
-            return Err(DomainError::BootDisk {
+            return Err(DomainError::Boot(BootConfigError::BootDevice {
                 block_device: "/dev/stub".into(),
                 function: *addr,
-            });
+            }));
         }
         Self::lock(&self.next_boot).insert(*addr);
         Ok(self.status_of(addr))

@@ -144,6 +144,12 @@ impl BootConfigError {
             BootConfigError::Exec { status, stderr } => {
                 format!("xen-cmdline failed ({status}): {stderr}")
             }
+            // The log has the detail (paths): the client learns what failed.
+            BootConfigError::SafetyUnknown(_) => {
+                "the devices holding the root file system cannot be determined, so no function \
+                 is hidden"
+                    .into()
+            }
             other => other.to_string(),
         };
         one_line(&reason)
