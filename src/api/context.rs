@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{ApiError, Role};
-use crate::domain::service::Dom0Host;
+use crate::domain::service::{ChangeToken, Dom0Host};
 use crate::store::{Change, Object, Store};
 use crate::value::Snapshot;
 
@@ -95,9 +95,38 @@ pub struct Context {
     /// How password logins (other than local root's) are checked;
     /// replaced when the daemon reloads its configuration (SIGHUP).
     pub auth: std::sync::RwLock<Auth>,
+    /// The host's change token the derived fields were last computed at
+    /// (`api::derived::catch_up`); held while they are recomputed.
+    pub(crate) derived_at: std::sync::Mutex<Option<ChangeToken>>,
 }
 
 impl Context {
+    /// The state of a daemon serving `host` from `store`, whose own host
+    /// and pool objects are `host_ref` and `pool_ref`.
+    pub fn new(
+        store: Arc<Store>,
+        host: Arc<dyn Dom0Host>,
+        config: ApiConfig,
+        (host_ref, pool_ref): (String, String),
+        auth: Auth,
+        task_result_encoder: fn(&crate::api::Value) -> String,
+    ) -> Context {
+        Context {
+            store,
+            host,
+            config,
+            host_ref,
+            pool_ref,
+            host_lock: tokio::sync::Mutex::new(()),
+            login_throttle: crate::api::login_throttle::LoginThrottle::default(),
+            event_registrations: crate::api::event::Registrations::default(),
+            record_snapshots: Default::default(),
+            task_result_encoder,
+            auth: std::sync::RwLock::new(auth),
+            derived_at: std::sync::Mutex::new(None),
+        }
+    }
+
     /// How password logins are checked now.
     pub fn auth(&self) -> Auth {
         self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -1,8 +1,12 @@
 //! Derived fields: the fields the idl marks `derived=RULE(REF_FIELD)`,
-//! computed by one provider per rule and brought up to date in one place
-//! before any record, field or event snapshot of their class is produced
-//! (and when the host reports a change). Generic code calls [`refresh`]
-//! with a class; no class is special-cased anywhere else.
+//! computed by one provider per rule and stored by one trigger,
+//! [`catch_up`]: the host's change token (the boot configuration's and
+//! `/proc/cmdline`'s fingerprints) moved since they were last computed.
+//! The change watch runs it on every tick, an edit's commit forces it,
+//! and a read of a class with derived fields runs it first, so a hand
+//! edit shows at once; a read that finds the token where it was writes
+//! nothing, and a status read never writes. No class is special-cased
+//! anywhere else.
 
 use crate::api::context::Context;
 use crate::api::{ApiError, Value};
@@ -44,29 +48,53 @@ fn dom0_access_status(
         .collect())
 }
 
-/// Bring the derived fields of `class` up to date. A rule that cannot be
-/// computed (an unreadable boot configuration) is logged and leaves the
-/// stored values alone.
-pub fn refresh(ctx: &Context, class: &Class) {
-    for (field, derived) in class.derived_fields() {
-        if let Err(e) = refresh_field(ctx, class, field, derived) {
-            tracing::warn!(class = %class.name, field = %field.name, "derived field not refreshed: {e}");
+/// Bring every derived field up to date if the host changed since they
+/// were last computed; whether they were recomputed. One caller at a
+/// time: the others wait for its result instead of reading the host
+/// again.
+pub fn catch_up(ctx: &Context) -> bool {
+    update(ctx, false)
+}
+
+/// Recompute every derived field now (an edit was just committed, or the
+/// objects were just synchronised with the host).
+pub fn recompute(ctx: &Context) {
+    update(ctx, true);
+}
+
+/// Whether `class` has derived fields (reads of other classes need no
+/// [`catch_up`]).
+pub fn has_derived(class: &str) -> bool {
+    idl::datamodel()
+        .class(class)
+        .is_some_and(|c| c.derived_fields().next().is_some())
+}
+
+fn update(ctx: &Context, force: bool) -> bool {
+    let mut at = ctx
+        .derived_at
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = ctx.host.changes();
+    if !force && at.as_ref() == Some(&now) {
+        return false;
+    }
+    if !force && at.is_some() {
+        tracing::info!("boot configuration or /proc/cmdline changed; derived fields recomputed");
+    }
+    let mut complete = true;
+    for class in &idl::datamodel().classes {
+        for (field, derived) in class.derived_fields() {
+            if let Err(e) = refresh_field(ctx, class, field, derived) {
+                complete = false;
+                tracing::warn!(class = %class.name, field = %field.name, "derived field not refreshed: {e}");
+            }
         }
     }
-}
-
-/// [`refresh`] for every class with derived fields.
-pub fn refresh_all(ctx: &Context) {
-    for class in &idl::datamodel().classes {
-        refresh(ctx, class);
-    }
-}
-
-/// [`refresh`] by class name (unknown classes have nothing to refresh).
-pub fn refresh_named(ctx: &Context, class: &str) {
-    if let Some(class) = idl::datamodel().class(class) {
-        refresh(ctx, class);
-    }
+    // A rule that could not be computed (an unreadable boot configuration)
+    // left its stored values alone and is tried again at the next look.
+    *at = complete.then_some(now);
+    true
 }
 
 fn refresh_field(

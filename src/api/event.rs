@@ -219,9 +219,11 @@ fn snapshot_all(ctx: &Context, caller: &Caller, subs: &[Subscription]) -> (Vec<V
             }
             continue;
         }
-        // all_records brings derived fields up to date itself; here it is
-        // done once per class read object by object.
-        derived::refresh(ctx, class);
+        // all_records catches derived fields up itself; here it is done
+        // once per class read object by object.
+        if derived::has_derived(&class.name) {
+            derived::catch_up(ctx);
+        }
         for object in ctx.store.all(&class.name) {
             if !matches(subs, &class.name, &object.reference) || !objects::visible(caller, &object)
             {

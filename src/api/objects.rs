@@ -72,8 +72,15 @@ pub fn visible(caller: &Caller, object: &Object) -> bool {
     }
 }
 
+/// Before a read of `class`: its derived fields caught up with the host.
+fn current(ctx: &Context, class: &str) {
+    if derived::has_derived(class) {
+        derived::catch_up(ctx);
+    }
+}
+
 fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Object>> {
-    derived::refresh_named(ctx, class);
+    current(ctx, class);
     ctx.store
         .all(class)
         .into_iter()
@@ -87,7 +94,7 @@ fn visible_objects(ctx: &Context, caller: &Caller, class: &str) -> Vec<Arc<Objec
 /// objects one at a time while they are encoded, never all at once.
 /// Returns the class generation the records are at, and the snapshot.
 pub fn all_records(ctx: &Context, class: &'static Class) -> (u64, Snapshot) {
-    derived::refresh(ctx, class);
+    current(ctx, &class.name);
     let mut snapshots = ctx
         .record_snapshots
         .lock()
@@ -114,7 +121,7 @@ fn checked_object(
     class: &str,
     reference: &str,
 ) -> Result<Arc<Object>, ApiError> {
-    derived::refresh_named(ctx, class);
+    current(ctx, class);
     let object = ctx.object(class, reference)?;
     if !visible(caller, &object) {
         return Err(caller

@@ -41,7 +41,7 @@ pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
     let status = ctx.host.hide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access disabled in the boot configuration");
-    derived::refresh_all(ctx);
+    derived::recompute(ctx);
     Ok(status)
 }
 
@@ -50,7 +50,7 @@ pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
     let status = ctx.host.unhide(&addr)?;
     tracing::info!(pci = %addr, %status, "dom0 access enabled in the boot configuration");
-    derived::refresh_all(ctx);
+    derived::recompute(ctx);
     Ok(status)
 }
 
@@ -75,8 +75,9 @@ fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> H
 
 fn get_dom0_access_status(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
     // Answered inline while nothing has moved (no I/O: the change watch
-    // vouches for the cached views, and the derived PGPU fields were
-    // refreshed when they were read); otherwise on the blocking pool.
+    // vouches for the cached views); otherwise on the blocking pool. A
+    // status read never writes: the PGPU fields derived from it are the
+    // change watch's job (`derived::catch_up`).
     if let Some(pci) = ctx.store.get_of("PCI", &self_ref(&args))
         && let Ok(addr) = address(&pci)
         && let Some(status) = ctx
@@ -88,8 +89,6 @@ fn get_dom0_access_status(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) 
     }
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        let status = status(ctx, &pci)?;
-        derived::refresh_all(ctx);
-        Ok(Value::str(status.as_str()))
+        Ok(Value::str(status(ctx, &pci)?.as_str()))
     })
 }

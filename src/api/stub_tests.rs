@@ -6,10 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::context::{ApiConfig, Context, Origin};
-use crate::api::event::Registrations;
+use crate::api::context::{ApiConfig, Auth, Context, Origin};
 use crate::api::invoke::invoke;
-use crate::api::login_throttle::LoginThrottle;
 use crate::api::{ApiError, Role, Value, host, session_table, sync};
 use crate::domain::PciAddress;
 use crate::domain::service::{Names, PciFunction, StubDom0Host};
@@ -59,22 +57,18 @@ fn context(stub: Arc<StubDom0Host>) -> Arc<Context> {
     let store = Arc::new(Store::open_in_memory().unwrap());
     let (host_ref, pool_ref) =
         host::bootstrap(&store, &stub.description, "stub", "127.0.0.1").unwrap();
-    let ctx = Arc::new(Context {
+    let config = ApiConfig {
+        task_retention: Duration::from_secs(60),
+        ..ApiConfig::default()
+    };
+    let ctx = Arc::new(Context::new(
         store,
-        host: stub,
-        config: ApiConfig {
-            task_retention: Duration::from_secs(60),
-            ..ApiConfig::default()
-        },
-        host_ref,
-        pool_ref,
-        host_lock: tokio::sync::Mutex::new(()),
-        login_throttle: LoginThrottle::default(),
-        event_registrations: Registrations::default(),
-        record_snapshots: Default::default(),
-        task_result_encoder: |v| format!("{v:?}"),
-        auth: Default::default(),
-    });
+        stub,
+        config,
+        (host_ref, pool_ref),
+        Auth::default(),
+        |v| format!("{v:?}"),
+    ));
     sync::synchronise(&ctx).unwrap();
     ctx
 }
@@ -241,6 +235,61 @@ async fn pgpu_follows_its_pci_through_edits() {
     assert_eq!(
         op.str("PCI.get_dom0_access_status", vec![gpu]).await,
         "disable_on_reboot"
+    );
+}
+
+/// Issue 23: a status read computes and returns; it never writes the
+/// store. A change made behind the daemon's back (a hand edit) shows in
+/// the derived PGPU field at the next read of it, written once by the
+/// one trigger, and reads that find nothing moved write nothing.
+#[tokio::test]
+async fn reads_never_write_and_a_hand_edit_shows_at_the_next_pgpu_read() {
+    let stub = stub();
+    let ctx = context(stub.clone());
+    let op = Client::new(&ctx, Role::PoolOperator);
+    let gpu = op.pci("0000:01:00.0").await;
+    let Value::Array(pgpus) = op.call("PGPU.get_all", vec![]).await.unwrap() else {
+        panic!("PGPU.get_all is not a list")
+    };
+    let pgpu = pgpus[0].clone();
+    assert_eq!(
+        op.str("PGPU.get_dom0_access", vec![pgpu.clone()]).await,
+        "enabled"
+    );
+    // The hand edit: the stub's next boot hides the GPU.
+    stub.next_boot.lock().unwrap().insert(a("0000:01:00.0"));
+    let before = ctx.store.class_generation("PGPU");
+    for _ in 0..3 {
+        assert_eq!(
+            op.str("PCI.get_dom0_access_status", vec![gpu.clone()])
+                .await,
+            "disable_on_reboot"
+        );
+    }
+    assert_eq!(
+        ctx.store.class_generation("PGPU"),
+        before,
+        "a status read wrote"
+    );
+    assert_eq!(
+        op.str("PGPU.get_dom0_access", vec![pgpu.clone()]).await,
+        "disable_on_reboot"
+    );
+    let caught_up = ctx.store.class_generation("PGPU");
+    assert!(
+        caught_up > before,
+        "the PGPU read did not see the hand edit"
+    );
+    let record = op
+        .call("PGPU.get_record", vec![pgpu.clone()])
+        .await
+        .unwrap();
+    assert_eq!(field(&record, "dom0_access"), "disable_on_reboot");
+    op.call("PGPU.get_all_records", vec![]).await.unwrap();
+    assert_eq!(
+        ctx.store.class_generation("PGPU"),
+        caught_up,
+        "a read with nothing moved wrote"
     );
 }
 

@@ -280,7 +280,7 @@ pub fn synchronise(ctx: &Context) -> Result<(usize, usize, usize), ApiError> {
         .count();
     let updated = wanted.len() - created;
     ctx.apply(changes)?;
-    derived::refresh_all(ctx);
+    derived::recompute(ctx);
     tracing::info!(
         functions = found.len(),
         listed = wanted.len(),

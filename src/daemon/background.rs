@@ -34,22 +34,15 @@ pub(super) fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
             .await;
         }
     });
-    // Hand edits of grub.cfg or a changed /proc/cmdline must show up in
-    // PGPU.dom0_access (and as events) without anyone reading the PGPU.
+    // Hand edits of the boot configuration or a changed /proc/cmdline
+    // must show up in PGPU.dom0_access (and as events) without anyone
+    // reading the PGPU: the one trigger of derived fields, on every tick.
     tokio::spawn(async move {
-        let mut last = ctx.domain(|h| h.changes()).await.ok();
         let mut tick = tokio::time::interval(watch_interval);
         loop {
             tick.tick().await;
-            let now = ctx.domain(|h| h.changes()).await.ok();
-            if now != last {
-                last = now;
-                tracing::info!(
-                    "boot configuration or /proc/cmdline changed; refreshing PGPU dom0 access"
-                );
-                let work = ctx.clone();
-                let _ = tokio::task::spawn_blocking(move || derived::refresh_all(&work)).await;
-            }
+            let work = ctx.clone();
+            let _ = tokio::task::spawn_blocking(move || derived::catch_up(&work)).await;
         }
     });
 }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use super::tls::tls_files;
 use super::{DaemonError, state_at};
 use crate::api::context::{ApiConfig, Auth, Context};
-use crate::api::login_throttle::LoginThrottle;
-use crate::api::{event::Registrations, host, sync};
+use crate::api::{host, sync};
 use crate::config::{AuthMode, BootBackend, Settings};
 use crate::domain::bootcfg::{self, BootConfig, FlowOptions, InitramfsUpdate};
 use crate::domain::bootflow::{self, BootFlow, Detected, FlowError};
@@ -108,19 +107,14 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     };
     let auth = auth_of(settings)?;
     log_auth(&auth, &state_dir);
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(Context::new(
         store,
-        host: dom0,
+        dom0,
         config,
-        host_ref,
-        pool_ref,
-        host_lock: tokio::sync::Mutex::new(()),
-        login_throttle: LoginThrottle::default(),
-        event_registrations: Registrations::default(),
-        record_snapshots: Default::default(),
-        task_result_encoder: encode_task_result,
-        auth: std::sync::RwLock::new(auth),
-    });
+        (host_ref, pool_ref),
+        auth,
+        encode_task_result,
+    ));
     // A reboot nobody asked pcipassd for ends every session, as xapi's.
     match host::check_boot(&ctx).map_err(state_at(&db))? {
         host::BootCheck::FirstStart => tracing::info!("first start on this host: boot id stored"),
