@@ -165,6 +165,50 @@ pub fn run_holding(
     })
 }
 
+/// Whether a process of this system has `path` open (a link in
+/// `/proc/PID/fd` names it): another program is writing it now, as
+/// grub-mkconfig holds its `grub.cfg.new` open from before it runs its
+/// scripts until it has installed grub.cfg. This is about processes, so
+/// it reads the system's own `/proc` whatever the host root; processes
+/// whose descriptors cannot be read (another user's, when not root) are
+/// not seen.
+pub fn held_open(path: &std::path::Path) -> bool {
+    // The kernel names open files by their canonical path.
+    let path = &path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|p| {
+            std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == *path))
+            })
+        })
+}
+
+/// Wait while [`held_open`] says `path` is being written, up to `limit`;
+/// whether it was (`Err`: still held open at the limit).
+pub fn wait_while_held_open(path: &std::path::Path, limit: Duration) -> Result<bool, Duration> {
+    let start = Instant::now();
+    let mut seen = false;
+    while path.exists() && held_open(path) {
+        seen = true;
+        if start.elapsed() >= limit {
+            return Err(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(seen)
+}
+
 /// Start `program args...` in the background.
 pub fn spawn_detached(program: &str, args: &[String]) -> std::io::Result<()> {
     Command::new(program)
@@ -179,6 +223,49 @@ pub fn spawn_detached(program: &str, args: &[String]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_held_open_by_a_process_is_seen_until_it_closes() {
+        let dir = std::env::temp_dir().join(format!("pcipass-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grub.cfg.new");
+        std::fs::write(&path, b"").unwrap();
+        let path = path.canonicalize().unwrap();
+        assert!(!held_open(&path));
+        let file = std::fs::File::open(&path).unwrap();
+        assert!(held_open(&path), "our own descriptor is a process's");
+        drop(file);
+        assert!(!held_open(&path));
+        assert_eq!(
+            wait_while_held_open(&path, Duration::from_secs(1)),
+            Ok(false)
+        );
+        // A writer that holds it until its stdin closes.
+        let mut child = Command::new("sh")
+            .args(["-c", "exec 3<\"$0\"; read _", &path.to_string_lossy()])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while !held_open(&path) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the writer ended early"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stdin = child.stdin.take();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(stdin);
+        });
+        assert_eq!(
+            wait_while_held_open(&path, Duration::from_secs(600)),
+            Ok(true)
+        );
+        closer.join().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn sh(script: &str, limit: Duration) -> (std::io::Result<Output>, Duration) {
         let started = Instant::now();

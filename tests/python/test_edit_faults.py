@@ -110,7 +110,7 @@ def _host(tmp_path, flow, command=None):
         # installed /etc/grub.d into the root), done now so that the
         # snapshots of /etc do not see it.
         shutil.copytree("/etc/grub.d", root / "etc/grub.d", symlinks=True)
-        extra = ["--grub-mkconfig-command", command or f"{MKCONFIG} {root}"]
+        extra = ["--grub-mkconfig-command", command or f"{MKCONFIG} {root} -o {root}/boot/grub/grub.cfg"]
     d = Daemon(tmp_path, extra_args=extra)
     d.add_user("admin", "pool-admin")
     return d
@@ -402,7 +402,7 @@ def test_a_refused_edit_leaves_every_file_as_it_was(tmp_path, lab, case):
         wrapper.write_text(f'#!/bin/sh\nif [ -e "{tmp_path}/generator-fails" ]; then\n'
                            f"  echo '{FAULT_MESSAGE}' >&2\n  exit 1\nfi\nexec \"{MKCONFIG}\" \"$@\"\n")
         wrapper.chmod(0o755)
-        command = f"{wrapper} {root}"
+        command = f"{wrapper} {root} -o {root}/boot/grub/grub.cfg"
     d = _host(tmp_path, flow, command)
     lab.daemons.append(d.start())
     s = d.session("admin")
@@ -436,6 +436,11 @@ def test_a_refused_edit_leaves_every_file_as_it_was(tmp_path, lab, case):
         assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
         if fault == "generator-fails":
             assert "test fault" in details[1], details
+        # The answer says why, as the OS said it.
+        if fault == "etc-read-only":
+            assert "read-only" in details[1].lower(), details
+        if fault in ("boot-full", "esp-full"):
+            assert "space" in details[1].lower(), details
         after = _snapshot(root, exclude)
         changed = _differences(before, after)
         assert changed == [], f"changed by the refused {edit}: {changed}"

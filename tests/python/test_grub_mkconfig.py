@@ -100,7 +100,9 @@ def debian(tmp_path, extra=(), command=None):
     real grub-mkconfig regenerates."""
     root = tmp_path / "root"
     run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "debian")
-    command = command or f"{MKCONFIG} {root}"
+    # As on a real host (update-grub), the command says where it writes,
+    # and pcipassd points it at a file of its own, then renames that.
+    command = command or f"{MKCONFIG} {root} -o {root}/boot/grub/grub.cfg"
     d = Daemon(tmp_path, extra_args=["--grub-mkconfig-command", command, *extra])
     d.add_user("admin", "pool-admin")
     return d
@@ -808,3 +810,121 @@ def test_random_kills_leave_what_was_acknowledged(tmp_path, made):
     for pci, hide in acked.items():
         want = "disabled" if hide else "enabled"
         assert s.xenapi.PCI.get_dom0_access_status(refs[pci]) == want, (pci, want)
+
+
+def _debian_update_grub(tmp_path, root):
+    """A stand-in for Debian's update-grub (`grub-mkconfig -o
+    /boot/grub/grub.cfg "$@"`, a later -o winning) that installs the way
+    Debian 12's grub-mkconfig does: OUT.new is opened before the inputs are
+    read and held open until the end, and the output is installed with
+    `cat OUT.new > OUT`, here slowed down so that a reader can catch grub.cfg
+    half-written. The generation itself is the real grub-mkconfig.
+    OP_PAUSE seconds pass between generating and installing (a slow
+    os-prober, a busy disk)."""
+    script = tmp_path / "bin" / "update-grub"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        "#!/bin/sh\n"
+        f'out="{root}/boot/grub/grub.cfg"\n'
+        'while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift 2;; *) shift;; esac; done\n'
+        'exec 3> "$out.new"\n'
+        f'"{MKCONFIG}" "{root}" "$out.gen$$" || {{ rm -f "$out.new" "$out.gen$$"; exit 1; }}\n'
+        'cat "$out.gen$$" >&3; rm -f "$out.gen$$"\n'
+        'sleep "${OP_PAUSE:-0}"\n'
+        'head -c 3000 "$out.new" > "$out"; sleep 0.2; cat "$out.new" > "$out"\n'
+        'exec 3>&-; rm -f "$out.new"\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_readers_never_see_a_half_written_grub_cfg(tmp_path, made):
+    """Issue 23: Debian's grub-mkconfig installs its output with `cat
+    grub.cfg.new > grub.cfg`, so while update-grub runs, grub.cfg is
+    half-written. pcipassd points update-grub at a file of its own (a later
+    `-o` wins) and renames it over grub.cfg: a reader polling grub.cfg
+    during six hides always finds a whole file with its Xen entries."""
+    import threading
+
+    root = tmp_path / "root"
+    update_grub = tmp_path / "bin" / "update-grub"
+    d = debian(tmp_path, command=str(update_grub))
+    _debian_update_grub(tmp_path, root)
+    made.append(d.start())
+    grub = root / "boot/grub/grub.cfg"
+    seen, torn, done = [0], [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            text = grub.read_text(errors="replace")
+            seen[0] += 1
+            if "### END /etc/grub.d/41_custom ###" not in text or not dom0_lines(text)[0]:
+                torn.append(len(text))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    s = d.session("admin")
+    refs = _pcis(s)
+    try:
+        for pci in ["0000:00:02.0", "0000:00:14.0", GPU, "0000:03:02.0", "0000:00:1f.6", AUDIO]:
+            assert s.xenapi.PCI.disable_dom0_access(refs[pci]) == "disable_on_reboot"
+    finally:
+        done.set()
+        reader.join()
+    print(f"reads of grub.cfg during 6 hides: {seen[0]}, torn: {len(torn)}")
+    assert seen[0] > 0
+    assert not torn, f"{len(torn)} of {seen[0]} reads saw a half-written grub.cfg"
+    assert not list(grub.parent.glob("grub.cfg.*new*")), list(grub.parent.iterdir())
+    assert len(_grub_hide(grub.read_text())) == 6
+
+
+def test_an_update_grub_at_the_same_time_does_not_drop_an_acknowledged_edit(tmp_path, made):
+    """Issue 23: an operator's update-grub (or a kernel upgrade) runs while
+    pcipass edits. A run that read the generator's inputs before pcipass's
+    edit installs its grub.cfg last and would drop the edit. pcipassd sees
+    that run (its grub.cfg.new is held open), waits for it, and regenerates
+    again when it installed after pcipass: at the end grub.cfg hides every
+    acknowledged function, and the log says what happened."""
+    import threading
+
+    root = tmp_path / "root"
+    update_grub = tmp_path / "bin" / "update-grub"
+    d = debian(tmp_path, command=str(update_grub))
+    _debian_update_grub(tmp_path, root)
+    made.append(d.start())
+    stop, runs = threading.Event(), [0]
+    import random
+
+    rng = random.Random(23)
+
+    def operator():
+        # Longer than a regeneration by pcipass, so that a run that read
+        # the inputs before an edit installs after it.
+        env = dict(os.environ, OP_PAUSE="3")
+        while not stop.is_set():
+            subprocess.run([str(update_grub)], check=True, capture_output=True, env=env, timeout=120)
+            runs[0] += 1
+            time.sleep(rng.uniform(0, 0.5))
+
+    op = threading.Thread(target=operator)
+    op.start()
+    s = d.session("admin")
+    refs = _pcis(s)
+    acked = []
+    try:
+        for pci in ["0000:00:02.0", "0000:00:14.0", GPU, "0000:03:02.0"]:
+            assert s.xenapi.PCI.disable_dom0_access(refs[pci]) == "disable_on_reboot"
+            acked.append(pci)
+    finally:
+        stop.set()
+        op.join()
+    grub = root / "boot/grub/grub.cfg"
+    log = (d.workdir / "pcipassd.log").read_text()
+    redone, held = log.count("regenerating again"), log.count("it holds the edit")
+    print(f"operator update-grub runs: {runs[0]}; installed after pcipass's: {redone} without the "
+          f"edit (pcipass regenerated again), {held} with it")
+    assert runs[0] > 0
+    assert _grub_hide(grub.read_text()) == set(acked)
+    assert redone > 0, "no run of the operator's overlapped an edit: the test proved nothing"
+    s = d.session("admin")
+    for pci in acked:
+        assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[pci]) == "disable_on_reboot", pci

@@ -29,6 +29,48 @@ use crate::host::boot::{self, BootFingerprint};
 /// other systems where os-prober runs).
 const REGENERATE_LIMIT: Duration = Duration::from_secs(300);
 
+/// How many times grub.cfg is regenerated again when another run of the
+/// generator installed its own after pcipass's.
+const REGENERATE_ROUNDS: usize = 3;
+
+/// Where pcipass has the generator write, beside grub.cfg, before it
+/// renames the output over grub.cfg.
+const STAGED_SUFFIX: &str = ".pcipass-new";
+
+/// The argv that makes a regeneration command write to `staged` instead
+/// of grub.cfg, where the command says where it writes: grub-mkconfig's
+/// `-o FILE` or `--output=FILE` (replaced), or Debian's and Ubuntu's
+/// `update-grub` (`exec grub-mkconfig -o /boot/grub/grub.cfg "$@"`: an
+/// `-o` given after it wins, grub-mkconfig reads its options in order).
+/// `None`: the command writes where it will (a program of the operator's),
+/// and grub.cfg is regenerated in place.
+pub fn staged_argv(argv: &[String], staged: &str) -> Option<Vec<String>> {
+    let mut out = argv.to_vec();
+    let mut found = false;
+    let mut i = 1;
+    while i < out.len() {
+        if out[i] == "-o" || out[i] == "--output" {
+            if let Some(value) = out.get_mut(i + 1) {
+                *value = staged.to_owned();
+                found = true;
+            }
+            i += 2;
+        } else {
+            if out[i].starts_with("--output=") {
+                out[i] = format!("--output={staged}");
+                found = true;
+            }
+            i += 1;
+        }
+    }
+    let program = argv.first()?.rsplit('/').next().unwrap_or_default();
+    if !found && matches!(program, "update-grub" | "update-grub2") {
+        out.extend(["-o".to_owned(), staged.to_owned()]);
+        found = true;
+    }
+    found.then_some(out)
+}
+
 /// Where pcipass keeps the hide list for the generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultsPlace {
@@ -193,11 +235,74 @@ impl GrubMkconfigBootConfig {
         })
     }
 
-    fn run_regenerate(&self, hold: Held<'_>) -> Result<(), BootConfigError> {
-        match &self.regenerate {
-            Regenerate::Command(argv) => regenerate("grub.cfg", argv, REGENERATE_LIMIT, hold),
-            Regenerate::Unknown(reason) => Err(BootConfigError::EditsRefused(reason.clone())),
+    /// grub.cfg regenerated: written by the generator beside it and
+    /// renamed over it, so that no reader sees a half-written grub.cfg
+    /// (Debian's grub-mkconfig installs with `cat grub.cfg.new >
+    /// grub.cfg`). Then, while another run of grub-mkconfig is writing
+    /// grub.cfg (an update-grub by hand, a kernel upgrade: its
+    /// `grub.cfg.new` is held open), wait for it; if it installed its
+    /// grub.cfg after pcipass's without `value` (it read the inputs before
+    /// the edit wrote them), regenerate again, so that what boots holds
+    /// the edit.
+    fn run_regenerate(&self, hold: Held<'_>, value: Option<&str>) -> Result<(), BootConfigError> {
+        let argv = match &self.regenerate {
+            Regenerate::Command(argv) => argv,
+            Regenerate::Unknown(reason) => {
+                return Err(BootConfigError::EditsRefused(reason.clone()));
+            }
+        };
+        let host = &self.base.host;
+        let grub_rel = boot::locate(host)?;
+        let staged_rel = format!("{grub_rel}{STAGED_SUFFIX}");
+        let staged_path = host.resolve(&staged_rel)?;
+        let staged = staged_argv(argv, &staged_path.to_string_lossy());
+        let theirs = host.resolve(&format!("{grub_rel}.new"))?;
+        for _ in 0..REGENERATE_ROUNDS {
+            match &staged {
+                Some(staged_argv) => {
+                    boot::remove_durable(host, &staged_rel)?;
+                    regenerate("grub.cfg", staged_argv, REGENERATE_LIMIT, hold)?;
+                    let bytes = host.read(&staged_rel).map_err(|e| {
+                        BootConfigError::EditsRefused(format!(
+                            "`{}` succeeded but left no {staged_rel} to install: {e}",
+                            staged_argv.join(" ")
+                        ))
+                    })?;
+                    boot::replace_atomic(host, grub_rel, &bytes)?;
+                    boot::remove_durable(host, &staged_rel)?;
+                }
+                None => regenerate("grub.cfg", argv, REGENERATE_LIMIT, hold)?,
+            }
+            let ours = boot::fingerprint(host, grub_rel)?;
+            if let Err(waited) = crate::host::exec::wait_while_held_open(&theirs, REGENERATE_LIMIT)
+            {
+                return Err(BootConfigError::EditsRefused(format!(
+                    "another grub-mkconfig has been writing {grub_rel}.new for {} s; the edit \
+                     is not made while it runs",
+                    waited.as_secs()
+                )));
+            }
+            if boot::fingerprint(host, grub_rel)? == ours {
+                return Ok(());
+            }
+            if self.verify_regenerated(value).is_ok() {
+                tracing::info!(
+                    file = grub_rel,
+                    "another run of grub-mkconfig installed grub.cfg after pcipass's; it holds \
+                     the edit"
+                );
+                return Ok(());
+            }
+            tracing::warn!(
+                file = grub_rel,
+                "another run of grub-mkconfig (update-grub by hand, a package upgrade) installed \
+                 grub.cfg after pcipass's regeneration; regenerating again so that what boots \
+                 holds the edit"
+            );
         }
+        Err(BootConfigError::EditsRefused(format!(
+            "{grub_rel} kept being replaced by another run of grub-mkconfig; the edit is not made"
+        )))
     }
 
     /// The regenerated grub.cfg's next boot, which must hide exactly
@@ -308,8 +413,20 @@ impl BootConfig for GrubMkconfigBootConfig {
     ) -> Result<Changes<'a>, BootConfigError> {
         Ok(Changes {
             writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
-            generated: vec![boot::locate(&self.base.host)?.to_owned()],
-            steps: vec![Box::new(|hold| self.run_regenerate(hold))],
+            // grub.cfg, and the files a regeneration cut short leaves
+            // beside it (pcipass's output, grub-mkconfig's own `.new` of it).
+            generated: {
+                let grub_rel = boot::locate(&self.base.host)?;
+                vec![
+                    grub_rel.to_owned(),
+                    format!("{grub_rel}{STAGED_SUFFIX}"),
+                    format!("{grub_rel}{STAGED_SUFFIX}.new"),
+                ]
+            },
+            steps: vec![{
+                let value = value.map(str::to_owned);
+                Box::new(move |hold| self.run_regenerate(hold, value.as_deref()))
+            }],
         })
     }
 
@@ -327,5 +444,62 @@ impl BootConfig for GrubMkconfigBootConfig {
 
     fn cacheable(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::staged_argv;
+
+    fn argv(words: &str) -> Vec<String> {
+        words.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_generator_is_pointed_at_pcipasss_file_where_the_command_says_where_it_writes() {
+        let staged = "/boot/grub/grub.cfg.pcipass-new";
+        for (command, want) in [
+            // Debian's and Ubuntu's wrapper: a later -o wins.
+            (
+                "/usr/sbin/update-grub",
+                Some("/usr/sbin/update-grub -o /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "update-grub2",
+                Some("update-grub2 -o /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "/usr/sbin/update-grub -o /x",
+                Some("/usr/sbin/update-grub -o /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "/usr/sbin/grub-mkconfig -o /boot/grub/grub.cfg",
+                Some("/usr/sbin/grub-mkconfig -o /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "grub2-mkconfig --output=/boot/grub2/grub.cfg",
+                Some("grub2-mkconfig --output=/boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "grub2-mkconfig --output /boot/grub2/grub.cfg",
+                Some("grub2-mkconfig --output /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            (
+                "wrapper ROOT -o ROOT/boot/grub/grub.cfg",
+                Some("wrapper ROOT -o /boot/grub/grub.cfg.pcipass-new"),
+            ),
+            // The operator's own program: it writes where it will.
+            ("/usr/local/sbin/my-regen", None),
+            ("wrapper ROOT", None),
+            // An -o with no value is not a place to write.
+            ("grub-mkconfig -o", None),
+        ] {
+            assert_eq!(
+                staged_argv(&argv(command), staged),
+                want.map(argv),
+                "{command}"
+            );
+        }
+        assert_eq!(staged_argv(&[], staged), None);
     }
 }

@@ -138,7 +138,14 @@ impl BootConfigError {
             BootConfigError::Host(e) if e.is_not_found() => {
                 "the boot configuration or /proc/cmdline is missing".into()
             }
-            BootConfigError::Host(e) => format!("cannot {} the boot configuration", e.op),
+            // What the OS said (read-only, no space left), without the path.
+            BootConfigError::Host(e) => {
+                format!(
+                    "cannot {} the boot configuration: {}",
+                    e.op,
+                    e.source.kind()
+                )
+            }
             BootConfigError::Grub(e) => e.to_string(),
             BootConfigError::HideListMalformed(e) => e.reason.clone(),
             BootConfigError::Exec { status, stderr } => {
