@@ -39,6 +39,60 @@ pub(super) fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// While this lives, start-up may take longer than `TimeoutStartSec=`:
+/// every [`StartExtended::EVERY`] systemd is told it needs
+/// [`StartExtended::MORE`] more (`EXTEND_TIMEOUT_USEC=`), with why as
+/// `STATUS=`. A start that undoes an edit a crash or a stop cut short
+/// rebuilds the initramfs first, which takes minutes on some hosts; killed
+/// at the start timeout, it would be cut short again at every restart.
+pub(super) struct StartExtended {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StartExtended {
+    /// How often the extension is renewed; nothing is sent when start-up
+    /// is done sooner.
+    const EVERY: Duration = Duration::from_secs(10);
+    /// How much longer each renewal allows.
+    const MORE: Duration = Duration::from_secs(60);
+
+    /// Extend start-up while the value lives, saying `why`.
+    pub(super) fn new(why: &'static str) -> StartExtended {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return StartExtended {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let more = u32::try_from(StartExtended::MORE.as_micros()).unwrap_or(u32::MAX);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(StartExtended::EVERY)
+            {
+                notify_systemd(&[
+                    sd_notify::NotifyState::ExtendTimeoutUsec(more),
+                    sd_notify::NotifyState::Status(why),
+                ]);
+            }
+        });
+        StartExtended {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StartExtended {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// With `WatchdogSec=` (systemd sets `$WATCHDOG_USEC`), send `WATCHDOG=1`
 /// at half the interval, each time after a no-op has gone through the
 /// blocking pool too: a stuck runtime or a starved pool (where every file

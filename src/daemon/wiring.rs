@@ -64,7 +64,12 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
         &host_root,
         settings.initramfs_command.as_deref(),
     ));
-    dom0.finish_interrupted_edit();
+    {
+        let _longer = super::systemd::StartExtended::new(
+            "undoing an unfinished boot configuration edit (rebuilding the initramfs)",
+        );
+        dom0.finish_interrupted_edit();
+    }
     let dom0 = Arc::new(dom0);
     let about = dom0.describe();
     tracing::info!(

@@ -218,3 +218,49 @@ def test_logs_go_to_the_journal_with_their_fields(tmp_path):
         stream_r.close()
         stream_w.close()
         d.cleanup()
+
+
+def test_a_start_that_undoes_an_edit_asks_systemd_for_more_time(tmp_path, monkeypatch):
+    """Issue 23: a stop of the unit mid-hide (SIGKILL after
+    TimeoutStopSec=30, while the initramfs is rebuilt) leaves the edit's
+    journal, and the next start undoes it, rebuilding the initramfs before
+    it is ready. That rebuild may take longer than TimeoutStartSec; killed
+    there, it would be cut short at every restart. So while it runs the
+    daemon renews EXTEND_TIMEOUT_USEC (every 10 s) with a STATUS that says
+    why, before READY=1. Here the rebuild of the recovery takes 12 s."""
+    from conftest import binary, run
+
+    root = tmp_path / "root"
+    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", "xen-efi")
+    slow = tmp_path / "slow"
+    rebuild = tmp_path / "rebuild-initramfs"
+    rebuild.write_text(f'#!/bin/sh\n[ -e "{slow}" ] && sleep 12\n'
+                       f'exec "{binary("pcipass")}" mock-host update-initramfs "{root}"\n')
+    rebuild.chmod(0o755)
+    d = Daemon(tmp_path, extra_args=["--initramfs-command", str(rebuild)])
+    d.add_user("admin", "pool-admin")
+    monkeypatch.setenv("PCIPASS_FAULT", "txn-after-early")
+    d.start()
+    s = d.session("admin")
+    gpu = next(ref for ref, rec in s.xenapi.PCI.get_all_records().items() if rec["pci_id"] == "0000:01:00.0")
+    with pytest.raises(Exception):  # noqa: B017 - the daemon aborts under the call
+        s.xenapi.PCI.disable_dom0_access(gpu)
+    d.proc.wait(timeout=120)
+    monkeypatch.delenv("PCIPASS_FAULT")
+    slow.touch()
+    sock, path = _notify_socket(tmp_path)
+    log = open(tmp_path / "pcipassd.log", "a")
+    proc = subprocess.Popen(d.args(), stdout=subprocess.DEVNULL, stderr=log,
+                            env=dict(os.environ, NOTIFY_SOCKET=path))
+    try:
+        got = _recv_until(sock, "READY=1")
+        extended = [m for m in got if "EXTEND_TIMEOUT_USEC=60000000" in m]
+        assert extended, got
+        assert all("STATUS=undoing an unfinished boot configuration edit" in m for m in extended), got
+        assert got.index(extended[0]) < len(got) - 1, "EXTEND_TIMEOUT_USEC after READY=1"
+        assert "undid an unfinished edit" in (tmp_path / "pcipassd.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        sock.close()
+        d.cleanup()
