@@ -194,21 +194,6 @@ pub fn held_open(path: &std::path::Path) -> bool {
         })
 }
 
-/// Wait while [`held_open`] says `path` is being written, up to `limit`;
-/// whether it was (`Err`: still held open at the limit).
-pub fn wait_while_held_open(path: &std::path::Path, limit: Duration) -> Result<bool, Duration> {
-    let start = Instant::now();
-    let mut seen = false;
-    while path.exists() && held_open(path) {
-        seen = true;
-        if start.elapsed() >= limit {
-            return Err(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(seen)
-}
-
 /// Start `program args...` in the background.
 pub fn spawn_detached(program: &str, args: &[String]) -> std::io::Result<()> {
     Command::new(program)
@@ -236,10 +221,6 @@ mod tests {
         assert!(held_open(&path), "our own descriptor is a process's");
         drop(file);
         assert!(!held_open(&path));
-        assert_eq!(
-            wait_while_held_open(&path, Duration::from_secs(1)),
-            Ok(false)
-        );
         // A writer that holds it until its stdin closes.
         let mut child = Command::new("sh")
             .args(["-c", "exec 3<\"$0\"; read _", &path.to_string_lossy()])
@@ -253,17 +234,9 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let stdin = child.stdin.take();
-        let closer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            drop(stdin);
-        });
-        assert_eq!(
-            wait_while_held_open(&path, Duration::from_secs(600)),
-            Ok(true)
-        );
-        closer.join().unwrap();
+        drop(child.stdin.take());
         child.wait().unwrap();
+        assert!(!held_open(&path));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -33,6 +33,11 @@ const REGENERATE_LIMIT: Duration = Duration::from_secs(300);
 /// generator installed its own after pcipass's.
 const REGENERATE_ROUNDS: usize = 3;
 
+/// A `grub.cfg.new` written this recently is taken for another
+/// grub-mkconfig at work where its process cannot be seen; one quiet for
+/// longer was left by a run that failed.
+const OTHER_RUN_QUIET: Duration = Duration::from_secs(30);
+
 /// Where pcipass has the generator write, beside grub.cfg, before it
 /// renames the output over grub.cfg.
 const STAGED_SUFFIX: &str = ".pcipass-new";
@@ -256,7 +261,8 @@ impl GrubMkconfigBootConfig {
         let staged_rel = format!("{grub_rel}{STAGED_SUFFIX}");
         let staged_path = host.resolve(&staged_rel)?;
         let staged = staged_argv(argv, &staged_path.to_string_lossy());
-        let theirs = host.resolve(&format!("{grub_rel}.new"))?;
+        let theirs_rel = format!("{grub_rel}.new");
+        let theirs = host.resolve(&theirs_rel)?;
         for _ in 0..REGENERATE_ROUNDS {
             match &staged {
                 Some(staged_argv) => {
@@ -274,13 +280,23 @@ impl GrubMkconfigBootConfig {
                 None => regenerate("grub.cfg", argv, REGENERATE_LIMIT, hold)?,
             }
             let ours = boot::fingerprint(host, grub_rel)?;
-            if let Err(waited) = crate::host::exec::wait_while_held_open(&theirs, REGENERATE_LIMIT)
-            {
-                return Err(BootConfigError::EditsRefused(format!(
-                    "another grub-mkconfig has been writing {grub_rel}.new for {} s; the edit \
-                     is not made while it runs",
-                    waited.as_secs()
-                )));
+            let waited = std::time::Instant::now();
+            if self.other_run_writing(&theirs_rel, &theirs) {
+                tracing::info!(
+                    file = %theirs_rel,
+                    "waiting for another run of grub-mkconfig (update-grub by hand, a package \
+                     upgrade) to install its grub.cfg"
+                );
+            }
+            while self.other_run_writing(&theirs_rel, &theirs) {
+                if waited.elapsed() >= REGENERATE_LIMIT {
+                    return Err(BootConfigError::EditsRefused(format!(
+                        "another grub-mkconfig has been writing {theirs_rel} for {} s; the edit \
+                         is not made while it runs",
+                        waited.elapsed().as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
             if boot::fingerprint(host, grub_rel)? == ours {
                 return Ok(());
@@ -303,6 +319,22 @@ impl GrubMkconfigBootConfig {
         Err(BootConfigError::EditsRefused(format!(
             "{grub_rel} kept being replaced by another run of grub-mkconfig; the edit is not made"
         )))
+    }
+
+    /// Whether another run of grub-mkconfig is writing grub.cfg now: its
+    /// `grub.cfg.new` is held open by a process, or, where other processes
+    /// cannot be seen (the unit's `ProtectProc=invisible` and bounded
+    /// capabilities hide root's other processes), it was written in the
+    /// last [`OTHER_RUN_QUIET`].
+    fn other_run_writing(&self, rel: &str, path: &std::path::Path) -> bool {
+        let Ok(print) = boot::fingerprint(&self.base.host, rel) else {
+            return false;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now - print.mtime_ns < OTHER_RUN_QUIET.as_nanos() as i128
+            || crate::host::exec::held_open(path)
     }
 
     /// The regenerated grub.cfg's next boot, which must hide exactly
