@@ -38,7 +38,7 @@ import pytest
 import XenAPI
 
 from conftest import Daemon, binary, run
-from test_grub_mkconfig import MKCONFIG, _descendants, _pcis, _reboot, _why_not
+from test_grub_mkconfig import MKCONFIG, _pcis, _reboot, _why_not
 
 FLOWS = {
     # flow id: (mock-host profile, the boot file the loader reads)
@@ -51,6 +51,23 @@ FLOWS = {
 CANDIDATES = ["0000:00:02.0", "0000:00:14.0", "0000:00:1f.6", "0000:01:00.0", "0000:03:02.0"]
 GPU = "0000:01:00.0"
 KILLS = 8
+
+
+def _descendants(pid):
+    """Every process below `pid` (its children's groups included)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _skip_unless_possible(flow, mounts=False):

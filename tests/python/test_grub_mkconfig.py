@@ -714,102 +714,12 @@ def test_a_regeneration_orphaned_by_a_killed_daemon_is_waited_for(tmp_path, made
     assert s.xenapi.PCI.get_dom0_access_status(_pcis(s)[GPU]) == "enabled"
 
 
-def _descendants(pid):
-    """Every process below `pid` (its children's groups included)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _grub_hide(text):
     """The hide list of the default Xen entry's dom0 line, as a set."""
     for line in text.splitlines():
         if "vmlinuz" in line and "xen-pciback.hide=" in line:
             return set(re.findall(r"\(([0-9a-f:.]+)\)", line.split("xen-pciback.hide=")[1].split()[0]))
     return set()
-
-
-def test_random_kills_leave_what_was_acknowledged(tmp_path, made):
-    """Issue 23's kill test, bounded (12 kills): on a Debian host (the real
-    grub-mkconfig, xen-pciback a module, the mock initramfs), random hides
-    and unhides; the daemon is killed at a random moment, alone or with
-    every process below it (as a stop of its cgroup would). After each
-    restart: no journal is left, grub.cfg hides exactly what the
-    acknowledged answers said (the one call in flight may go either way),
-    and the next update-grub would not change that (the generator's
-    inputs agree with grub.cfg). After a reboot every acknowledged hide is
-    disabled and every acknowledged unhide enabled: the initramfs loads
-    xen-pciback before their drivers."""
-    import random
-    import threading
-
-    rng = random.Random(23)
-    d = debian(tmp_path)
-    root = d.root
-    candidates = ["0000:00:02.0", "0000:00:14.0", "0000:00:1f.6", "0000:01:00.0", "0000:03:02.0"]
-    acked, repairs = {}, 0
-    made.append(d.start())
-    for kill in range(12):
-        s = d.session("admin")
-        refs = _pcis(s)
-        in_flight = set()
-        stop = threading.Event()
-
-        def edits():
-            while not stop.is_set():
-                pci = rng.choice(candidates)
-                hide = rng.random() < 0.6
-                in_flight.add(pci)
-                try:
-                    call = s.xenapi.PCI.disable_dom0_access if hide else s.xenapi.PCI.enable_dom0_access
-                    call(refs[pci])
-                except Exception:  # noqa: BLE001 - the daemon dies under the call
-                    return
-                acked[pci] = hide
-                in_flight.discard(pci)
-
-        worker = threading.Thread(target=edits)
-        worker.start()
-        time.sleep(rng.uniform(0.2, 2.5))
-        victims = [d.proc.pid] + (_descendants(d.proc.pid) if kill % 2 else [])
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        d.proc.wait()
-        stop.set()
-        worker.join(timeout=120)
-        d.start()
-        log = (d.workdir / "pcipassd.log").read_text()
-        repairs = log.count("undid an unfinished edit")
-        assert not (root / "boot/grub/grub.cfg.pcipass-journal").exists()
-        hidden = _grub_hide((root / "boot/grub/grub.cfg").read_text())
-        for pci, hide in acked.items():
-            if pci not in in_flight:
-                assert (pci in hidden) == hide, (kill, pci, hide, hidden)
-        again = tmp_path / "regenerated.cfg"
-        subprocess.run([str(MKCONFIG), str(root), str(again)], check=True, capture_output=True, timeout=120)
-        assert _grub_hide(again.read_text()) == hidden, "the next update-grub would change what boots"
-        for pci in in_flight:
-            acked[pci] = pci in hidden
-    print(f"kill test: 12 kills (6 of the daemon alone, 6 with every process below it), "
-          f"{repairs} edits undone at restart")
-    s = _reboot(d, d.session("admin"))
-    refs = _pcis(s)
-    for pci, hide in acked.items():
-        want = "disabled" if hide else "enabled"
-        assert s.xenapi.PCI.get_dom0_access_status(refs[pci]) == want, (pci, want)
 
 
 def _debian_update_grub(tmp_path, root):
@@ -837,6 +747,16 @@ def _debian_update_grub(tmp_path, root):
     return script
 
 
+def _with_debian_update_grub(tmp_path, made):
+    """A started daemon on a Debian host whose regeneration command is
+    [`_debian_update_grub`], and that command."""
+    update_grub = tmp_path / "bin" / "update-grub"
+    d = debian(tmp_path, command=str(update_grub))
+    _debian_update_grub(tmp_path, d.root)
+    made.append(d.start())
+    return d, update_grub
+
+
 def test_readers_never_see_a_half_written_grub_cfg(tmp_path, made):
     """Issue 23: Debian's grub-mkconfig installs its output with `cat
     grub.cfg.new > grub.cfg`, so while update-grub runs, grub.cfg is
@@ -845,12 +765,8 @@ def test_readers_never_see_a_half_written_grub_cfg(tmp_path, made):
     during six hides always finds a whole file with its Xen entries."""
     import threading
 
-    root = tmp_path / "root"
-    update_grub = tmp_path / "bin" / "update-grub"
-    d = debian(tmp_path, command=str(update_grub))
-    _debian_update_grub(tmp_path, root)
-    made.append(d.start())
-    grub = root / "boot/grub/grub.cfg"
+    d, update_grub = _with_debian_update_grub(tmp_path, made)
+    grub = d.root / "boot/grub/grub.cfg"
     seen, torn, done = [0], [], threading.Event()
 
     def read():
@@ -885,12 +801,8 @@ def test_an_update_grub_at_the_same_time_does_not_drop_an_acknowledged_edit(tmp_
     later); pcipassd sees it (its grub.cfg.new), waits for it and, as its
     grub.cfg lacks the edit, regenerates again. At the end grub.cfg hides
     every acknowledged function and the log says what happened."""
-    root = tmp_path / "root"
-    update_grub = tmp_path / "bin" / "update-grub"
-    d = debian(tmp_path, command=str(update_grub))
-    _debian_update_grub(tmp_path, root)
-    made.append(d.start())
-    grub = root / "boot/grub/grub.cfg"
+    d, update_grub = _with_debian_update_grub(tmp_path, made)
+    grub = d.root / "boot/grub/grub.cfg"
     s = d.session("admin")
     refs = _pcis(s)
     acked = []
