@@ -32,6 +32,7 @@
 
 mod builder;
 pub mod initramfs;
+pub mod kernel;
 mod lspci;
 mod profile;
 mod reboot;
@@ -84,6 +85,29 @@ fn write(path: &Path, text: &str) -> Result<(), MockError> {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     std::fs::write(path, text).map_err(io(path))
+}
+
+/// `sys/bus/pci/drivers/<driver>` under `dir` with the files the kernel
+/// gives a driver there (`bind`, `unbind`; pciback's `new_slot`,
+/// `remove_slot` and `slots`), left as they are when present.
+fn driver_dir(dir: &Path, driver: &str) -> Result<(), MockError> {
+    let at = dir.join(format!("sys/bus/pci/drivers/{driver}"));
+    std::fs::create_dir_all(&at).map_err(io(&at))?;
+    let mut files = vec!["bind", "unbind"];
+    if driver == crate::host::pcibind::PCIBACK {
+        files.extend(["new_slot", "remove_slot", "slots"]);
+    }
+    for name in files {
+        let path = at.join(name);
+        if !path.exists() {
+            write(&path, "")?;
+        }
+    }
+    let probe = dir.join("sys/bus/pci/drivers_probe");
+    if !probe.exists() {
+        write(&probe, "")?;
+    }
+    Ok(())
 }
 
 fn symlink(target: &str, link: &Path) -> Result<(), MockError> {

@@ -1,7 +1,8 @@
 //! The offline reboot of a mock host, in place.
 
-use super::{MockError, io, relative, symlink, write_boot_id};
+use super::{MockError, driver_dir, io, relative, symlink, write_boot_id};
 use crate::host::HostRoot;
+use crate::host::pcibind::PCIBACK;
 use crate::vocab::PciAddress;
 
 /// Apply a reboot to the tree: `proc/cmdline` becomes `cmdline`, the boot
@@ -19,6 +20,7 @@ pub fn reboot(
     std::fs::write(&line, [cmdline, b"\n"].concat()).map_err(io(&line))?;
     write_boot_id(&host.path(crate::host::procfs::BOOT_ID))?;
     let names = host.list_dir("sys/bus/pci/devices").unwrap_or_default();
+    let mut slots = String::new();
     for name in names {
         let Ok(addr) = name.parse::<PciAddress>() else {
             continue;
@@ -33,22 +35,28 @@ pub fn reboot(
             .ok()
             .map(|s| s.trim().to_owned());
         let driver = if hidden(&addr) {
-            Some("pciback".to_owned())
+            Some(PCIBACK.to_owned())
         } else {
             own
         };
         let link = host.path(&format!("{dev_rel}/driver"));
         let _ = std::fs::remove_file(&link);
+        // A new kernel: no override, and pciback's slots are its hide list.
+        let _ = std::fs::write(host.path(&format!("{dev_rel}/driver_override")), "");
+        if driver.as_deref() == Some(PCIBACK) {
+            slots.push_str(&format!("{addr}\n"));
+        }
         if let Some(driver) = driver {
-            std::fs::create_dir_all(host.path(&format!("sys/bus/pci/drivers/{driver}")))
-                .map_err(io(&link))?;
+            driver_dir(host.root(), &driver)?;
             symlink(
                 &relative(&dev_rel, &format!("sys/bus/pci/drivers/{driver}")),
                 &link,
             )?;
         }
     }
-    Ok(())
+    driver_dir(host.root(), PCIBACK)?;
+    let path = host.path(&format!("sys/bus/pci/drivers/{PCIBACK}/slots"));
+    std::fs::write(&path, slots).map_err(io(&path))
 }
 
 /// Resolve `.` and `..` in a root-relative path.

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{MockDevice, MockError, MockHostBuilder, io, relative, symlink, write, write_boot_id};
+use super::{
+    MockDevice, MockError, MockHostBuilder, driver_dir, io, relative, symlink, write, write_boot_id,
+};
 use crate::host::{MOCK_HOST_MARKER, facts};
 use crate::vocab::PciAddress;
 
@@ -103,10 +105,10 @@ impl MockHostBuilder {
                 &relative("sys/bus/pci/devices", rel),
                 &at(&format!("sys/bus/pci/devices/{}", d.address)),
             )?;
+            write(&dev.join("driver_override"), "")?;
             if let Some(driver) = &d.driver {
                 write(&dev.join(".pcipass-driver"), &format!("{driver}\n"))?;
-                std::fs::create_dir_all(at(&format!("sys/bus/pci/drivers/{driver}")))
-                    .map_err(io(dir))?;
+                driver_dir(dir, driver)?;
                 symlink(
                     &relative(rel, &format!("sys/bus/pci/drivers/{driver}")),
                     &dev.join("driver"),
@@ -119,7 +121,7 @@ impl MockHostBuilder {
                 symlink(&relative(rel, &dirs[vf]), &dev.join(format!("virtfn{n}")))?;
             }
         }
-        std::fs::create_dir_all(at("sys/bus/pci/drivers/pciback")).map_err(io(dir))?;
+        driver_dir(dir, crate::host::pcibind::PCIBACK)?;
         let mut minor = 0;
         let mut block_dirs: BTreeMap<String, String> = BTreeMap::new();
         for disk in &self.disks {
