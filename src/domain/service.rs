@@ -18,7 +18,7 @@ use crate::domain::devices;
 use crate::domain::grub::GrubError;
 use crate::domain::{Dom0Access, PciAddress, mock_boot};
 use crate::host::boot::{BootFingerprint, Fingerprint};
-use crate::host::{HostError, HostRoot, exec, facts, procfs};
+use crate::host::{HostError, HostRoot, exec, facts, pcibind, procfs};
 
 // What the API handles of the domain's data, named here so that this
 // module stays its one door (`tests/layers.rs` holds the API to it).
@@ -129,12 +129,13 @@ pub enum Reboot {
     Started,
 }
 
-/// Changes whenever the boot configuration or the running command line
-/// changes (compare two tokens).
+/// Changes whenever the boot configuration, the running command line or
+/// the set of functions pciback holds changes (compare two tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeToken {
     boot: Option<BootFingerprint>,
     running: Option<Fingerprint>,
+    /// A digest of what else moved (pciback's functions; the stub's sets).
     generation: u64,
 }
 
@@ -270,10 +271,18 @@ impl Dom0Host for HostDom0 {
 
     fn changes(&self) -> ChangeToken {
         let (boot, running) = self.engine.fingerprint();
+        // Who pciback holds changes at runtime too (an apply-now edit,
+        // `xl pci-assignable-add`), without a file changing.
+        let held = pcibind::held_by(&self.root, pcibind::PCIBACK).map_or(u64::MAX, |held| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            held.hash(&mut hasher);
+            hasher.finish()
+        });
         ChangeToken {
             boot,
             running,
-            generation: 0,
+            generation: held,
         }
     }
 

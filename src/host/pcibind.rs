@@ -24,13 +24,22 @@ use crate::host::{HostError, HostRoot};
 use crate::vocab::PciAddress;
 
 /// xen-pciback's driver name in sysfs.
-pub const PCIBACK: &str = "pciback";
+pub use crate::host::sysfs::PCIBACK_DRIVER as PCIBACK;
 
 /// The driver bound to `addr` now (`None`: none).
 pub fn driver(host: &HostRoot, addr: &PciAddress) -> Result<Option<String>, HostError> {
-    Ok(host
-        .read_link_if_exists(&format!("sys/bus/pci/devices/{addr}/driver"))?
-        .map(|target| target.rsplit('/').next().unwrap_or(&target).to_owned()))
+    crate::host::sysfs::bound_driver(host, &addr.to_string())
+}
+
+/// The functions `driver` holds now: sysfs lists each, by address, in the
+/// driver's directory.
+pub fn held_by(host: &HostRoot, driver: &str) -> Result<Vec<PciAddress>, HostError> {
+    let names = host
+        .list_dir_if_exists(&format!("sys/bus/pci/drivers/{driver}"))?
+        .unwrap_or_default();
+    let mut held: Vec<PciAddress> = names.iter().filter_map(|n| n.parse().ok()).collect();
+    held.sort();
+    Ok(held)
 }
 
 /// The driver `addr`'s `driver_override` names (`None`: no override; the

@@ -257,17 +257,13 @@ impl Dom0AccessEngine {
         } else {
             self.tree_for(addrs)?
         };
-        judge(&running, &boot, &tree, addrs, &|a| self.native_driver(a))
+        judge(&running, &boot, &tree, addrs, &|a| self.driver(a))
     }
 
-    /// The dom0 driver other than pciback bound to `addr`, if any: a
-    /// function the running command line hides is hidden now only when
-    /// no native driver holds it (where xen-pciback is a module that
-    /// loaded late, the native driver won). A link that cannot be read is
-    /// an error.
-    fn native_driver(&self, addr: &PciAddress) -> Result<Option<String>, BootConfigError> {
-        Ok(sysfs::bound_driver(&self.host, &addr.to_string())?
-            .filter(|d| d != sysfs::PCIBACK_DRIVER))
+    /// The driver bound to `addr` now, if any. A link that cannot be read
+    /// is an error.
+    fn driver(&self, addr: &PciAddress) -> Result<Option<String>, BootConfigError> {
+        Ok(sysfs::bound_driver(&self.host, &addr.to_string())?)
     }
 
     /// The statuses from the views the change watch still vouches for,
@@ -299,11 +295,9 @@ impl Dom0AccessEngine {
             }
             tree
         };
-        // A function hidden now needs its driver link read.
-        if addrs.iter().any(|a| running.hides_in(&tree, a)) {
-            return None;
-        }
-        judge(&running, &boot, &tree, addrs, &|_| Ok(None)).ok()
+        // Who holds a function now is its driver link: one readlink each,
+        // which does not block (sysfs), so the answer stays inline.
+        judge(&running, &boot, &tree, addrs, &|a| self.driver(a)).ok()
     }
 
     /// The check every edit passes before it is written: it must not newly
@@ -340,20 +334,36 @@ impl Dom0AccessEngine {
     }
 }
 
-/// The status of each function from the two views, the tree, and for a
-/// function the running line hides, the native driver still bound to it
-/// (then it is not hidden now: the driver won the race at boot).
+/// The status of each function from the two views, the tree and its
+/// driver now. Dom0 does not have a function now when pciback holds it
+/// (hidden at boot, or taken at runtime: `xl pci-assignable-add`, an
+/// apply-now hide), or when no driver holds it and the running command
+/// line hides it; it has it when another driver holds it (where
+/// xen-pciback is a module that loaded late, the native driver won the
+/// race at boot), or when nothing holds it and nothing hid it (a function
+/// no dom0 driver claims is still dom0's to give). With nothing changed
+/// at runtime this is the running command line against the next boot's.
+///
+/// | driver now | running line hides it | dom0 has it now |
+/// |---|---|---|
+/// | pciback | either | no |
+/// | another | either | yes |
+/// | none | yes | no |
+/// | none | no | yes |
 fn judge(
     running: &HideView,
     boot: &HideView,
     tree: &Topology,
     addrs: &[PciAddress],
-    native_driver: &dyn Fn(&PciAddress) -> Result<Option<String>, BootConfigError>,
+    driver: &dyn Fn(&PciAddress) -> Result<Option<String>, BootConfigError>,
 ) -> Result<Vec<Dom0Access>, BootConfigError> {
     addrs
         .iter()
         .map(|a| {
-            let now = running.hides_in(tree, a) && native_driver(a)?.is_none();
+            let now = match driver(a)? {
+                Some(d) => d == sysfs::PCIBACK_DRIVER,
+                None => running.hides_in(tree, a),
+            };
             Ok(Dom0Access::from_views(now, boot.hides_in(tree, a)))
         })
         .collect()
@@ -372,4 +382,42 @@ fn first_hidden(
             .find(|f| view.hides_in(tree, f))
             .map(|f| (d.block_device.clone(), *f))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status of one function for each driver it may have now and
+    /// each pair of views (issue 24's truth table).
+    #[test]
+    fn who_holds_a_function_now_and_what_the_next_boot_does() {
+        let gpu: PciAddress = "0000:01:00.0".parse().unwrap();
+        let hides = HideView::from_value(Some(b"(0000:01:00.0)"));
+        let none = HideView::from_value(None);
+        let tree = Topology::default();
+        use Dom0Access::*;
+        for (driver, running, boot, want) in [
+            // Nothing changed at runtime: the command lines decide.
+            (Some("i915"), &none, &none, Enabled),
+            (Some("i915"), &none, &hides, DisableOnReboot),
+            (Some("pciback"), &hides, &hides, Disabled),
+            (Some("pciback"), &hides, &none, EnableOnReboot),
+            // The native driver won the race at boot: dom0 has it.
+            (Some("i915"), &hides, &hides, DisableOnReboot),
+            // Taken at runtime (an apply-now hide, xl pci-assignable-add).
+            (Some("pciback"), &none, &hides, Disabled),
+            (Some("pciback"), &none, &none, EnableOnReboot),
+            // No driver: hidden if the running line hid it, else dom0's.
+            (None, &hides, &hides, Disabled),
+            (None, &none, &none, Enabled),
+            (None, &none, &hides, DisableOnReboot),
+        ] {
+            let got = judge(running, boot, &tree, &[gpu], &|_| {
+                Ok(driver.map(str::to_owned))
+            })
+            .unwrap();
+            assert_eq!(got, vec![want], "{driver:?} {running:?} {boot:?}");
+        }
+    }
 }

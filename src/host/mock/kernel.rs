@@ -23,7 +23,6 @@
 use std::io;
 
 use super::reboot::normalize;
-use super::{relative, symlink};
 use crate::host::HostRoot;
 use crate::host::pcibind::PCIBACK;
 use crate::vocab::PciAddress;
@@ -159,7 +158,9 @@ fn unbind(host: &HostRoot, addr: &PciAddress, driver: &str) -> io::Result<()> {
         return Err(errno(ENODEV));
     }
     let dev = device_dir(host, addr)?;
-    std::fs::remove_file(host.path(&format!("{dev}/driver")))
+    std::fs::remove_file(host.path(&format!("{dev}/driver")))?;
+    let _ = std::fs::remove_file(host.path(&format!("sys/bus/pci/drivers/{driver}/{addr}")));
+    Ok(())
 }
 
 fn bind(host: &HostRoot, addr: &PciAddress, driver: &str) -> io::Result<()> {
@@ -176,11 +177,8 @@ fn bind(host: &HostRoot, addr: &PciAddress, driver: &str) -> io::Result<()> {
 /// Link `addr` to `driver`; pciback records it in its slots.
 fn attach(host: &HostRoot, addr: &PciAddress, driver: &str) -> io::Result<()> {
     let dev = device_dir(host, addr)?;
-    symlink(
-        &relative(&dev, &format!("sys/bus/pci/drivers/{driver}")),
-        &host.path(&format!("{dev}/driver")),
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
+    super::link_driver(host.root(), &dev, addr, driver)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     if driver == PCIBACK {
         let mut slots = slots(host)?;
         if !slots.contains(addr) {

@@ -110,6 +110,19 @@ fn driver_dir(dir: &Path, driver: &str) -> Result<(), MockError> {
     Ok(())
 }
 
+/// Bind the function `addr` (its directory `dev`, root-relative) to
+/// `driver` as sysfs shows it: the function's `driver` link, and the
+/// driver's link named after the function.
+fn link_driver(dir: &Path, dev: &str, addr: &PciAddress, driver: &str) -> Result<(), MockError> {
+    driver_dir(dir, driver)?;
+    let drivers = format!("sys/bus/pci/drivers/{driver}");
+    symlink(&relative(dev, &drivers), &dir.join(format!("{dev}/driver")))?;
+    symlink(
+        &relative(&drivers, dev),
+        &dir.join(format!("{drivers}/{addr}")),
+    )
+}
+
 fn symlink(target: &str, link: &Path) -> Result<(), MockError> {
     if let Some(parent) = link.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;

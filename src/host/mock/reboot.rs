@@ -1,6 +1,6 @@
 //! The offline reboot of a mock host, in place.
 
-use super::{MockError, driver_dir, io, relative, symlink, write_boot_id};
+use super::{MockError, driver_dir, io, link_driver, write_boot_id};
 use crate::host::HostRoot;
 use crate::host::pcibind::PCIBACK;
 use crate::vocab::PciAddress;
@@ -40,6 +40,9 @@ pub fn reboot(
             own
         };
         let link = host.path(&format!("{dev_rel}/driver"));
+        if let Ok(Some(old)) = crate::host::sysfs::bound_driver(host, &name) {
+            let _ = std::fs::remove_file(host.path(&format!("sys/bus/pci/drivers/{old}/{name}")));
+        }
         let _ = std::fs::remove_file(&link);
         // A new kernel: no override, and pciback's slots are its hide list.
         let _ = std::fs::write(host.path(&format!("{dev_rel}/driver_override")), "");
@@ -47,11 +50,7 @@ pub fn reboot(
             slots.push_str(&format!("{addr}\n"));
         }
         if let Some(driver) = driver {
-            driver_dir(host.root(), &driver)?;
-            symlink(
-                &relative(&dev_rel, &format!("sys/bus/pci/drivers/{driver}")),
-                &link,
-            )?;
+            link_driver(host.root(), &dev_rel, &addr, &driver)?;
         }
     }
     driver_dir(host.root(), PCIBACK)?;
@@ -76,6 +75,7 @@ pub(super) fn normalize(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::relative;
     use super::*;
 
     #[test]

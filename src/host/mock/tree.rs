@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    MockDevice, MockError, MockHostBuilder, driver_dir, io, relative, symlink, write, write_boot_id,
+    MockDevice, MockError, MockHostBuilder, driver_dir, io, link_driver, relative, symlink, write,
+    write_boot_id,
 };
 use crate::host::{MOCK_HOST_MARKER, facts};
 use crate::vocab::PciAddress;
@@ -108,11 +109,7 @@ impl MockHostBuilder {
             write(&dev.join("driver_override"), "")?;
             if let Some(driver) = &d.driver {
                 write(&dev.join(".pcipass-driver"), &format!("{driver}\n"))?;
-                driver_dir(dir, driver)?;
-                symlink(
-                    &relative(rel, &format!("sys/bus/pci/drivers/{driver}")),
-                    &dev.join("driver"),
-                )?;
+                link_driver(dir, rel, &d.address, driver)?;
             }
             if let Some(pf) = d.physfn.and_then(|pf| dirs.get(&pf)) {
                 symlink(&relative(rel, pf), &dev.join("physfn"))?;

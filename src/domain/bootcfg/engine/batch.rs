@@ -100,10 +100,8 @@ impl Dom0AccessEngine {
         match written {
             Ok(written) => answers.extend(admitted.iter().map(|q| {
                 let addr = q.request.addr();
-                let status = judge(&running, &written, &tree, &[addr], &|a| {
-                    self.native_driver(a)
-                })
-                .map(|s| s[0]);
+                let status =
+                    judge(&running, &written, &tree, &[addr], &|a| self.driver(a)).map(|s| s[0]);
                 (q.ticket, status)
             })),
             Err(e) => answers.extend(shared_failure(e, admitted.iter().map(|q| q.ticket))),
