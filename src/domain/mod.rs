@@ -6,6 +6,7 @@
 //! through [`crate::host`].
 
 pub mod about;
+pub mod apply_now;
 pub mod bootcfg;
 pub mod bootdev;
 pub mod bootflow;

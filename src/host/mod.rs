@@ -17,6 +17,7 @@ pub mod pcibind;
 pub mod procfs;
 pub mod sysfs;
 pub mod watch;
+pub mod xenstore;
 
 use std::ffi::OsString;
 use std::io;

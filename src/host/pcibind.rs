@@ -85,6 +85,12 @@ pub fn bind(host: &HostRoot, addr: &PciAddress, driver: &str) -> Result<(), Host
     )
 }
 
+/// Ask the kernel to bind `addr` to whichever driver takes it (nothing
+/// binding is not an error: read the driver link after).
+pub fn probe(host: &HostRoot, addr: &PciAddress) -> Result<(), HostError> {
+    write_attr(host, "sys/bus/pci/drivers_probe", &addr.to_string())
+}
+
 /// Make pciback forget `addr` (nothing to forget is not an error).
 pub fn remove_slot(host: &HostRoot, addr: &PciAddress) -> Result<(), HostError> {
     match write_attr(

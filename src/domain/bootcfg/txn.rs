@@ -262,6 +262,22 @@ pub fn edit(
     check: &HideCheck<'_>,
     early: &EarlyPlanner<'_>,
 ) -> Result<HideView, BootConfigError> {
+    edit_then(config, plan, check, early, &|| Ok(()))
+}
+
+/// The last step of an edit, after every file is written and before the
+/// edit is done: an apply-now hide moves the function to pciback there.
+/// When it fails (having undone its own work), the edit is undone too.
+pub type Then<'a> = dyn Fn() -> Result<(), BootConfigError> + 'a;
+
+/// [`edit`] with `then` as its last step.
+pub fn edit_then(
+    config: &dyn BootConfig,
+    plan: &mut HidePlan<'_>,
+    check: &HideCheck<'_>,
+    early: &EarlyPlanner<'_>,
+    then: &Then<'_>,
+) -> Result<HideView, BootConfigError> {
     let base = config.base();
     let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..ATTEMPTS {
@@ -279,7 +295,12 @@ pub fn edit(
         }
         let snap = config.snapshot()?;
         let value = match plan_edit(&snap.view, plan)? {
-            HideEdit::Unchanged if snap.durable => return Ok(snap.view),
+            // Nothing to write; the last step still runs (an apply-now
+            // hide of a function the next boot already hides).
+            HideEdit::Unchanged if snap.durable => {
+                then()?;
+                return Ok(snap.view);
+            }
             HideEdit::Unchanged => snap.view.value_text(),
             HideEdit::Set(value) => Some(value),
             HideEdit::Delete => None,
@@ -296,6 +317,7 @@ pub fn edit(
             value.as_deref(),
             changes,
             early_plan.as_ref(),
+            then,
         ) {
             Err(BootConfigError::Changed) => {
                 tracing::info!(
@@ -318,6 +340,7 @@ fn run(
     value: Option<&str>,
     changes: Changes<'_>,
     early: Option<&EarlyPlan>,
+    then: &Then<'_>,
 ) -> Result<HideView, BootConfigError> {
     let host = &config.base().host;
     let mut rels: Vec<String> = changes.writes.iter().map(|w| w.rel.clone()).collect();
@@ -370,6 +393,7 @@ fn run(
             early.run(host, &mut rebuilt, hold)?;
         }
         boot::fault_point("txn-after-early");
+        then()?;
         Ok(view)
     })();
     match result {

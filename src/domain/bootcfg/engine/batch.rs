@@ -26,6 +26,26 @@ impl Dom0AccessEngine {
         self.submit(Want::GiveBack(*addr))
     }
 
+    /// Hide `addr` from the next boot on, with `then` as the edit's last
+    /// step ([`txn::edit_then`]): written alone, never batched, so that a
+    /// failure of `then` undoes only this edit.
+    pub fn disable_then(
+        &self,
+        addr: &PciAddress,
+        then: &txn::Then<'_>,
+    ) -> Result<Dom0Access, BootConfigError> {
+        let alone = Queued {
+            ticket: 0,
+            request: Want::Hide(*addr),
+        };
+        match self.edit_together(vec![alone], then).pop() {
+            Some((_, answer)) => answer,
+            None => Err(BootConfigError::EditsRefused(
+                "the edit was not answered".into(),
+            )),
+        }
+    }
+
     fn submit(&self, want: Want) -> Result<Dom0Access, BootConfigError> {
         self.edits
             .submit(want, &|batch| self.edit_batch(batch), &|| {
@@ -46,12 +66,13 @@ impl Dom0AccessEngine {
     fn edit_batch(&self, batch: Vec<Queued<Want>>) -> Vec<(u64, Answer)> {
         conflict_free_runs(batch)
             .into_iter()
-            .flat_map(|run| self.edit_together(run))
+            .flat_map(|run| self.edit_together(run, &|| Ok(())))
             .collect()
     }
 
-    /// One transaction for edits that do not contradict each other.
-    fn edit_together(&self, batch: Vec<Queued<Want>>) -> Vec<(u64, Answer)> {
+    /// One transaction for edits that do not contradict each other, with
+    /// `then` as its last step.
+    fn edit_together(&self, batch: Vec<Queued<Want>>, then: &txn::Then<'_>) -> Vec<(u64, Answer)> {
         let read = self
             .read_tree()
             .and_then(|tree| Ok((tree, self.running_view()?, self.boot_view()?)));
@@ -91,11 +112,12 @@ impl Dom0AccessEngine {
             })
         };
         let wants: Vec<Want> = admitted.iter().map(|q| q.request).collect();
-        let written = txn::edit(
+        let written = txn::edit_then(
             self.boot.as_ref(),
             &mut |current| compose(current, &wants, &tree),
             &|before, after| self.safety_check(before, after),
             &early,
+            then,
         );
         match written {
             Ok(written) => answers.extend(admitted.iter().map(|q| {
