@@ -95,6 +95,25 @@ pub enum ApiError {
         /// The most that passes.
         limit: usize,
     },
+    /// Giving back a function a running domain has: `[device, domid, name]`.
+    PciAssignedToDomain {
+        /// The function's address.
+        device: String,
+        /// The domain's id.
+        domid: String,
+        /// The domain's name (empty when xenstore has none).
+        name: String,
+    },
+    /// A step of an apply-now move failed, every earlier step undone:
+    /// `[device, step, reason]`.
+    PciApplyNowFailed {
+        /// The function's address.
+        device: String,
+        /// The step that failed.
+        step: String,
+        /// Why.
+        reason: String,
+    },
     /// `host.reboot` on an enabled host: `[]`.
     HostNotDisabled,
     /// An operation that cannot be done now: `[reason]`.
@@ -135,6 +154,8 @@ impl ApiError {
             ApiError::BootConfigHideListMalformed { .. } => "BOOT_CONFIG_HIDE_LIST_MALFORMED",
             ApiError::BootConfigUnavailable(_) => "BOOT_CONFIG_UNAVAILABLE",
             ApiError::BootConfigCmdlineTooLong { .. } => "BOOT_CONFIG_CMDLINE_TOO_LONG",
+            ApiError::PciAssignedToDomain { .. } => "PCI_ASSIGNED_TO_DOMAIN",
+            ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
             ApiError::EventFromTokenParseFailure(_) => "EVENT_FROM_TOKEN_PARSE_FAILURE",
@@ -164,6 +185,8 @@ impl ApiError {
         "BOOT_CONFIG_HIDE_LIST_MALFORMED",
         "BOOT_CONFIG_UNAVAILABLE",
         "BOOT_CONFIG_CMDLINE_TOO_LONG",
+        "PCI_ASSIGNED_TO_DOMAIN",
+        "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
         "OPERATION_NOT_ALLOWED",
         "EVENT_FROM_TOKEN_PARSE_FAILURE",
@@ -221,6 +244,16 @@ impl ApiError {
             ApiError::BootConfigCmdlineTooLong { length, limit } => {
                 vec![length.to_string(), limit.to_string()]
             }
+            ApiError::PciAssignedToDomain {
+                device,
+                domid,
+                name,
+            } => vec![device.clone(), domid.clone(), name.clone()],
+            ApiError::PciApplyNowFailed {
+                device,
+                step,
+                reason,
+            } => vec![device.clone(), step.clone(), reason.clone()],
             ApiError::HostNotDisabled | ApiError::EventsLost | ApiError::TooManyPendingTasks => {
                 vec![]
             }
@@ -305,6 +338,24 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
             // The reason says why (for an unknown xen-pciback: why the hide
             // could not be made to take effect, and what to do).
             BootErrorKind::Unavailable { reason } => ApiError::BootConfigUnavailable(reason),
+            BootErrorKind::AssignedToDomain {
+                function,
+                domid,
+                name,
+            } => ApiError::PciAssignedToDomain {
+                device: function,
+                domid: domid.to_string(),
+                name,
+            },
+            BootErrorKind::ApplyNowStep {
+                function,
+                step,
+                reason,
+            } => ApiError::PciApplyNowFailed {
+                device: function,
+                step,
+                reason,
+            },
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::store::Object;
 pub const HANDLERS: &[(&str, Handler)] = &[
     ("disable_dom0_access", disable_dom0_access),
     ("enable_dom0_access", enable_dom0_access),
+    ("disable_dom0_access_now", disable_dom0_access_now),
+    ("enable_dom0_access_now", enable_dom0_access_now),
     ("get_dom0_access_status", get_dom0_access_status),
 ];
 
@@ -54,6 +56,24 @@ pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     Ok(status)
 }
 
+/// Hide `pci` from dom0 now and at every boot; returns the new status.
+pub fn disable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
+    let addr = address(pci)?;
+    let status = ctx.host.hide_now(&addr)?;
+    tracing::info!(pci = %addr, %status, "dom0 access disabled now and in the boot configuration");
+    derived::recompute(ctx);
+    Ok(status)
+}
+
+/// Give `pci` back to dom0 now and at every boot; returns the new status.
+pub fn enable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
+    let addr = address(pci)?;
+    let status = ctx.host.unhide_now(&addr)?;
+    tracing::info!(pci = %addr, %status, "dom0 access enabled now and in the boot configuration");
+    derived::recompute(ctx);
+    Ok(status)
+}
+
 /// The live status of `pci`.
 pub fn status(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     Ok(service::status(&*ctx.host, &address(pci)?)?)
@@ -70,6 +90,20 @@ fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> H
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
         Ok(Value::str(enable(ctx, &pci)?.as_str()))
+    })
+}
+
+fn disable_dom0_access_now(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        Ok(Value::str(disable_now(ctx, &pci)?.as_str()))
+    })
+}
+
+fn enable_dom0_access_now(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        Ok(Value::str(enable_now(ctx, &pci)?.as_str()))
     })
 }
 

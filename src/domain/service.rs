@@ -13,6 +13,7 @@
 use std::fmt;
 
 use crate::domain::about;
+use crate::domain::apply_now::{self, ApplyNowError};
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
 use crate::domain::devices;
 use crate::domain::grub::GrubError;
@@ -39,6 +40,9 @@ pub enum DomainError {
     /// The kernel's boot id cannot be read.
     #[error("the boot id cannot be read: {0}")]
     BootId(HostError),
+    /// An apply-now move was refused or failed (every step undone).
+    #[error(transparent)]
+    ApplyNow(#[from] ApplyNowError),
     /// A reboot could not be done or started.
     #[error("reboot failed: {0}")]
     Reboot(String),
@@ -53,13 +57,14 @@ impl DomainError {
     pub fn boot_kind(&self) -> Option<BootErrorKind> {
         match self {
             DomainError::Boot(e) => Some(BootErrorKind::of(e)),
+            DomainError::ApplyNow(e) => Some(BootErrorKind::of_apply_now(e)),
             _ => None,
         }
     }
 }
 
-/// The kinds of boot-configuration failure a client tells apart, each
-/// with what its answer carries. The API maps them to XenAPI codes
+/// The kinds of boot-configuration (and apply-now) failure a client tells
+/// apart, each with what its answer carries. The API maps them to XenAPI codes
 /// (`api::error`) without reaching into the boot-configuration, GRUB or
 /// hide-list error types.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,24 @@ pub enum BootErrorKind {
         /// Why, and what to do where the error says.
         reason: String,
     },
+    /// The function is assigned to a running domain.
+    AssignedToDomain {
+        /// The function.
+        function: String,
+        /// The domain's id.
+        domid: u32,
+        /// Its name (empty: unknown).
+        name: String,
+    },
+    /// A step of an apply-now move failed; every earlier step was undone.
+    ApplyNowStep {
+        /// The function.
+        function: String,
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl BootErrorKind {
@@ -99,6 +122,7 @@ impl BootErrorKind {
     pub fn of(e: &BootConfigError) -> BootErrorKind {
         match e {
             BootConfigError::Shared(inner) => BootErrorKind::of(inner),
+            BootConfigError::ApplyNow(e) => BootErrorKind::of_apply_now(e),
             BootConfigError::Grub(GrubError::TooLong { length, limit, .. }) => {
                 BootErrorKind::TooLong {
                     length: *length,
@@ -115,6 +139,50 @@ impl BootErrorKind {
             },
             _ => BootErrorKind::Unavailable {
                 reason: e.client_reason(),
+            },
+        }
+    }
+}
+
+impl BootErrorKind {
+    /// The kind of an apply-now failure.
+    pub fn of_apply_now(e: &ApplyNowError) -> BootErrorKind {
+        match e {
+            ApplyNowError::InUse { function, domain } => BootErrorKind::AssignedToDomain {
+                function: function.to_string(),
+                domid: domain.domid,
+                name: domain.name.clone().unwrap_or_default(),
+            },
+            ApplyNowError::Step {
+                function,
+                step,
+                source,
+            } => BootErrorKind::ApplyNowStep {
+                function: function.to_string(),
+                step: step.name().to_owned(),
+                reason: source.source.to_string(),
+            },
+            ApplyNowError::NotTaken {
+                function,
+                step,
+                found,
+            } => BootErrorKind::ApplyNowStep {
+                function: function.to_string(),
+                step: step.name().to_owned(),
+                reason: format!(
+                    "it is bound to {} afterwards",
+                    found.as_deref().unwrap_or("no driver")
+                ),
+            },
+            ApplyNowError::AssignmentUnknown { function, reason } => BootErrorKind::ApplyNowStep {
+                function: function.to_string(),
+                step: "check the domains it is assigned to".into(),
+                reason: reason.clone(),
+            },
+            ApplyNowError::Host(e) => BootErrorKind::ApplyNowStep {
+                function: String::new(),
+                step: "read its driver".into(),
+                reason: e.source.to_string(),
             },
         }
     }
@@ -156,6 +224,17 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// Give `addr` back to dom0 from the next boot on, keeping what a
     /// wildcard or bridge entry hid besides it. Returns the new status.
     fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+
+    /// Hide `addr` from dom0 now and at every boot: the boot
+    /// configuration edit of [`Dom0Host::hide`], whose last step moves the
+    /// function to pciback; a failed move undoes the edit too.
+    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+
+    /// Give `addr` back to dom0 now and at every boot: refused while a
+    /// running domain has it; the function goes back to its driver, then
+    /// the boot configuration edit of [`Dom0Host::unhide`]; a failed edit
+    /// moves it back to pciback.
+    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
 
     /// The running kernel's boot id.
     fn boot_id(&self) -> Result<String, DomainError>;
@@ -243,6 +322,25 @@ impl Dom0Host for HostDom0 {
 
     fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         Ok(self.engine.enable(addr)?)
+    }
+
+    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        let then = || Ok(apply_now::take(&self.root, addr).map(drop)?);
+        Ok(self.engine.disable_then(addr, &then)?)
+    }
+
+    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        apply_now::check_unassigned(&self.root, addr)?;
+        let held = pcibind::driver(&self.root, addr)
+            .map_err(ApplyNowError::from)?
+            .is_some_and(|d| d == pcibind::PCIBACK);
+        apply_now::release(&self.root, addr, None)?;
+        self.engine.enable(addr).map_err(|e| {
+            if held && let Err(again) = apply_now::retake(&self.root, addr) {
+                tracing::error!(function = %addr, "cannot move it back to pciback: {again}");
+            }
+            e.into()
+        })
     }
 
     fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
@@ -370,6 +468,18 @@ impl Dom0Host for StubDom0Host {
     fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         self.call(format!("unhide {addr}"))?;
         Self::lock(&self.next_boot).remove(addr);
+        Ok(self.status_of(addr))
+    }
+
+    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        self.hide(addr)?;
+        Self::lock(&self.running).insert(*addr);
+        Ok(self.status_of(addr))
+    }
+
+    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        self.unhide(addr)?;
+        Self::lock(&self.running).remove(addr);
         Ok(self.status_of(addr))
     }
 

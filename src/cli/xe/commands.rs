@@ -53,6 +53,18 @@ pub const COMMANDS: &[Command] = &[
         help: "Hide a PCI device from dom0 at the next boot.",
     },
     Command {
+        name: "pci-enable-dom0-access-now",
+        required: &["uuid"],
+        optional: &[],
+        help: "Give a PCI device back to dom0 now and at every boot.",
+    },
+    Command {
+        name: "pci-disable-dom0-access-now",
+        required: &["uuid"],
+        optional: &[],
+        help: "Hide a PCI device from dom0 now and at every boot.",
+    },
+    Command {
         name: "pci-get-dom0-access-status",
         required: &["uuid"],
         optional: &[],

@@ -169,7 +169,11 @@ async fn execute(
                 }
             }
         }
-        "enable-dom0-access" | "disable-dom0-access" | "get-dom0-access-status" => {
+        "enable-dom0-access"
+        | "disable-dom0-access"
+        | "enable-dom0-access-now"
+        | "disable-dom0-access-now"
+        | "get-dom0-access-status" => {
             let (reference, _) = by_uuid(inv.get("uuid").unwrap_or(""))?;
             let message = format!("{api_class}.{}", verb.replace('-', "_"));
             let status = client

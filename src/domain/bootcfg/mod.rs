@@ -75,6 +75,9 @@ pub enum BootConfigError {
         /// The PCI function that would be hidden.
         function: PciAddress,
     },
+    /// The last step of an apply-now edit (the move to pciback) failed.
+    #[error(transparent)]
+    ApplyNow(#[from] crate::domain::apply_now::ApplyNowError),
     /// The boot devices or the PCI tree are unknown, so the safety rules
     /// cannot be checked.
     #[error("{0}")]

@@ -1,0 +1,125 @@
+"""Issue 24 on mock hosts: apply now, undo now. PCI.disable_dom0_access_now
+and enable_dom0_access_now move a function between its dom0 driver and
+pciback at once (the mock's kernel model turns pcipass's writes to
+driver_override, unbind and bind into driver links, failing where the
+kernel would) and edit the boot configuration in the same call. A step
+that fails undoes every earlier one, the boot configuration included,
+and the error names the step; a function a running domain has is not
+given back. What the real kernel does is checked on the lab."""
+
+import os
+
+import XenAPI
+
+from conftest import failure
+from test_cli import out
+
+USB = "0000:00:14.0"
+
+
+def _pci(s, pci_id):
+    return next(ref for ref, rec in s.xenapi.PCI.get_all_records().items() if rec["pci_id"] == pci_id)
+
+
+def _driver(d, pci_id):
+    link = d.root / f"sys/bus/pci/devices/{pci_id}/driver"
+    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
+
+
+def _grub(d):
+    return (d.root / "boot/grub/grub.cfg").read_bytes()
+
+
+def _reboot(d, s):
+    host = s.xenapi.host.get_all()[0]
+    s.xenapi.host.disable(host)
+    s.xenapi.host.reboot(host)
+    return d.session("admin")
+
+
+def test_hidden_now_and_at_every_boot_then_given_back_now(daemon):
+    s = daemon.session("admin")
+    usb = _pci(s, USB)
+    assert _driver(daemon, USB) == "xhci_hcd"
+    assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
+    assert _driver(daemon, USB) == "pciback"
+    assert b"xen-pciback.hide=(0000:00:14.0)" in _grub(daemon)
+    assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
+    # PGPU-free function, but the derived records follow too: a second
+    # call changes nothing.
+    assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
+    s = _reboot(daemon, s)
+    usb = _pci(s, USB)
+    assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
+    assert _driver(daemon, USB) == "pciback"
+
+    assert s.xenapi.PCI.enable_dom0_access_now(usb) == "enabled"
+    assert _driver(daemon, USB) == "xhci_hcd"
+    assert b"0000:00:14.0" not in _grub(daemon)
+    s = _reboot(daemon, s)
+    assert s.xenapi.PCI.get_dom0_access_status(_pci(s, USB)) == "enabled"
+    assert _driver(daemon, USB) == "xhci_hcd"
+
+
+def test_a_step_that_fails_undoes_the_move_and_the_boot_configuration(daemon):
+    s = daemon.session("admin")
+    usb = _pci(s, USB)
+    before = _grub(daemon)
+    bind = daemon.root / "sys/bus/pci/drivers/pciback/bind"
+    bind.unlink()
+    bind.mkdir()
+    details = failure(s.xenapi.PCI.disable_dom0_access_now, usb)
+    assert details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind to pciback"], details
+    assert _driver(daemon, USB) == "xhci_hcd"
+    assert _grub(daemon) == before
+    assert s.xenapi.PCI.get_dom0_access_status(usb) == "enabled"
+    bind.rmdir()
+    bind.write_text("")
+    assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
+
+    # Giving back: the kernel's probe (which binds the native driver)
+    # cannot be asked; pciback keeps it, the boot configuration still
+    # hides it.
+    hidden = _grub(daemon)
+    probe = daemon.root / "sys/bus/pci/drivers_probe"
+    probe.unlink()
+    probe.mkdir()
+    details = failure(s.xenapi.PCI.enable_dom0_access_now, usb)
+    assert details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind the native driver"], details
+    assert _driver(daemon, USB) == "pciback"
+    assert _grub(daemon) == hidden
+    assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
+
+
+def test_a_function_a_running_domain_has_is_not_given_back(daemon):
+    s = daemon.session("admin")
+    usb = _pci(s, USB)
+    assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
+    tree = daemon.root / "var/lib/xenstored/mock-tree"
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    # As xl leaves xenstore for a guest with the function attached.
+    tree.write_text('/local/domain/0/backend/pci/4/0/num_devs = "1"\n'
+                    '/local/domain/0/backend/pci/4/0/dev-0 = "0000:00:14.0"\n'
+                    '/local/domain/4/name = "usb-passthrough"\n')
+    hidden = _grub(daemon)
+    details = failure(s.xenapi.PCI.enable_dom0_access_now, usb)
+    assert details == ["PCI_ASSIGNED_TO_DOMAIN", USB, "4", "usb-passthrough"], details
+    assert _driver(daemon, USB) == "pciback"
+    assert _grub(daemon) == hidden
+    tree.write_text("")
+    assert s.xenapi.PCI.enable_dom0_access_now(usb) == "enabled"
+
+
+def test_a_read_only_user_cannot_and_the_cli_prints_the_status(daemon):
+    reader = daemon.session("reader")
+    details = failure(reader.xenapi.PCI.disable_dom0_access_now, _pci(reader, USB))
+    assert details[0] == "RBAC_PERMISSION_DENIED", details
+    uuid = out(daemon, "pci-list", f"pci-id={USB}", "--minimal")
+    assert out(daemon, "pci-disable-dom0-access-now", f"uuid={uuid}") == "disabled"
+    assert _driver(daemon, USB) == "pciback"
+    assert out(daemon, "pci-enable-dom0-access-now", f"uuid={uuid}") == "enabled"
+    assert _driver(daemon, USB) == "xhci_hcd"
+    try:
+        reader.xenapi.session.logout()
+    except XenAPI.Failure:
+        pass
