@@ -202,3 +202,27 @@ for (const transport of ['json-rpc', 'xml-rpc']) {
     }
   })
 }
+
+test('after a hide now, xo-web reads the functions as hidden without a reboot (issue 24)', async () => {
+  const daemon = await startDaemon()
+  const xapi = await connected(daemon)
+  try {
+    const bootBefore = cached(xapi, 'host')[0].other_config.agent_start_time
+    // Two functions with a driver of their own on the demo host.
+    const pcis = cached(xapi, 'PCI').filter(p => ['0000:00:14.0', '0000:00:1f.6'].includes(p.pci_id))
+    assert.equal(pcis.length, 2)
+    for (const p of pcis) {
+      assert.equal(await xapi.call('PCI.disable_dom0_access_now', p.$ref), 'disabled')
+    }
+    // xo-web's isPciHidden: the status is 'disabled', with no reboot.
+    assert.deepEqual(await statuses(xapi, pcis), ['disabled', 'disabled'])
+    assert.equal(cached(xapi, 'host')[0].other_config.agent_start_time, bootBefore)
+    for (const p of pcis) {
+      assert.equal(await xapi.call('PCI.enable_dom0_access_now', p.$ref), 'enabled')
+    }
+    assert.deepEqual(await statuses(xapi, pcis), ['enabled', 'enabled'])
+  } finally {
+    await xapi.disconnect()
+    daemon.stop()
+  }
+})
