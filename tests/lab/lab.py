@@ -154,6 +154,12 @@ class Dom0:
                 time.sleep(5)
         raise StepFailed(f"no XenAPI login at {url} in {timeout} s: {last}")
 
+    def fresh_session(self):
+        """Another session, on its own connection (one per thread)."""
+        s = XenAPI.Session(f"https://127.0.0.1:{self.vm.api_port}/", ignore_ssl=True)
+        s.xenapi.login_with_password("root", self.vm.password, "2.21", "pcipass-lab")
+        return s
+
     @property
     def x(self):
         return self.session.xenapi
@@ -298,22 +304,108 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(dom0.x.PGPU.get_dom0_access(pgpu) == "enabled", "PGPU.dom0_access not enabled")
         return ", ".join(facts)
 
-    def disable():
-        took = []
-        for bdf in (NIC, USB):
+    def cut_short(how):
+        """Issue 23 on the real host: a hide is cut short while its
+        update-initramfs runs in the unit's cgroup. `restart`: systemctl
+        restart sends SIGTERM to the whole cgroup, update-initramfs dies
+        and the daemon undoes the edit before it exits. `kill`: SIGKILL
+        to the whole cgroup; the journal stays, Restart=on-failure starts
+        the daemon again, and the start undoes the edit, rebuilding the
+        initramfs for minutes here, past TimeoutStartSec (it asks systemd
+        for more time). Either way: the files byte-identical, nothing left
+        behind, the initramfs without the softdeps, the function enabled."""
+        def go():
+            files = "/boot/grub/grub.cfg /etc/default/grub.d/zz-pcipass.cfg " \
+                    "/etc/modprobe.d/pcipass.conf /etc/initramfs-tools/modules /etc/default/grub"
+            sums = f"sha256sum {files} 2>&1 || true"
+            before = vm.run(sums)
+            restarts = vm.run("systemctl show -p NRestarts --value pcipassd").strip()
+            nic = dom0.pci(NIC)
+            answer = {}
+
+            def hide():
+                try:
+                    answer["status"] = dom0.fresh_session().xenapi.PCI.disable_dom0_access(nic)
+                except Exception as e:  # noqa: BLE001 - the unit is stopped under the call
+                    answer["error"] = repr(e)
+
+            call = threading.Thread(target=hide, daemon=True)
+            call.start()
+            procs = "ps -o args= $(cat /sys/fs/cgroup/system.slice/pcipassd.service/cgroup.procs)"
+            deadline = time.monotonic() + 900
+            while "update-initramfs" not in vm.run(procs + " 2>&1 || true"):
+                check(call.is_alive(), f"the hide ended before update-initramfs ran: {answer}")
+                check(time.monotonic() < deadline, "no update-initramfs in the unit's cgroup in 900 s")
+                time.sleep(2)
+            since = vm.run("date +%s").strip()
             t = time.monotonic()
-            st = dom0.x.PCI.disable_dom0_access(dom0.pci(bdf))
-            took.append(time.monotonic() - t)
-            check(st == "disable_on_reboot", f"PCI.disable_dom0_access({bdf}) answered {st}")
-        t = time.monotonic()
-        st = dom0.x.PGPU.disable_dom0_access(gpu_pgpu["ref"])
-        took.append(time.monotonic() - t)
-        check(st == "disable_on_reboot", f"PGPU.disable_dom0_access answered {st}")
+            if how == "restart":
+                vm.run("systemctl restart pcipassd", timeout=1500)
+            else:
+                vm.run("systemctl kill --signal=SIGKILL pcipassd")
+                deadline = time.monotonic() + 1500
+                time.sleep(5)
+                while vm.run("systemctl is-active pcipassd || true").strip() != "active":
+                    check(time.monotonic() < deadline, "pcipassd not active again in 1500 s")
+                    time.sleep(5)
+            took = time.monotonic() - t
+            call.join(120)
+            check("status" not in answer, f"the cut-short hide was acknowledged: {answer}")
+            check(vm.run("systemctl is-active pcipassd || true").strip() == "active", "pcipassd not active")
+            log = vm.run(f"journalctl -u pcipassd --since @{since} --no-pager -o cat")
+            undone = "undid an unfinished edit" in log
+            check(undone or (how == "restart" and "the hide list was left as it was" in log),
+                  f"no word of the edit being undone:\n{log[-1500:]}")
+            if how == "kill":
+                check(undone, "the start did not undo the edit")
+                again = vm.run("systemctl show -p NRestarts --value pcipassd").strip()
+                check(int(again) == int(restarts) + 1,
+                      f"NRestarts {restarts} -> {again}: the start itself was killed")
+            after = vm.run(sums)
+            check(after == before, f"files differ after the undo:\n{before}\n---\n{after}")
+            left = vm.run("ls -a /boot/grub | grep -E 'pcipass-(journal|new)' || true").strip()
+            check(not left, f"left in /boot/grub: {left}")
+            softdeps = vm.run("lsinitramfs /boot/initrd.img-$(uname -r) "
+                              "| grep -c 'modprobe.d/pcipass.conf' || true")
+            check(softdeps.strip() == "0", "the initramfs carries the softdeps of the undone hide")
+            dom0.login()
+            check(dom0.status(NIC) == "enabled", f"{NIC} is {dom0.status(NIC)} after the undo")
+            by = "by the daemon at SIGTERM" if not undone else "by the next start"
+            return (f"{how} mid-rebuild: back in service after {took:.0f} s; edit undone {by}, "
+                    "files byte-identical, initramfs without the softdeps")
+        return go
+
+    def disable():
+        # As Xen Orchestra sends them: at once, each from its own session.
+        # They are written together (one regeneration, one rebuild).
+        answers, took = {}, {}
+        calls = {NIC: ("PCI", dom0.pci(NIC)), USB: ("PCI", dom0.pci(USB)),
+                 GPU: ("PGPU", gpu_pgpu["ref"])}
+
+        def one(bdf, cls, ref):
+            t = time.monotonic()
+            try:
+                x = dom0.fresh_session().xenapi
+                answers[bdf] = getattr(x, cls).disable_dom0_access(ref)
+            except Exception as e:  # noqa: BLE001 - reported below
+                answers[bdf] = repr(e)
+            took[bdf] = time.monotonic() - t
+
+        threads = [threading.Thread(target=one, args=(bdf, *c)) for bdf, c in calls.items()]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for bdf, (cls, _) in calls.items():
+            check(answers[bdf] == "disable_on_reboot",
+                  f"{cls}.disable_dom0_access({bdf}) answered {answers[bdf]}")
+        log = vm.run("journalctl -u pcipassd -b --no-pager -o cat | grep -c 'grub.cfg regenerated' || true")
         for bdf in cases:
             check(dom0.status(bdf) == "disable_on_reboot", f"{bdf} status {dom0.status(bdf)}")
         pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
         check(pg == "disable_on_reboot", f"PGPU.dom0_access {pg}")
-        return "edits took " + ", ".join(f"{s:.0f} s" for s in took)
+        return ("3 edits at once took " + ", ".join(f"{took[b]:.0f} s" for b in calls)
+                + f"; grub.cfg regenerations since boot: {log.strip()}")
 
     def files_after_disable():
         dropin = vm.run("cat /etc/default/grub.d/zz-pcipass.cfg 2>/dev/null || true")
@@ -384,7 +476,9 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("every candidate enabled, native drivers bound", initially_enabled)
     if not edits:
         return
-    report.step("PCI and PGPU disable: disable_on_reboot", disable)
+    report.step("systemctl restart mid-hide: the edit undone", cut_short("restart"))
+    report.step("SIGKILL of the unit's cgroup mid-hide: undone at start", cut_short("kill"))
+    report.step("PCI and PGPU disable at once: disable_on_reboot", disable)
     report.step("drop-in, grub.cfg, softdeps and initramfs written", files_after_disable, critical=False)
     report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
     report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
