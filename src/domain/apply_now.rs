@@ -305,13 +305,11 @@ pub fn retake(host: &HostRoot, addr: &PciAddress) -> Result<(), ApplyNowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::mock::{self, Profile};
+    use crate::host::mock::Profile;
+    use crate::host::mock::testing::{break_file, host};
 
     fn demo() -> (tempfile::TempDir, HostRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        mock::create(&root, Profile::Demo).unwrap();
-        (dir, HostRoot::new(root))
+        host(Profile::Demo)
     }
 
     const USB: &str = "0000:00:14.0";
@@ -322,13 +320,6 @@ mod tests {
             pcibind::driver(host, addr).unwrap(),
             pcibind::override_of(host, addr).unwrap(),
         )
-    }
-
-    /// Make the kernel file `rel` unwritable (a directory in its place).
-    fn break_file(host: &HostRoot, rel: &str) {
-        let path = host.path(rel);
-        std::fs::remove_file(&path).unwrap();
-        std::fs::create_dir(&path).unwrap();
     }
 
     #[test]

@@ -123,13 +123,11 @@ fn write_attr(host: &HostRoot, rel: &str, value: &str) -> Result<(), HostError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::mock::{self, Profile};
+    use crate::host::mock::Profile;
+    use crate::host::mock::testing::{break_file, host};
 
     fn demo() -> (tempfile::TempDir, HostRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        mock::create(&root, Profile::Demo).unwrap();
-        (dir, HostRoot::new(root))
+        host(Profile::Demo)
     }
 
     fn errno(e: &HostError) -> Option<i32> {
@@ -173,9 +171,7 @@ mod tests {
     fn a_step_whose_file_cannot_be_written_fails_and_changes_nothing() {
         let (_dir, host) = demo();
         let usb: PciAddress = "0000:00:14.0".parse().unwrap();
-        let unbind_file = host.path("sys/bus/pci/drivers/xhci_hcd/unbind");
-        std::fs::remove_file(&unbind_file).unwrap();
-        std::fs::create_dir(&unbind_file).unwrap();
+        break_file(&host, "sys/bus/pci/drivers/xhci_hcd/unbind");
         let e = unbind(&host, &usb, "xhci_hcd").unwrap_err();
         assert_eq!(e.op, "open");
         assert_eq!(driver(&host, &usb).unwrap().as_deref(), Some("xhci_hcd"));

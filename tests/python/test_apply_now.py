@@ -30,6 +30,18 @@ def _grub(d):
     return (d.root / "boot/grub/grub.cfg").read_bytes()
 
 
+def _unwritable(path):
+    """Make the kernel file `path` unwritable (a directory in its place),
+    so the step that writes it fails; returns what puts it back."""
+    path.unlink()
+    path.mkdir()
+
+    def restore():
+        path.rmdir()
+        path.write_text("")
+    return restore
+
+
 def _reboot(d, s):
     host = s.xenapi.host.get_all()[0]
     s.xenapi.host.disable(host)
@@ -65,25 +77,20 @@ def test_a_step_that_fails_undoes_the_move_and_the_boot_configuration(daemon):
     s = daemon.session("admin")
     usb = _pci(s, USB)
     before = _grub(daemon)
-    bind = daemon.root / "sys/bus/pci/drivers/pciback/bind"
-    bind.unlink()
-    bind.mkdir()
+    restore = _unwritable(daemon.root / "sys/bus/pci/drivers/pciback/bind")
     details = failure(s.xenapi.PCI.disable_dom0_access_now, usb)
     assert details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind to pciback"], details
     assert _driver(daemon, USB) == "xhci_hcd"
     assert _grub(daemon) == before
     assert s.xenapi.PCI.get_dom0_access_status(usb) == "enabled"
-    bind.rmdir()
-    bind.write_text("")
+    restore()
     assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
 
     # Giving back: the kernel's probe (which binds the native driver)
     # cannot be asked; pciback keeps it, the boot configuration still
     # hides it.
     hidden = _grub(daemon)
-    probe = daemon.root / "sys/bus/pci/drivers_probe"
-    probe.unlink()
-    probe.mkdir()
+    _unwritable(daemon.root / "sys/bus/pci/drivers_probe")
     details = failure(s.xenapi.PCI.enable_dom0_access_now, usb)
     assert details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind the native driver"], details
     assert _driver(daemon, USB) == "pciback"

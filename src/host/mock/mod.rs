@@ -167,3 +167,26 @@ pub fn own_driver(host: &HostRoot, addr: &PciAddress) -> Option<(String, Option<
 fn write_boot_id(path: &Path) -> Result<(), MockError> {
     write(path, &format!("{}\n", uuid::Uuid::new_v4()))
 }
+
+/// Mock hosts for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Profile, create};
+    use crate::host::HostRoot;
+
+    /// A fresh mock host of `profile` (the directory goes with the guard).
+    pub(crate) fn host(profile: Profile) -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        create(&root, profile).unwrap();
+        (dir, HostRoot::new(root))
+    }
+
+    /// Make the kernel file `rel` unwritable: a directory in its place, so
+    /// the step that writes it fails as it would on a kernel without it.
+    pub(crate) fn break_file(host: &HostRoot, rel: &str) {
+        let path = host.path(rel);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+    }
+}
