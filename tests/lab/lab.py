@@ -501,6 +501,82 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
 XO_LAB = REPO / "tests/node/xo_lab.mjs"
 
 
+def apply_now_steps(report, vm, dom0):
+    """Issue 24 on the real kernel: PCI.disable_dom0_access_now and
+    enable_dom0_access_now move the NIC and the USB controller between
+    their native drivers and xen-pciback at once (the driver link, `xl
+    pci-assignable-list`, the NIC's interface), persist the edit across a
+    real reboot, and roll a give-back back when the native driver is not
+    there to take the function (e1000e unloaded)."""
+    report.begin("apply-now")
+
+    def interfaces(bdf):
+        return vm.run(f"ls /sys/bus/pci/devices/{bdf}/net 2>/dev/null || true").split()
+
+    def hide_now():
+        took = []
+        for bdf in (NIC, USB):
+            t = time.monotonic()
+            st = dom0.x.PCI.disable_dom0_access_now(dom0.pci(bdf))
+            took.append(time.monotonic() - t)
+            check(st == "disabled", f"PCI.disable_dom0_access_now({bdf}) answered {st}")
+        assignable, raw = dom0.assignable()
+        for bdf in (NIC, USB):
+            check(dom0.driver(bdf) == "pciback", f"{bdf} is bound to {dom0.driver(bdf)}")
+            check(bdf in assignable, f"{bdf} not in xl pci-assignable-list: {raw!r}")
+            check(dom0.status(bdf) == "disabled", f"{bdf} reads {dom0.status(bdf)}")
+        check(not interfaces(NIC), f"the NIC's interface is still in dom0: {interfaces(NIC)}")
+        lists = dom0.xen_entries_hide()
+        check(lists and all({NIC, USB} <= h for h in lists), f"Xen entries hide {lists}")
+        return ("disabled at once in " + ", ".join(f"{t:.0f} s" for t in took)
+                + f"; pciback; assignable: {raw.strip()!r}")
+
+    def failing_give_back():
+        vm.run("modprobe -r e1000e")
+        sums = "sha256sum /boot/grub/grub.cfg /etc/default/grub.d/zz-pcipass.cfg 2>&1 || true"
+        before = vm.run(sums)
+        try:
+            answer = dom0.x.PCI.enable_dom0_access_now(dom0.pci(NIC))
+            details = ["answered", answer]
+        except XenAPI.Failure as f:
+            details = f.details
+        vm.run("modprobe e1000e")
+        check(details[:1] == ["PCI_APPLY_NOW_FAILED"] and details[2:3] == ["bind the native driver"],
+              f"answer {details}")
+        check(dom0.driver(NIC) == "pciback", f"{NIC} is bound to {dom0.driver(NIC)} after the rollback")
+        check(vm.run(sums) == before, "the boot configuration changed")
+        check(dom0.status(NIC) == "disabled", f"{NIC} reads {dom0.status(NIC)}")
+        return f"refused and rolled back: {details}"
+
+    def give_back_now():
+        for bdf in (NIC, USB):
+            st = dom0.x.PCI.enable_dom0_access_now(dom0.pci(bdf))
+            check(st == "enabled", f"PCI.enable_dom0_access_now({bdf}) answered {st}")
+            check(dom0.driver(bdf) == NATIVE[bdf], f"{bdf} is bound to {dom0.driver(bdf)}")
+        assignable, raw = dom0.assignable()
+        check(not {NIC, USB} & assignable, f"still assignable: {raw!r}")
+        check(interfaces(NIC), "the NIC's interface did not come back")
+        lists = dom0.xen_entries_hide()
+        check(all(not ({NIC, USB} & h) for h in lists), f"Xen entries still hide {lists}")
+        return f"enabled at once; the NIC's interface {interfaces(NIC)} is back"
+
+    report.step("hide now: NIC and USB disabled at once, pciback, assignable", hide_now)
+    report.step("host.reboot", reboot_step(report, vm, dom0, "after hide now"))
+    report.step(
+        "after the reboot: still disabled",
+        check_states(vm, dom0, {NIC: "disabled", USB: "disabled"}, {}),
+        critical=False,
+    )
+    report.step("a give-back with no native driver is rolled back", failing_give_back, critical=False)
+    report.step("give back now: enabled at once, native drivers, the interface back", give_back_now)
+    report.step("host.reboot", reboot_step(report, vm, dom0, "after give back now"))
+    report.step(
+        "after the reboot: enabled",
+        check_states(vm, dom0, {NIC: "enabled", USB: "enabled"}, {}),
+        critical=False,
+    )
+
+
 def xo_phase(report, vm, dom0, which, label, want_driver):
     """One phase of Xen Orchestra's flow on the real host, through XO's own
     connector (tests/node/xo_lab.mjs, the flow of tests/node/xo.mjs that
@@ -622,7 +698,7 @@ def xcpng_steps(report, vm, dom0):
 # package's set-up and the login run once, for either); xen-efi boots a
 # VM of its own through OVMF once that one is powered off, so that a run
 # never has two VMs on a machine of two cores.
-CASES = ("grub-mkconfig", "xcp-ng", "xen-efi")
+CASES = ("grub-mkconfig", "apply-now", "xcp-ng", "xen-efi")
 
 
 def parse_cases(text):
@@ -642,9 +718,11 @@ def vm_runs(cases):
     vm_dir, disk, accel) gives the Vm; steps(report, vm, dom0, deb, debs,
     image_dir) runs its cases' steps."""
     runs = []
-    if cases & {"grub-mkconfig", "xcp-ng"}:
+    if cases & {"grub-mkconfig", "apply-now", "xcp-ng"}:
         def seabios_steps(report, vm, dom0, deb, debs, image_dir):
             lab_steps(report, vm, dom0, deb, debs, edits="grub-mkconfig" in cases)
+            if "apply-now" in cases and not report.case_failed:
+                apply_now_steps(report, vm, dom0)
             if "xcp-ng" in cases and not report.case_failed:
                 xcpng_steps(report, vm, dom0)
 
