@@ -297,6 +297,27 @@ pub fn release(
     Ok(found)
 }
 
+/// Give `addr` back to `native` after a move a crash cut short anywhere:
+/// whatever of [`take`] was done is undone (pciback lets go, its slot and
+/// the override go, the native driver or the kernel's probe binds it).
+/// Each part is done only where needed, so this may run again.
+pub fn restore(host: &HostRoot, addr: &PciAddress, native: Option<&str>) -> Result<(), HostError> {
+    if pcibind::driver(host, addr)?.as_deref() == Some(PCIBACK) {
+        pcibind::unbind(host, addr, PCIBACK)?;
+    }
+    pcibind::remove_slot(host, addr)?;
+    if pcibind::override_of(host, addr)?.as_deref() == Some(PCIBACK) {
+        pcibind::set_override(host, addr, None)?;
+    }
+    if pcibind::driver(host, addr)?.is_none() {
+        match native {
+            Some(driver) => pcibind::bind(host, addr, driver)?,
+            None => pcibind::probe(host, addr)?,
+        }
+    }
+    Ok(())
+}
+
 /// What `release` undoes when the boot-configuration edit after it fails.
 pub fn retake(host: &HostRoot, addr: &PciAddress) -> Result<(), ApplyNowError> {
     take(host, addr).map(drop)
@@ -388,6 +409,39 @@ mod tests {
                 pcibind::driver(&host, &usb).unwrap().as_deref(),
                 Some(PCIBACK),
                 "{rel}"
+            );
+        }
+    }
+
+    /// A crash may cut a take short after any step: the recovery's
+    /// restore gives the function back from each of those states, and
+    /// again without harm.
+    #[test]
+    fn a_take_cut_short_anywhere_is_restored() {
+        type Cut<'a> = &'a dyn Fn(&HostRoot, &PciAddress);
+        let cut: [Cut<'_>; 3] = [
+            &|h, a| pcibind::set_override(h, a, Some(PCIBACK)).unwrap(),
+            &|h, a| {
+                pcibind::set_override(h, a, Some(PCIBACK)).unwrap();
+                pcibind::unbind(h, a, "xhci_hcd").unwrap();
+            },
+            &|h, a| drop(take(h, a).unwrap()),
+        ];
+        for (n, cut) in cut.iter().enumerate() {
+            let (_dir, host) = demo();
+            let usb: PciAddress = USB.parse().unwrap();
+            cut(&host, &usb);
+            restore(&host, &usb, Some("xhci_hcd")).unwrap();
+            assert_eq!(
+                state(&host, &usb),
+                (Some("xhci_hcd".into()), None),
+                "cut {n}"
+            );
+            restore(&host, &usb, Some("xhci_hcd")).unwrap();
+            assert_eq!(
+                state(&host, &usb),
+                (Some("xhci_hcd".into()), None),
+                "cut {n}, again"
             );
         }
     }

@@ -14,6 +14,7 @@ use std::fmt;
 
 use crate::domain::about;
 use crate::domain::apply_now::{self, ApplyNowError};
+use crate::domain::bootcfg::txn::{LastStep, Move};
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
 use crate::domain::devices;
 use crate::domain::grub::GrubError;
@@ -326,7 +327,21 @@ impl Dom0Host for HostDom0 {
 
     fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         let then = || Ok(apply_now::take(&self.root, addr).map(drop)?);
-        Ok(self.engine.disable_then(addr, &then)?)
+        // What the journal keeps for a recovery: nothing when pciback
+        // holds the function already (the move does nothing then).
+        let moves: Vec<Move> =
+            match pcibind::driver(&self.root, addr).map_err(ApplyNowError::from)? {
+                Some(driver) if driver == pcibind::PCIBACK => Vec::new(),
+                native => vec![Move {
+                    function: addr.to_string(),
+                    native,
+                }],
+            };
+        let last = LastStep {
+            run: &then,
+            moves: &moves,
+        };
+        Ok(self.engine.disable_then(addr, last)?)
     }
 
     fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {

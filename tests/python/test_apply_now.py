@@ -130,3 +130,38 @@ def test_a_read_only_user_cannot_and_the_cli_prints_the_status(daemon):
         reader.xenapi.session.logout()
     except XenAPI.Failure:
         pass
+
+
+def test_a_hide_now_cut_short_after_the_move_is_undone_at_the_next_start(tmp_path, monkeypatch):
+    """The daemon dies after the function moved to pciback and before the
+    edit was done (PCIPASS_FAULT=txn-after-then): the caller got no
+    answer, so the next start puts grub.cfg back and gives the function
+    back to its driver, and says so."""
+    import signal
+
+    from conftest import Daemon
+
+    d = Daemon(tmp_path)
+    d.add_user("admin", "pool-admin")
+    before = _grub(d)
+    monkeypatch.setenv("PCIPASS_FAULT", "txn-after-then")
+    d.start()
+    try:
+        s = d.session("admin")
+        try:
+            s.xenapi.PCI.disable_dom0_access_now(_pci(s, USB))
+            raise AssertionError("answered")
+        except (OSError, XenAPI.Failure, Exception) as e:  # noqa: BLE001 - the daemon dies under the call
+            assert "answered" not in str(e)
+        assert d.proc.wait(timeout=60) == -signal.SIGABRT
+        assert _driver(d, USB) == "pciback", "the move was made before the crash"
+        monkeypatch.delenv("PCIPASS_FAULT")
+        d.start()
+        assert _grub(d) == before
+        assert _driver(d, USB) == "xhci_hcd"
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "undid an unfinished edit" in log and "0000:00:14.0 to xhci_hcd" in log, log[-1500:]
+        s = d.session("admin")
+        assert s.xenapi.PCI.get_dom0_access_status(_pci(s, USB)) == "enabled"
+    finally:
+        d.cleanup()

@@ -139,6 +139,19 @@ struct Journal {
     rebuild: Option<Rebuild>,
     /// The copies of the initramfs the loader boots (built, booted).
     copies: Vec<(String, String)>,
+    /// Functions the edit's last step moves to pciback now (an apply-now
+    /// hide), with their drivers before: a recovery gives them back.
+    #[serde(default)]
+    moves: Vec<Move>,
+}
+
+/// A function an edit's last step moves from its driver to pciback.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Move {
+    /// The function's address.
+    pub function: String,
+    /// Its driver before (`None`: none).
+    pub native: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -215,6 +228,25 @@ pub fn recover(
         })
         .collect();
     super::early::refresh_copies(host, &copies)?;
+    for moved in &record.moves {
+        let give_back = |reason: String| {
+            BootConfigError::EditsRefused(format!(
+                "cannot give {} back to dom0: {reason}",
+                moved.function
+            ))
+        };
+        let addr = moved
+            .function
+            .parse()
+            .map_err(|_| give_back("not a PCI address".into()))?;
+        crate::domain::apply_now::restore(host, &addr, moved.native.as_deref())
+            .map_err(|e| give_back(e.to_string()))?;
+        restored.push(format!(
+            "{} to {}",
+            moved.function,
+            moved.native.as_deref().unwrap_or("dom0")
+        ));
+    }
     boot::remove_durable(host, journal)?;
     let done = format!(
         "undid an unfinished edit (xen-pciback.hide={}): {}{}",
@@ -262,7 +294,7 @@ pub fn edit(
     check: &HideCheck<'_>,
     early: &EarlyPlanner<'_>,
 ) -> Result<HideView, BootConfigError> {
-    edit_then(config, plan, check, early, &|| Ok(()))
+    edit_then(config, plan, check, early, LastStep::NONE)
 }
 
 /// The last step of an edit, after every file is written and before the
@@ -270,13 +302,44 @@ pub fn edit(
 /// When it fails (having undone its own work), the edit is undone too.
 pub type Then<'a> = dyn Fn() -> Result<(), BootConfigError> + 'a;
 
-/// [`edit`] with `then` as its last step.
+/// An edit's last step and what it moves at runtime, for the journal: a
+/// crash before the edit is done leaves them for the recovery to give
+/// back with the files.
+#[derive(Clone, Copy)]
+pub struct LastStep<'a> {
+    /// The step.
+    pub run: &'a Then<'a>,
+    /// The functions it moves to pciback.
+    pub moves: &'a [Move],
+}
+
+impl std::fmt::Debug for LastStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastStep")
+            .field("moves", &self.moves)
+            .finish()
+    }
+}
+
+fn nothing() -> Result<(), BootConfigError> {
+    Ok(())
+}
+
+impl LastStep<'static> {
+    /// No last step.
+    pub const NONE: LastStep<'static> = LastStep {
+        run: &nothing,
+        moves: &[],
+    };
+}
+
+/// [`edit`] with `last` as its last step.
 pub fn edit_then(
     config: &dyn BootConfig,
     plan: &mut HidePlan<'_>,
     check: &HideCheck<'_>,
     early: &EarlyPlanner<'_>,
-    then: &Then<'_>,
+    last: LastStep<'_>,
 ) -> Result<HideView, BootConfigError> {
     let base = config.base();
     let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,7 +361,7 @@ pub fn edit_then(
             // Nothing to write; the last step still runs (an apply-now
             // hide of a function the next boot already hides).
             HideEdit::Unchanged if snap.durable => {
-                then()?;
+                (last.run)()?;
                 return Ok(snap.view);
             }
             HideEdit::Unchanged => snap.view.value_text(),
@@ -317,7 +380,7 @@ pub fn edit_then(
             value.as_deref(),
             changes,
             early_plan.as_ref(),
-            then,
+            last,
         ) {
             Err(BootConfigError::Changed) => {
                 tracing::info!(
@@ -340,7 +403,7 @@ fn run(
     value: Option<&str>,
     changes: Changes<'_>,
     early: Option<&EarlyPlan>,
-    then: &Then<'_>,
+    last: LastStep<'_>,
 ) -> Result<HideView, BootConfigError> {
     let host = &config.base().host;
     let mut rels: Vec<String> = changes.writes.iter().map(|w| w.rel.clone()).collect();
@@ -372,6 +435,7 @@ fn run(
                     .collect()
             })
             .unwrap_or_default(),
+        moves: last.moves.to_vec(),
     };
     if let Some(journal) = journal {
         let text = serde_json::to_vec(&record).map_err(|e| {
@@ -393,7 +457,8 @@ fn run(
             early.run(host, &mut rebuilt, hold)?;
         }
         boot::fault_point("txn-after-early");
-        then()?;
+        (last.run)()?;
+        boot::fault_point("txn-after-then");
         Ok(view)
     })();
     match result {
@@ -498,6 +563,7 @@ mod tests {
         )
         .unwrap();
         let record = Journal {
+            moves: Vec::new(),
             value: Some("(0000:01:00.0)".into()),
             files: vec![
                 Saved {

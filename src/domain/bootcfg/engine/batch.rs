@@ -32,13 +32,13 @@ impl Dom0AccessEngine {
     pub fn disable_then(
         &self,
         addr: &PciAddress,
-        then: &txn::Then<'_>,
+        last: txn::LastStep<'_>,
     ) -> Result<Dom0Access, BootConfigError> {
         let alone = Queued {
             ticket: 0,
             request: Want::Hide(*addr),
         };
-        match self.edit_together(vec![alone], then).pop() {
+        match self.edit_together(vec![alone], last).pop() {
             Some((_, answer)) => answer,
             None => Err(BootConfigError::EditsRefused(
                 "the edit was not answered".into(),
@@ -66,13 +66,17 @@ impl Dom0AccessEngine {
     fn edit_batch(&self, batch: Vec<Queued<Want>>) -> Vec<(u64, Answer)> {
         conflict_free_runs(batch)
             .into_iter()
-            .flat_map(|run| self.edit_together(run, &|| Ok(())))
+            .flat_map(|run| self.edit_together(run, txn::LastStep::NONE))
             .collect()
     }
 
     /// One transaction for edits that do not contradict each other, with
     /// `then` as its last step.
-    fn edit_together(&self, batch: Vec<Queued<Want>>, then: &txn::Then<'_>) -> Vec<(u64, Answer)> {
+    fn edit_together(
+        &self,
+        batch: Vec<Queued<Want>>,
+        last: txn::LastStep<'_>,
+    ) -> Vec<(u64, Answer)> {
         let read = self
             .read_tree()
             .and_then(|tree| Ok((tree, self.running_view()?, self.boot_view()?)));
@@ -117,7 +121,7 @@ impl Dom0AccessEngine {
             &mut |current| compose(current, &wants, &tree),
             &|before, after| self.safety_check(before, after),
             &early,
-            then,
+            last,
         );
         match written {
             Ok(written) => answers.extend(admitted.iter().map(|q| {
