@@ -18,6 +18,7 @@ pub mod grub_dropin;
 pub mod hide;
 pub mod kernel;
 pub mod mock_boot;
+pub mod netdev;
 pub mod pciback;
 pub mod pciids;
 pub mod service;

@@ -1,0 +1,112 @@
+//! Which PCI functions carry dom0's own network: the interfaces of its
+//! default routes (`/proc/net/route`, destination and mask 0) and its
+//! management interface (XCP-ng's inventory `MANAGEMENT_INTERFACE`), down
+//! through bridges (`/sys/class/net/BR/brif/*`, as XCP-ng's `xenbr0`),
+//! bonds and VLANs (their `lower_*` links) to the physical interfaces and
+//! the PCI function behind each (`/sys/class/net/IF/device`). Hiding one
+//! of those cuts the host off its network. Pure functions over what the
+//! host layer read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One network interface as sysfs shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetInterface {
+    /// The PCI function its `device` link points at (`None`: virtual, or
+    /// not on PCI).
+    pub pci: Option<String>,
+    /// The interfaces below it: a bridge's ports (`brif`), a bond's or a
+    /// VLAN's lower devices (`lower_*`).
+    pub below: Vec<String>,
+}
+
+/// The interfaces of the default routes in `/proc/net/route`'s text
+/// (IPv4; a line whose destination and mask are both 0).
+pub fn default_route_interfaces(route: &str) -> Vec<String> {
+    let mut found: Vec<String> = route
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
+            (u32::from_str_radix(dest, 16).ok()? == 0 && u32::from_str_radix(mask, 16).ok()? == 0)
+                .then(|| (*iface).to_owned())
+        })
+        .collect();
+    found.dedup();
+    found
+}
+
+/// The PCI functions under `roots` (followed through every interface
+/// below, cycles ignored), each with the interface it carries.
+pub fn pci_functions_under(
+    roots: &[String],
+    interfaces: &BTreeMap<String, NetInterface>,
+) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for root in roots {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![root.clone()];
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(iface) = interfaces.get(&name) else {
+                continue;
+            };
+            if let Some(pci) = &iface.pci {
+                found.entry(pci.clone()).or_insert_with(|| root.clone());
+            }
+            todo.extend(iface.below.iter().cloned());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_routes_from_proc_net_route() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+xenbr0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+xenbr0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+eth1\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+eth2\t00000000\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
+        assert_eq!(default_route_interfaces(route), vec!["xenbr0", "eth1"]);
+        assert!(default_route_interfaces("").is_empty());
+        assert!(default_route_interfaces("Iface\nbroken line\n").is_empty());
+    }
+
+    #[test]
+    fn through_bridges_bonds_and_vlans_to_the_functions() {
+        let iface = |pci: Option<&str>, below: &[&str]| NetInterface {
+            pci: pci.map(str::to_owned),
+            below: below.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let interfaces: BTreeMap<String, NetInterface> = [
+            ("xenbr0", iface(None, &["bond0.10", "vif1.0"])),
+            ("bond0.10", iface(None, &["bond0"])),
+            ("bond0", iface(None, &["eth0", "eth1"])),
+            ("eth0", iface(Some("0000:03:00.0"), &[])),
+            ("eth1", iface(Some("0000:03:00.1"), &[])),
+            ("vif1.0", iface(None, &[])),
+            ("eth2", iface(Some("0000:00:1f.6"), &[])),
+            // A loop (a misreading) does not hang.
+            ("loop", iface(None, &["loop"])),
+        ]
+        .into_iter()
+        .map(|(n, i)| (n.to_owned(), i))
+        .collect();
+        let found = pci_functions_under(&["xenbr0".into(), "loop".into()], &interfaces);
+        assert_eq!(
+            found,
+            BTreeMap::from([
+                ("0000:03:00.0".to_owned(), "xenbr0".to_owned()),
+                ("0000:03:00.1".to_owned(), "xenbr0".to_owned()),
+            ])
+        );
+        assert!(pci_functions_under(&["absent".into()], &interfaces).is_empty());
+    }
+}
