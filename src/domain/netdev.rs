@@ -9,6 +9,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::domain::PciAddress;
+use crate::host::{HostError, HostRoot, netdev};
+
+/// The PCI functions that carry dom0's default routes and its
+/// `management` interface, each with the interface it carries, as the
+/// host is now.
+pub fn carrying_dom0(
+    host: &HostRoot,
+    management: Option<&str>,
+) -> Result<BTreeMap<String, String>, HostError> {
+    let interfaces = netdev::interfaces(host)?
+        .into_iter()
+        .map(|raw| {
+            let pci = raw.device.filter(|d| d.parse::<PciAddress>().is_ok());
+            (
+                raw.name,
+                NetInterface {
+                    pci,
+                    below: raw.below,
+                },
+            )
+        })
+        .collect();
+    let mut roots = default_route_interfaces(&netdev::route_table(host)?);
+    roots.extend(management.map(str::to_owned));
+    Ok(pci_functions_under(&roots, &interfaces))
+}
+
 /// One network interface as sysfs shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetInterface {

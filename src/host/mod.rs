@@ -13,6 +13,7 @@ pub mod exec;
 pub mod facts;
 pub mod mock;
 pub mod modules;
+pub mod netdev;
 pub mod pcibind;
 pub mod procfs;
 pub mod sysfs;

@@ -1,0 +1,105 @@
+//! dom0's network interfaces as sysfs shows them (`sys/class/net/IF`:
+//! its `device` link, a bridge's `brif/` ports, the `lower_*` links of a
+//! bond or VLAN) and its IPv4 routing table (`proc/net/route`).
+
+use crate::host::{HostError, HostRoot};
+
+/// One interface, raw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawNetInterface {
+    /// Its name.
+    pub name: String,
+    /// The basename of its `device` link (a PCI address for a PCI NIC).
+    pub device: Option<String>,
+    /// The interfaces below it (bridge ports, lower devices).
+    pub below: Vec<String>,
+}
+
+/// Every interface in `sys/class/net` (none when the directory is absent).
+pub fn interfaces(host: &HostRoot) -> Result<Vec<RawNetInterface>, HostError> {
+    let mut names = host
+        .list_dir_if_exists("sys/class/net")?
+        .unwrap_or_default();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        let dir = format!("sys/class/net/{name}");
+        let device = host
+            .read_link_if_exists(&format!("{dir}/device"))?
+            .map(|t| t.rsplit('/').next().unwrap_or(&t).to_owned());
+        let mut below = host
+            .list_dir_if_exists(&format!("{dir}/brif"))?
+            .unwrap_or_default();
+        below.extend(
+            host.list_dir_if_exists(&dir)?
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| n.strip_prefix("lower_").map(str::to_owned)),
+        );
+        below.sort();
+        found.push(RawNetInterface {
+            name,
+            device,
+            below,
+        });
+    }
+    Ok(found)
+}
+
+/// The text of `proc/net/route` (empty when absent: no IPv4 routes).
+pub fn route_table(host: &HostRoot) -> Result<String, HostError> {
+    Ok(
+        String::from_utf8_lossy(&host.read_if_exists("proc/net/route")?.unwrap_or_default())
+            .into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_over_a_bond_over_two_pci_nics() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mk = |rel: &str| std::fs::create_dir_all(root.join(rel)).unwrap();
+        let link =
+            |target: &str, rel: &str| std::os::unix::fs::symlink(target, root.join(rel)).unwrap();
+        std::fs::write(root.join(crate::host::MOCK_HOST_MARKER), "").unwrap();
+        mk("sys/devices/pci0000:00/0000:03:00.0/net/eth0");
+        mk("sys/devices/pci0000:00/0000:03:00.1/net/eth1");
+        mk("sys/devices/virtual/net/bond0");
+        mk("sys/devices/virtual/net/xenbr0/brif");
+        mk("sys/class/net");
+        link(
+            "../../devices/pci0000:00/0000:03:00.0/net/eth0",
+            "sys/class/net/eth0",
+        );
+        link(
+            "../../devices/pci0000:00/0000:03:00.1/net/eth1",
+            "sys/class/net/eth1",
+        );
+        link("../../devices/virtual/net/bond0", "sys/class/net/bond0");
+        link("../../devices/virtual/net/xenbr0", "sys/class/net/xenbr0");
+        link(
+            "../../../0000:03:00.0",
+            "sys/devices/pci0000:00/0000:03:00.0/net/eth0/device",
+        );
+        link(
+            "../../../0000:03:00.1",
+            "sys/devices/pci0000:00/0000:03:00.1/net/eth1/device",
+        );
+        link("../eth0", "sys/devices/virtual/net/bond0/lower_eth0");
+        link("../eth1", "sys/devices/virtual/net/bond0/lower_eth1");
+        link("../../bond0", "sys/devices/virtual/net/xenbr0/brif/bond0");
+        let host = HostRoot::new(root);
+        let got = interfaces(&host).unwrap();
+        let by: std::collections::BTreeMap<_, _> =
+            got.iter().map(|i| (i.name.as_str(), i)).collect();
+        assert_eq!(by["eth0"].device.as_deref(), Some("0000:03:00.0"));
+        assert_eq!(by["bond0"].below, vec!["eth0", "eth1"]);
+        assert_eq!(by["xenbr0"].below, vec!["bond0"]);
+        assert_eq!(by["xenbr0"].device, None);
+        assert_eq!(route_table(&host).unwrap(), "");
+    }
+}
