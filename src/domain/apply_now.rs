@@ -97,6 +97,14 @@ pub enum ApplyNowError {
         /// Why.
         reason: String,
     },
+    /// xen-pciback is not loaded: no driver to move the function to.
+    #[error(
+        "{function}: xen-pciback is not loaded (no /sys/bus/pci/drivers/pciback): load it with `modprobe xen-pciback` (pcipassd.service does at start)"
+    )]
+    PcibackNotLoaded {
+        /// The function.
+        function: PciAddress,
+    },
     /// Reading the function's driver failed.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -201,6 +209,11 @@ pub fn take(host: &HostRoot, addr: &PciAddress) -> Result<Taken, ApplyNowError> 
             native: None,
             moved: false,
         });
+    }
+    // Seen on the lab: a Debian dom0 that hid nothing at boot never loaded
+    // the module, and nothing would take the function.
+    if !host.exists(&format!("sys/bus/pci/drivers/{PCIBACK}")) {
+        return Err(ApplyNowError::PcibackNotLoaded { function: *addr });
     }
     let mut done = Done {
         host,
@@ -444,6 +457,17 @@ mod tests {
                 "cut {n}, again"
             );
         }
+    }
+
+    #[test]
+    fn without_xen_pciback_loaded_nothing_is_touched() {
+        let (_dir, host) = demo();
+        let usb: PciAddress = USB.parse().unwrap();
+        std::fs::remove_dir_all(host.path("sys/bus/pci/drivers/pciback")).unwrap();
+        let e = take(&host, &usb).unwrap_err();
+        assert!(matches!(e, ApplyNowError::PcibackNotLoaded { .. }), "{e}");
+        assert!(e.to_string().contains("modprobe xen-pciback"), "{e}");
+        assert_eq!(state(&host, &usb), (Some("xhci_hcd".into()), None));
     }
 
     #[test]

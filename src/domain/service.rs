@@ -180,6 +180,14 @@ impl BootErrorKind {
                 step: "check the domains it is assigned to".into(),
                 reason: reason.clone(),
             },
+            ApplyNowError::PcibackNotLoaded { function } => BootErrorKind::ApplyNowStep {
+                function: function.to_string(),
+                step: "find xen-pciback".into(),
+                reason:
+                    "xen-pciback is not loaded: modprobe xen-pciback (pcipassd.service loads it \
+                         at start)"
+                        .into(),
+            },
             ApplyNowError::Host(e) => BootErrorKind::ApplyNowStep {
                 function: String::new(),
                 step: "read its driver".into(),
