@@ -95,6 +95,13 @@ pub enum ApiError {
         /// The most that passes.
         limit: usize,
     },
+    /// Hiding a function that carries dom0's network: `[device, interface]`.
+    PciCarriesDom0Network {
+        /// The function's address.
+        device: String,
+        /// The interface it carries.
+        interface: String,
+    },
     /// Giving back a function a running domain has: `[device, domid, name]`.
     PciAssignedToDomain {
         /// The function's address.
@@ -155,6 +162,7 @@ impl ApiError {
             ApiError::BootConfigUnavailable(_) => "BOOT_CONFIG_UNAVAILABLE",
             ApiError::BootConfigCmdlineTooLong { .. } => "BOOT_CONFIG_CMDLINE_TOO_LONG",
             ApiError::PciAssignedToDomain { .. } => "PCI_ASSIGNED_TO_DOMAIN",
+            ApiError::PciCarriesDom0Network { .. } => "PCI_CARRIES_DOM0_NETWORK",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
@@ -185,6 +193,7 @@ impl ApiError {
         "BOOT_CONFIG_HIDE_LIST_MALFORMED",
         "BOOT_CONFIG_UNAVAILABLE",
         "BOOT_CONFIG_CMDLINE_TOO_LONG",
+        "PCI_CARRIES_DOM0_NETWORK",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
@@ -249,6 +258,9 @@ impl ApiError {
                 domid,
                 name,
             } => vec![device.clone(), domid.clone(), name.clone()],
+            ApiError::PciCarriesDom0Network { device, interface } => {
+                vec![device.clone(), interface.clone()]
+            }
             ApiError::PciApplyNowFailed {
                 device,
                 step,
@@ -327,6 +339,13 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
             BootErrorKind::BootDevice { block_device } => {
                 ApiError::BootDevicePassthroughDisallowed(block_device)
             }
+            BootErrorKind::Dom0Network {
+                function,
+                interface,
+            } => ApiError::PciCarriesDom0Network {
+                device: function,
+                interface,
+            },
             BootErrorKind::HideListMalformed {
                 value,
                 offending,

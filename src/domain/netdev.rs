@@ -15,10 +15,7 @@ use crate::host::{HostError, HostRoot, netdev};
 /// The PCI functions that carry dom0's default routes and its
 /// `management` interface, each with the interface it carries, as the
 /// host is now.
-pub fn carrying_dom0(
-    host: &HostRoot,
-    management: Option<&str>,
-) -> Result<BTreeMap<String, String>, HostError> {
+pub fn carrying_dom0(host: &HostRoot) -> Result<BTreeMap<String, String>, HostError> {
     let interfaces = netdev::interfaces(host)?
         .into_iter()
         .map(|raw| {
@@ -33,7 +30,7 @@ pub fn carrying_dom0(
         })
         .collect();
     let mut roots = default_route_interfaces(&netdev::route_table(host)?);
-    roots.extend(management.map(str::to_owned));
+    roots.extend(netdev::management_interface(host)?);
     Ok(pci_functions_under(&roots, &interfaces))
 }
 

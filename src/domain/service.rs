@@ -82,6 +82,13 @@ pub enum BootErrorKind {
         /// The mounted boot device.
         block_device: String,
     },
+    /// The edit would hide a function that carries dom0's network.
+    Dom0Network {
+        /// The function.
+        function: String,
+        /// The interface it carries.
+        interface: String,
+    },
     /// The current hide value does not parse: edits are refused.
     HideListMalformed {
         /// The whole value.
@@ -132,6 +139,13 @@ impl BootErrorKind {
             }
             BootConfigError::BootDevice { block_device, .. } => BootErrorKind::BootDevice {
                 block_device: block_device.clone(),
+            },
+            BootConfigError::Dom0Network {
+                interface,
+                function,
+            } => BootErrorKind::Dom0Network {
+                function: function.to_string(),
+                interface: interface.clone(),
             },
             BootConfigError::HideListMalformed(parse) => BootErrorKind::HideListMalformed {
                 value: parse.value.clone(),
@@ -334,6 +348,19 @@ impl Dom0Host for HostDom0 {
     }
 
     fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        // The edit's own check covers a function the boot configuration
+        // newly hides; the move takes it now even if the next boot hides
+        // it already.
+        let network = crate::domain::netdev::carrying_dom0(&self.root).map_err(|e| {
+            BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
+        })?;
+        if let Some(interface) = network.get(&addr.to_string()) {
+            return Err(BootConfigError::Dom0Network {
+                interface: interface.clone(),
+                function: *addr,
+            }
+            .into());
+        }
         let then = || Ok(apply_now::take(&self.root, addr).map(drop)?);
         // What the journal keeps for a recovery: nothing when pciback
         // holds the function already (the move does nothing then).

@@ -54,6 +54,21 @@ pub fn route_table(host: &HostRoot) -> Result<String, HostError> {
     )
 }
 
+/// XCP-ng's management interface: `MANAGEMENT_INTERFACE` in
+/// `etc/xensource-inventory` (`None`: no inventory, or no such key, or
+/// empty as on a host with no management interface).
+pub fn management_interface(host: &HostRoot) -> Result<Option<String>, HostError> {
+    let Some(text) = host.read_if_exists(crate::host::facts::INVENTORY)? else {
+        return Ok(None);
+    };
+    Ok(
+        crate::host::facts::parse_inventory(&String::from_utf8_lossy(&text))
+            .into_iter()
+            .find(|(k, v)| k == "MANAGEMENT_INTERFACE" && !v.is_empty())
+            .map(|(_, v)| v),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

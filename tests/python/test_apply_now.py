@@ -117,6 +117,40 @@ def test_a_function_a_running_domain_has_is_not_given_back(daemon):
     assert s.xenapi.PCI.enable_dom0_access_now(usb) == "enabled"
 
 
+def _route_through_a_bridge(root, pci_id):
+    """dom0's default route on `xenbr0`, a bridge over `eth0` on
+    `pci_id`, as sysfs and /proc/net/route show them."""
+    dev = root / f"sys/devices/pci0000:00/{pci_id}/net/eth0"
+    bridge = root / "sys/devices/virtual/net/xenbr0"
+    (bridge / "brif").mkdir(parents=True)
+    dev.mkdir(parents=True)
+    (dev / "device").symlink_to(f"../../../{pci_id}")
+    net = root / "sys/class/net"
+    net.mkdir(parents=True, exist_ok=True)
+    (net / "eth0").symlink_to(f"../../devices/pci0000:00/{pci_id}/net/eth0")
+    (net / "xenbr0").symlink_to("../../devices/virtual/net/xenbr0")
+    (bridge / "brif/eth0").symlink_to("../../eth0")
+    (root / "proc/net").mkdir(parents=True, exist_ok=True)
+    (root / "proc/net/route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "xenbr0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+
+
+def test_the_nic_of_dom0s_default_route_is_not_hidden(daemon):
+    nic = "0000:00:1f.6"
+    _route_through_a_bridge(daemon.root, nic)
+    s = daemon.session("admin")
+    ref = _pci(s, nic)
+    before = _grub(daemon)
+    for call in (s.xenapi.PCI.disable_dom0_access, s.xenapi.PCI.disable_dom0_access_now):
+        assert failure(call, ref) == ["PCI_CARRIES_DOM0_NETWORK", nic, "xenbr0"]
+    assert _grub(daemon) == before
+    assert _driver(daemon, nic) == "e1000e"
+    assert s.xenapi.PCI.get_dom0_access_status(ref) == "enabled"
+    # Another function is hidden as before.
+    assert s.xenapi.PCI.disable_dom0_access_now(_pci(s, USB)) == "disabled"
+
+
 def test_a_read_only_user_cannot_and_the_cli_prints_the_status(daemon):
     reader = daemon.session("reader")
     details = failure(reader.xenapi.PCI.disable_dom0_access_now, _pci(reader, USB))

@@ -12,6 +12,7 @@ use super::txn;
 use super::{BootConfig, BootConfigError, InitramfsUpdate};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{HideView, Topology};
+use crate::domain::netdev;
 use crate::domain::{Dom0Access, PciAddress};
 use crate::host::boot::{BootFingerprint, Fingerprint};
 use crate::host::watch::ChangeWatch;
@@ -301,7 +302,8 @@ impl Dom0AccessEngine {
     }
 
     /// The check every edit passes before it is written: it must not newly
-    /// hide a function a boot disk sits behind.
+    /// hide a function a boot disk sits behind, nor one that carries
+    /// dom0's network (its default route, its management interface).
     fn safety_check(&self, before: &HideView, after: &HideView) -> Result<(), BootConfigError> {
         if after.entries().is_empty() {
             return Ok(());
@@ -314,6 +316,27 @@ impl Dom0AccessEngine {
             return Err(BootConfigError::BootDevice {
                 block_device,
                 function,
+            });
+        }
+        let network = netdev::carrying_dom0(&self.host).map_err(|e| {
+            BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
+        })?;
+        let carried: Vec<(PciAddress, &String)> = network
+            .iter()
+            .filter_map(|(f, iface)| Some((f.parse().ok()?, iface)))
+            .collect();
+        if carried.is_empty() {
+            return Ok(());
+        }
+        let functions: Vec<PciAddress> = carried.iter().map(|(f, _)| *f).collect();
+        let tree = self.tree_for(&functions)?;
+        if let Some((function, interface)) = carried
+            .iter()
+            .find(|(f, _)| after.hides_in(&tree, f) && !before.hides_in(&tree, f))
+        {
+            return Err(BootConfigError::Dom0Network {
+                interface: (*interface).clone(),
+                function: *function,
             });
         }
         Ok(())

@@ -75,6 +75,15 @@ pub enum BootConfigError {
         /// The PCI function that would be hidden.
         function: PciAddress,
     },
+    /// The edit would hide a function that carries dom0's network: its
+    /// default route or its management interface.
+    #[error("the edit would hide {function}, which carries dom0's network interface {interface}")]
+    Dom0Network {
+        /// The interface it carries (the route's or the management one).
+        interface: String,
+        /// The PCI function that would be hidden.
+        function: PciAddress,
+    },
     /// The last step of an apply-now edit (the move to pciback) failed.
     #[error(transparent)]
     ApplyNow(#[from] crate::domain::apply_now::ApplyNowError),

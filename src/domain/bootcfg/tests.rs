@@ -623,3 +623,67 @@ fn xen_efi_reads_and_moves_a_hide_in_options_kextra() {
     crate::domain::mock_boot::reboot(&host).unwrap();
     assert_eq!(engine.status(&gpu).unwrap(), Dom0Access::Enabled);
 }
+
+/// dom0's network on the demo host: `xenbr0` (the default route) over
+/// `eth1` on 0000:03:00.1, behind the root port 0000:00:1c.0; XCP-ng's
+/// management interface `eth0` on 0000:00:1f.6.
+fn with_dom0_network(dir: &tempfile::TempDir) {
+    let root = dir.path();
+    let mk = |rel: &str| std::fs::create_dir_all(root.join(rel)).unwrap();
+    let link =
+        |target: &str, rel: &str| std::os::unix::fs::symlink(target, root.join(rel)).unwrap();
+    mk("sys/class/net");
+    mk("sys/devices/virtual/net/xenbr0/brif");
+    for (iface, pci) in [("eth0", "0000:00:1f.6"), ("eth1", "0000:03:00.1")] {
+        mk(&format!("sys/devices/pci0000:00/{pci}/net/{iface}"));
+        link(
+            &format!("../../devices/pci0000:00/{pci}/net/{iface}"),
+            &format!("sys/class/net/{iface}"),
+        );
+        link(
+            &format!("../../../{pci}"),
+            &format!("sys/devices/pci0000:00/{pci}/net/{iface}/device"),
+        );
+    }
+    link("../../devices/virtual/net/xenbr0", "sys/class/net/xenbr0");
+    link("../../eth1", "sys/devices/virtual/net/xenbr0/brif/eth1");
+    mk("proc/net");
+    std::fs::write(
+        root.join("proc/net/route"),
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         xenbr0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+    )
+    .unwrap();
+    let inventory = root.join(crate::host::facts::INVENTORY);
+    let mut text = std::fs::read_to_string(&inventory).unwrap_or_default();
+    text.push_str("MANAGEMENT_INTERFACE='eth0'\n");
+    std::fs::write(inventory, text).unwrap();
+}
+
+#[test]
+fn an_edit_that_would_cut_dom0_off_its_network_is_refused_and_writes_nothing() {
+    let (dir, host) = host_with(GRUB, "ro\n");
+    with_dom0_network(&dir);
+    let engine = native_engine(&host);
+    let before = grub_bytes(&dir);
+    for (function, want) in [
+        // The bridge's port, and the root port above it.
+        ("0000:03:00.1", "xenbr0"),
+        ("0000:00:1c.0", "xenbr0"),
+        // The management interface.
+        ("0000:00:1f.6", "eth0"),
+    ] {
+        match engine.disable(&a(function)) {
+            Err(BootConfigError::Dom0Network { interface, .. }) => {
+                assert_eq!(interface, want, "{function}");
+            }
+            other => panic!("{function}: {other:?}"),
+        }
+        assert_eq!(grub_bytes(&dir), before, "{function}");
+    }
+    // Its sibling carries nothing of dom0's.
+    assert_eq!(
+        engine.disable(&a("0000:03:00.0")).unwrap(),
+        Dom0Access::DisableOnReboot
+    );
+}
