@@ -29,7 +29,7 @@ import traceback
 
 import XenAPI
 
-from vm import GPU, HDA, NIC, USB, Vm, VmError
+from vm import GPU, HDA, MGMT_NIC, NIC, USB, Vm, VmError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -375,37 +375,79 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
                     "files byte-identical, initramfs without the softdeps")
         return go
 
+    def interfaces(bdf):
+        return vm.run(f"ls /sys/bus/pci/devices/{bdf}/net 2>/dev/null || true").split()
+
+    grub_sums = "sha256sum /boot/grub/grub.cfg /etc/default/grub.d/zz-pcipass.cfg 2>&1 || true"
+
+    def management_nic_refused():
+        """Issue 24: the NIC of dom0's default route is never hidden,
+        neither at the next boot nor now."""
+        before = vm.run(grub_sums)
+        iface = interfaces(MGMT_NIC)
+        check(iface, f"{MGMT_NIC} has no interface")
+        answers = []
+        for call in ("disable_dom0_access", "disable_dom0_access_now"):
+            try:
+                answers.append(["answered", getattr(dom0.x.PCI, call)(dom0.pci(MGMT_NIC))])
+            except XenAPI.Failure as f:
+                answers.append(f.details)
+        for details in answers:
+            check(details == ["PCI_CARRIES_DOM0_NETWORK", MGMT_NIC, iface[0]], f"answer {details}")
+        check(vm.run(grub_sums) == before, "the boot configuration changed")
+        check(dom0.driver(MGMT_NIC) == NATIVE[NIC], f"{MGMT_NIC} is bound to {dom0.driver(MGMT_NIC)}")
+        check(dom0.status(MGMT_NIC) == "enabled", f"{MGMT_NIC} reads {dom0.status(MGMT_NIC)}")
+        return f"both refused: {answers[0]}"
+
     def disable():
         # As Xen Orchestra sends them: at once, each from its own session.
-        # They are written together (one regeneration, one rebuild).
+        # The USB controller and the GPU are written together (one
+        # regeneration, one rebuild); the NIC is hidden now (issue 24), in
+        # an edit of its own whose last step moves it to pciback.
         answers, took = {}, {}
-        calls = {NIC: ("PCI", dom0.pci(NIC)), USB: ("PCI", dom0.pci(USB)),
-                 GPU: ("PGPU", gpu_pgpu["ref"])}
+        calls = {NIC: ("PCI", dom0.pci(NIC), "disable_dom0_access_now", "disabled"),
+                 USB: ("PCI", dom0.pci(USB), "disable_dom0_access", "disable_on_reboot"),
+                 GPU: ("PGPU", gpu_pgpu["ref"], "disable_dom0_access", "disable_on_reboot")}
 
-        def one(bdf, cls, ref):
+        def one(bdf, cls, ref, call):
             t = time.monotonic()
             try:
                 x = dom0.fresh_session().xenapi
-                answers[bdf] = getattr(x, cls).disable_dom0_access(ref)
+                answers[bdf] = getattr(getattr(x, cls), call)(ref)
             except Exception as e:  # noqa: BLE001 - reported below
                 answers[bdf] = repr(e)
             took[bdf] = time.monotonic() - t
 
-        threads = [threading.Thread(target=one, args=(bdf, *c)) for bdf, c in calls.items()]
+        threads = [threading.Thread(target=one, args=(bdf, *c[:3])) for bdf, c in calls.items()]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        for bdf, (cls, _) in calls.items():
-            check(answers[bdf] == "disable_on_reboot",
-                  f"{cls}.disable_dom0_access({bdf}) answered {answers[bdf]}")
+        for bdf, (cls, _, call, want) in calls.items():
+            check(answers[bdf] == want, f"{cls}.{call}({bdf}) answered {answers[bdf]}")
+            check(dom0.status(bdf) == want, f"{bdf} status {dom0.status(bdf)}")
         log = vm.run("journalctl -u pcipassd -b --no-pager -o cat | grep -c 'grub.cfg regenerated' || true")
-        for bdf in cases:
-            check(dom0.status(bdf) == "disable_on_reboot", f"{bdf} status {dom0.status(bdf)}")
         pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
         check(pg == "disable_on_reboot", f"PGPU.dom0_access {pg}")
+        check(dom0.driver(NIC) == "pciback", f"{NIC} is bound to {dom0.driver(NIC)}")
+        check(not interfaces(NIC), f"the NIC's interface is still in dom0: {interfaces(NIC)}")
+        assignable, raw = dom0.assignable()
+        check(NIC in assignable, f"{NIC} not in xl pci-assignable-list: {raw!r}")
         return ("3 edits at once took " + ", ".join(f"{took[b]:.0f} s" for b in calls)
-                + f"; grub.cfg regenerations since boot: {log.strip()}")
+                + f"; grub.cfg regenerations since boot: {log.strip()}; the NIC disabled at once,"
+                f" pciback, its interface gone, assignable: {raw.strip()!r}")
+
+    def usb_hide_now():
+        """The USB controller, which the next boot hides already, hidden
+        now too: the move alone, the boot configuration as it was."""
+        before = vm.run(grub_sums)
+        st = dom0.x.PCI.disable_dom0_access_now(dom0.pci(USB))
+        check(st == "disabled", f"PCI.disable_dom0_access_now({USB}) answered {st}")
+        check(dom0.driver(USB) == "pciback", f"{USB} is bound to {dom0.driver(USB)}")
+        assignable, raw = dom0.assignable()
+        check(USB in assignable, f"{USB} not in xl pci-assignable-list: {raw!r}")
+        check(vm.run(grub_sums) == before, "the boot configuration changed")
+        return f"disabled at once, pciback, assignable: {raw.strip()!r}"
 
     def files_after_disable():
         dropin = vm.run("cat /etc/default/grub.d/zz-pcipass.cfg 2>/dev/null || true")
@@ -442,7 +484,9 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         want = set(cases) | {HDA}
         check(lists and all(want <= h for h in lists), f"after update-grub: {lists}")
         for bdf in cases + [HDA]:
-            check(dom0.status(bdf) == "disable_on_reboot", f"{bdf}: {dom0.status(bdf)}")
+            held = bdf in (NIC, USB)
+            expect = "disabled" if held else "disable_on_reboot"
+            check(dom0.status(bdf) == expect, f"{bdf}: {dom0.status(bdf)}")
         return f"{len(lists)} Xen entries keep the hide"
 
     def kernel_reinstall():
@@ -458,10 +502,44 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(listed.strip() != "0", "the rebuilt initramfs lost xen-pciback")
         return f"{pkgs[-1].name} reinstalled; hide and initramfs kept"
 
+    def failing_give_back():
+        """A give-back of the USB controller with its native driver gone
+        (xhci_pci unloaded: nothing in dom0 takes it): the call fails
+        naming the step, and the controller goes back to pciback with the
+        boot configuration as it was."""
+        before = vm.run(grub_sums)
+        vm.run("modprobe -r xhci_pci 2>&1 || true")
+        try:
+            gone = vm.run("test -e /sys/bus/pci/drivers/xhci_hcd && echo present || echo gone").strip()
+            check(gone == "gone", "xhci_pci could not be unloaded")
+            try:
+                details = ["answered", dom0.x.PCI.enable_dom0_access_now(dom0.pci(USB))]
+            except XenAPI.Failure as f:
+                details = f.details
+        finally:
+            vm.run("modprobe xhci_pci")
+        check(details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind the native driver"], f"answer {details}")
+        check(dom0.driver(USB) == "pciback", f"{USB} is bound to {dom0.driver(USB)} after the rollback")
+        check(vm.run(grub_sums) == before, "the boot configuration changed")
+        check(dom0.status(USB) == "disabled", f"{USB} reads {dom0.status(USB)}")
+        return f"refused and rolled back: {details}"
+
+    def give_back_now():
+        for bdf in (NIC, USB):
+            st = dom0.x.PCI.enable_dom0_access_now(dom0.pci(bdf))
+            check(st == "enabled", f"PCI.enable_dom0_access_now({bdf}) answered {st}")
+            check(dom0.driver(bdf) == NATIVE[bdf], f"{bdf} is bound to {dom0.driver(bdf)}")
+            check(dom0.status(bdf) == "enabled", f"{bdf} reads {dom0.status(bdf)}")
+        assignable, raw = dom0.assignable()
+        check(not {NIC, USB} & assignable, f"still assignable: {raw!r}")
+        check(interfaces(NIC), "the NIC's interface did not come back")
+        lists = dom0.xen_entries_hide()
+        check(all(not ({NIC, USB} & h) for h in lists), f"Xen entries still hide {lists}")
+        return f"enabled at once; the NIC's interface {interfaces(NIC)} is back; assignable {raw.strip()!r}"
+
     def enable():
-        for bdf in (NIC, USB, HDA):
-            st = dom0.x.PCI.enable_dom0_access(dom0.pci(bdf))
-            check(st == "enable_on_reboot", f"PCI.enable_dom0_access({bdf}) answered {st}")
+        st = dom0.x.PCI.enable_dom0_access(dom0.pci(HDA))
+        check(st == "enable_on_reboot", f"PCI.enable_dom0_access({HDA}) answered {st}")
         st = dom0.x.PGPU.enable_dom0_access(gpu_pgpu["ref"])
         check(st == "enable_on_reboot", f"PGPU.enable_dom0_access answered {st}")
         pg = dom0.x.PGPU.get_dom0_access(gpu_pgpu["ref"])
@@ -478,7 +556,10 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         return
     report.step("systemctl restart mid-hide: the edit undone", cut_short("restart"))
     report.step("SIGKILL of the unit's cgroup mid-hide: undone at start", cut_short("kill"))
-    report.step("PCI and PGPU disable at once: disable_on_reboot", disable)
+    report.step("the management NIC: hide refused, next boot and now", management_nic_refused,
+                critical=False)
+    report.step("PCI hide now and PCI, PGPU disable at once", disable)
+    report.step("hide now of a function the next boot hides already", usb_hide_now, critical=False)
     report.step("drop-in, grub.cfg, softdeps and initramfs written", files_after_disable, critical=False)
     report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
     report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
@@ -489,6 +570,10 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check_states(vm, dom0, {bdf: "disabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
+    report.step("a give-back with no native driver is rolled back", failing_give_back,
+                critical=False)
+    report.step("give back now: enabled at once, native drivers, the interface back",
+                give_back_now)
     report.step("PCI and PGPU enable: enable_on_reboot", enable)
     report.step("host.reboot", reboot_step(report, vm, dom0, "after enable"))
     report.step(
@@ -499,82 +584,6 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
 
 
 XO_LAB = REPO / "tests/node/xo_lab.mjs"
-
-
-def apply_now_steps(report, vm, dom0):
-    """Issue 24 on the real kernel: PCI.disable_dom0_access_now and
-    enable_dom0_access_now move the NIC and the USB controller between
-    their native drivers and xen-pciback at once (the driver link, `xl
-    pci-assignable-list`, the NIC's interface), persist the edit across a
-    real reboot, and roll a give-back back when the native driver is not
-    there to take the function (e1000e unloaded)."""
-    report.begin("apply-now")
-
-    def interfaces(bdf):
-        return vm.run(f"ls /sys/bus/pci/devices/{bdf}/net 2>/dev/null || true").split()
-
-    def hide_now():
-        took = []
-        for bdf in (NIC, USB):
-            t = time.monotonic()
-            st = dom0.x.PCI.disable_dom0_access_now(dom0.pci(bdf))
-            took.append(time.monotonic() - t)
-            check(st == "disabled", f"PCI.disable_dom0_access_now({bdf}) answered {st}")
-        assignable, raw = dom0.assignable()
-        for bdf in (NIC, USB):
-            check(dom0.driver(bdf) == "pciback", f"{bdf} is bound to {dom0.driver(bdf)}")
-            check(bdf in assignable, f"{bdf} not in xl pci-assignable-list: {raw!r}")
-            check(dom0.status(bdf) == "disabled", f"{bdf} reads {dom0.status(bdf)}")
-        check(not interfaces(NIC), f"the NIC's interface is still in dom0: {interfaces(NIC)}")
-        lists = dom0.xen_entries_hide()
-        check(lists and all({NIC, USB} <= h for h in lists), f"Xen entries hide {lists}")
-        return ("disabled at once in " + ", ".join(f"{t:.0f} s" for t in took)
-                + f"; pciback; assignable: {raw.strip()!r}")
-
-    def failing_give_back():
-        vm.run("modprobe -r e1000e")
-        sums = "sha256sum /boot/grub/grub.cfg /etc/default/grub.d/zz-pcipass.cfg 2>&1 || true"
-        before = vm.run(sums)
-        try:
-            answer = dom0.x.PCI.enable_dom0_access_now(dom0.pci(NIC))
-            details = ["answered", answer]
-        except XenAPI.Failure as f:
-            details = f.details
-        vm.run("modprobe e1000e")
-        check(details[:1] == ["PCI_APPLY_NOW_FAILED"] and details[2:3] == ["bind the native driver"],
-              f"answer {details}")
-        check(dom0.driver(NIC) == "pciback", f"{NIC} is bound to {dom0.driver(NIC)} after the rollback")
-        check(vm.run(sums) == before, "the boot configuration changed")
-        check(dom0.status(NIC) == "disabled", f"{NIC} reads {dom0.status(NIC)}")
-        return f"refused and rolled back: {details}"
-
-    def give_back_now():
-        for bdf in (NIC, USB):
-            st = dom0.x.PCI.enable_dom0_access_now(dom0.pci(bdf))
-            check(st == "enabled", f"PCI.enable_dom0_access_now({bdf}) answered {st}")
-            check(dom0.driver(bdf) == NATIVE[bdf], f"{bdf} is bound to {dom0.driver(bdf)}")
-        assignable, raw = dom0.assignable()
-        check(not {NIC, USB} & assignable, f"still assignable: {raw!r}")
-        check(interfaces(NIC), "the NIC's interface did not come back")
-        lists = dom0.xen_entries_hide()
-        check(all(not ({NIC, USB} & h) for h in lists), f"Xen entries still hide {lists}")
-        return f"enabled at once; the NIC's interface {interfaces(NIC)} is back"
-
-    report.step("hide now: NIC and USB disabled at once, pciback, assignable", hide_now)
-    report.step("host.reboot", reboot_step(report, vm, dom0, "after hide now"))
-    report.step(
-        "after the reboot: still disabled",
-        check_states(vm, dom0, {NIC: "disabled", USB: "disabled"}, {}),
-        critical=False,
-    )
-    report.step("a give-back with no native driver is rolled back", failing_give_back, critical=False)
-    report.step("give back now: enabled at once, native drivers, the interface back", give_back_now)
-    report.step("host.reboot", reboot_step(report, vm, dom0, "after give back now"))
-    report.step(
-        "after the reboot: enabled",
-        check_states(vm, dom0, {NIC: "enabled", USB: "enabled"}, {}),
-        critical=False,
-    )
 
 
 def xo_phase(report, vm, dom0, which, label, want_driver):
@@ -698,7 +707,7 @@ def xcpng_steps(report, vm, dom0):
 # package's set-up and the login run once, for either); xen-efi boots a
 # VM of its own through OVMF once that one is powered off, so that a run
 # never has two VMs on a machine of two cores.
-CASES = ("grub-mkconfig", "apply-now", "xcp-ng", "xen-efi")
+CASES = ("grub-mkconfig", "xcp-ng", "xen-efi")
 
 
 def parse_cases(text):
@@ -718,11 +727,9 @@ def vm_runs(cases):
     vm_dir, disk, accel) gives the Vm; steps(report, vm, dom0, deb, debs,
     image_dir) runs its cases' steps."""
     runs = []
-    if cases & {"grub-mkconfig", "apply-now", "xcp-ng"}:
+    if cases & {"grub-mkconfig", "xcp-ng"}:
         def seabios_steps(report, vm, dom0, deb, debs, image_dir):
             lab_steps(report, vm, dom0, deb, debs, edits="grub-mkconfig" in cases)
-            if "apply-now" in cases and not report.case_failed:
-                apply_now_steps(report, vm, dom0)
             if "xcp-ng" in cases and not report.case_failed:
                 xcpng_steps(report, vm, dom0)
 
