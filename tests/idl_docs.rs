@@ -51,6 +51,10 @@ fn every_error_the_code_raises_is_declared_with_its_arity() {
             permission: "p".into(),
             message: "m".into(),
         },
+        ApiError::PciCarriesDom0Console {
+            device: "d".into(),
+            console: "c".into(),
+        },
         ApiError::PciCarriesDom0Network {
             device: "d".into(),
             interface: "i".into(),

@@ -102,6 +102,13 @@ pub enum ApiError {
         /// The interface it carries.
         interface: String,
     },
+    /// Taking now the function dom0's console is on: `[device, console]`.
+    PciCarriesDom0Console {
+        /// The function's address.
+        device: String,
+        /// The console.
+        console: String,
+    },
     /// Giving back a function a running domain has: `[device, domid, name]`.
     PciAssignedToDomain {
         /// The function's address.
@@ -163,6 +170,7 @@ impl ApiError {
             ApiError::BootConfigCmdlineTooLong { .. } => "BOOT_CONFIG_CMDLINE_TOO_LONG",
             ApiError::PciAssignedToDomain { .. } => "PCI_ASSIGNED_TO_DOMAIN",
             ApiError::PciCarriesDom0Network { .. } => "PCI_CARRIES_DOM0_NETWORK",
+            ApiError::PciCarriesDom0Console { .. } => "PCI_CARRIES_DOM0_CONSOLE",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
@@ -194,6 +202,7 @@ impl ApiError {
         "BOOT_CONFIG_UNAVAILABLE",
         "BOOT_CONFIG_CMDLINE_TOO_LONG",
         "PCI_CARRIES_DOM0_NETWORK",
+        "PCI_CARRIES_DOM0_CONSOLE",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
@@ -260,6 +269,9 @@ impl ApiError {
             } => vec![device.clone(), domid.clone(), name.clone()],
             ApiError::PciCarriesDom0Network { device, interface } => {
                 vec![device.clone(), interface.clone()]
+            }
+            ApiError::PciCarriesDom0Console { device, console } => {
+                vec![device.clone(), console.clone()]
             }
             ApiError::PciApplyNowFailed {
                 device,
@@ -339,6 +351,10 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
             BootErrorKind::BootDevice { block_device } => {
                 ApiError::BootDevicePassthroughDisallowed(block_device)
             }
+            BootErrorKind::Dom0Console { function, console } => ApiError::PciCarriesDom0Console {
+                device: function,
+                console,
+            },
             BootErrorKind::Dom0Network {
                 function,
                 interface,

@@ -11,6 +11,7 @@ pub mod bootcfg;
 pub mod bootdev;
 pub mod bootflow;
 pub mod cmdline;
+pub mod console;
 pub mod devices;
 pub mod dom0_access;
 pub mod grub;

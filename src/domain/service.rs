@@ -89,6 +89,13 @@ pub enum BootErrorKind {
         /// The interface it carries.
         interface: String,
     },
+    /// A move now would take the function dom0's console is on.
+    Dom0Console {
+        /// The function.
+        function: String,
+        /// The console.
+        console: String,
+    },
     /// The current hide value does not parse: edits are refused.
     HideListMalformed {
         /// The whole value.
@@ -139,6 +146,10 @@ impl BootErrorKind {
             }
             BootConfigError::BootDevice { block_device, .. } => BootErrorKind::BootDevice {
                 block_device: block_device.clone(),
+            },
+            BootConfigError::Dom0Console { console, function } => BootErrorKind::Dom0Console {
+                function: function.to_string(),
+                console: console.clone(),
             },
             BootConfigError::Dom0Network {
                 interface,
@@ -357,6 +368,21 @@ impl Dom0Host for HostDom0 {
         if let Some(interface) = network.get(&addr.to_string()) {
             return Err(BootConfigError::Dom0Network {
                 interface: interface.clone(),
+                function: *addr,
+            }
+            .into());
+        }
+        let console = crate::host::console::is_boot_vga(&self.root, &addr.to_string())
+            .and_then(|vga| {
+                Ok(crate::domain::console::console_on(
+                    vga,
+                    &crate::host::console::vt_consoles(&self.root)?,
+                ))
+            })
+            .map_err(|e| BootConfigError::SafetyUnknown(format!("dom0's console unknown: {e}")))?;
+        if let Some(console) = console {
+            return Err(BootConfigError::Dom0Console {
+                console,
                 function: *addr,
             }
             .into());

@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod boot;
+pub mod console;
 pub mod efi;
 pub mod exec;
 pub mod facts;

@@ -35,6 +35,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # The native driver dom0 binds to each candidate (its sysfs name) and the
 # module that provides it, as Debian 12's kernel has them.
+# QEMU's default standard VGA: the boot VGA device, dom0's console.
+CONSOLE_VGA = "0000:00:01.0"
+
 NATIVE = {NIC: "e1000e", USB: "xhci_hcd", HDA: "snd_hda_intel", GPU: "bochs-drm"}
 
 
@@ -399,6 +402,26 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(dom0.status(MGMT_NIC) == "enabled", f"{MGMT_NIC} reads {dom0.status(MGMT_NIC)}")
         return f"both refused: {answers[0]}"
 
+    def console_gpu_refused():
+        """Issue 24: the boot VGA device, where dom0's framebuffer console
+        is (QEMU's standard VGA, bochs-drm's fb0), is not taken now."""
+        before = vm.run(grub_sums)
+        vga = vm.run(f"cat /sys/bus/pci/devices/{CONSOLE_VGA}/boot_vga").strip()
+        check(vga == "1", f"{CONSOLE_VGA} boot_vga is {vga}")
+        bound = vm.run("grep -l '^1' /sys/class/vtconsole/*/bind | xargs -r -n1 dirname"
+                       " | xargs -r -I{} cat {}/name").strip()
+        check("frame buffer device" in bound, f"bound consoles: {bound!r}")
+        try:
+            details = ["answered", dom0.x.PCI.disable_dom0_access_now(dom0.pci(CONSOLE_VGA))]
+        except XenAPI.Failure as f:
+            details = f.details
+        check(details == ["PCI_CARRIES_DOM0_CONSOLE", CONSOLE_VGA, "frame buffer device"],
+              f"answer {details}")
+        check(vm.run(grub_sums) == before, "the boot configuration changed")
+        driver = dom0.driver(CONSOLE_VGA)
+        check(driver not in (None, "pciback"), f"{CONSOLE_VGA} is bound to {driver}")
+        return f"refused: {details}; bound consoles {bound!r}; {CONSOLE_VGA} still {driver}"
+
     def disable():
         # As Xen Orchestra sends them: at once, each from its own session.
         # The USB controller and the GPU are written together (one
@@ -558,6 +581,7 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("SIGKILL of the unit's cgroup mid-hide: undone at start", cut_short("kill"))
     report.step("the management NIC: hide refused, next boot and now", management_nic_refused,
                 critical=False)
+    report.step("the console GPU: hide now refused", console_gpu_refused, critical=False)
     report.step("PCI hide now and PCI, PGPU disable at once", disable)
     report.step("hide now of a function the next boot hides already", usb_hide_now, critical=False)
     report.step("drop-in, grub.cfg, softdeps and initramfs written", files_after_disable, critical=False)

@@ -151,6 +151,29 @@ def test_the_nic_of_dom0s_default_route_is_not_hidden(daemon):
     assert s.xenapi.PCI.disable_dom0_access_now(_pci(s, USB)) == "disabled"
 
 
+def test_the_gpu_dom0s_console_is_on_is_not_taken_now(daemon):
+    gpu = "0000:00:02.0"  # the demo's integrated GPU: boot_vga 1
+    consoles = {"vtcon0": ("(S) dummy device", "0"), "vtcon1": ("(M) frame buffer device", "1")}
+    for vtcon, (name, bound) in consoles.items():
+        d = daemon.root / f"sys/class/vtconsole/{vtcon}"
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+        (d / "bind").write_text(bound + "\n")
+    s = daemon.session("admin")
+    ref = _pci(s, gpu)
+    before, driver = _grub(daemon), _driver(daemon, gpu)
+    assert failure(s.xenapi.PCI.disable_dom0_access_now, ref) == [
+        "PCI_CARRIES_DOM0_CONSOLE", gpu, "frame buffer device"]
+    assert _grub(daemon) == before
+    assert _driver(daemon, gpu) == driver
+    # At the next boot it may go (issue 25 adds host.display's rule).
+    assert s.xenapi.PCI.disable_dom0_access(ref) == "disable_on_reboot"
+    # With the framebuffer console unbound, nothing of dom0's is on it.
+    (daemon.root / "sys/class/vtconsole/vtcon1/bind").write_text("0\n")
+    assert s.xenapi.PCI.disable_dom0_access_now(ref) == "disabled"
+    assert _driver(daemon, gpu) == "pciback"
+
+
 def test_a_read_only_user_cannot_and_the_cli_prints_the_status(daemon):
     reader = daemon.session("reader")
     details = failure(reader.xenapi.PCI.disable_dom0_access_now, _pci(reader, USB))

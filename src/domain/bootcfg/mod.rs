@@ -84,6 +84,14 @@ pub enum BootConfigError {
         /// The PCI function that would be hidden.
         function: PciAddress,
     },
+    /// A move now would take the function dom0's console is on.
+    #[error("{function} carries dom0's console ({console}) now")]
+    Dom0Console {
+        /// The console (`frame buffer device`, `VGA+`).
+        console: String,
+        /// The PCI function.
+        function: PciAddress,
+    },
     /// The last step of an apply-now edit (the move to pciback) failed.
     #[error(transparent)]
     ApplyNow(#[from] crate::domain::apply_now::ApplyNowError),
