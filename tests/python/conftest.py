@@ -148,6 +148,12 @@ def any_backend_daemon(tmp_path, request):
     d.cleanup()
 
 
+def pci_ref(session, pci_id):
+    """The PCI object's reference for the function `pci_id`."""
+    return next(ref for ref, rec in session.xenapi.PCI.get_all_records().items()
+                if rec["pci_id"] == pci_id)
+
+
 def failure(call, *args):
     """The ErrorDescription of a call that must fail."""
     with pytest.raises(XenAPI.Failure) as info:

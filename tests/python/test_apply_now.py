@@ -11,14 +11,10 @@ import os
 
 import XenAPI
 
-from conftest import failure
+from conftest import failure, pci_ref
 from test_cli import out
 
 USB = "0000:00:14.0"
-
-
-def _pci(s, pci_id):
-    return next(ref for ref, rec in s.xenapi.PCI.get_all_records().items() if rec["pci_id"] == pci_id)
 
 
 def _driver(d, pci_id):
@@ -51,7 +47,7 @@ def _reboot(d, s):
 
 def test_hidden_now_and_at_every_boot_then_given_back_now(daemon):
     s = daemon.session("admin")
-    usb = _pci(s, USB)
+    usb = pci_ref(s, USB)
     assert _driver(daemon, USB) == "xhci_hcd"
     assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
     assert _driver(daemon, USB) == "pciback"
@@ -61,7 +57,7 @@ def test_hidden_now_and_at_every_boot_then_given_back_now(daemon):
     # call changes nothing.
     assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
     s = _reboot(daemon, s)
-    usb = _pci(s, USB)
+    usb = pci_ref(s, USB)
     assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
     assert _driver(daemon, USB) == "pciback"
 
@@ -69,13 +65,13 @@ def test_hidden_now_and_at_every_boot_then_given_back_now(daemon):
     assert _driver(daemon, USB) == "xhci_hcd"
     assert b"0000:00:14.0" not in _grub(daemon)
     s = _reboot(daemon, s)
-    assert s.xenapi.PCI.get_dom0_access_status(_pci(s, USB)) == "enabled"
+    assert s.xenapi.PCI.get_dom0_access_status(pci_ref(s, USB)) == "enabled"
     assert _driver(daemon, USB) == "xhci_hcd"
 
 
 def test_a_step_that_fails_undoes_the_move_and_the_boot_configuration(daemon):
     s = daemon.session("admin")
-    usb = _pci(s, USB)
+    usb = pci_ref(s, USB)
     before = _grub(daemon)
     restore = _unwritable(daemon.root / "sys/bus/pci/drivers/pciback/bind")
     details = failure(s.xenapi.PCI.disable_dom0_access_now, usb)
@@ -100,7 +96,7 @@ def test_a_step_that_fails_undoes_the_move_and_the_boot_configuration(daemon):
 
 def test_a_function_a_running_domain_has_is_not_given_back(daemon):
     s = daemon.session("admin")
-    usb = _pci(s, USB)
+    usb = pci_ref(s, USB)
     assert s.xenapi.PCI.disable_dom0_access_now(usb) == "disabled"
     tree = daemon.root / "var/lib/xenstored/mock-tree"
     tree.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +136,7 @@ def test_the_nic_of_dom0s_default_route_is_not_hidden(daemon):
     nic = "0000:00:1f.6"
     _route_through_a_bridge(daemon.root, nic)
     s = daemon.session("admin")
-    ref = _pci(s, nic)
+    ref = pci_ref(s, nic)
     before = _grub(daemon)
     for call in (s.xenapi.PCI.disable_dom0_access, s.xenapi.PCI.disable_dom0_access_now):
         assert failure(call, ref) == ["PCI_CARRIES_DOM0_NETWORK", nic, "xenbr0"]
@@ -148,7 +144,7 @@ def test_the_nic_of_dom0s_default_route_is_not_hidden(daemon):
     assert _driver(daemon, nic) == "e1000e"
     assert s.xenapi.PCI.get_dom0_access_status(ref) == "enabled"
     # Another function is hidden as before.
-    assert s.xenapi.PCI.disable_dom0_access_now(_pci(s, USB)) == "disabled"
+    assert s.xenapi.PCI.disable_dom0_access_now(pci_ref(s, USB)) == "disabled"
 
 
 def test_the_gpu_dom0s_console_is_on_is_not_taken_now(daemon):
@@ -160,7 +156,7 @@ def test_the_gpu_dom0s_console_is_on_is_not_taken_now(daemon):
         (d / "name").write_text(name + "\n")
         (d / "bind").write_text(bound + "\n")
     s = daemon.session("admin")
-    ref = _pci(s, gpu)
+    ref = pci_ref(s, gpu)
     before, driver = _grub(daemon), _driver(daemon, gpu)
     assert failure(s.xenapi.PCI.disable_dom0_access_now, ref) == [
         "PCI_CARRIES_DOM0_CONSOLE", gpu, "frame buffer device"]
@@ -176,7 +172,7 @@ def test_the_gpu_dom0s_console_is_on_is_not_taken_now(daemon):
 
 def test_a_read_only_user_cannot_and_the_cli_prints_the_status(daemon):
     reader = daemon.session("reader")
-    details = failure(reader.xenapi.PCI.disable_dom0_access_now, _pci(reader, USB))
+    details = failure(reader.xenapi.PCI.disable_dom0_access_now, pci_ref(reader, USB))
     assert details[0] == "RBAC_PERMISSION_DENIED", details
     uuid = out(daemon, "pci-list", f"pci-id={USB}", "--minimal")
     assert out(daemon, "pci-disable-dom0-access-now", f"uuid={uuid}") == "disabled"
@@ -206,7 +202,7 @@ def test_a_hide_now_cut_short_after_the_move_is_undone_at_the_next_start(tmp_pat
     try:
         s = d.session("admin")
         try:
-            s.xenapi.PCI.disable_dom0_access_now(_pci(s, USB))
+            s.xenapi.PCI.disable_dom0_access_now(pci_ref(s, USB))
             raise AssertionError("answered")
         except (OSError, XenAPI.Failure, Exception) as e:  # noqa: BLE001 - the daemon dies under the call
             assert "answered" not in str(e)
@@ -219,6 +215,6 @@ def test_a_hide_now_cut_short_after_the_move_is_undone_at_the_next_start(tmp_pat
         log = (d.workdir / "pcipassd.log").read_text()
         assert "undid an unfinished edit" in log and "0000:00:14.0 to xhci_hcd" in log, log[-1500:]
         s = d.session("admin")
-        assert s.xenapi.PCI.get_dom0_access_status(_pci(s, USB)) == "enabled"
+        assert s.xenapi.PCI.get_dom0_access_status(pci_ref(s, USB)) == "enabled"
     finally:
         d.cleanup()

@@ -9,8 +9,6 @@ import sqlite3
 import subprocess
 import time
 
-import XenAPI
-
 from conftest import binary
 
 

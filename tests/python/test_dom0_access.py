@@ -3,8 +3,6 @@ reboots of the mock host, on both boot-configuration backends."""
 
 import time
 
-import XenAPI
-
 from conftest import failure
 
 
@@ -85,7 +83,7 @@ def test_hand_edits_are_seen_at_once(any_backend_daemon):
         (f"({pci_id.upper()})", "disable_on_reboot"),                 # upper case
         (f"({domain}:{bus}:{slot}.*)", "disable_on_reboot"),           # wildcard
         (f"({domain}:{bus}:*.*)", "disable_on_reboot"),
-        (f"(0000:ff:1f.7)", "enabled"),                               # another device
+        ("(0000:ff:1f.7)", "enabled"),                                # another device
         (f"({pci_id})(0b::00.1)", "enabled"),                         # a typo hides nothing
     ]
     for value, want in cases:

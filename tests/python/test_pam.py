@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from conftest import Daemon, failure
+from conftest import Daemon, failure, pci_ref
 
 REPO = Path(__file__).resolve().parents[2]
 PAM_FILE = Path("/etc/pam.d/pcipass")
@@ -111,7 +111,7 @@ def test_right_password_gets_the_group_role(pam_daemon):
     assert s.xenapi.session.get_subject(ref) == "OpaqueRef:NULL"
     # pool-operator: may edit dom0 access, may not call pool-admin messages.
     # (the USB controller: not on the boot disk's path)
-    pci = next(r for r, p in s.xenapi.PCI.get_all_records().items() if p["pci_id"] == "0000:00:14.0")
+    pci = pci_ref(s, "0000:00:14.0")
     s.xenapi.PCI.disable_dom0_access(pci)
     s.xenapi.PCI.enable_dom0_access(pci)
     details = failure(s.xenapi.session.local_logout)

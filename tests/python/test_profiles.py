@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import Daemon, binary, run
+from conftest import Daemon, binary, pci_ref, run
 from test_grub_mkconfig import MKCONFIG, _why_not
 
 USB = "0000:00:14.0"
@@ -54,7 +54,7 @@ def test_the_four_states_through_the_sdk(tmp_path, profile):
         _, edited, _ = PROFILES[profile]
         s = d.session("admin")
         host = s.xenapi.host.get_all()[0]
-        usb = next(r for r, p in s.xenapi.PCI.get_all_records().items() if p["pci_id"] == USB)
+        usb = pci_ref(s, USB)
 
         def reboot():
             nonlocal s

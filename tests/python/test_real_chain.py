@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from conftest import REPO, Daemon, binary, failure, run
+from conftest import Daemon, REPO, binary, failure, pci_ref, run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "grub-real"
 BASE = b"root=LABEL=root-pcipass ro nolvm hpet=disable console=hvc0 console=tty0 quiet vga=785 splash plymouth.ignore-serial-consoles"
@@ -490,7 +490,7 @@ def test_a_generated_grub_cfg_with_no_way_to_regenerate_it_is_read_only(tmp_path
     d.start()
     try:
         s = d.session("admin")
-        ref = next(r for r, p in s.xenapi.PCI.get_all_records().items() if p["pci_id"] == "0000:01:00.0")
+        ref = pci_ref(s, "0000:01:00.0")
         assert s.xenapi.PCI.disable_dom0_access(ref) in ("disable_on_reboot", "disabled")
     finally:
         d.cleanup()

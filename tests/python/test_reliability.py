@@ -5,7 +5,6 @@ import http.client
 import socket
 import subprocess
 import threading
-import time
 from urllib.parse import urlparse
 
 import pytest

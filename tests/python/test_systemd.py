@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from conftest import Daemon, failure
+from conftest import Daemon, failure, pci_ref
 
 JOURNAL_DIR = Path("/run/systemd/journal")
 
@@ -242,7 +242,7 @@ def test_a_start_that_undoes_an_edit_asks_systemd_for_more_time(tmp_path, monkey
     monkeypatch.setenv("PCIPASS_FAULT", "txn-after-early")
     d.start()
     s = d.session("admin")
-    gpu = next(ref for ref, rec in s.xenapi.PCI.get_all_records().items() if rec["pci_id"] == "0000:01:00.0")
+    gpu = pci_ref(s, "0000:01:00.0")
     with pytest.raises(Exception):  # noqa: B017 - the daemon aborts under the call
         s.xenapi.PCI.disable_dom0_access(gpu)
     d.proc.wait(timeout=120)
