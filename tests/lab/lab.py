@@ -525,6 +525,28 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(listed.strip() != "0", "the rebuilt initramfs lost xen-pciback")
         return f"{pkgs[-1].name} reinstalled; hide and initramfs kept"
 
+    def assigned_give_back():
+        """A give-back of the USB controller while xenstore says domain 7
+        has it, in the nodes libxl writes for a PCI passthrough (the real
+        xenstored, read by the real xenstore-ls from the sandboxed unit):
+        refused naming the domain; nothing moved or written."""
+        before = vm.run(grub_sums)
+        nodes = {"/local/domain/0/backend/pci/7/0/dev-0": USB,
+                 "/local/domain/0/backend/pci/7/0/num_devs": "1",
+                 "/local/domain/7/name": "lab-guest"}
+        vm.run("xenstore-write " + " ".join(f"{k} {v}" for k, v in nodes.items()))
+        try:
+            try:
+                details = ["answered", dom0.x.PCI.enable_dom0_access_now(dom0.pci(USB))]
+            except XenAPI.Failure as f:
+                details = f.details
+        finally:
+            vm.run("xenstore-rm /local/domain/0/backend/pci/7 && xenstore-rm /local/domain/7")
+        check(details == ["PCI_ASSIGNED_TO_DOMAIN", USB, "7", "lab-guest"], f"answer {details}")
+        check(dom0.driver(USB) == "pciback", f"{USB} is bound to {dom0.driver(USB)}")
+        check(vm.run(grub_sums) == before, "the boot configuration changed")
+        return f"refused: {details}"
+
     def failing_give_back():
         """A give-back of the USB controller with its native driver gone
         (xhci_pci unloaded: nothing in dom0 takes it): the call fails
@@ -594,6 +616,8 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check_states(vm, dom0, {bdf: "disabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
+    report.step("a give-back of a function a domain has is refused", assigned_give_back,
+                critical=False)
     report.step("a give-back with no native driver is rolled back", failing_give_back,
                 critical=False)
     report.step("give back now: enabled at once, native drivers, the interface back",
