@@ -19,7 +19,7 @@ pub fn carrying_dom0(host: &HostRoot) -> Result<BTreeMap<String, String>, HostEr
     let interfaces = netdev::interfaces(host)?
         .into_iter()
         .map(|raw| {
-            let pci = raw.device.filter(|d| d.parse::<PciAddress>().is_ok());
+            let pci = raw.path.as_deref().and_then(nearest_pci_function);
             (
                 raw.name,
                 NetInterface {
@@ -43,6 +43,16 @@ pub struct NetInterface {
     /// The interfaces below it: a bridge's ports (`brif`), a bond's or a
     /// VLAN's lower devices (`lower_*`).
     pub below: Vec<String>,
+}
+
+/// The PCI function nearest above an interface's place in the device
+/// tree (the last path component that is a PCI address): the NIC itself,
+/// virtio-net's PCI function above its `virtioN` device, the USB
+/// controller below which a USB NIC sits. `None` for a virtual interface.
+pub fn nearest_pci_function(path: &str) -> Option<String> {
+    path.rsplit('/')
+        .find(|c| c.parse::<PciAddress>().is_ok())
+        .map(str::to_owned)
 }
 
 /// The interfaces of the default routes in `/proc/net/route`'s text
@@ -91,6 +101,35 @@ pub fn pci_functions_under(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pci_function_above_an_interface() {
+        for (path, want) in [
+            (
+                "../../devices/pci0000:00/0000:00:03.0/net/enp0s3",
+                Some("0000:00:03.0"),
+            ),
+            // virtio-net: the function is above the virtio device.
+            (
+                "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
+                Some("0000:00:03.0"),
+            ),
+            // Behind a root port: the nearest function is the NIC's.
+            (
+                "../../devices/pci0000:00/0000:00:1c.0/0000:03:00.1/net/eth1",
+                Some("0000:03:00.1"),
+            ),
+            // A USB NIC: its USB controller.
+            (
+                "../../devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/net/usb0",
+                Some("0000:00:14.0"),
+            ),
+            ("../../devices/virtual/net/xenbr0", None),
+            ("../../devices/pci0000:00", None),
+        ] {
+            assert_eq!(nearest_pci_function(path).as_deref(), want, "{path}");
+        }
+    }
 
     #[test]
     fn default_routes_from_proc_net_route() {

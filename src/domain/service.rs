@@ -462,6 +462,26 @@ impl Dom0Host for HostDom0 {
 
     fn report_at_start(&self) {
         self.engine.report_at_start();
+        // What the network refusal will protect, said once so that an
+        // operator (and the lab) can see what pcipassd sees.
+        match crate::domain::netdev::carrying_dom0(&self.root) {
+            Ok(found) if found.is_empty() => {
+                tracing::info!(
+                    "no PCI function carries a default route or the management interface"
+                );
+            }
+            Ok(found) => {
+                let list = found
+                    .iter()
+                    .map(|(f, iface)| format!("{f} ({iface})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::info!(functions = %list, "dom0's network: these functions are never hidden");
+            }
+            Err(e) => {
+                tracing::warn!("dom0's network interfaces unknown, every hide is refused: {e}");
+            }
+        }
     }
 
     fn describe(&self) -> HostDescription {

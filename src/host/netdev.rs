@@ -1,6 +1,7 @@
-//! dom0's network interfaces as sysfs shows them (`sys/class/net/IF`:
-//! its `device` link, a bridge's `brif/` ports, the `lower_*` links of a
-//! bond or VLAN) and its IPv4 routing table (`proc/net/route`).
+//! dom0's network interfaces as sysfs shows them (`sys/class/net/IF`, a
+//! link to the interface's place in the device tree; a bridge's `brif/`
+//! ports, the `lower_*` links of a bond or VLAN) and its IPv4 routing
+//! table (`proc/net/route`).
 
 use crate::host::{HostError, HostRoot};
 
@@ -9,8 +10,12 @@ use crate::host::{HostError, HostRoot};
 pub struct RawNetInterface {
     /// Its name.
     pub name: String,
-    /// The basename of its `device` link (a PCI address for a PCI NIC).
-    pub device: Option<String>,
+    /// Where it sits in the device tree: the target of its
+    /// `sys/class/net/IF` link (`../../devices/pci0000:00/0000:00:03.0/
+    /// virtio2/net/eth0` for virtio-net: the PCI function is an ancestor,
+    /// not the `device` link's target; a USB NIC sits below its USB
+    /// controller's function).
+    pub path: Option<String>,
     /// The interfaces below it (bridge ports, lower devices).
     pub below: Vec<String>,
 }
@@ -24,9 +29,7 @@ pub fn interfaces(host: &HostRoot) -> Result<Vec<RawNetInterface>, HostError> {
     let mut found = Vec::new();
     for name in names {
         let dir = format!("sys/class/net/{name}");
-        let device = host
-            .read_link_if_exists(&format!("{dir}/device"))?
-            .map(|t| t.rsplit('/').next().unwrap_or(&t).to_owned());
+        let path = host.read_link_if_exists(&dir)?;
         let mut below = host
             .list_dir_if_exists(&format!("{dir}/brif"))?
             .unwrap_or_default();
@@ -37,21 +40,21 @@ pub fn interfaces(host: &HostRoot) -> Result<Vec<RawNetInterface>, HostError> {
                 .filter_map(|n| n.strip_prefix("lower_").map(str::to_owned)),
         );
         below.sort();
-        found.push(RawNetInterface {
-            name,
-            device,
-            below,
-        });
+        found.push(RawNetInterface { name, path, below });
     }
     Ok(found)
 }
 
-/// The text of `proc/net/route` (empty when absent: no IPv4 routes).
+/// The text of `proc/net/route`. A real dom0 always has it, so its
+/// absence there is an error (a sandbox hiding it must not read as "no
+/// routes"); a mock host without it has no IPv4 routes.
 pub fn route_table(host: &HostRoot) -> Result<String, HostError> {
-    Ok(
-        String::from_utf8_lossy(&host.read_if_exists("proc/net/route")?.unwrap_or_default())
-            .into_owned(),
-    )
+    let bytes = if host.is_mock() {
+        host.read_if_exists("proc/net/route")?.unwrap_or_default()
+    } else {
+        host.read("proc/net/route")?
+    };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// XCP-ng's management interface: `MANAGEMENT_INTERFACE` in
@@ -111,10 +114,16 @@ mod tests {
         let got = interfaces(&host).unwrap();
         let by: std::collections::BTreeMap<_, _> =
             got.iter().map(|i| (i.name.as_str(), i)).collect();
-        assert_eq!(by["eth0"].device.as_deref(), Some("0000:03:00.0"));
+        assert_eq!(
+            by["eth0"].path.as_deref(),
+            Some("../../devices/pci0000:00/0000:03:00.0/net/eth0")
+        );
         assert_eq!(by["bond0"].below, vec!["eth0", "eth1"]);
         assert_eq!(by["xenbr0"].below, vec!["bond0"]);
-        assert_eq!(by["xenbr0"].device, None);
+        assert_eq!(
+            by["xenbr0"].path.as_deref(),
+            Some("../../devices/virtual/net/xenbr0")
+        );
         assert_eq!(route_table(&host).unwrap(), "");
     }
 }
