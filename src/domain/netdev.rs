@@ -1,19 +1,21 @@
 //! Which PCI functions carry dom0's own network: the interfaces of its
-//! default routes (`/proc/net/route`, destination and mask 0) and its
+//! IPv4 routes (`/proc/net/route`: the default route's, and the subnet
+//! route the kernel adds for every address dom0 has, so a host reached on
+//! a network without a gateway, as the lab's, is covered too) and its
 //! management interface (XCP-ng's inventory `MANAGEMENT_INTERFACE`), down
 //! through bridges (`/sys/class/net/BR/brif/*`, as XCP-ng's `xenbr0`),
 //! bonds and VLANs (their `lower_*` links) to the physical interfaces and
-//! the PCI function behind each (`/sys/class/net/IF/device`). Hiding one
-//! of those cuts the host off its network. Pure functions over what the
-//! host layer read.
+//! the PCI function nearest above each in the device tree. Hiding one of
+//! those cuts the host off a network it uses. Pure functions over what
+//! the host layer read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::PciAddress;
 use crate::host::{HostError, HostRoot, netdev};
 
-/// The PCI functions that carry dom0's default routes and its
-/// `management` interface, each with the interface it carries, as the
+/// The PCI functions that carry dom0's IPv4 routes and its management
+/// interface, each with the interface it carries, as the
 /// host is now.
 pub fn carrying_dom0(host: &HostRoot) -> Result<BTreeMap<String, String>, HostError> {
     let interfaces = netdev::interfaces(host)?
@@ -29,7 +31,7 @@ pub fn carrying_dom0(host: &HostRoot) -> Result<BTreeMap<String, String>, HostEr
             )
         })
         .collect();
-    let mut roots = default_route_interfaces(&netdev::route_table(host)?);
+    let mut roots = routed_interfaces(&netdev::route_table(host)?);
     roots.extend(netdev::management_interface(host)?);
     Ok(pci_functions_under(&roots, &interfaces))
 }
@@ -55,20 +57,24 @@ pub fn nearest_pci_function(path: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The interfaces of the default routes in `/proc/net/route`'s text
-/// (IPv4; a line whose destination and mask are both 0).
-pub fn default_route_interfaces(route: &str) -> Vec<String> {
-    let mut found: Vec<String> = route
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (iface, dest, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
-            (u32::from_str_radix(dest, 16).ok()? == 0 && u32::from_str_radix(mask, 16).ok()? == 0)
-                .then(|| (*iface).to_owned())
-        })
-        .collect();
-    found.dedup();
+/// The interfaces that carry a route in `/proc/net/route`'s text (IPv4:
+/// the default route, a gateway's, or the subnet of an address dom0 has
+/// on it), each once, the loopback left out. A line that does not parse
+/// (not eleven fields, a destination that is not hexadecimal) is skipped.
+pub fn routed_interfaces(route: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for line in route.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(dest)) = (fields.first(), fields.get(1)) else {
+            continue;
+        };
+        if fields.len() < 8 || u32::from_str_radix(dest, 16).is_err() || *iface == "lo" {
+            continue;
+        }
+        if !found.iter().any(|f| f == iface) {
+            found.push((*iface).to_owned());
+        }
+    }
     found
 }
 
@@ -132,15 +138,30 @@ mod tests {
     }
 
     #[test]
-    fn default_routes_from_proc_net_route() {
-        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+    fn routed_interfaces_from_proc_net_route() {
+        let head =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        // A default route, its subnet, a second default, a host route.
+        let route = format!(
+            "{head}\
 xenbr0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 xenbr0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth1\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-eth2\t00000000\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
-        assert_eq!(default_route_interfaces(route), vec!["xenbr0", "eth1"]);
-        assert!(default_route_interfaces("").is_empty());
-        assert!(default_route_interfaces("Iface\nbroken line\n").is_empty());
+eth2\t0A0A0A0A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(routed_interfaces(&route), vec!["xenbr0", "eth1", "eth2"]);
+        // The lab: QEMU's user network gives no gateway, only the subnet
+        // of dom0's address (seen on the real Debian 12 dom0).
+        let lab =
+            format!("{head}enp0s3\t0002000A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n");
+        assert_eq!(routed_interfaces(&lab), vec!["enp0s3"]);
+        assert!(routed_interfaces("").is_empty());
+        assert!(
+            routed_interfaces(&format!(
+                "{head}broken line\nlo\t0000007F\t0\t1\t0\t0\t0\t000000FF\n"
+            ))
+            .is_empty()
+        );
     }
 
     #[test]

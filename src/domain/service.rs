@@ -467,7 +467,7 @@ impl Dom0Host for HostDom0 {
         match crate::domain::netdev::carrying_dom0(&self.root) {
             Ok(found) if found.is_empty() => {
                 tracing::info!(
-                    "no PCI function carries a default route or the management interface"
+                    "no PCI function carries an IPv4 route of dom0 or the management interface"
                 );
             }
             Ok(found) => {
