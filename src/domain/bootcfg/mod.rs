@@ -173,8 +173,8 @@ impl BootConfigError {
             }
             // The log has the detail (paths): the client learns what failed.
             BootConfigError::SafetyUnknown(_) => {
-                "the devices holding the root file system cannot be determined, so no function \
-                 is hidden"
+                "what dom0 needs (the devices holding its root file system, its network) \
+                 cannot be determined, so no function is hidden"
                     .into()
             }
             other => other.to_string(),
