@@ -562,8 +562,12 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         (xhci_pci unloaded: nothing in dom0 takes it): the call fails
         naming the step, and the controller goes back to pciback with the
         boot configuration as it was."""
+        check(dom0.driver(USB) == "pciback", f"{USB} is bound to {dom0.driver(USB)}")
         before = vm.run(grub_sums)
-        vm.run("modprobe -r xhci_pci 2>&1 || true")
+        # rmmod, not modprobe -r: that would also remove xhci_pci's
+        # softdep, xen-pciback, and with it every function it holds (seen
+        # on the lab: the give-back then found the controller driverless).
+        vm.run("rmmod xhci_pci 2>&1 || true")
         try:
             gone = vm.run("test -e /sys/bus/pci/drivers/xhci_hcd && echo present || echo gone").strip()
             check(gone == "gone", "xhci_pci could not be unloaded")
