@@ -191,7 +191,10 @@ fn undo_one(
         },
         Step::BindPciback => pcibind::unbind(host, addr, PCIBACK),
         Step::UnbindPciback => pcibind::bind(host, addr, PCIBACK),
-        Step::RemoveSlot => Ok(()),
+        // pciback binds only a function in its slots or whose override
+        // names it: a function hidden at boot has no override, so its slot
+        // must come back before the bind (seen on the lab).
+        Step::RemoveSlot => pcibind::new_slot(host, addr),
         // Whichever driver bound it (the recorded one, or the probe's).
         Step::BindNative => match pcibind::driver(host, addr)? {
             Some(driver) if driver != PCIBACK => pcibind::unbind(host, addr, &driver),

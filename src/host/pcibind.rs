@@ -91,6 +91,15 @@ pub fn probe(host: &HostRoot, addr: &PciAddress) -> Result<(), HostError> {
     write_attr(host, "sys/bus/pci/drivers_probe", &addr.to_string())
 }
 
+/// Make pciback take `addr` at its next probe (its `new_slot`).
+pub fn new_slot(host: &HostRoot, addr: &PciAddress) -> Result<(), HostError> {
+    write_attr(
+        host,
+        &format!("sys/bus/pci/drivers/{PCIBACK}/new_slot"),
+        &addr.to_string(),
+    )
+}
+
 /// Make pciback forget `addr` (nothing to forget is not an error).
 pub fn remove_slot(host: &HostRoot, addr: &PciAddress) -> Result<(), HostError> {
     match write_attr(

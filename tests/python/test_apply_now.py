@@ -94,6 +94,25 @@ def test_a_step_that_fails_undoes_the_move_and_the_boot_configuration(daemon):
     assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
 
 
+def test_a_failed_give_back_of_a_function_hidden_at_boot_goes_back_to_pciback(daemon):
+    """Hidden at boot, pciback holds the function by its slot, with no
+    override: when nothing takes it after pciback let go, the rollback
+    gives pciback its slot back before binding it (the lab found the
+    controller left with no driver)."""
+    s = daemon.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(pci_ref(s, USB)) == "disable_on_reboot"
+    s = _reboot(daemon, s)
+    usb = pci_ref(s, USB)
+    assert _driver(daemon, USB) == "pciback"
+    hidden = _grub(daemon)
+    _unwritable(daemon.root / "sys/bus/pci/drivers_probe")
+    details = failure(s.xenapi.PCI.enable_dom0_access_now, usb)
+    assert details[:3] == ["PCI_APPLY_NOW_FAILED", USB, "bind the native driver"], details
+    assert _driver(daemon, USB) == "pciback"
+    assert _grub(daemon) == hidden
+    assert s.xenapi.PCI.get_dom0_access_status(usb) == "disabled"
+
+
 def test_a_function_a_running_domain_has_is_not_given_back(daemon):
     s = daemon.session("admin")
     usb = pci_ref(s, USB)
