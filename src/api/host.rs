@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
-use crate::api::handler::{Handler, HandlerFuture};
+use crate::api::handler::{Handler, HandlerFuture, blocking};
 use crate::api::objects::new_object;
 use crate::api::session_table;
 use crate::api::{ApiError, Value, event, sync, task};
@@ -35,7 +35,41 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("enable", enable),
     ("get_servertime", get_servertime),
     ("evacuate", evacuate),
+    ("disable_dom0_access_of", disable_dom0_access_of),
+    ("enable_dom0_access_of", enable_dom0_access_of),
 ];
+
+/// `host.disable_dom0_access_of(self, pcis, now)` and its give-back: one
+/// edit for a set of functions, answered as a map from each PCI to its
+/// new status.
+fn dom0_access_of(ctx: Arc<Context>, args: Vec<Value>, hide: bool) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        host_arg(ctx, &args)?;
+        let pcis = match args.get(1) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|r| ctx.object("PCI", r.as_str().unwrap_or("")))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        let now = matches!(args.get(2), Some(Value::Bool(true)));
+        let answer = crate::api::pci::edit_set(ctx, &pcis, hide, now)?;
+        Ok(Value::Struct(
+            answer
+                .into_iter()
+                .map(|(reference, status)| (reference, Value::str(status.as_str())))
+                .collect(),
+        ))
+    })
+}
+
+fn disable_dom0_access_of(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    dom0_access_of(ctx, args, true)
+}
+
+fn enable_dom0_access_of(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    dom0_access_of(ctx, args, false)
+}
 
 /// xapi's null reference.
 const NULL_REF: &str = "OpaqueRef:NULL";

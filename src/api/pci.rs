@@ -74,6 +74,49 @@ pub fn enable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     Ok(status)
 }
 
+/// Hide (`hide`) or give back every function of `pcis` as one edit of
+/// the boot configuration (all or nothing), and with `now` at once too;
+/// each function's new status by its reference.
+pub fn edit_set(
+    ctx: &Context,
+    pcis: &[Arc<Object>],
+    hide: bool,
+    now: bool,
+) -> Result<Vec<(String, Dom0Access)>, ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut refs = Vec::new();
+    let mut addrs = Vec::new();
+    for pci in pcis {
+        let addr = address(pci)?;
+        if seen.insert(addr) {
+            refs.push(pci.reference.clone());
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statuses = if hide {
+        ctx.host.hide_set(&addrs, now)?
+    } else {
+        ctx.host.unhide_set(&addrs, now)?
+    };
+    let list = addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::info!(
+        pcis = %list,
+        now,
+        "dom0 access {} for the set in the boot configuration{}",
+        if hide { "disabled" } else { "enabled" },
+        if now { " and now" } else { "" },
+    );
+    derived::recompute(ctx);
+    Ok(refs.into_iter().zip(statuses).collect())
+}
+
 /// The live status of `pci`.
 pub fn status(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     Ok(service::status(&*ctx.host, &address(pci)?)?)

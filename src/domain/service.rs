@@ -259,16 +259,31 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// wildcard or bridge entry hid besides it. Returns the new status.
     fn unhide(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
 
-    /// Hide `addr` from dom0 now and at every boot: the boot
-    /// configuration edit of [`Dom0Host::hide`], whose last step moves the
-    /// function to pciback; a failed move undoes the edit too.
-    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+    /// Hide every function of `addrs` (a whole device, say) as one edit
+    /// of the boot configuration: all or nothing, one function refused
+    /// refuses the set and nothing is written. With `now`, the edit's last
+    /// step also moves each function to pciback; a failed move puts back
+    /// the ones moved and undoes the edit. The statuses, in the order of
+    /// `addrs`.
+    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError>;
 
-    /// Give `addr` back to dom0 now and at every boot: refused while a
-    /// running domain has it; the function goes back to its driver, then
-    /// the boot configuration edit of [`Dom0Host::unhide`]; a failed edit
-    /// moves it back to pciback.
-    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError>;
+    /// Give every function of `addrs` back to dom0 as one edit (all or
+    /// nothing, as [`Dom0Host::hide_set`]). With `now`: refused while a
+    /// running domain has any of them; each goes back to its driver, then
+    /// the edit; a failed edit moves them back to pciback.
+    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError>;
+
+    /// Hide `addr` from dom0 now and at every boot ([`Dom0Host::hide_set`]
+    /// of one function, now).
+    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        only(&self.hide_set(std::slice::from_ref(addr), true)?)
+    }
+
+    /// Give `addr` back to dom0 now and at every boot
+    /// ([`Dom0Host::unhide_set`] of one function, now).
+    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
+        only(&self.unhide_set(std::slice::from_ref(addr), true)?)
+    }
 
     /// The running kernel's boot id.
     fn boot_id(&self) -> Result<String, DomainError>;
@@ -297,11 +312,14 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
 
 /// The status of one function through [`Dom0Host::statuses`].
 pub fn status(host: &dyn Dom0Host, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-    let statuses = host.statuses(std::slice::from_ref(addr))?;
-    statuses
-        .first()
-        .copied()
-        .ok_or(DomainError::Internal("statuses() answered no status"))
+    only(&host.statuses(std::slice::from_ref(addr))?)
+}
+
+/// The one status of an answer about one function.
+fn only(statuses: &[Dom0Access]) -> Result<Dom0Access, DomainError> {
+    statuses.first().copied().ok_or(DomainError::Internal(
+        "a call about one function answered no status",
+    ))
 }
 
 /// The real host (or a mock host tree) under a root.
@@ -326,6 +344,68 @@ impl HostDom0 {
     pub fn with_initramfs(mut self, update: InitramfsUpdate) -> HostDom0 {
         self.engine = self.engine.with_initramfs(update);
         self
+    }
+
+    /// Refuse to take `addr` from dom0 now when it carries dom0's network
+    /// or dom0's console is on it. The edit's own check covers a function
+    /// the boot configuration newly hides; the move takes it now even if
+    /// the next boot hides it already.
+    fn refuse_taking_now(&self, addr: &PciAddress) -> Result<(), DomainError> {
+        let network = crate::domain::netdev::carrying_dom0(&self.root).map_err(|e| {
+            BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
+        })?;
+        if let Some(interface) = network.get(&addr.to_string()) {
+            return Err(BootConfigError::Dom0Network {
+                interface: interface.clone(),
+                function: *addr,
+            }
+            .into());
+        }
+        let console = crate::host::console::is_boot_vga(&self.root, &addr.to_string())
+            .and_then(|vga| {
+                Ok(crate::domain::console::console_on(
+                    vga,
+                    &crate::host::console::vt_consoles(&self.root)?,
+                ))
+            })
+            .map_err(|e| BootConfigError::SafetyUnknown(format!("dom0's console unknown: {e}")))?;
+        if let Some(console) = console {
+            return Err(BootConfigError::Dom0Console {
+                console,
+                function: *addr,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Move each of `addrs` to pciback now; on a failure the ones moved
+    /// go back to their drivers, last first.
+    fn take_all(&self, addrs: &[PciAddress]) -> Result<(), ApplyNowError> {
+        let mut taken = Vec::new();
+        for addr in addrs {
+            match apply_now::take(&self.root, addr) {
+                Ok(t) => taken.push(t),
+                Err(e) => {
+                    for t in taken.iter().rev() {
+                        if let Err(again) = apply_now::give_back(&self.root, t) {
+                            tracing::error!(function = %t.function, "cannot give it back to its driver: {again}");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move each of `addrs` back to pciback after a failed give-back.
+    fn retake_all(&self, addrs: &[PciAddress]) {
+        for addr in addrs {
+            if let Err(again) = apply_now::retake(&self.root, addr) {
+                tracing::error!(function = %addr, "cannot move it back to pciback: {again}");
+            }
+        }
     }
 
     /// At start: undo a boot configuration edit a crash left unfinished
@@ -358,65 +438,59 @@ impl Dom0Host for HostDom0 {
         Ok(self.engine.enable(addr)?)
     }
 
-    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        // The edit's own check covers a function the boot configuration
-        // newly hides; the move takes it now even if the next boot hides
-        // it already.
-        let network = crate::domain::netdev::carrying_dom0(&self.root).map_err(|e| {
-            BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
-        })?;
-        if let Some(interface) = network.get(&addr.to_string()) {
-            return Err(BootConfigError::Dom0Network {
-                interface: interface.clone(),
-                function: *addr,
-            }
-            .into());
+    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+        if !now {
+            return Ok(self.engine.edit_set(addrs, true, LastStep::NONE)?);
         }
-        let console = crate::host::console::is_boot_vga(&self.root, &addr.to_string())
-            .and_then(|vga| {
-                Ok(crate::domain::console::console_on(
-                    vga,
-                    &crate::host::console::vt_consoles(&self.root)?,
-                ))
-            })
-            .map_err(|e| BootConfigError::SafetyUnknown(format!("dom0's console unknown: {e}")))?;
-        if let Some(console) = console {
-            return Err(BootConfigError::Dom0Console {
-                console,
-                function: *addr,
-            }
-            .into());
+        for addr in addrs {
+            self.refuse_taking_now(addr)?;
         }
-        let then = || Ok(apply_now::take(&self.root, addr).map(drop)?);
-        // What the journal keeps for a recovery: nothing when pciback
-        // holds the function already (the move does nothing then).
-        let moves: Vec<Move> =
+        // What the journal keeps for a recovery: nothing for a function
+        // pciback holds already (the move does nothing then).
+        let mut moves = Vec::new();
+        for addr in addrs {
             match pcibind::driver(&self.root, addr).map_err(ApplyNowError::from)? {
-                Some(driver) if driver == pcibind::PCIBACK => Vec::new(),
-                native => vec![Move {
+                Some(driver) if driver == pcibind::PCIBACK => {}
+                native => moves.push(Move {
                     function: addr.to_string(),
                     native,
-                }],
-            };
+                }),
+            }
+        }
+        let then = || Ok(self.take_all(addrs)?);
         let last = LastStep {
             run: &then,
             moves: &moves,
         };
-        Ok(self.engine.disable_then(addr, last)?)
+        Ok(self.engine.edit_set(addrs, true, last)?)
     }
 
-    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        apply_now::check_unassigned(&self.root, addr)?;
-        let held = pcibind::driver(&self.root, addr)
-            .map_err(ApplyNowError::from)?
-            .is_some_and(|d| d == pcibind::PCIBACK);
-        apply_now::release(&self.root, addr, None)?;
-        self.engine.enable(addr).map_err(|e| {
-            if held && let Err(again) = apply_now::retake(&self.root, addr) {
-                tracing::error!(function = %addr, "cannot move it back to pciback: {again}");
+    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+        if !now {
+            return Ok(self.engine.edit_set(addrs, false, LastStep::NONE)?);
+        }
+        for addr in addrs {
+            apply_now::check_unassigned(&self.root, addr)?;
+        }
+        let mut released = Vec::new();
+        for addr in addrs {
+            let held = pcibind::driver(&self.root, addr)
+                .map_err(ApplyNowError::from)?
+                .is_some_and(|d| d == pcibind::PCIBACK);
+            if let Err(e) = apply_now::release(&self.root, addr, None) {
+                self.retake_all(&released);
+                return Err(e.into());
             }
-            e.into()
-        })
+            if held {
+                released.push(*addr);
+            }
+        }
+        self.engine
+            .edit_set(addrs, false, LastStep::NONE)
+            .map_err(|e| {
+                self.retake_all(&released);
+                e.into()
+            })
     }
 
     fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
@@ -567,16 +641,30 @@ impl Dom0Host for StubDom0Host {
         Ok(self.status_of(addr))
     }
 
-    fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        self.hide(addr)?;
-        Self::lock(&self.running).insert(*addr);
-        Ok(self.status_of(addr))
+    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+        self.call(format!("hide_set {addrs:?} now={now}"))?;
+        if let Some(addr) = addrs.iter().find(|a| self.boot_disk.contains(a)) {
+            return Err(DomainError::Boot(BootConfigError::BootDevice {
+                block_device: "/dev/stub".into(),
+                function: *addr,
+            }));
+        }
+        Self::lock(&self.next_boot).extend(addrs);
+        if now {
+            Self::lock(&self.running).extend(addrs);
+        }
+        Ok(addrs.iter().map(|a| self.status_of(a)).collect())
     }
 
-    fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        self.unhide(addr)?;
-        Self::lock(&self.running).remove(addr);
-        Ok(self.status_of(addr))
+    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+        self.call(format!("unhide_set {addrs:?} now={now}"))?;
+        for addr in addrs {
+            Self::lock(&self.next_boot).remove(addr);
+            if now {
+                Self::lock(&self.running).remove(addr);
+            }
+        }
+        Ok(addrs.iter().map(|a| self.status_of(a)).collect())
     }
 
     fn boot_id(&self) -> Result<String, DomainError> {

@@ -43,25 +43,25 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "pci-enable-dom0-access",
         required: &["uuid"],
-        optional: &[],
-        help: "Give a PCI device back to dom0 at the next boot.",
+        optional: &["--whole-device"],
+        help: "Give a PCI device back to dom0 at the next boot (--whole-device: every function of its slot, as one edit).",
     },
     Command {
         name: "pci-disable-dom0-access",
         required: &["uuid"],
-        optional: &[],
-        help: "Hide a PCI device from dom0 at the next boot.",
+        optional: &["--whole-device"],
+        help: "Hide a PCI device from dom0 at the next boot (--whole-device: every function of its slot, as one edit).",
     },
     Command {
         name: "pci-enable-dom0-access-now",
         required: &["uuid"],
-        optional: &[],
+        optional: &["--whole-device"],
         help: "Give a PCI device back to dom0 now and at every boot.",
     },
     Command {
         name: "pci-disable-dom0-access-now",
         required: &["uuid"],
-        optional: &[],
+        optional: &["--whole-device"],
         help: "Hide a PCI device from dom0 now and at every boot.",
     },
     Command {

@@ -173,6 +173,53 @@ async fn execute(
         | "disable-dom0-access"
         | "enable-dom0-access-now"
         | "disable-dom0-access-now"
+            if inv.flag("whole-device") =>
+        {
+            // Every function of the device's slot, hidden or given back
+            // by one edit (host.disable_dom0_access_of).
+            let (_, record) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            let address = text(&record, "pci_id");
+            let slot = slot_of(&address);
+            let mut members: Vec<(String, String)> = table
+                .iter()
+                .filter(|(_, r)| slot_of(&text(r, "pci_id")) == slot)
+                .map(|(k, r)| (text(r, "pci_id"), k.clone()))
+                .collect();
+            members.sort();
+            let host = world.hosts.keys().next().cloned().unwrap_or_default();
+            let hide = verb.starts_with("disable");
+            let message = if hide {
+                "host.disable_dom0_access_of"
+            } else {
+                "host.enable_dom0_access_of"
+            };
+            let answer = client
+                .call(
+                    message,
+                    vec![
+                        session.clone(),
+                        Value::String(host),
+                        Value::Array(
+                            members
+                                .iter()
+                                .map(|(_, r)| Value::String(r.clone()))
+                                .collect(),
+                        ),
+                        Value::Bool(verb.ends_with("-now")),
+                    ],
+                )
+                .await
+                .map_err(api_error)?;
+            for (address, reference) in &members {
+                if let Some(status) = answer.member(reference) {
+                    let _ = writeln!(out, "{address} {}", show(status));
+                }
+            }
+        }
+        "enable-dom0-access"
+        | "disable-dom0-access"
+        | "enable-dom0-access-now"
+        | "disable-dom0-access-now"
         | "get-dom0-access-status" => {
             let (reference, _) = by_uuid(inv.get("uuid").unwrap_or(""))?;
             let message = format!("{api_class}.{}", verb.replace('-', "_"));
@@ -228,4 +275,10 @@ async fn execute(
         _ => return Err(usage(format!("Unknown command: {}", inv.command))),
     }
     Ok(out)
+}
+
+/// The slot of a PCI address (`0000:01:00.1` → `0000:01:00`): the device
+/// whose functions go together.
+fn slot_of(address: &str) -> &str {
+    address.rsplit_once('.').map_or(address, |(slot, _)| slot)
 }

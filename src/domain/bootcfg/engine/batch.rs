@@ -26,24 +26,30 @@ impl Dom0AccessEngine {
         self.submit(Want::GiveBack(*addr))
     }
 
-    /// Hide `addr` from the next boot on, with `then` as the edit's last
-    /// step ([`txn::edit_then`]): written alone, never batched, so that a
-    /// failure of `then` undoes only this edit.
-    pub fn disable_then(
+    /// Hide (`hide`) or give back every function of `addrs` as one edit:
+    /// one transaction with `last` as its last step, all or nothing (one
+    /// function refused refuses the set, and nothing is written). The
+    /// answer is each function's status, in the order of `addrs`.
+    pub fn edit_set(
         &self,
-        addr: &PciAddress,
+        addrs: &[PciAddress],
+        hide: bool,
         last: txn::LastStep<'_>,
-    ) -> Result<Dom0Access, BootConfigError> {
-        let alone = Queued {
-            ticket: 0,
-            request: Want::Hide(*addr),
-        };
-        match self.edit_together(vec![alone], last).pop() {
-            Some((_, answer)) => answer,
-            None => Err(BootConfigError::EditsRefused(
-                "the edit was not answered".into(),
-            )),
-        }
+    ) -> Result<Vec<Dom0Access>, BootConfigError> {
+        let wants: Vec<Want> = addrs
+            .iter()
+            .map(|a| {
+                if hide {
+                    Want::Hide(*a)
+                } else {
+                    Want::GiveBack(*a)
+                }
+            })
+            .collect();
+        let tree = self.read_tree()?;
+        let running = self.running_view()?;
+        let written = self.write(&tree, &wants, last)?;
+        judge(&running, &written, &tree, addrs, &|a| self.driver(a))
     }
 
     fn submit(&self, want: Want) -> Result<Dom0Access, BootConfigError> {
@@ -102,28 +108,8 @@ impl Dom0AccessEngine {
         if admitted.is_empty() {
             return answers;
         }
-        let hides = admitted.iter().any(|q| matches!(q.request, Want::Hide(_)));
-        let early = |before: &HideView, after: &HideView| {
-            if !hides {
-                return Ok(None);
-            }
-            let natives =
-                hidden_natives(&self.host, &tree, &|f| before.hides_in(&tree, f), &|f| {
-                    after.hides_in(&tree, f)
-                })?;
-            plan_pciback_early(&self.host, &self.initramfs, &natives, &|| {
-                self.boot.initramfs_copies()
-            })
-        };
         let wants: Vec<Want> = admitted.iter().map(|q| q.request).collect();
-        let written = txn::edit_then(
-            self.boot.as_ref(),
-            &mut |current| compose(current, &wants, &tree),
-            &|before, after| self.safety_check(before, after),
-            &early,
-            last,
-        );
-        match written {
+        match self.write(&tree, &wants, last) {
             Ok(written) => answers.extend(admitted.iter().map(|q| {
                 let addr = q.request.addr();
                 let status =
@@ -133,6 +119,36 @@ impl Dom0AccessEngine {
             Err(e) => answers.extend(shared_failure(e, admitted.iter().map(|q| q.ticket))),
         }
         answers
+    }
+
+    /// `wants` planned one after the other and written by one transaction
+    /// (every check on the whole edit, the early-load needs of the list it
+    /// leaves), with `last` as its last step; the view it wrote.
+    fn write(
+        &self,
+        tree: &Topology,
+        wants: &[Want],
+        last: txn::LastStep<'_>,
+    ) -> Result<HideView, BootConfigError> {
+        let hides = wants.iter().any(|w| matches!(w, Want::Hide(_)));
+        let early = |before: &HideView, after: &HideView| {
+            if !hides {
+                return Ok(None);
+            }
+            let natives = hidden_natives(&self.host, tree, &|f| before.hides_in(tree, f), &|f| {
+                after.hides_in(tree, f)
+            })?;
+            plan_pciback_early(&self.host, &self.initramfs, &natives, &|| {
+                self.boot.initramfs_copies()
+            })
+        };
+        txn::edit_then(
+            self.boot.as_ref(),
+            &mut |current| compose(current, wants, tree),
+            &|before, after| self.safety_check(before, after),
+            &early,
+            last,
+        )
     }
 
     /// Whether one edit may join a batch: it plans against `now`, and a
