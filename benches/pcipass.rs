@@ -99,9 +99,8 @@ fn main() {
 }
 
 /// The functions of the `debian` host that a hide may take (modules
-/// drive them, no boot disk behind them).
+/// drive them, no boot disk behind them, not the console GPU).
 const BATCH: [&str; 10] = [
-    "0000:00:02.0",
     "0000:00:14.0",
     "0000:00:17.0",
     "0000:00:1f.6",
@@ -111,6 +110,7 @@ const BATCH: [&str; 10] = [
     "0000:03:02.1",
     "0000:03:02.2",
     "0000:03:02.3",
+    "0000:03:00.1",
 ];
 
 /// 7. Ten concurrent hides against one, each round undone before the next.

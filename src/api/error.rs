@@ -102,6 +102,9 @@ pub enum ApiError {
         /// The interface it carries.
         interface: String,
     },
+    /// Hiding the system display device while the host display is on:
+    /// `[device]`.
+    PciIsHostDisplay(String),
     /// Taking now the function dom0's console is on: `[device, console]`.
     PciCarriesDom0Console {
         /// The function's address.
@@ -171,6 +174,7 @@ impl ApiError {
             ApiError::PciAssignedToDomain { .. } => "PCI_ASSIGNED_TO_DOMAIN",
             ApiError::PciCarriesDom0Network { .. } => "PCI_CARRIES_DOM0_NETWORK",
             ApiError::PciCarriesDom0Console { .. } => "PCI_CARRIES_DOM0_CONSOLE",
+            ApiError::PciIsHostDisplay(_) => "PCI_IS_HOST_DISPLAY",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
@@ -203,6 +207,7 @@ impl ApiError {
         "BOOT_CONFIG_CMDLINE_TOO_LONG",
         "PCI_CARRIES_DOM0_NETWORK",
         "PCI_CARRIES_DOM0_CONSOLE",
+        "PCI_IS_HOST_DISPLAY",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
@@ -273,6 +278,7 @@ impl ApiError {
             ApiError::PciCarriesDom0Console { device, console } => {
                 vec![device.clone(), console.clone()]
             }
+            ApiError::PciIsHostDisplay(device) => vec![device.clone()],
             ApiError::PciApplyNowFailed {
                 device,
                 step,
@@ -351,6 +357,7 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
             BootErrorKind::BootDevice { block_device } => {
                 ApiError::BootDevicePassthroughDisallowed(block_device)
             }
+            BootErrorKind::HostDisplay { function } => ApiError::PciIsHostDisplay(function),
             BootErrorKind::Dom0Console { function, console } => ApiError::PciCarriesDom0Console {
                 device: function,
                 console,

@@ -22,7 +22,7 @@ use crate::api::handler::{Handler, HandlerFuture, blocking};
 use crate::api::objects::new_object;
 use crate::api::session_table;
 use crate::api::{ApiError, Value, event, sync, task};
-use crate::domain::service::{HostDescription, Reboot};
+use crate::domain::service::{HostDescription, HostDisplay, Reboot};
 use crate::idl;
 use crate::store::{Change, Store, db};
 use crate::value::now_datetime;
@@ -37,7 +37,74 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("evacuate", evacuate),
     ("disable_dom0_access_of", disable_dom0_access_of),
     ("enable_dom0_access_of", enable_dom0_access_of),
+    ("enable_display", enable_display),
+    ("disable_display", disable_display),
 ];
+
+/// `host.enable_display` / `host.disable_display`: xapi's transition
+/// table ([`HostDisplay::after`]); where it says so, Xen's console
+/// argument is edited first, and `host.display` is written only once the
+/// edit is made (a failed edit leaves it as it was). One at a time, under
+/// the host lock.
+fn update_display(
+    ctx: Arc<Context>,
+    caller: Caller,
+    args: Vec<Value>,
+    enable: bool,
+) -> HandlerFuture {
+    Box::pin(async move {
+        let reference = host_arg(&ctx, &args)?;
+        let _guard = ctx.host_lock.lock().await;
+        let host = ctx.object("host", &reference)?;
+        let current = HostDisplay::parse(host.get_str("display")).unwrap_or(HostDisplay::Enabled);
+        let (next, edits) = current.after(enable);
+        if edits {
+            ctx.domain(move |host| host.set_display(enable)).await??;
+        }
+        if next != current {
+            ctx.apply(vec![Change::Update {
+                reference: reference.clone(),
+                fields: vec![("display".into(), Value::str(next.as_str()))],
+            }])?;
+        }
+        tracing::info!(
+            user = %caller.user,
+            from = current.as_str(),
+            to = next.as_str(),
+            "host.{}_display",
+            if enable { "enable" } else { "disable" }
+        );
+        Ok(Value::str(next.as_str()))
+    })
+}
+
+fn enable_display(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    update_display(ctx, caller, args, true)
+}
+
+fn disable_display(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    update_display(ctx, caller, args, false)
+}
+
+/// At the first start on a boot (and after a mock reboot), as xapi's
+/// start on a new boot: `host.display` is what this boot's configuration
+/// shows, `enabled` or `disabled` (a pending `*_on_reboot` has happened).
+/// An unreadable configuration keeps the value, with a warning.
+fn sync_display(ctx: &Context) -> Result<(), ApiError> {
+    let shown = match ctx.host.display_at_next_boot() {
+        Ok(shown) => shown,
+        Err(e) => {
+            tracing::warn!("host.display kept: the boot configuration's console is unknown: {e}");
+            return Ok(());
+        }
+    };
+    let value = HostDisplay::at_boot(shown);
+    ctx.apply(vec![Change::Update {
+        reference: ctx.host_ref.clone(),
+        fields: vec![("display".into(), Value::str(value.as_str()))],
+    }])?;
+    Ok(())
+}
 
 /// `host.disable_dom0_access_of(self, pcis, now)` and its give-back: one
 /// edit for a set of functions, answered as a map from each PCI to its
@@ -170,11 +237,15 @@ pub fn check_boot(ctx: &Context) -> Result<BootCheck, ApiError> {
     };
     let stored = ctx.store.meta_get(BOOT_ID_KEY)?;
     let check = match stored {
-        None => BootCheck::FirstStart,
+        None => {
+            sync_display(ctx)?;
+            BootCheck::FirstStart
+        }
         Some(stored) if stored == current => return Ok(BootCheck::SameBoot),
         Some(_) => {
             let sessions_dropped = session_table::invalidate_all(ctx)?;
             let host_enabled = enable_after_reboot(ctx)?;
+            sync_display(ctx)?;
             tracing::info!(
                 sessions_dropped,
                 host_enabled,
@@ -339,6 +410,7 @@ fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
     sync::synchronise(ctx)?;
     describe_again(ctx)?;
     enable_after_reboot(ctx)?;
+    sync_display(ctx)?;
     // Clients (Xen Orchestra) wait for agent_start_time to move.
     record_agent_start(ctx)?;
     let dropped = session_table::invalidate_all(ctx)?;

@@ -107,23 +107,32 @@ pub fn dropin_value(text: &[u8]) -> Result<String, DropinError> {
 /// Where pcipass's block lies in `text`: the byte range of its lines,
 /// `None` when there is none.
 fn block_range(text: &str) -> Result<Option<std::ops::Range<usize>>, DropinError> {
+    marked_range(text, BLOCK_BEGIN, BLOCK_END)
+}
+
+/// Where the block between the lines `begin` and `end` lies in `text`.
+fn marked_range(
+    text: &str,
+    begin: &str,
+    end: &str,
+) -> Result<Option<std::ops::Range<usize>>, DropinError> {
     let foreign = |what: &str| Err(DropinError::Foreign(format!("/etc/default/grub {what}")));
     let (mut start, mut found) = (None, None);
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\n', '\r']);
-        let marker = bare == BLOCK_BEGIN || bare == BLOCK_END;
+        let marker = bare == begin || bare == end;
         if marker && found.is_some() {
             return foreign("holds pcipass's block more than once");
         }
-        match (bare == BLOCK_BEGIN, start) {
+        match (bare == begin, start) {
             (true, None) => start = Some(offset),
             (true, Some(_)) => return foreign("starts pcipass's block twice"),
-            (false, Some(s)) if bare == BLOCK_END => {
+            (false, Some(s)) if bare == end => {
                 found = Some(s..offset + line.len());
                 start = None;
             }
-            (false, None) if bare == BLOCK_END => {
+            (false, None) if bare == end => {
                 return foreign("has the end of pcipass's block without its start");
             }
             _ => {}
@@ -177,11 +186,17 @@ pub fn with_block(text: &[u8], value: Option<&str>) -> Result<Vec<u8>, DropinErr
         ),
         None => String::new(),
     };
+    Ok(spliced(text, block_range(text)?, &block).into_bytes())
+}
+
+/// `text` with the block at `range` (or at the end when there is none)
+/// replaced by `block`; every other byte kept.
+fn spliced(text: &str, range: Option<std::ops::Range<usize>>, block: &str) -> String {
     let mut out = String::with_capacity(text.len() + block.len() + 1);
-    match block_range(text)? {
+    match range {
         Some(range) => {
             out.push_str(&text[..range.start]);
-            out.push_str(&block);
+            out.push_str(block);
             out.push_str(&text[range.end..]);
         }
         None if block.is_empty() => out.push_str(text),
@@ -190,10 +205,87 @@ pub fn with_block(text: &[u8], value: Option<&str>) -> Result<Vec<u8>, DropinErr
             if !text.is_empty() && !text.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&block);
+            out.push_str(block);
         }
     }
-    Ok(out.into_bytes())
+    out
+}
+
+/// The variable the display assignment sets: `20_linux_xen` passes it to
+/// Xen in the normal entries only (after `GRUB_CMDLINE_XEN`), so the
+/// recovery entries keep the operator's console.
+pub const XEN_DEFAULT_VAR: &str = "GRUB_CMDLINE_XEN_DEFAULT";
+
+/// The first line of pcipass's display block in `/etc/default/grub`.
+pub const DISPLAY_BLOCK_BEGIN: &str = "# BEGIN pcipass: Xen's console (host.display)";
+/// The last line of the display block.
+pub const DISPLAY_BLOCK_END: &str = "# END pcipass display";
+
+/// The assignment that appends `console=VALUE` to Xen's arguments (Xen
+/// takes the last `console=`, so the operator's own stays and loses).
+fn console_assignment(value: &str) -> Result<String, DropinError> {
+    if !crate::domain::display::is_plain_value(value) {
+        return Err(DropinError::UnsafeValue(value.to_owned()));
+    }
+    Ok(format!(
+        "{XEN_DEFAULT_VAR}=\"${{{XEN_DEFAULT_VAR}}} console={value}\"\n"
+    ))
+}
+
+/// The console value of a display assignment pcipass wrote.
+fn console_of(line: &str) -> Option<&str> {
+    let rest = line
+        .strip_prefix(XEN_DEFAULT_VAR)?
+        .strip_prefix("=\"${")?
+        .strip_prefix(XEN_DEFAULT_VAR)?
+        .strip_prefix("} console=")?
+        .strip_suffix('"')?;
+    crate::domain::display::is_plain_value(rest).then_some(rest)
+}
+
+/// The whole display drop-in for `value`.
+pub fn display_dropin_text(value: &str) -> Result<String, DropinError> {
+    Ok(format!(
+        "# Written by pcipass: Xen's console for the host display (host.display).\n\
+         # Change it through pcipass (host.enable_display, host.disable_display).\n\
+         {}",
+        console_assignment(value)?
+    ))
+}
+
+/// The console value of pcipass's display drop-in; anything but the one
+/// assignment it writes is [`DropinError::Foreign`].
+pub fn display_dropin_value(text: &[u8]) -> Result<String, DropinError> {
+    let foreign = || {
+        DropinError::Foreign(
+            "pcipass's display drop-in was changed by hand: it no longer holds only the one \
+             assignment pcipass writes"
+                .into(),
+        )
+    };
+    let text = std::str::from_utf8(text).map_err(|_| foreign())?;
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    match (lines.next().and_then(console_of), lines.next()) {
+        (Some(value), None) => Ok(value.to_owned()),
+        _ => Err(foreign()),
+    }
+}
+
+/// `/etc/default/grub` with pcipass's display block set to `value`
+/// (added at the end when there is none). Every byte outside it is kept.
+pub fn with_display_block(text: &[u8], value: &str) -> Result<Vec<u8>, DropinError> {
+    let text = std::str::from_utf8(text).map_err(|_| {
+        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
+    })?;
+    let block = format!(
+        "{DISPLAY_BLOCK_BEGIN}\n{}{DISPLAY_BLOCK_END}\n",
+        console_assignment(value)?
+    );
+    let range = marked_range(text, DISPLAY_BLOCK_BEGIN, DISPLAY_BLOCK_END)?;
+    Ok(spliced(text, range, &block).into_bytes())
 }
 
 /// True when shell text mentions the hide key outside a comment line: a
@@ -237,6 +329,38 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_display_drop_in_and_block_round_trip() {
+        for value in ["vga", "com1,vga", "none", "com2"] {
+            let text = display_dropin_text(value).unwrap();
+            assert_eq!(display_dropin_value(text.as_bytes()).unwrap(), value);
+            let grub = b"GRUB_DEFAULT=0\nGRUB_CMDLINE_XEN=\"dom0_mem=2G\"";
+            let edited = with_display_block(grub, value).unwrap();
+            assert!(
+                edited.starts_with(grub),
+                "{}",
+                String::from_utf8_lossy(&edited)
+            );
+            // Set again: the block replaced, not repeated; the hide block
+            // beside it is another block.
+            let again =
+                with_display_block(&with_block(&edited, Some("(0000:01:00.0)")).unwrap(), "vga")
+                    .unwrap();
+            let again = String::from_utf8(again).unwrap();
+            assert_eq!(again.matches(DISPLAY_BLOCK_BEGIN).count(), 1, "{again}");
+            assert!(again.contains("console=vga\""), "{again}");
+            assert_eq!(
+                block_value(again.as_bytes()).unwrap().as_deref(),
+                Some("(0000:01:00.0)")
+            );
+        }
+        for bad in ["", "vga com1", "$(reboot)", "vga\""] {
+            assert!(display_dropin_text(bad).is_err(), "{bad:?}");
+        }
+        let by_hand = format!("{}GRUB_TIMEOUT=1\n", display_dropin_text("vga").unwrap());
+        assert!(display_dropin_value(by_hand.as_bytes()).is_err());
     }
 
     #[test]

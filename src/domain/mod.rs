@@ -13,6 +13,7 @@ pub mod bootflow;
 pub mod cmdline;
 pub mod console;
 pub mod devices;
+pub mod display;
 pub mod dom0_access;
 pub mod grub;
 pub mod grub_dropin;

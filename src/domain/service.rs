@@ -17,6 +17,8 @@ use crate::domain::apply_now::{self, ApplyNowError};
 use crate::domain::bootcfg::txn::{LastStep, Move};
 use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, InitramfsUpdate};
 use crate::domain::devices;
+/// xapi's `host_display` values and transitions, for the API.
+pub use crate::domain::display::HostDisplay;
 use crate::domain::grub::GrubError;
 use crate::domain::{Dom0Access, PciAddress, mock_boot};
 use crate::host::boot::{BootFingerprint, Fingerprint};
@@ -96,6 +98,12 @@ pub enum BootErrorKind {
         /// The console.
         console: String,
     },
+    /// The edit would hide the system display device while the next boot
+    /// shows the host's console on it.
+    HostDisplay {
+        /// The function.
+        function: String,
+    },
     /// The current hide value does not parse: edits are refused.
     HideListMalformed {
         /// The whole value.
@@ -146,6 +154,9 @@ impl BootErrorKind {
             }
             BootConfigError::BootDevice { block_device, .. } => BootErrorKind::BootDevice {
                 block_device: block_device.clone(),
+            },
+            BootConfigError::HostDisplay { function } => BootErrorKind::HostDisplay {
+                function: function.to_string(),
             },
             BootConfigError::Dom0Console { console, function } => BootErrorKind::Dom0Console {
                 function: function.to_string(),
@@ -284,6 +295,14 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
         only(&self.unhide_set(std::slice::from_ref(addr), true)?)
     }
+
+    /// Whether the next boot shows the host's console on the physical
+    /// display (Xen's `console=` holds `vga`, or is absent).
+    fn display_at_next_boot(&self) -> Result<bool, DomainError>;
+
+    /// Turn the host display on (`enable`) or off from the next boot on
+    /// (Xen's `console=`, a serial port it writes to kept).
+    fn set_display(&self, enable: bool) -> Result<(), DomainError>;
 
     /// The running kernel's boot id.
     fn boot_id(&self) -> Result<String, DomainError>;
@@ -497,6 +516,19 @@ impl Dom0Host for HostDom0 {
         self.engine.cached_statuses(addrs)
     }
 
+    fn display_at_next_boot(&self) -> Result<bool, DomainError> {
+        Ok(self.engine.display_at_next_boot()?)
+    }
+
+    fn set_display(&self, enable: bool) -> Result<(), DomainError> {
+        self.engine.set_display(enable)?;
+        tracing::info!(
+            "host display {} from the next boot on (Xen's console argument)",
+            if enable { "enabled" } else { "disabled" }
+        );
+        Ok(())
+    }
+
     fn boot_id(&self) -> Result<String, DomainError> {
         procfs::read_boot_id(&self.root).map_err(DomainError::BootId)
     }
@@ -587,6 +619,8 @@ pub struct StubDom0Host {
     pub reboots_by_command: std::sync::atomic::AtomicBool,
     /// What `describe` answers.
     pub description: HostDescription,
+    /// Whether the next boot shows the console on the display.
+    pub display: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
@@ -665,6 +699,17 @@ impl Dom0Host for StubDom0Host {
             }
         }
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn display_at_next_boot(&self) -> Result<bool, DomainError> {
+        Ok(self.display.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn set_display(&self, enable: bool) -> Result<(), DomainError> {
+        self.call(format!("set_display {enable}"))?;
+        self.display
+            .store(enable, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     fn boot_id(&self) -> Result<String, DomainError> {

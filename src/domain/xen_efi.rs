@@ -326,6 +326,60 @@ fn kextra_at(text: &[u8]) -> Result<Option<(usize, Range<usize>)>, XenEfiError> 
     Ok(Some((found.value_start + dash, rest..end)))
 }
 
+/// Xen's own arguments in the booted section's `options=`: its value up
+/// to a ` -- ` (the kextra after it is dom0's); `None` without
+/// `options=`.
+pub fn xen_options(text: &[u8]) -> Result<Option<Range<usize>>, XenEfiError> {
+    let s = boot_section(text)?;
+    let ents = entries(text)?;
+    let Some(found) = get_value(text, &ents, s.name.as_deref(), b"options") else {
+        return Ok(None);
+    };
+    let end = ents.get(found.entry).map_or(found.value_start, |r| r.end);
+    let value = text.get(found.value_start..end).unwrap_or_default();
+    let own = value
+        .windows(4)
+        .position(|w| w == b" -- ")
+        .unwrap_or(value.len());
+    Ok(Some(found.value_start..found.value_start + own))
+}
+
+/// A new `xen.cfg` whose booted section gives Xen `options` as its own
+/// arguments (a kextra after ` -- ` kept); without an `options=` entry
+/// one is added on the line after `kernel=`. Every other byte is kept.
+pub fn replace_xen_options(text: &[u8], options: &[u8]) -> Result<Vec<u8>, XenEfiError> {
+    check_args(options)?;
+    if let Some(old) = xen_options(text)? {
+        let mut out = Vec::with_capacity(text.len() + options.len());
+        out.extend_from_slice(text.get(..old.start).unwrap_or_default());
+        out.extend_from_slice(options);
+        out.extend_from_slice(text.get(old.end..).unwrap_or_default());
+        return Ok(out);
+    }
+    let s = boot_section(text)?;
+    let line_end = text
+        .get(s.kernel_entry.end..)
+        .and_then(|t| t.iter().position(|&b| b == b'\n'))
+        .map(|n| s.kernel_entry.end + n + 1);
+    let mut out = Vec::with_capacity(text.len() + options.len() + 10);
+    match line_end {
+        Some(at) => {
+            out.extend_from_slice(text.get(..at).unwrap_or_default());
+            out.extend_from_slice(b"options=");
+            out.extend_from_slice(options);
+            out.push(b'\n');
+            out.extend_from_slice(text.get(at..).unwrap_or_default());
+        }
+        None => {
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\noptions=");
+            out.extend_from_slice(options);
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
+}
+
 /// The command line dom0's kernel gets: the `kernel=` arguments
 /// ([`dom0_args`]), then, when the booted section's `options=` holds
 /// ` -- `, one blank and the kextra ([`kextra`]), as `create_dom0`

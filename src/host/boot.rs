@@ -65,6 +65,9 @@ pub const DEFAULT_GRUB_D: &str = "etc/default/grub.d";
 /// pcipass's drop-in there: `zz-` so that it is sourced last.
 pub const PCIPASS_DROPIN: &str = "etc/default/grub.d/zz-pcipass.cfg";
 
+/// pcipass's drop-in for Xen's console (the host display), host-relative.
+pub const PCIPASS_DISPLAY_DROPIN: &str = "etc/default/grub.d/zz-pcipass-display.cfg";
+
 /// The generators, host-relative, in the order they are looked for.
 const MKCONFIG_PROGRAMS: [&str; 4] = [
     "usr/sbin/grub-mkconfig",

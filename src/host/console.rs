@@ -36,6 +36,19 @@ pub fn vt_consoles(host: &HostRoot) -> Result<Vec<VtConsole>, HostError> {
     Ok(found)
 }
 
+/// The functions whose `boot_vga` is 1: the system display device (the
+/// kernel marks the one the firmware's console was on).
+pub fn boot_vga_devices(host: &HostRoot) -> Result<Vec<String>, HostError> {
+    let mut found = Vec::new();
+    for name in host.list_dir("sys/bus/pci/devices")? {
+        if is_boot_vga(host, &name)? {
+            found.push(name);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Whether the function `name` is the boot VGA device (`boot_vga` is 1).
 pub fn is_boot_vga(host: &HostRoot, name: &str) -> Result<bool, HostError> {
     Ok(host

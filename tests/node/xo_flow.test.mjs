@@ -21,11 +21,12 @@ const connected = daemon =>
     eventPollDelay: 500
   })
 
-// Functions XO would offer to hide: not a bridge and not the boot disk
-// (the NVMe behind 0000:00:1d.0 on the demo host).
+// Functions XO would offer to hide: not a bridge, not the boot disk (the
+// NVMe behind 0000:00:1d.0 on the demo host) and not the console GPU
+// (0000:00:02.0, refused while the host display is on).
 const hideable = xapi =>
   cached(xapi, 'PCI')
-    .filter(p => !p.class_id.startsWith('06') && p.pci_id !== '0000:02:00.0')
+    .filter(p => !p.class_id.startsWith('06') && p.pci_id !== '0000:02:00.0' && p.pci_id !== '0000:00:02.0')
     .sort((a, b) => a.pci_id.localeCompare(b.pci_id))
 
 test('XO hides 9 functions, reboots the host and finds them hidden; then gives them back', async () => {

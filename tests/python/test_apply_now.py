@@ -181,7 +181,10 @@ def test_the_gpu_dom0s_console_is_on_is_not_taken_now(daemon):
         "PCI_CARRIES_DOM0_CONSOLE", gpu, "frame buffer device"]
     assert _grub(daemon) == before
     assert _driver(daemon, gpu) == driver
-    # At the next boot it may go (issue 25 adds host.display's rule).
+    # At the next boot it may go, once the host display is off (XenCenter's
+    # order: host.disable_display first).
+    assert failure(s.xenapi.PCI.disable_dom0_access, ref) == ["PCI_IS_HOST_DISPLAY", gpu]
+    assert s.xenapi.host.disable_display(s.xenapi.host.get_all()[0]) == "disable_on_reboot"
     assert s.xenapi.PCI.disable_dom0_access(ref) == "disable_on_reboot"
     # With the framebuffer console unbound, nothing of dom0's is on it.
     (daemon.root / "sys/class/vtconsole/vtcon1/bind").write_text("0\n")

@@ -47,8 +47,9 @@ FLOWS = {
     "xen-efi": ("xen-efi", "boot/efi/EFI/xen/xen.cfg"),
 }
 # Hideable on every profile (a module driver on debian and xen-efi, so the
-# early-load files are written for each of them).
-CANDIDATES = ["0000:00:02.0", "0000:00:14.0", "0000:00:1f.6", "0000:01:00.0", "0000:03:02.0"]
+# early-load files are written for each of them; not the console GPU,
+# refused while the host display is on).
+CANDIDATES = ["0000:01:00.1", "0000:00:14.0", "0000:00:1f.6", "0000:01:00.0", "0000:03:02.0"]
 GPU = "0000:01:00.0"
 KILLS = 8
 

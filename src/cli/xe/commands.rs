@@ -136,6 +136,18 @@ pub const COMMANDS: &[Command] = &[
         optional: &["uuid", "host", "--multiple"],
         help: "Reboot a disabled host (a mock host reboots in place).",
     },
+    Command {
+        name: "host-enable-display",
+        required: &[],
+        optional: &["uuid", "host"],
+        help: "Show the host's console on its physical display from the next boot on.",
+    },
+    Command {
+        name: "host-disable-display",
+        required: &[],
+        optional: &["uuid", "host"],
+        help: "Stop showing the host's console on its physical display from the next boot on.",
+    },
 ];
 
 /// `pcipass help [COMMAND]`.

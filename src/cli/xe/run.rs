@@ -237,7 +237,7 @@ async fn execute(
                 }
             );
         }
-        "disable" | "enable" | "reboot" => {
+        "disable" | "enable" | "reboot" | "enable-display" | "disable-display" => {
             let selector = inv.get("uuid").or(inv.get("host"));
             let hosts: Vec<&String> = table
                 .iter()
@@ -263,13 +263,17 @@ async fn execute(
                 });
             }
             for host in hosts {
-                client
+                let answer = client
                     .call(
-                        &format!("host.{verb}"),
+                        &format!("host.{}", verb.replace('-', "_")),
                         vec![session.clone(), Value::String(host.clone())],
                     )
                     .await
                     .map_err(api_error)?;
+                // The display calls answer host.display's new value.
+                if verb.ends_with("-display") {
+                    let _ = writeln!(out, "{}", show(&answer));
+                }
             }
         }
         _ => return Err(usage(format!("Unknown command: {}", inv.command))),

@@ -12,8 +12,8 @@ use super::txn;
 use super::{BootConfig, BootConfigError, InitramfsUpdate};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{HideView, Topology};
-use crate::domain::netdev;
 use crate::domain::{Dom0Access, PciAddress};
+use crate::domain::{display, netdev};
 use crate::host::boot::{BootFingerprint, Fingerprint};
 use crate::host::watch::ChangeWatch;
 use crate::host::{HostRoot, procfs, sysfs};
@@ -318,6 +318,7 @@ impl Dom0AccessEngine {
                 function,
             });
         }
+        self.refuse_host_display(before, after)?;
         let network = netdev::carrying_dom0(&self.host).map_err(|e| {
             BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
         })?;
@@ -340,6 +341,53 @@ impl Dom0AccessEngine {
             });
         }
         Ok(())
+    }
+
+    /// Refuse an edit that newly hides the system display device while
+    /// the next boot shows the host's console on it (`host.display`, as
+    /// XenCenter's flow needs: the display off first, then the hide).
+    fn refuse_host_display(
+        &self,
+        before: &HideView,
+        after: &HideView,
+    ) -> Result<(), BootConfigError> {
+        let unknown = |e: &dyn std::fmt::Display| {
+            BootConfigError::SafetyUnknown(format!("the system display device unknown: {e}"))
+        };
+        let vga: Vec<PciAddress> = crate::host::console::boot_vga_devices(&self.host)
+            .map_err(|e| unknown(&e))?
+            .iter()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        if vga.is_empty() {
+            return Ok(());
+        }
+        let tree = self.tree_for(&vga)?;
+        let Some(function) = vga
+            .into_iter()
+            .find(|f| after.hides_in(&tree, f) && !before.hides_in(&tree, f))
+        else {
+            return Ok(());
+        };
+        if display::shows_display(self.boot.xen_console()?.as_deref()) {
+            return Err(BootConfigError::HostDisplay { function });
+        }
+        Ok(())
+    }
+
+    /// Whether the next boot shows the host's console on the display
+    /// (its Xen `console=`).
+    pub fn display_at_next_boot(&self) -> Result<bool, BootConfigError> {
+        Ok(display::shows_display(self.boot.xen_console()?.as_deref()))
+    }
+
+    /// Turn the host display on (`enable`) or off from the next boot on:
+    /// Xen's `console=` set by [`display::console_value`], in one
+    /// transaction of its own.
+    pub fn set_display(&self, enable: bool) -> Result<(), BootConfigError> {
+        txn::edit_console(self.boot.as_ref(), &|current| {
+            display::console_value(enable, current)
+        })
     }
 
     /// Undo an edit a crash left unfinished ([`txn::recover`]), under the

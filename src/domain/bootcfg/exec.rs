@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use super::txn::{Changes, Snapshot};
 use super::{
-    BootConfig, BootConfigError, FlowBase, Held, expect_value, grub_fingerprint, one_line,
+    BootConfig, BootConfigError, FlowBase, Held, console_check, expect_value, grub_fingerprint,
+    one_line,
 };
+use crate::domain::display::XEN_CONSOLE_KEY;
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::host::boot::{self, BootFingerprint};
 use crate::host::{HostRoot, exec};
@@ -154,6 +156,35 @@ impl BootConfig for ExecBootConfig {
 
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
         expect_value(self.boot_view()?, value, "xen-cmdline")
+    }
+
+    /// The last line `xen-cmdline --get-xen console` prints.
+    fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
+        let out = self.run(&["--get-xen", XEN_CONSOLE_KEY])?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(|l| l.split_once('=').map_or("", |(_, v)| v).to_owned()))
+    }
+
+    /// One run of `xen-cmdline --set-xen console=VALUE`, as xapi's
+    /// host-display runs it; grub.cfg put back when it does not read back.
+    fn plan_console<'a>(
+        &'a self,
+        _snap: &Snapshot,
+        value: &str,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let setting = format!("{XEN_CONSOLE_KEY}={value}");
+        let step = move |_: Held<'_>| self.run(&["--set-xen", &setting]).map(drop);
+        let generated = boot::grub_fingerprint(&self.base.host)
+            .map(|(rel, _)| vec![rel.to_owned()])
+            .unwrap_or_default();
+        Ok(Changes {
+            steps: vec![Box::new(step), console_check(self, value)],
+            generated,
+            ..Changes::default()
+        })
     }
 
     fn fingerprint(&self) -> Option<BootFingerprint> {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::txn::{Changes, FileWrite, Snapshot};
 use super::{
-    BootConfig, BootConfigError, FlowBase, Held, NextBoot, grub_boot_view, grub_fingerprint,
-    grub_locked_file, load_grub, regenerate,
+    BootConfig, BootConfigError, FlowBase, Held, NextBoot, console_check, grub_boot_view,
+    grub_fingerprint, grub_locked_file, grub_xen_console, load_grub, regenerate,
 };
 use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
@@ -464,6 +464,49 @@ impl BootConfig for GrubMkconfigBootConfig {
 
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
         self.verify_regenerated(value)
+    }
+
+    /// From the generated grub.cfg: what boots.
+    fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
+        grub_xen_console(&load_grub(&self.base.host)?.1)
+    }
+
+    /// pcipass's display drop-in (or its block in `/etc/default/grub`),
+    /// then grub.cfg regenerated with the hide list as it is.
+    fn plan_console<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: &str,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let write = match self.place {
+            DefaultsPlace::DropIn => FileWrite {
+                rel: boot::PCIPASS_DISPLAY_DROPIN.to_owned(),
+                new: Some(grub_dropin::display_dropin_text(value)?.into_bytes()),
+            },
+            DefaultsPlace::DefaultGrub => FileWrite {
+                rel: boot::DEFAULT_GRUB.to_owned(),
+                new: Some(grub_dropin::with_display_block(
+                    snap.file(boot::DEFAULT_GRUB).unwrap_or_default(),
+                    value,
+                )?),
+            },
+        };
+        let hide = snap.view.value_text();
+        Ok(Changes {
+            writes: vec![write],
+            generated: {
+                let grub_rel = boot::locate(&self.base.host)?;
+                vec![
+                    grub_rel.to_owned(),
+                    format!("{grub_rel}{STAGED_SUFFIX}"),
+                    format!("{grub_rel}{STAGED_SUFFIX}.new"),
+                ]
+            },
+            steps: vec![
+                Box::new(move |hold| self.run_regenerate(hold, hide.as_deref())),
+                console_check(self, value),
+            ],
+        })
     }
 
     fn next_boot(&self) -> Result<NextBoot, BootConfigError> {

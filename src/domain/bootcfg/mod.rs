@@ -19,9 +19,9 @@
 
 use std::sync::Mutex;
 
-use crate::domain::PciAddress;
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HideEdit, HideParseError, HideView};
+use crate::domain::{PciAddress, display};
 use crate::host::boot::BootFingerprint;
 use crate::host::{HostError, HostRoot, boot};
 
@@ -82,6 +82,16 @@ pub enum BootConfigError {
         /// The interface it carries (the route's or the management one).
         interface: String,
         /// The PCI function that would be hidden.
+        function: PciAddress,
+    },
+    /// The edit would hide the system display device while the next boot
+    /// shows the host's console on it (`host.display`).
+    #[error(
+        "{function} is the system display device and the next boot shows the host's console on \
+         it; disable the host display first (host.disable_display)"
+    )]
+    HostDisplay {
+        /// The PCI function.
         function: PciAddress,
     },
     /// A move now would take the function dom0's console is on.
@@ -342,6 +352,19 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
             .collect()
     }
 
+    /// The last Xen `console=` value the next boot gives (`None`: no
+    /// such argument), for the host display ([`crate::domain::display`]).
+    fn xen_console(&self) -> Result<Option<String>, BootConfigError>;
+
+    /// What makes the next boot's last Xen `console=` be `value`, every
+    /// other argument and the hide list as they are, planned from `snap`;
+    /// the last step of the changes reads it back.
+    fn plan_console<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: &str,
+    ) -> Result<Changes<'a>, BootConfigError>;
+
     /// The initramfs copies the next boot loads instead of the images the
     /// initramfs builder writes ([`InitramfsCopy`]), refreshed after a
     /// rebuild for a hide; refused when the boot loads one whose image
@@ -349,6 +372,31 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     fn initramfs_copies(&self) -> Result<Vec<InitramfsCopy>, BootConfigError> {
         Ok(Vec::new())
     }
+}
+
+/// The step that ends a console edit: the next boot must give `value`.
+pub(super) fn console_check<'a>(config: &'a dyn BootConfig, value: &str) -> txn::FlowStep<'a> {
+    let value = value.to_owned();
+    Box::new(move |_| match config.xen_console()? {
+        Some(got) if got == value => Ok(()),
+        got => Err(BootConfigError::Verify(format!(
+            "the next boot would give Xen console={}, not {value}",
+            got.as_deref().unwrap_or("(none)")
+        ))),
+    })
+}
+
+/// The last `console=` value of a grub.cfg's default entry's Xen line.
+pub(super) fn grub_xen_console(
+    config: &crate::domain::grub::GrubConfig,
+) -> Result<Option<String>, BootConfigError> {
+    let found =
+        config.occurrences_at(crate::domain::grub::Target::Xen, display::XEN_CONSOLE_KEY)?;
+    Ok(found.last().map(|(_, word)| {
+        let word = String::from_utf8_lossy(word);
+        word.split_once('=')
+            .map_or(String::new(), |(_, v)| v.trim_matches('"').to_owned())
+    }))
 }
 
 /// What every flow holds: the root and this process's writer lock.

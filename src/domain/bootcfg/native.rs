@@ -3,9 +3,10 @@
 
 use super::txn::{Changes, FileWrite, Snapshot};
 use super::{
-    BootConfig, BootConfigError, FlowBase, NextBoot, expect_value, grub_fingerprint,
-    grub_locked_file,
+    BootConfig, BootConfigError, FlowBase, NextBoot, console_check, expect_value, grub_fingerprint,
+    grub_locked_file, grub_xen_console,
 };
+use crate::domain::display::XEN_CONSOLE_KEY;
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::BootFingerprint;
@@ -200,6 +201,40 @@ impl BootConfig for NativeBootConfig {
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
         let (_, config) = load_grub(&self.base.host)?;
         expect_value(grub_boot_view(&config)?, value, "grub.cfg")
+    }
+
+    fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
+        grub_xen_console(&load_grub(&self.base.host)?.1)
+    }
+
+    /// The Xen line of every entry XCP-ng's tool edits, as
+    /// `xen-cmdline --set-xen console=VALUE` does.
+    fn plan_console<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: &str,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let rel = boot::locate(&self.base.host)?.to_owned();
+        let env = snap
+            .file(GRUBENV_KEY)
+            .map_or_else(GrubEnv::absent, GrubEnv::parse);
+        let config = GrubConfig::parse(snap.file(&rel).unwrap_or_default(), &env)?;
+        let text = config.edited(
+            Target::Xen,
+            &Edit::Set {
+                key: XEN_CONSOLE_KEY,
+                value: Some(value),
+                matching: Matching::Exact,
+            },
+        )?;
+        Ok(Changes {
+            writes: vec![FileWrite {
+                rel,
+                new: Some(text),
+            }],
+            steps: vec![console_check(self, value)],
+            ..Changes::default()
+        })
     }
 
     fn next_boot(&self) -> Result<NextBoot, BootConfigError> {

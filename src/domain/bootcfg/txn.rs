@@ -341,22 +341,7 @@ pub fn edit_then(
     early: &EarlyPlanner<'_>,
     last: LastStep<'_>,
 ) -> Result<HideView, BootConfigError> {
-    let base = config.base();
-    let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..ATTEMPTS {
-        let file = config.locked_file()?;
-        let lock = match &file {
-            Some(file) => Some(boot::lock_beside(&base.host, file)?),
-            None => None,
-        };
-        let host = &base.host;
-        let journal = file.as_deref().map(journal_beside);
-        if let Some(journal) = &journal
-            && let Some(done) = recover(host, journal, lock.as_ref())?
-        {
-            tracing::warn!(journal = %journal, "{done}");
-        }
-        let snap = config.snapshot()?;
+    attempts(config, &mut |snap, journal, lock| {
         let value = match plan_edit(&snap.view, plan)? {
             // Nothing to write; the last step still runs (an apply-now
             // hide of a function the next boot already hides).
@@ -373,15 +358,82 @@ pub fn edit_then(
         check(&snap.view, &after)?;
         let changes = config.plan(&snap, value.as_deref())?;
         let early_plan = early(&snap.view, &after)?;
-        match run(
+        run(
             config,
-            journal.as_deref(),
-            lock.as_ref(),
+            journal,
+            lock,
             value.as_deref(),
             changes,
             early_plan.as_ref(),
             last,
-        ) {
+        )
+    })
+}
+
+/// Make the next boot's last Xen `console=` be `want(current)` (the host
+/// display), every other argument and the hide list as they are: the
+/// same locks, journal and recovery as a hide edit. Refused while the
+/// hide list that boots is not durable (on grub-mkconfig hosts the
+/// regeneration would change it too).
+pub fn edit_console(
+    config: &dyn BootConfig,
+    want: &dyn Fn(Option<&str>) -> String,
+) -> Result<(), BootConfigError> {
+    attempts(config, &mut |snap, journal, lock| {
+        if !snap.durable {
+            return Err(BootConfigError::EditsRefused(
+                "grub.cfg's xen-pciback.hide was edited by hand and is not what grub-mkconfig's \
+                 inputs give; the regeneration a console edit needs would change it (hide or \
+                 give back through pcipass first, or run update-grub)"
+                    .into(),
+            ));
+        }
+        let current = config.xen_console()?;
+        let value = want(current.as_deref());
+        if current.as_deref() == Some(value.as_str()) {
+            return Ok(());
+        }
+        let changes = config.plan_console(&snap, &value)?;
+        let hide = snap.view.value_text();
+        run(
+            config,
+            journal,
+            lock,
+            hide.as_deref(),
+            changes,
+            None,
+            LastStep::NONE,
+        )
+        .map(drop)
+    })
+}
+
+/// One attempt of an edit, given what it starts from: the snapshot, the
+/// journal's path, the flow's lock.
+type Attempt<'a, T> =
+    dyn FnMut(Snapshot, Option<&str>, Held<'_>) -> Result<T, BootConfigError> + 'a;
+
+/// Steps 1 and 2, then `body` with what the edit starts from (the
+/// snapshot, the journal's path, the flow's lock); planned again when the
+/// configuration changed between the read and the write.
+fn attempts<T>(config: &dyn BootConfig, body: &mut Attempt<'_, T>) -> Result<T, BootConfigError> {
+    let base = config.base();
+    let _in_process = base.writer.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..ATTEMPTS {
+        let file = config.locked_file()?;
+        let lock = match &file {
+            Some(file) => Some(boot::lock_beside(&base.host, file)?),
+            None => None,
+        };
+        let host = &base.host;
+        let journal = file.as_deref().map(journal_beside);
+        if let Some(journal) = &journal
+            && let Some(done) = recover(host, journal, lock.as_ref())?
+        {
+            tracing::warn!(journal = %journal, "{done}");
+        }
+        let snap = config.snapshot()?;
+        match body(snap, journal.as_deref(), lock.as_ref()) {
             Err(BootConfigError::Changed) => {
                 tracing::info!(
                     "the boot configuration changed between read and write; planning again"

@@ -11,9 +11,10 @@
 
 use super::txn::{Changes, FileWrite, Snapshot};
 use super::{
-    BootConfig, BootConfigError, FlowBase, InitramfsCopy, NextBoot, dom0_line_with_hide,
-    expect_value,
+    BootConfig, BootConfigError, FlowBase, InitramfsCopy, NextBoot, console_check,
+    dom0_line_with_hide, expect_value,
 };
+use crate::domain::display;
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::domain::{kernel, xen_efi};
@@ -102,6 +103,36 @@ impl BootConfig for XenEfiBootConfig {
                 rel: self.cfg.clone(),
                 new: Some(new_text),
             }],
+            ..Changes::default()
+        })
+    }
+
+    /// From the booted section's `options=`.
+    fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
+        let text = self.base.host.read(&self.cfg)?;
+        Ok(xen_efi::xen_options(&text)?
+            .and_then(|r| text.get(r))
+            .and_then(display::console_in))
+    }
+
+    /// The booted section's `options=` (Xen's own part) with its console
+    /// set; the kextra and every other byte kept.
+    fn plan_console<'a>(
+        &'a self,
+        snap: &Snapshot,
+        value: &str,
+    ) -> Result<Changes<'a>, BootConfigError> {
+        let text = snap.file(&self.cfg).unwrap_or_default();
+        let options = xen_efi::xen_options(text)?
+            .and_then(|r| text.get(r))
+            .unwrap_or_default();
+        let new_text = xen_efi::replace_xen_options(text, &display::with_console(options, value))?;
+        Ok(Changes {
+            writes: vec![FileWrite {
+                rel: self.cfg.clone(),
+                new: Some(new_text),
+            }],
+            steps: vec![console_check(self, value)],
             ..Changes::default()
         })
     }
