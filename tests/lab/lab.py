@@ -605,6 +605,80 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(pg == "enable_on_reboot", f"PGPU.dom0_access {pg}")
         return None
 
+    def default_xen_console():
+        # The last console= of the first Xen entry's multiboot line (the
+        # default entry: Debian's xen drop-in puts Xen first).
+        line = vm.run("grep -m1 -E '^[[:space:]]*multiboot2?[[:space:]]' /boot/grub/grub.cfg || true")
+        found = re.findall(r"(?<!\S)console=(\S+)", line)
+        return found[-1] if found else None
+
+    def booted_xen_console():
+        line = vm.run("xl info | sed -n 's/^xen_commandline *: //p'")
+        found = re.findall(r"(?<!\S)console=(\S+)", line)
+        return found[-1] if found else None
+
+    def vga_pgpu():
+        for ref, p in dom0.x.PGPU.get_all_records().items():
+            if p["is_system_display_device"]:
+                return ref
+        return None
+
+    def display_in_xencenters_order():
+        """Issue 25, XenCenter's integrated-GPU order on the real host:
+        the lab's Xen writes to com1 only, so host.display reads disabled;
+        enabling it writes com1,vga for the next boot, and the console VGA
+        is then refused; the display off again, the console VGA's PGPU is
+        hidden at the next boot (the reboot below)."""
+        h = dom0.x.host.get_all()[0]
+        first = dom0.x.host.get_display(h)
+        check(first == "disabled", f"host.display {first}, with Xen's console={booted_xen_console()}")
+        st = dom0.x.host.enable_display(h)
+        check(st == "enable_on_reboot", f"host.enable_display answered {st}")
+        on = default_xen_console()
+        check(on == "com1,vga", f"the default Xen entry's console={on}")
+        vga = vga_pgpu()
+        check(vga is not None, "no PGPU is the system display device")
+        try:
+            details = ["answered", dom0.x.PGPU.disable_dom0_access(vga)]
+        except XenAPI.Failure as f:
+            details = f.details
+        check(details == ["PCI_IS_HOST_DISPLAY", CONSOLE_VGA], f"the console VGA's hide answered {details}")
+        st = dom0.x.host.disable_display(h)
+        check(st == "disabled", f"host.disable_display answered {st}")
+        off = default_xen_console()
+        check(off == "com1", f"the default Xen entry's console={off}")
+        st = dom0.x.PGPU.disable_dom0_access(vga)
+        check(st == "disable_on_reboot", f"PGPU.disable_dom0_access of the console VGA answered {st}")
+        return (f"host.display {first}; enable_display -> console={on}; the console VGA refused "
+                f"{details}; disable_display -> console={off}; its PGPU {st}")
+
+    def display_after(want_display, want_driver):
+        def go():
+            h = dom0.x.host.get_all()[0]
+            shown = dom0.x.host.get_display(h)
+            booted = booted_xen_console()
+            drv = dom0.driver(CONSOLE_VGA)
+            pg = dom0.x.PGPU.get_dom0_access(vga_pgpu())
+            check(shown == want_display, f"host.display {shown}")
+            check(("vga" in (booted or "")) == (want_display == "enabled"), f"Xen booted with console={booted}")
+            check(drv == want_driver, f"{CONSOLE_VGA} is bound to {drv}")
+            want_pg = "disabled" if want_driver == "pciback" else "enabled"
+            check(pg == want_pg, f"the console VGA's PGPU.dom0_access {pg}")
+            return f"host.display {shown}; Xen booted with console={booted}; {CONSOLE_VGA} {drv}; PGPU {pg}"
+        return go
+
+    def display_back():
+        """And back, before the second reboot: the console VGA to dom0,
+        then the display on."""
+        h = dom0.x.host.get_all()[0]
+        st = dom0.x.PGPU.enable_dom0_access(vga_pgpu())
+        check(st == "enable_on_reboot", f"PGPU.enable_dom0_access answered {st}")
+        shown = dom0.x.host.enable_display(h)
+        check(shown == "enable_on_reboot", f"host.enable_display answered {shown}")
+        on = default_xen_console()
+        check(on == "com1,vga", f"the default Xen entry's console={on}")
+        return f"PGPU {st}; host.display {shown}; console={on}"
+
     report.begin("grub-mkconfig" if edits else "set-up")
     report.step("boot the image (SeaBIOS, GRUB, Xen, dom0)", boot_step(vm))
     report.step("install the package as the README says", install_step(vm, deb))
@@ -623,12 +697,16 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
     report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
     report.step("a kernel package reinstall keeps the hide", kernel_reinstall, critical=False)
+    report.step("host display in XenCenter's order, the console VGA hidden with it off",
+                display_in_xencenters_order, critical=False)
     report.step("host.reboot", reboot_step(report, vm, dom0, "after disable"))
     report.step(
         "after the reboot: disabled, pciback bound, assignable",
         check_states(vm, dom0, {bdf: "disabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
+    report.step("after the reboot: the display off, the console VGA with pciback",
+                display_after("disabled", "pciback"), critical=False)
     report.step("a give-back of a function a domain has is refused", assigned_give_back,
                 critical=False)
     report.step("a give-back with no native driver is rolled back", failing_give_back,
@@ -636,12 +714,15 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("give back now: enabled at once, native drivers, the interface back",
                 give_back_now)
     report.step("PCI and PGPU enable: enable_on_reboot", enable)
+    report.step("the console VGA back, the display on", display_back, critical=False)
     report.step("host.reboot", reboot_step(report, vm, dom0, "after enable"))
     report.step(
         "after the reboot: enabled, native drivers bound again",
         check_states(vm, dom0, {bdf: "enabled" for bdf in cases + [HDA]}, gpu_pgpu),
         critical=False,
     )
+    report.step("after the reboot: the display on, the console VGA with bochs-drm",
+                display_after("enabled", NATIVE[GPU]), critical=False)
 
 
 XO_LAB = REPO / "tests/node/xo_lab.mjs"
