@@ -411,6 +411,7 @@ impl From<crate::domain::service::DomainError> for ApiError {
         }
         match e {
             DomainError::Reboot(reason) => ApiError::OperationNotAllowed(reason),
+            DomainError::Gone(_) => ApiError::OperationNotAllowed(e.to_string()),
             other => {
                 tracing::error!("{other}");
                 ApiError::Internal(other.to_string())

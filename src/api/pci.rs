@@ -21,7 +21,25 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("disable_dom0_access_now", disable_dom0_access_now),
     ("enable_dom0_access_now", enable_dom0_access_now),
     ("get_dom0_access_status", get_dom0_access_status),
+    ("get_passthrough_readiness", get_passthrough_readiness),
 ];
+
+fn get_passthrough_readiness(
+    ctx: Arc<Context>,
+    _caller: Caller,
+    args: Vec<Value>,
+) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        let pci = ctx.object("PCI", &self_ref(&args))?;
+        let report = ctx.host.readiness(&address(&pci)?)?;
+        Ok(Value::Struct(
+            report
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ))
+    })
+}
 
 /// The PCI address of a PCI object.
 pub fn address(pci: &Object) -> Result<PciAddress, ApiError> {

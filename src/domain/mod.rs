@@ -23,6 +23,7 @@ pub mod mock_boot;
 pub mod netdev;
 pub mod pciback;
 pub mod pciids;
+pub mod readiness;
 pub mod service;
 pub mod xen_efi;
 

@@ -10,6 +10,7 @@
 //! block (file I/O, `xen-cmdline` processes): callers in async code run
 //! them on a blocking pool (`api::Context::domain`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::domain::about;
@@ -20,9 +21,9 @@ use crate::domain::devices;
 /// xapi's `host_display` values and transitions, for the API.
 pub use crate::domain::display::HostDisplay;
 use crate::domain::grub::GrubError;
-use crate::domain::{Dom0Access, PciAddress, mock_boot};
+use crate::domain::{Dom0Access, PciAddress, mock_boot, pciback, readiness};
 use crate::host::boot::{BootFingerprint, Fingerprint};
-use crate::host::{HostError, HostRoot, exec, facts, pcibind, procfs};
+use crate::host::{HostError, HostRoot, exec, facts, pcibind, procfs, sysfs};
 
 // What the API handles of the domain's data, named here so that this
 // module stays its one door (`tests/layers.rs` holds the API to it).
@@ -46,6 +47,9 @@ pub enum DomainError {
     /// An apply-now move was refused or failed (every step undone).
     #[error(transparent)]
     ApplyNow(#[from] ApplyNowError),
+    /// The function is no longer on the host.
+    #[error("{0} is no longer on the host (not in /sys/bus/pci/devices)")]
+    Gone(PciAddress),
     /// A reboot could not be done or started.
     #[error("reboot failed: {0}")]
     Reboot(String),
@@ -296,6 +300,10 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
         only(&self.unhide_set(std::slice::from_ref(addr), true)?)
     }
 
+    /// Whether `addr` can be passed through, and what stands in the way
+    /// ([`readiness::report`]: `verdict`, `reasons` and the facts).
+    fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError>;
+
     /// Whether the next boot shows the host's console on the physical
     /// display (Xen's `console=` holds `vga`, or is absent).
     fn display_at_next_boot(&self) -> Result<bool, DomainError>;
@@ -516,6 +524,86 @@ impl Dom0Host for HostDom0 {
         self.engine.cached_statuses(addrs)
     }
 
+    fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError> {
+        let raw = sysfs::scan_pci(&self.root).map_err(DomainError::Discovery)?;
+        let all: Vec<readiness::Placed> = raw
+            .iter()
+            .filter_map(|f| {
+                Some(readiness::Placed {
+                    address: f.name.parse().ok()?,
+                    path: crate::domain::bootdev::pci_functions_in_path(&f.device_path),
+                    pcie: sysfs::is_pcie(&self.root, &f.name),
+                })
+            })
+            .collect();
+        if !all.iter().any(|p| p.address == *addr) {
+            return Err(DomainError::Gone(*addr));
+        }
+        let slot = readiness::slot_functions(&all, addr);
+        let group = readiness::device_group(&all, addr);
+        let mut asked = vec![*addr];
+        asked.extend(&slot);
+        asked.extend(&group);
+        let statuses = self.engine.statuses(&asked)?;
+        let with = |list: &[PciAddress], from: usize| -> Vec<(PciAddress, Dom0Access)> {
+            list.iter()
+                .copied()
+                .zip(statuses[from..].iter().copied())
+                .collect()
+        };
+        let iommu = match facts::xl_info(&self.root) {
+            Ok(Some(text)) => match readiness::iommu_from_xl_info(&text) {
+                Some(on) => (Some(on), format!("xl info at boot, {}", facts::XL_INFO)),
+                None => (None, format!("/{} has no virt_caps line", facts::XL_INFO)),
+            },
+            Ok(None) => (
+                None,
+                format!(
+                    "no record of xl info at /{} (pcipassd-xen-facts.service writes it at boot)",
+                    facts::XL_INFO
+                ),
+            ),
+            Err(e) => (None, format!("/{} unreadable: {e}", facts::XL_INFO)),
+        };
+        let name = addr.to_string();
+        let pciback = match crate::host::modules::pciback_facts(&self.root) {
+            Ok(found) => match pciback::loading(&found) {
+                pciback::Loading::BuiltIn => readiness::Pciback::Early("built in".into()),
+                pciback::Loading::Early(tool) => {
+                    readiness::Pciback::Early(format!("a module {tool} loads early"))
+                }
+                pciback::Loading::NotEarly(_) => readiness::Pciback::NotEarly(
+                    "a module no initramfs configuration loads early".into(),
+                ),
+                pciback::Loading::Absent => readiness::Pciback::Absent,
+                pciback::Loading::Unknown => readiness::Pciback::Unknown(
+                    "no modules.builtin and nothing in /sys/module".into(),
+                ),
+            },
+            Err(e) => readiness::Pciback::Unknown(e.to_string()),
+        };
+        let facts = readiness::Facts {
+            function: *addr,
+            status: statuses[0],
+            driver: sysfs::bound_driver(&self.root, &name).map_err(DomainError::Discovery)?,
+            iommu,
+            reset: sysfs::reset_methods(&self.root, &name).ok(),
+            slot: with(&slot, 1),
+            group: with(&group, 1 + slot.len()),
+            hide_refused: self.engine.hide_refusal(addr),
+            assigned: crate::host::xenstore::assignments(&self.root, addr)
+                .map(|found| {
+                    found.first().map(|d| match &d.name {
+                        Some(n) => format!("{} ({n})", d.domid),
+                        None => d.domid.to_string(),
+                    })
+                })
+                .map_err(|e| e.to_string()),
+            pciback,
+        };
+        Ok(readiness::report(&facts))
+    }
+
     fn display_at_next_boot(&self) -> Result<bool, DomainError> {
         Ok(self.engine.display_at_next_boot()?)
     }
@@ -699,6 +787,14 @@ impl Dom0Host for StubDom0Host {
             }
         }
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError> {
+        self.call(format!("readiness {addr}"))?;
+        Ok(BTreeMap::from([
+            ("verdict".to_owned(), "unknown".to_owned()),
+            ("reasons".to_owned(), "a stub host".to_owned()),
+        ]))
     }
 
     fn display_at_next_boot(&self) -> Result<bool, DomainError> {

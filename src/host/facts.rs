@@ -25,6 +25,18 @@ pub const KERNEL_RELEASE: &str = "proc/sys/kernel/osrelease";
 /// The kernel's host name, host-relative.
 pub const HOSTNAME: &str = "proc/sys/kernel/hostname";
 
+/// What `xl info` printed at boot, host-relative: pcipassd's sandbox
+/// cannot reach Xen's privileged interface, so the unit
+/// `pcipassd-xen-facts.service` records it.
+pub const XL_INFO: &str = "run/pcipass-facts/xl-info";
+
+/// The recorded `xl info` text (`None`: not recorded).
+pub fn xl_info(host: &HostRoot) -> Result<Option<String>, HostError> {
+    Ok(host
+        .read_if_exists(XL_INFO)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Xen's major version number, host-relative.
 pub const XEN_MAJOR: &str = "sys/hypervisor/version/major";
 

@@ -36,6 +36,30 @@ fn basename(target: &str) -> String {
     target.rsplit('/').next().unwrap_or(target).to_owned()
 }
 
+/// The function's reset methods: the kernel's `reset_method` list (Linux
+/// 5.15 on; absent when it has none), else `["reset"]` when an older
+/// kernel gives it a `reset` file; empty when it has neither.
+pub fn reset_methods(host: &HostRoot, name: &str) -> Result<Vec<String>, HostError> {
+    let dir = format!("sys/bus/pci/devices/{name}");
+    if let Some(text) = host.read_if_exists(&format!("{dir}/reset_method"))? {
+        return Ok(String::from_utf8_lossy(&text)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect());
+    }
+    Ok(if host.exists(&format!("{dir}/reset")) {
+        vec!["reset".to_owned()]
+    } else {
+        Vec::new()
+    })
+}
+
+/// Whether the function is PCIe: the kernel gives link attributes
+/// (`current_link_speed`) to PCIe functions only.
+pub fn is_pcie(host: &HostRoot, name: &str) -> bool {
+    host.exists(&format!("sys/bus/pci/devices/{name}/current_link_speed"))
+}
+
 /// Scan every function. Failing to list `sys/bus/pci/devices` is an
 /// error: the caller must not mistake an unreadable sysfs for a host
 /// without devices. A function whose required attributes (vendor, device,

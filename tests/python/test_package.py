@@ -25,6 +25,7 @@ FILES = [
     "./usr/bin/pcipass",
     "./usr/bin/xen-cmdline",
     "./lib/systemd/system/pcipassd.service",
+    "./lib/systemd/system/pcipassd-xen-facts.service",
     "./etc/pcipass/pcipassd.toml",
     "./etc/pam.d/pcipass",
     "./usr/share/man/man8/pcipassd.8.gz",

@@ -132,6 +132,9 @@ def test_systemd_analyze_rates_it_ok(tmp_path):
     text = re.sub(r"^ExecStart=.*$", f"ExecStart={true}", UNIT.read_text(), flags=re.M)
     unit = tmp_path / "pcipassd.service"
     unit.write_text(text)
+    # The unit it pulls in, beside it (verify loads it too).
+    facts = (REPO / "scripts" / "pcipassd-xen-facts.service").read_text()
+    (tmp_path / "pcipassd-xen-facts.service").write_text(facts)
     verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stderr
     p = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(unit)],
@@ -140,3 +143,23 @@ def test_systemd_analyze_rates_it_ok(tmp_path):
     if found is None:
         pytest.skip(f"systemd-analyze security --offline is not supported here: {p.stderr.strip()}")
     assert float(found.group(1)) <= 4.0, p.stdout
+
+
+def test_the_xen_facts_unit_runs_after_xens_daemons_and_before_pcipassd(tmp_path):
+    """xl info needs /proc/xen and xenstored: run before them at boot it
+    failed on the lab, and pcipassd read no IOMMU facts."""
+    text = (REPO / "scripts" / "pcipassd-xen-facts.service").read_text()
+    unit = parse_unit(text)["Unit"]
+    after = " ".join(unit["After"]).split()
+    assert {"proc-xen.mount", "xenstored.service", "xen-init-dom0.service"} <= set(after), after
+    assert unit["Before"] == ["pcipassd.service"]
+    assert "/run/pcipass-facts/xl-info" in parse_unit(text)["Service"]["ExecStart"][0]
+    pcipassd = parse_unit(UNIT.read_text())["Unit"]
+    assert "pcipassd-xen-facts.service" in " ".join(pcipassd["Wants"]).split()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    (tmp_path / "pcipassd-xen-facts.service").write_text(text)
+    verify = subprocess.run([analyze, "verify", str(tmp_path / "pcipassd-xen-facts.service")],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stderr

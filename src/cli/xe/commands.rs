@@ -71,6 +71,12 @@ pub const COMMANDS: &[Command] = &[
         help: "Print enabled, disable_on_reboot, disabled or enable_on_reboot.",
     },
     Command {
+        name: "pci-readiness",
+        required: &["uuid"],
+        optional: &[],
+        help: "Whether a PCI device can be passed through to a VM, and what stands in the way.",
+    },
+    Command {
         name: "pgpu-list",
         required: &[],
         optional: LIST_OPTS,

@@ -169,6 +169,28 @@ async fn execute(
                 }
             }
         }
+        "readiness" => {
+            let (reference, _) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            let report = client
+                .call(
+                    "PCI.get_passthrough_readiness",
+                    vec![session.clone(), Value::String(reference)],
+                )
+                .await
+                .map_err(api_error)?;
+            // The verdict and its reasons first, then the facts.
+            if let Value::Struct(members) = &report {
+                let first = ["verdict", "reasons", "notes"];
+                for key in first {
+                    if let Some((_, v)) = members.iter().find(|(k, _)| k == key) {
+                        let _ = writeln!(out, "{key}: {}", show(v));
+                    }
+                }
+                for (k, v) in members.iter().filter(|(k, _)| !first.contains(&k.as_str())) {
+                    let _ = writeln!(out, "{k}: {}", show(v));
+                }
+            }
+        }
         "enable-dom0-access"
         | "disable-dom0-access"
         | "enable-dom0-access-now"

@@ -26,6 +26,10 @@ pub struct MockDevice {
     pub boot_vga: Option<bool>,
     /// The physical function of a VF.
     pub physfn: Option<PciAddress>,
+    /// A PCIe function (sysfs gives it link attributes), or conventional.
+    pub pcie: bool,
+    /// Its reset methods (`reset_method`; empty: none).
+    pub reset: Vec<String>,
 }
 
 impl MockDevice {
@@ -47,7 +51,26 @@ impl MockDevice {
             driver: None,
             boot_vga: ((class >> 16) == 0x03).then_some(false),
             physfn: None,
+            pcie: true,
+            // Endpoints reset by FLR; bridges by none of their own.
+            reset: if (class >> 8) == 0x0604 {
+                Vec::new()
+            } else {
+                vec!["flr".to_owned(), "bus".to_owned()]
+            },
         }
+    }
+
+    /// A conventional PCI function (no link attributes).
+    pub fn conventional(mut self) -> MockDevice {
+        self.pcie = false;
+        self
+    }
+
+    /// With these reset methods (none: `&[]`).
+    pub fn reset(mut self, methods: &[&str]) -> MockDevice {
+        self.reset = methods.iter().map(|m| (*m).to_owned()).collect();
+        self
     }
 
     /// Behind bridge `parent`.

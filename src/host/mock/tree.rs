@@ -102,6 +102,17 @@ impl MockHostBuilder {
             if let Some(vga) = d.boot_vga {
                 write(&dev.join("boot_vga"), if vga { "1\n" } else { "0\n" })?;
             }
+            if d.pcie {
+                write(&dev.join("current_link_speed"), "8.0 GT/s PCIe\n")?;
+                write(&dev.join("current_link_width"), "4\n")?;
+            }
+            if !d.reset.is_empty() {
+                write(
+                    &dev.join("reset_method"),
+                    &format!("{}\n", d.reset.join(" ")),
+                )?;
+                write(&dev.join("reset"), "")?;
+            }
             symlink(
                 &relative("sys/bus/pci/devices", rel),
                 &at(&format!("sys/bus/pci/devices/{}", d.address)),
@@ -214,6 +225,17 @@ impl MockHostBuilder {
             "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64\n",
         )?;
         write(&at(facts::MEMINFO), MEMINFO)?;
+        // What pcipassd-xen-facts.service records of `xl info` at boot on
+        // a host with its IOMMU on (`hvm_directio`, `pv_directio`).
+        write(
+            &at(facts::XL_INFO),
+            &format!(
+                "host                   : {}\n\
+                 xen_version            : 4.17{extra}\n\
+                 virt_caps              : pv hvm hvm_directio pv_directio hap shadow gnttab-v1 gnttab-v2\n",
+                self.hostname
+            ),
+        )?;
         if !self.pciback_module {
             // XCP-ng's kernel builds xen-pciback in: its modules.builtin
             // (here the one line that matters) lists it, and sysfs shows a

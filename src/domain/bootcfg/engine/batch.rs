@@ -151,6 +151,18 @@ impl Dom0AccessEngine {
         )
     }
 
+    /// Why a hide of `addr` alone would be refused now (the boot disks,
+    /// dom0's network, the host display, the early-load plan, or that the
+    /// boot configuration cannot be read), as the readiness report says
+    /// it; `None` when it would be accepted. Nothing is written.
+    pub fn hide_refusal(&self, addr: &PciAddress) -> Option<String> {
+        let refusal = self
+            .read_tree()
+            .and_then(|tree| Ok((tree, self.boot_view()?)))
+            .and_then(|(tree, now)| self.admit(&now, &tree, Want::Hide(*addr)));
+        refusal.err().map(|e| e.to_string())
+    }
+
     /// Whether one edit may join a batch: it plans against `now`, and a
     /// hide alone would pass the boot-disk rule and could be made to take
     /// effect (xen-pciback early before its function's native driver).
