@@ -623,6 +623,34 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
                 return ref
         return None
 
+    def xen_facts_recorded():
+        active = vm.run("systemctl is-active pcipassd-xen-facts || true").strip()
+        caps = vm.run("sed -n 's/^virt_caps *: //p' /run/pcipass-facts/xl-info 2>/dev/null || true").strip()
+        check(active == "active", f"pcipassd-xen-facts is {active}")
+        check(caps, "no virt_caps recorded in /run/pcipass-facts/xl-info")
+        return caps
+
+    def readiness_of_every_device():
+        """Issue 25 on the real host: the readiness report of every
+        emulated device. QEMU under TCG has no virtual IOMMU, and Xen says
+        so (xl dmesg, virt_caps without hvm_directio): every device is
+        blocked for that reason, the management NIC also because dom0's
+        network is on it."""
+        caps = xen_facts_recorded()
+        said = vm.run("xl dmesg | grep -i 'I/O virtualisation' || true").strip()
+        lines = []
+        for bdf in (CONSOLE_VGA, MGMT_NIC, NIC, USB, HDA, GPU):
+            r = dom0.x.PCI.get_passthrough_readiness(dom0.pci(bdf))
+            check(r["iommu"] == "inactive", f"{bdf}: iommu {r['iommu']} ({r['reasons']})")
+            check(r["verdict"] == "blocked" and "IOMMU is not active" in r["reasons"],
+                  f"{bdf}: {r['verdict']}: {r['reasons']}")
+            if bdf == MGMT_NIC:
+                check("dom0's network" in r["hide_refused"], f"{bdf}: hide_refused {r['hide_refused']!r}")
+            lines.append(f"{bdf} {r['verdict']} (reset {r['reset']}, driver {r['driver']}, "
+                         f"group {r['device_group'] or '-'}, slot {r['slot_functions'] or '-'}, "
+                         f"pciback {r['pciback']}, refused {r['hide_refused'] or '-'})")
+        return f"virt_caps {caps!r}; Xen: {said!r}; " + "; ".join(lines)
+
     def display_in_xencenters_order():
         """Issue 25, XenCenter's integrated-GPU order on the real host:
         the lab's Xen writes to com1 only, so host.display reads disabled;
@@ -664,7 +692,9 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
             check(drv == want_driver, f"{CONSOLE_VGA} is bound to {drv}")
             want_pg = "disabled" if want_driver == "pciback" else "enabled"
             check(pg == want_pg, f"the console VGA's PGPU.dom0_access {pg}")
-            return f"host.display {shown}; Xen booted with console={booted}; {CONSOLE_VGA} {drv}; PGPU {pg}"
+            caps = xen_facts_recorded()
+            return (f"host.display {shown}; Xen booted with console={booted}; {CONSOLE_VGA} {drv}; "
+                    f"PGPU {pg}; xl info recorded at boot: virt_caps {caps!r}")
         return go
 
     def display_back():
@@ -687,6 +717,7 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("every candidate enabled, native drivers bound", initially_enabled)
     if not edits:
         return
+    report.step("the readiness of every emulated device", readiness_of_every_device, critical=False)
     report.step("the management NIC: hide refused, next boot and now", management_nic_refused)
     report.step("the console GPU: hide now refused", console_gpu_refused, critical=False)
     report.step("systemctl restart mid-hide: the edit undone", cut_short("restart"))
