@@ -365,10 +365,21 @@ fn events(runtime: &Runtime, native: &Daemon) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A PGPU's PCI that is not the console GPU (whose hide is refused
+    // while the host display is on): the demo's discrete GPU.
     let gpu = {
         let reply = post(&mut connect(native.addr).await, &xml_call("PGPU.get_all_records", &[&s])).await;
         let text = String::from_utf8_lossy(&reply).into_owned();
-        text.split("<name>PCI</name><value>").nth(1).and_then(|x| x.split('<').next()).unwrap_or_default().to_owned()
+        let mut found = String::new();
+        for part in text.split("<name>PCI</name><value>").skip(1) {
+            let pci = part.split('<').next().unwrap_or_default().to_owned();
+            let id = post(&mut connect(native.addr).await, &xml_call("PCI.get_pci_id", &[&s, &pci])).await;
+            if String::from_utf8_lossy(&id).contains("0000:01:00.0") {
+                found = pci;
+                break;
+            }
+        }
+        found
     };
     let edit = Instant::now();
     post(&mut connect(native.addr).await, &xml_call("PCI.disable_dom0_access", &[&s, &gpu])).await;
