@@ -141,3 +141,15 @@ def test_the_host_describes_itself_from_its_own_files(daemon):
     assert version["product_brand"] == "Debian GNU/Linux"
     assert version["product_version"] == "12"
     assert version["platform_version"] == "0.0.0"
+
+
+def test_the_pool_fields_xo_servers_transform_reads_are_typed_as_xapis(daemon):
+    """xo-server's pool transform reads migration_compression and
+    ha_reboot_vm_on_internal_shutdown: booleans, with xapi's defaults."""
+    s = daemon.session("admin")
+    pool = s.xenapi.pool.get_all()[0]
+    record = s.xenapi.pool.get_record(pool)
+    assert record["migration_compression"] is False
+    assert record["ha_reboot_vm_on_internal_shutdown"] is True
+    s.xenapi.pool.set_migration_compression(pool, True)
+    assert s.xenapi.pool.get_migration_compression(pool) is True
