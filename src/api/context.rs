@@ -98,6 +98,9 @@ pub struct Context {
     /// The host's change token the derived fields were last computed at
     /// (`api::derived::catch_up`); held while they are recomputed.
     pub(crate) derived_at: std::sync::Mutex<Option<ChangeToken>>,
+    /// Held by pcipass's own edits and by the drift look
+    /// (`api::drift`), so that an own give-back is never a dropped hide.
+    pub(crate) drift: std::sync::Mutex<()>,
 }
 
 impl Context {
@@ -124,6 +127,7 @@ impl Context {
             task_result_encoder,
             auth: std::sync::RwLock::new(auth),
             derived_at: std::sync::Mutex::new(None),
+            drift: std::sync::Mutex::new(()),
         }
     }
 

@@ -411,6 +411,9 @@ fn restart_in_place(ctx: &Context, user: &str) -> Result<(), ApiError> {
     describe_again(ctx)?;
     enable_after_reboot(ctx)?;
     sync_display(ctx)?;
+    if let Err(e) = crate::api::drift::check(ctx, "the mock reboot") {
+        tracing::warn!("drift not checked: {e}");
+    }
     // Clients (Xen Orchestra) wait for agent_start_time to move.
     record_agent_start(ctx)?;
     let dropped = session_table::invalidate_all(ctx)?;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context, Origin};
 use crate::api::handler::Handler;
-use crate::api::{ApiError, Value, event, host, objects, pci, pgpu, session, session_table, task};
+use crate::api::{
+    ApiError, Value, event, host, message, objects, pci, pgpu, session, session_table, task,
+};
 use crate::idl::{self, Method, MethodKind, Type};
 
 /// Every class with custom messages and its module's handler table.
@@ -18,6 +20,7 @@ pub const CLASSES: &[(&str, &[(&str, Handler)])] = &[
     ("PGPU", pgpu::HANDLERS),
     ("task", task::HANDLERS),
     ("event", event::HANDLERS),
+    ("message", message::HANDLERS),
 ];
 
 /// The handler of a custom message, from its class's table.

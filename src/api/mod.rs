@@ -10,12 +10,14 @@
 
 pub mod context;
 pub mod derived;
+pub mod drift;
 pub mod error;
 pub mod event;
 pub mod handler;
 pub mod host;
 pub mod invoke;
 pub mod login_throttle;
+pub mod message;
 pub mod objects;
 pub mod pci;
 pub mod pgpu;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture, blocking};
-use crate::api::{ApiError, Value, derived};
+use crate::api::{ApiError, Value, derived, drift};
 use crate::domain::service;
 use crate::domain::{Dom0Access, PciAddress};
 use crate::store::Object;
@@ -31,7 +31,9 @@ fn get_passthrough_readiness(
 ) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        let report = ctx.host.readiness(&address(&pci)?)?;
+        let addr = address(&pci)?;
+        let mut report = ctx.host.readiness(&addr)?;
+        report.insert("drift".into(), drift::of(ctx, &addr).unwrap_or_default());
         Ok(Value::Struct(
             report
                 .into_iter()
@@ -59,7 +61,7 @@ fn self_ref(args: &[Value]) -> String {
 /// domain refuses a function a boot disk sits behind.
 pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    let status = ctx.host.hide(&addr)?;
+    let status = drift::editing(ctx, &[addr], true, || Ok(ctx.host.hide(&addr)?))?;
     tracing::info!(pci = %addr, %status, "dom0 access disabled in the boot configuration");
     derived::recompute(ctx);
     Ok(status)
@@ -68,7 +70,7 @@ pub fn disable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
 /// Give `pci` back to dom0 at the next boot; returns the new status.
 pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    let status = ctx.host.unhide(&addr)?;
+    let status = drift::editing(ctx, &[addr], false, || Ok(ctx.host.unhide(&addr)?))?;
     tracing::info!(pci = %addr, %status, "dom0 access enabled in the boot configuration");
     derived::recompute(ctx);
     Ok(status)
@@ -77,7 +79,7 @@ pub fn enable(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
 /// Hide `pci` from dom0 now and at every boot; returns the new status.
 pub fn disable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    let status = ctx.host.hide_now(&addr)?;
+    let status = drift::editing(ctx, &[addr], true, || Ok(ctx.host.hide_now(&addr)?))?;
     tracing::info!(pci = %addr, %status, "dom0 access disabled now and in the boot configuration");
     derived::recompute(ctx);
     Ok(status)
@@ -86,7 +88,7 @@ pub fn disable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> 
 /// Give `pci` back to dom0 now and at every boot; returns the new status.
 pub fn enable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     let addr = address(pci)?;
-    let status = ctx.host.unhide_now(&addr)?;
+    let status = drift::editing(ctx, &[addr], false, || Ok(ctx.host.unhide_now(&addr)?))?;
     tracing::info!(pci = %addr, %status, "dom0 access enabled now and in the boot configuration");
     derived::recompute(ctx);
     Ok(status)
@@ -114,11 +116,13 @@ pub fn edit_set(
     if addrs.is_empty() {
         return Ok(Vec::new());
     }
-    let statuses = if hide {
-        ctx.host.hide_set(&addrs, now)?
-    } else {
-        ctx.host.unhide_set(&addrs, now)?
-    };
+    let statuses = drift::editing(ctx, &addrs, hide, || {
+        Ok(if hide {
+            ctx.host.hide_set(&addrs, now)?
+        } else {
+            ctx.host.unhide_set(&addrs, now)?
+        })
+    })?;
     let list = addrs
         .iter()
         .map(ToString::to_string)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::context::Context;
-use crate::api::{derived, session_table, task};
+use crate::api::{derived, drift, session_table, task};
 
 /// Start the background work on the runtime: housekeeping (idle sessions,
 /// finished tasks) every minute, and the change watch every
@@ -42,7 +42,15 @@ pub(super) fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
         loop {
             tick.tick().await;
             let work = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || derived::catch_up(&work)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                // Something moved: hold the remembered hides against it.
+                if derived::catch_up(&work)
+                    && let Err(e) = drift::check(&work, "the change watch")
+                {
+                    tracing::warn!("drift not checked: {e}");
+                }
+            })
+            .await;
         }
     });
 }

@@ -129,6 +129,10 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     }
     sync::synchronise(&ctx).map_err(state_at(&db))?;
     host::record_agent_start(&ctx).map_err(state_at(&db))?;
+    // Hardware drift shows at start: another card at a hidden address.
+    if let Err(e) = crate::api::drift::check(&ctx, "start") {
+        tracing::warn!("drift not checked: {e}");
+    }
     // Say at once what the next boot will do that a person should know
     // (a hide value the kernel refuses, a boot disk hidden by hand).
     ctx.host.report_at_start();

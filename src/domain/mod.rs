@@ -15,6 +15,7 @@ pub mod console;
 pub mod devices;
 pub mod display;
 pub mod dom0_access;
+pub mod drift;
 pub mod grub;
 pub mod grub_dropin;
 pub mod hide;

@@ -20,6 +20,8 @@ use crate::domain::bootcfg::{BootConfig, BootConfigError, Dom0AccessEngine, Init
 use crate::domain::devices;
 /// xapi's `host_display` values and transitions, for the API.
 pub use crate::domain::display::HostDisplay;
+/// Identity and drift of remembered hides, for the API.
+pub use crate::domain::drift;
 use crate::domain::grub::GrubError;
 use crate::domain::{Dom0Access, PciAddress, mock_boot, pciback, readiness};
 use crate::host::boot::{BootFingerprint, Fingerprint};
@@ -300,6 +302,10 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
         only(&self.unhide_set(std::slice::from_ref(addr), true)?)
     }
 
+    /// What is at each address now (`None`: no function there).
+    fn identities(&self, addrs: &[PciAddress])
+    -> Result<Vec<Option<drift::Identity>>, DomainError>;
+
     /// Whether `addr` can be passed through, and what stands in the way
     /// ([`readiness::report`]: `verdict`, `reasons` and the facts).
     fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError>;
@@ -522,6 +528,28 @@ impl Dom0Host for HostDom0 {
 
     fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
         self.engine.cached_statuses(addrs)
+    }
+
+    fn identities(
+        &self,
+        addrs: &[PciAddress],
+    ) -> Result<Vec<Option<drift::Identity>>, DomainError> {
+        let hex = |s: &str| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+        Ok(addrs
+            .iter()
+            .map(|a| {
+                let f = sysfs::read_one(&self.root, &a.to_string())?;
+                let (vendor, device) = (hex(&f.vendor)?, hex(&f.device)?);
+                let sub = |s: &Option<String>, own: u32| s.as_deref().and_then(hex).unwrap_or(own);
+                Some(drift::Identity {
+                    vendor: u16::try_from(vendor).ok()?,
+                    device: u16::try_from(device).ok()?,
+                    sub_vendor: u16::try_from(sub(&f.subsystem_vendor, vendor)).ok()?,
+                    sub_device: u16::try_from(sub(&f.subsystem_device, device)).ok()?,
+                    class: hex(&f.class)?,
+                })
+            })
+            .collect())
     }
 
     fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError> {
@@ -787,6 +815,28 @@ impl Dom0Host for StubDom0Host {
             }
         }
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn identities(
+        &self,
+        addrs: &[PciAddress],
+    ) -> Result<Vec<Option<drift::Identity>>, DomainError> {
+        let functions = Self::lock(&self.functions);
+        Ok(addrs
+            .iter()
+            .map(|a| {
+                functions
+                    .iter()
+                    .find(|f| f.address == *a)
+                    .map(|f| drift::Identity {
+                        vendor: f.vendor_id,
+                        device: f.device_id,
+                        sub_vendor: f.subsystem_vendor_id.unwrap_or(f.vendor_id),
+                        sub_device: f.subsystem_device_id.unwrap_or(f.device_id),
+                        class: f.class,
+                    })
+            })
+            .collect())
     }
 
     fn readiness(&self, addr: &PciAddress) -> Result<BTreeMap<String, String>, DomainError> {

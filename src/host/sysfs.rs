@@ -73,6 +73,15 @@ pub fn scan_pci(host: &HostRoot) -> Result<Vec<RawPciFunction>, HostError> {
         .collect())
 }
 
+/// One function by its directory name; `None` when the host has no such
+/// function (or its ids cannot be read).
+pub fn read_one(host: &HostRoot, name: &str) -> Option<RawPciFunction> {
+    if !host.exists(&format!("sys/bus/pci/devices/{name}")) {
+        return None;
+    }
+    read_function(host, name.to_owned())
+}
+
 fn read_function(host: &HostRoot, name: String) -> Option<RawPciFunction> {
     let dir = format!("sys/bus/pci/devices/{name}");
     let attr = |a: &str| {
