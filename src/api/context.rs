@@ -101,6 +101,9 @@ pub struct Context {
     /// Held by pcipass's own edits and by the drift look
     /// (`api::drift`), so that an own give-back is never a dropped hide.
     pub(crate) drift: std::sync::Mutex<()>,
+    /// pcipass's own edits under way (`api::audit`): the change watch does
+    /// not take their writes for outside changes.
+    pub(crate) edits_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Context {
@@ -128,6 +131,7 @@ impl Context {
             auth: std::sync::RwLock::new(auth),
             derived_at: std::sync::Mutex::new(None),
             drift: std::sync::Mutex::new(()),
+            edits_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture, blocking};
 use crate::api::objects::new_object;
 use crate::api::session_table;
-use crate::api::{ApiError, Value, event, sync, task};
+use crate::api::{ApiError, Value, audit, event, sync, task};
 use crate::domain::service::{HostDescription, HostDisplay, Reboot};
 use crate::idl;
 use crate::store::{Change, Store, db};
@@ -38,6 +38,7 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("disable_dom0_access_of", disable_dom0_access_of),
     ("enable_dom0_access_of", enable_dom0_access_of),
     ("enable_display", enable_display),
+    ("get_dom0_access_audit", get_dom0_access_audit),
     ("disable_display", disable_display),
 ];
 
@@ -59,7 +60,20 @@ fn update_display(
         let current = HostDisplay::parse(host.get_str("display")).unwrap_or(HostDisplay::Enabled);
         let (next, edits) = current.after(enable);
         if edits {
-            ctx.domain(move |host| host.set_display(enable)).await??;
+            let work = ctx.clone();
+            let who = caller.clone();
+            tokio::task::spawn_blocking(move || {
+                let call = if enable {
+                    "host.enable_display"
+                } else {
+                    "host.disable_display"
+                };
+                audit::edit(&work, &who, call, &[], || {
+                    Ok(work.host.set_display(enable)?)
+                })
+            })
+            .await
+            .map_err(|_| ApiError::Internal("a host worker failed".into()))??;
         }
         if next != current {
             ctx.apply(vec![Change::Update {
@@ -109,7 +123,12 @@ fn sync_display(ctx: &Context) -> Result<(), ApiError> {
 /// `host.disable_dom0_access_of(self, pcis, now)` and its give-back: one
 /// edit for a set of functions, answered as a map from each PCI to its
 /// new status.
-fn dom0_access_of(ctx: Arc<Context>, args: Vec<Value>, hide: bool) -> HandlerFuture {
+fn dom0_access_of(
+    ctx: Arc<Context>,
+    caller: Caller,
+    args: Vec<Value>,
+    hide: bool,
+) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         host_arg(ctx, &args)?;
         let pcis = match args.get(1) {
@@ -120,7 +139,18 @@ fn dom0_access_of(ctx: Arc<Context>, args: Vec<Value>, hide: bool) -> HandlerFut
             _ => Vec::new(),
         };
         let now = matches!(args.get(2), Some(Value::Bool(true)));
-        let answer = crate::api::pci::edit_set(ctx, &pcis, hide, now)?;
+        let addrs = pcis
+            .iter()
+            .map(|p| crate::api::pci::address(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let call = if hide {
+            "host.disable_dom0_access_of"
+        } else {
+            "host.enable_dom0_access_of"
+        };
+        let answer = audit::edit(ctx, &caller, call, &addrs, || {
+            crate::api::pci::edit_set(ctx, &pcis, hide, now)
+        })?;
         Ok(Value::Struct(
             answer
                 .into_iter()
@@ -130,12 +160,19 @@ fn dom0_access_of(ctx: Arc<Context>, args: Vec<Value>, hide: bool) -> HandlerFut
     })
 }
 
-fn disable_dom0_access_of(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    dom0_access_of(ctx, args, true)
+fn disable_dom0_access_of(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    dom0_access_of(ctx, caller, args, true)
 }
 
-fn enable_dom0_access_of(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
-    dom0_access_of(ctx, args, false)
+fn enable_dom0_access_of(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    dom0_access_of(ctx, caller, args, false)
+}
+
+fn get_dom0_access_audit(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        host_arg(ctx, &args)?;
+        audit::records(ctx)
+    })
 }
 
 /// xapi's null reference.

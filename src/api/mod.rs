@@ -8,6 +8,7 @@
 //! module's handler ([`session`], [`host`], [`pci`], [`pgpu`], [`task`],
 //! [`event`]).
 
+pub mod audit;
 pub mod context;
 pub mod derived;
 pub mod drift;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture, blocking};
-use crate::api::{ApiError, Value, derived, drift};
+use crate::api::{ApiError, Value, audit, derived, drift};
 use crate::domain::service;
 use crate::domain::{Dom0Access, PciAddress};
 use crate::store::Object;
@@ -144,31 +144,59 @@ pub fn status(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
     Ok(service::status(&*ctx.host, &address(pci)?)?)
 }
 
-fn disable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn disable_dom0_access(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        Ok(Value::str(disable(ctx, &pci)?.as_str()))
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PCI.disable_dom0_access",
+            &[address(&pci)?],
+            || disable(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }
 
-fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn enable_dom0_access(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        Ok(Value::str(enable(ctx, &pci)?.as_str()))
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PCI.enable_dom0_access",
+            &[address(&pci)?],
+            || enable(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }
 
-fn disable_dom0_access_now(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn disable_dom0_access_now(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        Ok(Value::str(disable_now(ctx, &pci)?.as_str()))
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PCI.disable_dom0_access_now",
+            &[address(&pci)?],
+            || disable_now(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }
 
-fn enable_dom0_access_now(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn enable_dom0_access_now(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         let pci = ctx.object("PCI", &self_ref(&args))?;
-        Ok(Value::str(enable_now(ctx, &pci)?.as_str()))
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PCI.enable_dom0_access_now",
+            &[address(&pci)?],
+            || enable_now(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Caller, Context};
 use crate::api::handler::{Handler, HandlerFuture, blocking};
-use crate::api::{ApiError, Value, pci};
+use crate::api::{ApiError, Value, audit, pci};
 use crate::store::Object;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
@@ -22,18 +22,30 @@ fn pci_of(ctx: &Context, args: &[Value]) -> Result<Arc<Object>, ApiError> {
     ctx.object("PCI", pgpu.get_str("PCI"))
 }
 
-fn enable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn enable_dom0_access(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
-        Ok(Value::str(
-            pci::enable(ctx, &*pci_of(ctx, &args)?)?.as_str(),
-        ))
+        let pci = pci_of(ctx, &args)?;
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PGPU.enable_dom0_access",
+            &[pci::address(&pci)?],
+            || pci::enable(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }
 
-fn disable_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+fn disable_dom0_access(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     blocking(ctx, move |ctx| {
-        Ok(Value::str(
-            pci::disable(ctx, &*pci_of(ctx, &args)?)?.as_str(),
-        ))
+        let pci = pci_of(ctx, &args)?;
+        let status = audit::edit(
+            ctx,
+            &caller,
+            "PGPU.disable_dom0_access",
+            &[pci::address(&pci)?],
+            || pci::disable(ctx, &pci),
+        )?;
+        Ok(Value::str(status.as_str()))
     })
 }

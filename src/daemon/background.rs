@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::context::Context;
-use crate::api::{derived, drift, session_table, task};
+use crate::api::{audit, derived, drift, session_table, task};
 
 /// Start the background work on the runtime: housekeeping (idle sessions,
 /// finished tasks) every minute, and the change watch every
@@ -39,18 +39,22 @@ pub(super) fn spawn_background(ctx: Arc<Context>, watch_interval: Duration) {
     // reading the PGPU: the one trigger of derived fields, on every tick.
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(watch_interval);
+        // An outside change seen while an own edit was under way is
+        // audited at the next tick.
+        let mut deferred = false;
         loop {
             tick.tick().await;
             let work = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            deferred = tokio::task::spawn_blocking(move || {
+                let moved = derived::catch_up(&work);
                 // Something moved: hold the remembered hides against it.
-                if derived::catch_up(&work)
-                    && let Err(e) = drift::check(&work, "the change watch")
-                {
+                if moved && let Err(e) = drift::check(&work, "the change watch") {
                     tracing::warn!("drift not checked: {e}");
                 }
+                (moved || deferred) && !audit::outside(&work, "the change watch")
             })
-            .await;
+            .await
+            .unwrap_or(deferred);
         }
     });
 }

@@ -129,6 +129,8 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     }
     sync::synchronise(&ctx).map_err(state_at(&db))?;
     host::record_agent_start(&ctx).map_err(state_at(&db))?;
+    // What changed in the boot configuration while pcipassd did not run.
+    crate::api::audit::outside(&ctx, "start");
     // Hardware drift shows at start: another card at a hidden address.
     if let Err(e) = crate::api::drift::check(&ctx, "start") {
         tracing::warn!("drift not checked: {e}");

@@ -302,6 +302,10 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
         only(&self.unhide_set(std::slice::from_ref(addr), true)?)
     }
 
+    /// The SHA-256 (hex) of each file a boot-configuration edit may
+    /// change, for the audit (`None`: absent or unreadable).
+    fn edited_files(&self) -> Vec<(String, Option<String>)>;
+
     /// What is at each address now (`None`: no function there).
     fn identities(&self, addrs: &[PciAddress])
     -> Result<Vec<Option<drift::Identity>>, DomainError>;
@@ -528,6 +532,23 @@ impl Dom0Host for HostDom0 {
 
     fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
         self.engine.cached_statuses(addrs)
+    }
+
+    fn edited_files(&self) -> Vec<(String, Option<String>)> {
+        use sha2::Digest;
+        self.engine
+            .edited_files()
+            .into_iter()
+            .map(|rel| {
+                let digest = self.root.read_if_exists(&rel).ok().flatten().map(|bytes| {
+                    sha2::Sha256::digest(&bytes)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                });
+                (rel, digest)
+            })
+            .collect()
     }
 
     fn identities(
@@ -815,6 +836,13 @@ impl Dom0Host for StubDom0Host {
             }
         }
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn edited_files(&self) -> Vec<(String, Option<String>)> {
+        vec![(
+            "stub".to_owned(),
+            Some(format!("{:?}", Self::lock(&self.next_boot))),
+        )]
     }
 
     fn identities(

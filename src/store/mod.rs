@@ -9,7 +9,7 @@ pub mod pam;
 pub mod tls;
 pub mod users;
 
-pub use db::{Change, Event, Object, Operation, Store, StoreError};
+pub use db::{AuditRow, Change, Event, Object, Operation, Store, StoreError, verify_chain};
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -143,6 +143,12 @@ pub const COMMANDS: &[Command] = &[
         help: "Reboot a disabled host (a mock host reboots in place).",
     },
     Command {
+        name: "host-audit",
+        required: &[],
+        optional: &[],
+        help: "The audit of dom0 access edits and outside boot-configuration changes, oldest first.",
+    },
+    Command {
         name: "host-enable-display",
         required: &[],
         optional: &["uuid", "host"],

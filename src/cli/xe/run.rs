@@ -169,6 +169,41 @@ async fn execute(
                 }
             }
         }
+        "audit" => {
+            let host = world.hosts.keys().next().cloned().unwrap_or_default();
+            let records = client
+                .call(
+                    "host.get_dom0_access_audit",
+                    vec![session.clone(), Value::String(host)],
+                )
+                .await
+                .map_err(api_error)?;
+            // One line a record: what, who, on what, and how it ended;
+            // then the files it changed and the chain's state.
+            let field = |r: &Value, k: &str| r.member(k).map(show).unwrap_or_default();
+            if let Value::Array(rows) = &records {
+                for r in rows {
+                    let _ = writeln!(
+                        out,
+                        "{} {} {} {} {} {} {}",
+                        field(r, "seq"),
+                        field(r, "time"),
+                        field(r, "kind"),
+                        field(r, "user"),
+                        field(r, "call"),
+                        field(r, "functions"),
+                        field(r, "outcome")
+                    );
+                    let files = field(r, "files");
+                    if !files.is_empty() {
+                        let _ = writeln!(out, "    {files}");
+                    }
+                }
+                if let Some(r) = rows.last() {
+                    let _ = writeln!(out, "chain: {}", field(r, "chain"));
+                }
+            }
+        }
         "readiness" => {
             let (reference, _) = by_uuid(inv.get("uuid").unwrap_or(""))?;
             let report = client

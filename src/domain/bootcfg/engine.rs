@@ -14,7 +14,7 @@ use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
 use crate::domain::{display, netdev};
-use crate::host::boot::{BootFingerprint, Fingerprint};
+use crate::host::boot::{self, BootFingerprint, Fingerprint};
 use crate::host::watch::ChangeWatch;
 use crate::host::{HostRoot, procfs, sysfs};
 use batch::{Answer, Want};
@@ -373,6 +373,26 @@ impl Dom0AccessEngine {
             return Err(BootConfigError::HostDisplay { function });
         }
         Ok(())
+    }
+
+    /// The files an edit may change (the flow's own, pcipass's drop-ins,
+    /// the early-load files), host-relative.
+    pub fn edited_files(&self) -> Vec<String> {
+        let mut files = self.boot.watched();
+        files.extend(
+            [
+                boot::PCIPASS_DROPIN,
+                boot::PCIPASS_DISPLAY_DROPIN,
+                boot::DEFAULT_GRUB,
+                super::early::MODPROBE_DROPIN,
+                crate::host::modules::INITRAMFS_TOOLS_MODULES,
+                super::early::DRACUT_DROPIN,
+            ]
+            .map(str::to_owned),
+        );
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// Whether the next boot shows the host's console on the display

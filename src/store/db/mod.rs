@@ -8,6 +8,7 @@
 //! `event.from` waiters. The generation counter (the event id) is persisted,
 //! so tokens stay monotonic across restarts.
 
+mod audit;
 mod events;
 mod file;
 mod meta;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
 
+pub use audit::{AuditRow, verify_chain};
 pub use object::{Change, Event, Object, Operation};
 
 /// Why the store failed.

@@ -20,6 +20,14 @@ const MIGRATIONS: &[&str] = &[
          UNIQUE (class, uuid)
      );
      CREATE INDEX objects_class ON objects (class);",
+    // The audit of boot-configuration edits (`Store::audit_append`): each
+    // record chained to the one before by its hash.
+    "CREATE TABLE audit (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         prev TEXT NOT NULL,
+         hash TEXT NOT NULL,
+         record TEXT NOT NULL
+     );",
 ];
 
 impl Store {
