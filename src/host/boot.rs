@@ -160,6 +160,46 @@ pub fn ensure_dir(host: &HostRoot, rel: &str) -> Result<(), HostError> {
     }
 }
 
+/// Whether `name` (in `/boot`) is an initramfs image the boot loader
+/// loads: `initrd.img-<release>` (initramfs-tools) or
+/// `initramfs-<release>.img` (dracut), and none of the files the builders
+/// leave beside one while they work or as backups (`.new`, `.dpkg-bak`:
+/// update-initramfs hard-links the old image there while it builds, and
+/// a kill leaves it).
+pub fn is_initramfs_image(name: &str) -> bool {
+    const NOT_IMAGES: [&str; 7] = [
+        ".new",
+        ".bak",
+        "-bak",
+        ".old",
+        ".dpkg-new",
+        ".dpkg-tmp",
+        ".dpkg-bak",
+    ];
+    (name.starts_with("initrd.img-") || name.starts_with("initramfs-"))
+        && !NOT_IMAGES.iter().any(|s| name.ends_with(s))
+}
+
+/// A file's inode, size and mtime in nanoseconds ([`HostRoot::stamp`]).
+pub type Stamp = (u64, u64, i128);
+
+/// An initramfs image's name in `/boot` and its [`Stamp`].
+pub type Image = (String, Stamp);
+
+/// The initramfs images in `/boot` with their stamps
+/// ([`HostRoot::stamp`]), by name: what a rebuild changes.
+pub fn initramfs_images(host: &HostRoot) -> Result<Vec<Image>, HostError> {
+    let mut found = Vec::new();
+    for name in host.list_dir_if_exists("boot")?.unwrap_or_default() {
+        if is_initramfs_image(&name)
+            && let Some(stamp) = host.stamp(&format!("boot/{name}"))?
+        {
+            found.push((name, stamp));
+        }
+    }
+    Ok(found)
+}
+
 /// Put `rel` back as it was before an edit: `old` bytes written back
 /// atomically, or the file removed when there was none.
 pub fn put_back(host: &HostRoot, rel: &str, old: Option<&[u8]>) -> Result<(), HostError> {

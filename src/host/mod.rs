@@ -255,6 +255,22 @@ impl HostRoot {
         Ok(names)
     }
 
+    /// A file's identity and change marks (inode, size, mtime in
+    /// nanoseconds), following links; `None` when it does not exist.
+    pub fn stamp(&self, rel: &str) -> Result<Option<boot::Stamp>, HostError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.resolve(rel)?;
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some((
+                m.ino(),
+                m.size(),
+                i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::err("stat", rel, e)),
+        }
+    }
+
     /// True when the path exists (following links, inside the root); false
     /// too when it cannot be resolved under the root.
     pub fn exists(&self, rel: &str) -> bool {

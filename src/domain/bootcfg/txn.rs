@@ -143,6 +143,12 @@ struct Journal {
     /// hide), with their drivers before: a recovery gives them back.
     #[serde(default)]
     moves: Vec<Move>,
+    /// The initramfs images in `/boot` and their stamps (inode, size,
+    /// mtime) before the rebuild: a recovery that finds them unchanged
+    /// (the edit was cut short before a new image was installed) need not
+    /// rebuild. `None` (an older journal): it rebuilds.
+    #[serde(default)]
+    images: Option<Vec<boot::Image>>,
 }
 
 /// A function an edit's last step moves from its driver to pciback.
@@ -216,8 +222,14 @@ pub fn recover(
             restored.push(format!("/{}", saved.rel));
         }
     }
+    let mut rebuilt = false;
     if let Some(how) = &record.rebuild {
-        super::early::rebuild(host, how, hold)?;
+        if images_unchanged(host, record.images.as_deref())? {
+            drop_half_built(host, record.images.as_deref().unwrap_or_default())?;
+        } else {
+            super::early::rebuild(host, how, hold)?;
+            rebuilt = true;
+        }
     }
     let copies: Vec<_> = record
         .copies
@@ -256,10 +268,10 @@ pub fn recover(
         } else {
             format!("put back {}", restored.join(", "))
         },
-        if record.rebuild.is_some() {
-            "; the initramfs rebuilt"
-        } else {
-            ""
+        match (&record.rebuild, rebuilt) {
+            (Some(_), true) => "; the initramfs rebuilt",
+            (Some(_), false) => "; the initramfs images were as before, not rebuilt",
+            (None, _) => "",
         },
     );
     Ok(Some(done))
@@ -479,6 +491,10 @@ fn run(
             })
             .collect(),
         rebuild: early.and_then(|e| e.rebuild.clone()),
+        images: match early.and_then(|e| e.rebuild.as_ref()) {
+            Some(_) => Some(boot::initramfs_images(host)?),
+            None => None,
+        },
         copies: early
             .map(|e| {
                 e.copies
@@ -521,7 +537,20 @@ fn run(
             Ok(view)
         }
         Err(e) => {
-            let undone = undo(host, &saved, rebuilt, early, hold);
+            // A rebuild cut short before it installed an image changed
+            // nothing the boot loads; one cut short after the first of
+            // several did, and is redone with the files put back.
+            let changed = match &record.images {
+                Some(before) => boot::initramfs_images(host).map_or(true, |now| now != *before),
+                None => false,
+            };
+            if !(rebuilt || changed)
+                && let Some(images) = &record.images
+                && let Err(again) = drop_half_built(host, images)
+            {
+                tracing::warn!("a half-built initramfs is left: {again}");
+            }
+            let undone = undo(host, &saved, rebuilt || changed, early, hold);
             match (&undone, journal) {
                 (Ok(()), Some(journal)) => {
                     if let Err(again) = boot::remove_durable(host, journal) {
@@ -564,6 +593,30 @@ fn write_all(host: &HostRoot, writes: &[FileWrite]) -> Result<(), BootConfigErro
             boot::ensure_dir(host, dir)?;
         }
         boot::put_back(host, &write.rel, write.new.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Whether the initramfs images are as `before` recorded them (same
+/// names, inodes, sizes and mtimes); false without a record.
+fn images_unchanged(
+    host: &HostRoot,
+    before: Option<&[boot::Image]>,
+) -> Result<bool, BootConfigError> {
+    let Some(before) = before else {
+        return Ok(false);
+    };
+    Ok(boot::initramfs_images(host)? == before)
+}
+
+/// Remove what a rebuild cut short leaves beside the images: the builder's
+/// `<image>.new` (update-initramfs and dracut build there, then rename).
+fn drop_half_built(host: &HostRoot, images: &[boot::Image]) -> Result<(), BootConfigError> {
+    for (name, _) in images {
+        let half = format!("boot/{name}.new");
+        if host.exists(&half) {
+            boot::put_back(host, &half, None)?;
+        }
     }
     Ok(())
 }
@@ -629,6 +682,7 @@ mod tests {
             ],
             rebuild: None,
             copies: Vec::new(),
+            images: None,
         };
         let journal = "boot/grub/grub.cfg.pcipass-journal";
         std::fs::write(
@@ -653,6 +707,77 @@ mod tests {
         );
         assert!(!dir.path().join(journal).exists());
         assert_eq!(recover(&host, journal, None).unwrap(), None);
+    }
+
+    /// A rebuild cut short before it installed an image: the recovery
+    /// finds the images as recorded and does not rebuild (it removes the
+    /// builder's half-built `.new`); a `.dpkg-bak` left beside them is no
+    /// image. An image that changed is rebuilt.
+    #[test]
+    fn recovery_rebuilds_only_when_an_image_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+        std::fs::write(
+            dir.path().join("boot/initrd.img-6.1.0-28-amd64"),
+            "old image",
+        )
+        .unwrap();
+        let images = boot::initramfs_images(&host).unwrap();
+        assert_eq!(images.len(), 1);
+        // The rebuild, if run, leaves its mark.
+        let mark = dir.path().join("rebuilt");
+        let record = |images| Journal {
+            moves: Vec::new(),
+            value: None,
+            files: Vec::new(),
+            rebuild: Some(Rebuild::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("touch {}", mark.display()),
+            ])),
+            copies: Vec::new(),
+            images,
+        };
+        let journal = "journal";
+        let write = |r: &Journal| {
+            std::fs::write(dir.path().join(journal), serde_json::to_vec(r).unwrap()).unwrap();
+        };
+        std::fs::write(
+            dir.path().join("boot/initrd.img-6.1.0-28-amd64.new"),
+            "half",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("boot/initrd.img-6.1.0-28-amd64.dpkg-bak"),
+            "old",
+        )
+        .unwrap();
+        write(&record(Some(images.clone())));
+        let done = recover(&host, journal, None).unwrap().unwrap();
+        assert!(done.contains("not rebuilt"), "{done}");
+        assert!(!mark.exists());
+        assert!(
+            !dir.path()
+                .join("boot/initrd.img-6.1.0-28-amd64.new")
+                .exists()
+        );
+
+        std::fs::write(
+            dir.path().join("boot/initrd.img-6.1.0-28-amd64"),
+            "a new image!",
+        )
+        .unwrap();
+        write(&record(Some(images)));
+        let done = recover(&host, journal, None).unwrap().unwrap();
+        assert!(done.contains("the initramfs rebuilt"), "{done}");
+        assert!(mark.exists());
+
+        // An older journal, without images: rebuilt.
+        std::fs::remove_file(&mark).unwrap();
+        write(&record(None));
+        recover(&host, journal, None).unwrap();
+        assert!(mark.exists());
     }
 
     #[test]
