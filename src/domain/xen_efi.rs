@@ -309,6 +309,29 @@ pub fn kextra(text: &[u8]) -> Result<Option<Range<usize>>, XenEfiError> {
 /// Where ` -- ` starts in the booted section's `options=` value, and the
 /// kextra range after it.
 fn kextra_at(text: &[u8]) -> Result<Option<(usize, Range<usize>)>, XenEfiError> {
+    let Some(Options {
+        value,
+        dash: Some(dash),
+    }) = options_at(text)?
+    else {
+        return Ok(None);
+    };
+    let mut rest = dash + 4;
+    while rest < value.end && text.get(rest) == Some(&b' ') {
+        rest += 1;
+    }
+    Ok(Some((dash, rest..value.end)))
+}
+
+/// The booted section's `options=` value: where it is, and where its
+/// first ` -- ` starts, if it has one.
+struct Options {
+    value: Range<usize>,
+    dash: Option<usize>,
+}
+
+/// The booted section's [`Options`]; `None` without `options=`.
+fn options_at(text: &[u8]) -> Result<Option<Options>, XenEfiError> {
     let s = boot_section(text)?;
     let ents = entries(text)?;
     let Some(found) = get_value(text, &ents, s.name.as_deref(), b"options") else {
@@ -316,32 +339,21 @@ fn kextra_at(text: &[u8]) -> Result<Option<(usize, Range<usize>)>, XenEfiError> 
     };
     let end = ents.get(found.entry).map_or(found.value_start, |r| r.end);
     let value = text.get(found.value_start..end).unwrap_or_default();
-    let Some(dash) = value.windows(4).position(|w| w == b" -- ") else {
-        return Ok(None);
-    };
-    let mut rest = found.value_start + dash + 4;
-    while rest < end && text.get(rest) == Some(&b' ') {
-        rest += 1;
-    }
-    Ok(Some((found.value_start + dash, rest..end)))
+    let dash = value
+        .windows(4)
+        .position(|w| w == b" -- ")
+        .map(|d| found.value_start + d);
+    Ok(Some(Options {
+        value: found.value_start..end,
+        dash,
+    }))
 }
 
 /// Xen's own arguments in the booted section's `options=`: its value up
 /// to a ` -- ` (the kextra after it is dom0's); `None` without
 /// `options=`.
 pub fn xen_options(text: &[u8]) -> Result<Option<Range<usize>>, XenEfiError> {
-    let s = boot_section(text)?;
-    let ents = entries(text)?;
-    let Some(found) = get_value(text, &ents, s.name.as_deref(), b"options") else {
-        return Ok(None);
-    };
-    let end = ents.get(found.entry).map_or(found.value_start, |r| r.end);
-    let value = text.get(found.value_start..end).unwrap_or_default();
-    let own = value
-        .windows(4)
-        .position(|w| w == b" -- ")
-        .unwrap_or(value.len());
-    Ok(Some(found.value_start..found.value_start + own))
+    Ok(options_at(text)?.map(|o| o.value.start..o.dash.unwrap_or(o.value.end)))
 }
 
 /// A new `xen.cfg` whose booted section gives Xen `options` as its own

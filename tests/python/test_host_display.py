@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conftest import Daemon, binary, failure, pci_ref, run
+from conftest import failure, pci_ref
 from test_cli import out
-from test_grub_mkconfig import MKCONFIG, _why_not
+from test_profiles import _started as profile_started
 
 VGA = "0000:00:02.0"  # the demo profiles' boot VGA device (i915)
 GPU = "0000:01:00.0"
@@ -28,21 +28,9 @@ PROFILES = {
 }
 
 
-def _started(tmp_path, profile):
-    if profile == "debian" and _why_not():
-        pytest.skip(_why_not())
-    root = tmp_path / "root"
-    run(binary("pcipass"), "mock-host", "create", str(root), "--profile", profile)
-    extra = ["--grub-mkconfig-command", f"{MKCONFIG} {root}"] if profile == "debian" else []
-    d = Daemon(tmp_path, extra_args=extra)
-    d.add_user("admin", "pool-admin")
-    d.add_user("reader", "read-only")
-    return d.start()
-
-
 @pytest.fixture(params=list(PROFILES))
 def host(tmp_path, request):
-    d = _started(tmp_path, request.param)
+    d = profile_started(tmp_path, request.param)
     d.profile = request.param
     yield d
     d.cleanup()

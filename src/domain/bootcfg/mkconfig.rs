@@ -172,6 +172,18 @@ impl GrubMkconfigBootConfig {
         }
     }
 
+    /// The files a regeneration rewrites: grub.cfg, and what one cut
+    /// short leaves beside it (pcipass's output, grub-mkconfig's own
+    /// `.new` of it).
+    fn generated(&self) -> Result<Vec<String>, BootConfigError> {
+        let grub_rel = boot::locate(&self.base.host)?;
+        Ok(vec![
+            grub_rel.to_owned(),
+            format!("{grub_rel}{STAGED_SUFFIX}"),
+            format!("{grub_rel}{STAGED_SUFFIX}.new"),
+        ])
+    }
+
     /// Where the hide list is kept.
     pub fn place(&self) -> DefaultsPlace {
         self.place
@@ -445,16 +457,7 @@ impl BootConfig for GrubMkconfigBootConfig {
     ) -> Result<Changes<'a>, BootConfigError> {
         Ok(Changes {
             writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
-            // grub.cfg, and the files a regeneration cut short leaves
-            // beside it (pcipass's output, grub-mkconfig's own `.new` of it).
-            generated: {
-                let grub_rel = boot::locate(&self.base.host)?;
-                vec![
-                    grub_rel.to_owned(),
-                    format!("{grub_rel}{STAGED_SUFFIX}"),
-                    format!("{grub_rel}{STAGED_SUFFIX}.new"),
-                ]
-            },
+            generated: self.generated()?,
             steps: vec![{
                 let value = value.map(str::to_owned);
                 Box::new(move |hold| self.run_regenerate(hold, value.as_deref()))
@@ -494,14 +497,7 @@ impl BootConfig for GrubMkconfigBootConfig {
         let hide = snap.view.value_text();
         Ok(Changes {
             writes: vec![write],
-            generated: {
-                let grub_rel = boot::locate(&self.base.host)?;
-                vec![
-                    grub_rel.to_owned(),
-                    format!("{grub_rel}{STAGED_SUFFIX}"),
-                    format!("{grub_rel}{STAGED_SUFFIX}.new"),
-                ]
-            },
+            generated: self.generated()?,
             steps: vec![
                 Box::new(move |hold| self.run_regenerate(hold, hide.as_deref())),
                 console_check(self, value),

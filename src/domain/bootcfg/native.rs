@@ -139,6 +139,19 @@ fn planned_grub(
     Ok(Some((text, view)))
 }
 
+impl NativeBootConfig {
+    /// grub.cfg's path and the configuration an edit starts from, as the
+    /// snapshot read them (with its grubenv).
+    fn snapshot_config(&self, snap: &Snapshot) -> Result<(String, GrubConfig), BootConfigError> {
+        let rel = boot::locate(&self.base.host)?.to_owned();
+        let env = snap
+            .file(GRUBENV_KEY)
+            .map_or_else(GrubEnv::absent, GrubEnv::parse);
+        let config = GrubConfig::parse(snap.file(&rel).unwrap_or_default(), &env)?;
+        Ok((rel, config))
+    }
+}
+
 impl BootConfig for NativeBootConfig {
     fn boot_view(&self) -> Result<HideView, BootConfigError> {
         let (_, config) = load_grub(&self.base.host)?;
@@ -177,11 +190,7 @@ impl BootConfig for NativeBootConfig {
         snap: &Snapshot,
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
-        let rel = boot::locate(&self.base.host)?.to_owned();
-        let env = snap
-            .file(GRUBENV_KEY)
-            .map_or_else(GrubEnv::absent, GrubEnv::parse);
-        let config = GrubConfig::parse(snap.file(&rel).unwrap_or_default(), &env)?;
+        let (rel, config) = self.snapshot_config(snap)?;
         let edit = match value {
             Some(v) => HideEdit::Set(v.to_owned()),
             None => HideEdit::Delete,
@@ -214,11 +223,7 @@ impl BootConfig for NativeBootConfig {
         snap: &Snapshot,
         value: &str,
     ) -> Result<Changes<'a>, BootConfigError> {
-        let rel = boot::locate(&self.base.host)?.to_owned();
-        let env = snap
-            .file(GRUBENV_KEY)
-            .map_or_else(GrubEnv::absent, GrubEnv::parse);
-        let config = GrubConfig::parse(snap.file(&rel).unwrap_or_default(), &env)?;
+        let (rel, config) = self.snapshot_config(snap)?;
         let text = config.edited(
             Target::Xen,
             &Edit::Set {
