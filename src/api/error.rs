@@ -102,6 +102,9 @@ pub enum ApiError {
         /// The interface it carries.
         interface: String,
     },
+    /// A previewed edit whose files changed since the preview (or whose
+    /// token is another edit's): `[]`.
+    Dom0AccessPreviewStale,
     /// Hiding the system display device while the host display is on:
     /// `[device]`.
     PciIsHostDisplay(String),
@@ -175,6 +178,7 @@ impl ApiError {
             ApiError::PciCarriesDom0Network { .. } => "PCI_CARRIES_DOM0_NETWORK",
             ApiError::PciCarriesDom0Console { .. } => "PCI_CARRIES_DOM0_CONSOLE",
             ApiError::PciIsHostDisplay(_) => "PCI_IS_HOST_DISPLAY",
+            ApiError::Dom0AccessPreviewStale => "DOM0_ACCESS_PREVIEW_STALE",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
@@ -208,6 +212,7 @@ impl ApiError {
         "PCI_CARRIES_DOM0_NETWORK",
         "PCI_CARRIES_DOM0_CONSOLE",
         "PCI_IS_HOST_DISPLAY",
+        "DOM0_ACCESS_PREVIEW_STALE",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
@@ -284,9 +289,10 @@ impl ApiError {
                 step,
                 reason,
             } => vec![device.clone(), step.clone(), reason.clone()],
-            ApiError::HostNotDisabled | ApiError::EventsLost | ApiError::TooManyPendingTasks => {
-                vec![]
-            }
+            ApiError::HostNotDisabled
+            | ApiError::EventsLost
+            | ApiError::TooManyPendingTasks
+            | ApiError::Dom0AccessPreviewStale => vec![],
         }
     }
 
@@ -358,6 +364,7 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
                 ApiError::BootDevicePassthroughDisallowed(block_device)
             }
             BootErrorKind::HostDisplay { function } => ApiError::PciIsHostDisplay(function),
+            BootErrorKind::PreviewStale => ApiError::Dom0AccessPreviewStale,
             BootErrorKind::Dom0Console { function, console } => ApiError::PciCarriesDom0Console {
                 device: function,
                 console,

@@ -24,7 +24,7 @@ use crate::api::session_table;
 use crate::api::{ApiError, Value, audit, event, sync, task};
 use crate::domain::service::{HostDescription, HostDisplay, Reboot};
 use crate::idl;
-use crate::store::{Change, Store, db};
+use crate::store::{Change, Object, Store, db};
 use crate::value::now_datetime;
 
 /// This class's custom messages and their handlers (`api::invoke`'s tests
@@ -40,6 +40,8 @@ pub const HANDLERS: &[(&str, Handler)] = &[
     ("enable_display", enable_display),
     ("get_dom0_access_audit", get_dom0_access_audit),
     ("disable_display", disable_display),
+    ("preview_dom0_access", preview_dom0_access),
+    ("apply_dom0_access_preview", apply_dom0_access_preview),
 ];
 
 /// `host.enable_display` / `host.disable_display`: xapi's transition
@@ -131,13 +133,7 @@ fn dom0_access_of(
 ) -> HandlerFuture {
     blocking(ctx, move |ctx| {
         host_arg(ctx, &args)?;
-        let pcis = match args.get(1) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|r| ctx.object("PCI", r.as_str().unwrap_or("")))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Vec::new(),
-        };
+        let pcis = pci_set(ctx, args.get(1))?;
         let now = matches!(args.get(2), Some(Value::Bool(true)));
         let addrs = pcis
             .iter()
@@ -149,7 +145,7 @@ fn dom0_access_of(
             "host.enable_dom0_access_of"
         };
         let answer = audit::edit(ctx, &caller, call, &addrs, || {
-            crate::api::pci::edit_set(ctx, &pcis, hide, now)
+            crate::api::pci::edit_set(ctx, &pcis, hide, now, None)
         })?;
         Ok(Value::Struct(
             answer
@@ -166,6 +162,88 @@ fn disable_dom0_access_of(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -
 
 fn enable_dom0_access_of(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     dom0_access_of(ctx, caller, args, false)
+}
+
+/// The PCI objects of a `set<ref<PCI>>` parameter (checked by the idl).
+fn pci_set(ctx: &Context, arg: Option<&Value>) -> Result<Vec<Arc<Object>>, ApiError> {
+    match arg {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|r| ctx.object("PCI", r.as_str().unwrap_or("")))
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// `host.preview_dom0_access(self, pcis, enabled)`: the dry run of the
+/// edit `host.enable_dom0_access_of` (`enabled`) or
+/// `host.disable_dom0_access_of` would make now, with its token. Nothing
+/// is written; a refusal is the edit's.
+fn preview_dom0_access(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        host_arg(ctx, &args)?;
+        let pcis = pci_set(ctx, args.get(1))?;
+        let enabled = matches!(args.get(2), Some(Value::Bool(true)));
+        let (_, addrs) = crate::api::pci::distinct(&pcis)?;
+        let preview = ctx.host.preview(&addrs, !enabled)?;
+        let words = |items: Vec<String>| items.join(" ");
+        Ok(Value::Struct(
+            [
+                ("diff", preview.diff.clone()),
+                (
+                    "hidden_after",
+                    words(
+                        preview
+                            .hidden_after
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                    ),
+                ),
+                ("hide_value", preview.value.clone().unwrap_or_default()),
+                ("rebuild", preview.rebuild.clone().unwrap_or_default()),
+                ("exact", preview.exact().to_string()),
+                ("unforeseen", preview.unforeseen.join("\n")),
+                ("binary", words(preview.binary.clone())),
+                ("token", preview.token.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::str(v)))
+            .collect(),
+        ))
+    })
+}
+
+/// `host.apply_dom0_access_preview(self, pcis, enabled, now, token)`: the
+/// previewed edit, made only if every file the preview read is as it was
+/// (`DOM0_ACCESS_PREVIEW_STALE` otherwise, nothing written); answered as
+/// `host.*_dom0_access_of`.
+fn apply_dom0_access_preview(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
+    blocking(ctx, move |ctx| {
+        host_arg(ctx, &args)?;
+        let pcis = pci_set(ctx, args.get(1))?;
+        let hide = !matches!(args.get(2), Some(Value::Bool(true)));
+        let now = matches!(args.get(3), Some(Value::Bool(true)));
+        let token = args
+            .get(4)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (_, addrs) = crate::api::pci::distinct(&pcis)?;
+        let answer = audit::edit(
+            ctx,
+            &caller,
+            "host.apply_dom0_access_preview",
+            &addrs,
+            || crate::api::pci::edit_set(ctx, &pcis, hide, now, Some(&token)),
+        )?;
+        Ok(Value::Struct(
+            answer
+                .into_iter()
+                .map(|(reference, status)| (reference, Value::str(status.as_str())))
+                .collect(),
+        ))
+    })
 }
 
 fn get_dom0_access_audit(ctx: Arc<Context>, _caller: Caller, args: Vec<Value>) -> HandlerFuture {

@@ -96,31 +96,25 @@ pub fn enable_now(ctx: &Context, pci: &Object) -> Result<Dom0Access, ApiError> {
 
 /// Hide (`hide`) or give back every function of `pcis` as one edit of
 /// the boot configuration (all or nothing), and with `now` at once too;
-/// each function's new status by its reference.
+/// each function's new status by its reference. With `token` (from
+/// `host.preview_dom0_access` of the same set, the same way) only if the
+/// files are as the preview saw them.
 pub fn edit_set(
     ctx: &Context,
     pcis: &[Arc<Object>],
     hide: bool,
     now: bool,
+    token: Option<&str>,
 ) -> Result<Vec<(String, Dom0Access)>, ApiError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut refs = Vec::new();
-    let mut addrs = Vec::new();
-    for pci in pcis {
-        let addr = address(pci)?;
-        if seen.insert(addr) {
-            refs.push(pci.reference.clone());
-            addrs.push(addr);
-        }
-    }
+    let (refs, addrs) = distinct(pcis)?;
     if addrs.is_empty() {
         return Ok(Vec::new());
     }
     let statuses = drift::editing(ctx, &addrs, hide, || {
         Ok(if hide {
-            ctx.host.hide_set(&addrs, now)?
+            ctx.host.hide_set(&addrs, now, token)?
         } else {
-            ctx.host.unhide_set(&addrs, now)?
+            ctx.host.unhide_set(&addrs, now, token)?
         })
     })?;
     let list = addrs
@@ -137,6 +131,22 @@ pub fn edit_set(
     );
     derived::recompute(ctx);
     Ok(refs.into_iter().zip(statuses).collect())
+}
+
+/// The distinct functions of `pcis`, in order: their references and
+/// addresses.
+pub fn distinct(pcis: &[Arc<Object>]) -> Result<(Vec<String>, Vec<PciAddress>), ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut refs = Vec::new();
+    let mut addrs = Vec::new();
+    for pci in pcis {
+        let addr = address(pci)?;
+        if seen.insert(addr) {
+            refs.push(pci.reference.clone());
+            addrs.push(addr);
+        }
+    }
+    Ok((refs, addrs))
 }
 
 /// The live status of `pci`.

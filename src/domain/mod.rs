@@ -25,6 +25,7 @@ pub mod netdev;
 pub mod pciback;
 pub mod pciids;
 pub mod readiness;
+pub mod regenerated;
 pub mod service;
 pub mod xen_efi;
 

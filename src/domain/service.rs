@@ -110,6 +110,9 @@ pub enum BootErrorKind {
         /// The function.
         function: String,
     },
+    /// A previewed edit's files changed since its preview, or the token
+    /// is another edit's: nothing was written.
+    PreviewStale,
     /// The current hide value does not parse: edits are refused.
     HideListMalformed {
         /// The whole value.
@@ -161,6 +164,7 @@ impl BootErrorKind {
             BootConfigError::BootDevice { block_device, .. } => BootErrorKind::BootDevice {
                 block_device: block_device.clone(),
             },
+            BootConfigError::PreviewStale => BootErrorKind::PreviewStale,
             BootConfigError::HostDisplay { function } => BootErrorKind::HostDisplay {
                 function: function.to_string(),
             },
@@ -258,6 +262,55 @@ pub struct ChangeToken {
     generation: u64,
 }
 
+/// The dry run of an edit ([`Dom0Host::preview`]), as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditPreview {
+    /// One unified diff of every file the edit changes (`patch -p1` under
+    /// the root applies it).
+    pub diff: String,
+    /// The host's functions the next boot's kernel would hide.
+    pub hidden_after: Vec<PciAddress>,
+    /// The `xen-pciback.hide` value the next boot would get.
+    pub value: Option<String>,
+    /// The initramfs rebuild the edit runs (the command), if any.
+    pub rebuild: Option<String>,
+    /// What the diff cannot show before the edit's programs run, and why.
+    pub unforeseen: Vec<String>,
+    /// Files whose change is not text (named, not shown).
+    pub binary: Vec<String>,
+    /// The compare-and-swap token for the edit.
+    pub token: String,
+}
+
+impl EditPreview {
+    /// The report of `preview` on a host whose PCI tree is `tree`.
+    fn of(preview: &crate::domain::bootcfg::Preview, tree: &crate::domain::hide::Topology) -> Self {
+        let mut hidden_after: Vec<PciAddress> = tree
+            .functions()
+            .filter(|f| preview.after.hides_in(tree, f))
+            .copied()
+            .collect();
+        hidden_after.sort();
+        EditPreview {
+            diff: preview.diff(),
+            hidden_after,
+            value: preview.value.clone(),
+            rebuild: preview.rebuild.as_ref().map(|how| match how {
+                crate::domain::bootcfg::Rebuild::Command(argv) => argv.join(" "),
+                crate::domain::bootcfg::Rebuild::Mock => "the mock host's initramfs rebuild".into(),
+            }),
+            unforeseen: preview.unforeseen.clone(),
+            binary: preview.binary().into_iter().map(str::to_owned).collect(),
+            token: preview.token.clone(),
+        }
+    }
+
+    /// Whether the diff is exactly what the edit writes.
+    pub fn exact(&self) -> bool {
+        self.unforeseen.is_empty() && self.binary.is_empty()
+    }
+}
+
 /// What the API may ask of the host.
 pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// Every PCI function the host has. An unreadable device listing is
@@ -282,24 +335,44 @@ pub trait Dom0Host: Send + Sync + fmt::Debug {
     /// step also moves each function to pciback; a failed move puts back
     /// the ones moved and undoes the edit. The statuses, in the order of
     /// `addrs`.
-    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError>;
+    ///
+    /// With `token` (from [`Dom0Host::preview`] of the same functions, the
+    /// same way) the edit is made only if the files the preview read are
+    /// unchanged, and it writes exactly what the preview showed
+    /// ([`BootConfigError::PreviewStale`] otherwise, nothing written).
+    fn hide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError>;
 
     /// Give every function of `addrs` back to dom0 as one edit (all or
     /// nothing, as [`Dom0Host::hide_set`]). With `now`: refused while a
     /// running domain has any of them; each goes back to its driver, then
     /// the edit; a failed edit moves them back to pciback.
-    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError>;
+    fn unhide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError>;
+
+    /// What hiding (`hide`) or giving back every function of `addrs`
+    /// would change now, with every check the edit makes (a refusal is
+    /// the edit's), nothing written: the dry run and its token.
+    fn preview(&self, addrs: &[PciAddress], hide: bool) -> Result<EditPreview, DomainError>;
 
     /// Hide `addr` from dom0 now and at every boot ([`Dom0Host::hide_set`]
     /// of one function, now).
     fn hide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        only(&self.hide_set(std::slice::from_ref(addr), true)?)
+        only(&self.hide_set(std::slice::from_ref(addr), true, None)?)
     }
 
     /// Give `addr` back to dom0 now and at every boot
     /// ([`Dom0Host::unhide_set`] of one function, now).
     fn unhide_now(&self, addr: &PciAddress) -> Result<Dom0Access, DomainError> {
-        only(&self.unhide_set(std::slice::from_ref(addr), true)?)
+        only(&self.unhide_set(std::slice::from_ref(addr), true, None)?)
     }
 
     /// The SHA-256 (hex) of each file a boot-configuration edit may
@@ -475,9 +548,14 @@ impl Dom0Host for HostDom0 {
         Ok(self.engine.enable(addr)?)
     }
 
-    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+    fn hide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError> {
         if !now {
-            return Ok(self.engine.edit_set(addrs, true, LastStep::NONE)?);
+            return Ok(self.engine.edit_set(addrs, true, LastStep::NONE, token)?);
         }
         for addr in addrs {
             self.refuse_taking_now(addr)?;
@@ -499,12 +577,17 @@ impl Dom0Host for HostDom0 {
             run: &then,
             moves: &moves,
         };
-        Ok(self.engine.edit_set(addrs, true, last)?)
+        Ok(self.engine.edit_set(addrs, true, last, token)?)
     }
 
-    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+    fn unhide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError> {
         if !now {
-            return Ok(self.engine.edit_set(addrs, false, LastStep::NONE)?);
+            return Ok(self.engine.edit_set(addrs, false, LastStep::NONE, token)?);
         }
         for addr in addrs {
             apply_now::check_unassigned(&self.root, addr)?;
@@ -523,11 +606,17 @@ impl Dom0Host for HostDom0 {
             }
         }
         self.engine
-            .edit_set(addrs, false, LastStep::NONE)
+            .edit_set(addrs, false, LastStep::NONE, token)
             .map_err(|e| {
                 self.retake_all(&released);
                 e.into()
             })
+    }
+
+    fn preview(&self, addrs: &[PciAddress], hide: bool) -> Result<EditPreview, DomainError> {
+        let preview = self.engine.preview_set(addrs, hide)?;
+        let tree = self.engine.read_tree()?;
+        Ok(EditPreview::of(&preview, &tree))
     }
 
     fn cached_statuses(&self, addrs: &[PciAddress]) -> Option<Vec<Dom0Access>> {
@@ -766,6 +855,21 @@ impl StubDom0Host {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The stub's preview token: what it would write (the next boot's set).
+    fn stub_token(&self) -> String {
+        format!("{:?}", Self::lock(&self.next_boot))
+    }
+
+    /// A stale token is refused as the engine refuses it.
+    fn check_token(&self, token: Option<&str>) -> Result<(), DomainError> {
+        match token {
+            Some(t) if t != self.stub_token() => {
+                Err(DomainError::Boot(BootConfigError::PreviewStale))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn call(&self, what: String) -> Result<(), DomainError> {
         Self::lock(&self.calls).push(what);
         match Self::lock(&self.broken).clone() {
@@ -812,8 +916,14 @@ impl Dom0Host for StubDom0Host {
         Ok(self.status_of(addr))
     }
 
-    fn hide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+    fn hide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError> {
         self.call(format!("hide_set {addrs:?} now={now}"))?;
+        self.check_token(token)?;
         if let Some(addr) = addrs.iter().find(|a| self.boot_disk.contains(a)) {
             return Err(DomainError::Boot(BootConfigError::BootDevice {
                 block_device: "/dev/stub".into(),
@@ -827,8 +937,14 @@ impl Dom0Host for StubDom0Host {
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
     }
 
-    fn unhide_set(&self, addrs: &[PciAddress], now: bool) -> Result<Vec<Dom0Access>, DomainError> {
+    fn unhide_set(
+        &self,
+        addrs: &[PciAddress],
+        now: bool,
+        token: Option<&str>,
+    ) -> Result<Vec<Dom0Access>, DomainError> {
         self.call(format!("unhide_set {addrs:?} now={now}"))?;
+        self.check_token(token)?;
         for addr in addrs {
             Self::lock(&self.next_boot).remove(addr);
             if now {
@@ -836,6 +952,19 @@ impl Dom0Host for StubDom0Host {
             }
         }
         Ok(addrs.iter().map(|a| self.status_of(a)).collect())
+    }
+
+    fn preview(&self, addrs: &[PciAddress], hide: bool) -> Result<EditPreview, DomainError> {
+        self.call(format!("preview {addrs:?} hide={hide}"))?;
+        Ok(EditPreview {
+            diff: String::new(),
+            hidden_after: Self::lock(&self.next_boot).iter().copied().collect(),
+            value: None,
+            rebuild: None,
+            unforeseen: Vec::new(),
+            binary: Vec::new(),
+            token: self.stub_token(),
+        })
     }
 
     fn edited_files(&self) -> Vec<(String, Option<String>)> {

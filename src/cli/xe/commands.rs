@@ -43,25 +43,25 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "pci-enable-dom0-access",
         required: &["uuid"],
-        optional: &["--whole-device"],
-        help: "Give a PCI device back to dom0 at the next boot (--whole-device: every function of its slot, as one edit).",
+        optional: &["--whole-device", "--dry-run", "token"],
+        help: "Give a PCI device back to dom0 at the next boot (--whole-device: every function of its slot, as one edit; --dry-run: print the diff of the boot configuration and a token, change nothing; token=: make the previewed edit only if nothing changed since).",
     },
     Command {
         name: "pci-disable-dom0-access",
         required: &["uuid"],
-        optional: &["--whole-device"],
-        help: "Hide a PCI device from dom0 at the next boot (--whole-device: every function of its slot, as one edit).",
+        optional: &["--whole-device", "--dry-run", "token"],
+        help: "Hide a PCI device from dom0 at the next boot (--whole-device: every function of its slot, as one edit; --dry-run: print the diff of the boot configuration and a token, change nothing; token=: make the previewed edit only if nothing changed since).",
     },
     Command {
         name: "pci-enable-dom0-access-now",
         required: &["uuid"],
-        optional: &["--whole-device"],
+        optional: &["--whole-device", "--dry-run", "token"],
         help: "Give a PCI device back to dom0 now and at every boot.",
     },
     Command {
         name: "pci-disable-dom0-access-now",
         required: &["uuid"],
-        optional: &["--whole-device"],
+        optional: &["--whole-device", "--dry-run", "token"],
         help: "Hide a PCI device from dom0 now and at every boot.",
     },
     Command {

@@ -230,43 +230,69 @@ async fn execute(
         | "disable-dom0-access"
         | "enable-dom0-access-now"
         | "disable-dom0-access-now"
-            if inv.flag("whole-device") =>
+            if inv.flag("whole-device") || inv.flag("dry-run") || inv.get("token").is_some() =>
         {
-            // Every function of the device's slot, hidden or given back
-            // by one edit (host.disable_dom0_access_of).
-            let (_, record) = by_uuid(inv.get("uuid").unwrap_or(""))?;
+            // A set of functions (every function of the device's slot
+            // with --whole-device), edited by one call of the host: its
+            // dry run (host.preview_dom0_access), the previewed edit
+            // (host.apply_dom0_access_preview), or the plain one
+            // (host.disable_dom0_access_of).
+            let (reference, record) = by_uuid(inv.get("uuid").unwrap_or(""))?;
             let address = text(&record, "pci_id");
-            let slot = slot_of(&address);
-            let mut members: Vec<(String, String)> = table
-                .iter()
-                .filter(|(_, r)| slot_of(&text(r, "pci_id")) == slot)
-                .map(|(k, r)| (text(r, "pci_id"), k.clone()))
-                .collect();
-            members.sort();
-            let host = world.hosts.keys().next().cloned().unwrap_or_default();
-            let hide = verb.starts_with("disable");
-            let message = if hide {
-                "host.disable_dom0_access_of"
+            let mut members: Vec<(String, String)> = if inv.flag("whole-device") {
+                let slot = slot_of(&address);
+                table
+                    .iter()
+                    .filter(|(_, r)| slot_of(&text(r, "pci_id")) == slot)
+                    .map(|(k, r)| (text(r, "pci_id"), k.clone()))
+                    .collect()
             } else {
-                "host.enable_dom0_access_of"
+                vec![(address, reference)]
             };
-            let answer = client
-                .call(
-                    message,
+            members.sort();
+            let host = Value::String(world.hosts.keys().next().cloned().unwrap_or_default());
+            let pcis = Value::Array(
+                members
+                    .iter()
+                    .map(|(_, r)| Value::String(r.clone()))
+                    .collect(),
+            );
+            let hide = verb.starts_with("disable");
+            let now = Value::Bool(verb.ends_with("-now"));
+            if inv.flag("dry-run") {
+                let preview = client
+                    .call(
+                        "host.preview_dom0_access",
+                        vec![session.clone(), host, pcis, Value::Bool(!hide)],
+                    )
+                    .await
+                    .map_err(api_error)?;
+                write_preview(&mut out, &preview);
+                return Ok(out);
+            }
+            let answer = match inv.get("token") {
+                Some(token) => client.call(
+                    "host.apply_dom0_access_preview",
                     vec![
                         session.clone(),
-                        Value::String(host),
-                        Value::Array(
-                            members
-                                .iter()
-                                .map(|(_, r)| Value::String(r.clone()))
-                                .collect(),
-                        ),
-                        Value::Bool(verb.ends_with("-now")),
+                        host,
+                        pcis,
+                        Value::Bool(!hide),
+                        now,
+                        Value::String(token.to_owned()),
                     ],
-                )
-                .await
-                .map_err(api_error)?;
+                ),
+                None => client.call(
+                    if hide {
+                        "host.disable_dom0_access_of"
+                    } else {
+                        "host.enable_dom0_access_of"
+                    },
+                    vec![session.clone(), host, pcis, now],
+                ),
+            }
+            .await
+            .map_err(api_error)?;
             for (address, reference) in &members {
                 if let Some(status) = answer.member(reference) {
                     let _ = writeln!(out, "{address} {}", show(status));
@@ -342,4 +368,39 @@ async fn execute(
 /// whose functions go together.
 fn slot_of(address: &str) -> &str {
     address.rsplit_once('.').map_or(address, |(slot, _)| slot)
+}
+
+/// A dry run as the operator reads it: the diff as it is (`patch -p1`
+/// under `/` applies it), then what else the edit does, and the token.
+fn write_preview(out: &mut String, preview: &Value) {
+    let get = |key: &str| match preview.member(key) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let diff = get("diff");
+    if diff.is_empty() {
+        let _ = writeln!(out, "# no file changes");
+    } else {
+        out.push_str(&diff);
+    }
+    let or_none = |s: String| if s.is_empty() { "(none)".to_owned() } else { s };
+    let _ = writeln!(
+        out,
+        "# xen-pciback.hide after: {}",
+        or_none(get("hide_value"))
+    );
+    let _ = writeln!(
+        out,
+        "# hidden at the next boot: {}",
+        or_none(get("hidden_after"))
+    );
+    let _ = writeln!(out, "# initramfs rebuild: {}", or_none(get("rebuild")));
+    for line in get("unforeseen").lines() {
+        let _ = writeln!(out, "# not shown: {line}");
+    }
+    if !get("binary").is_empty() {
+        let _ = writeln!(out, "# not text: {}", get("binary"));
+    }
+    let _ = writeln!(out, "# exact: {}", get("exact"));
+    let _ = writeln!(out, "# token: {}", get("token"));
 }

@@ -150,6 +150,11 @@ impl BootConfig for ExecBootConfig {
         Ok(Changes {
             steps: vec![Box::new(step)],
             generated,
+            unforeseen: vec![format!(
+                "`{} --set-dom0` edits the boot configuration itself: which files it changes \
+                 is not known before it runs",
+                self.program.display()
+            )],
             ..Changes::default()
         })
     }

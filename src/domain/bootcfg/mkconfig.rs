@@ -232,6 +232,118 @@ impl GrubMkconfigBootConfig {
         })
     }
 
+    /// The files grub-mkconfig sources, in its order: `/etc/default/grub`,
+    /// then `/etc/default/grub.d/*.cfg` sorted (host-relative path and
+    /// bytes; absent ones left out).
+    fn defaults(&self) -> Result<Vec<(String, Vec<u8>)>, BootConfigError> {
+        let host = &self.base.host;
+        let mut rels = vec![boot::DEFAULT_GRUB.to_owned()];
+        let mut names: Vec<String> = host
+            .list_dir_if_exists(boot::DEFAULT_GRUB_D)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.ends_with(".cfg"))
+            .collect();
+        names.sort();
+        rels.extend(
+            names
+                .iter()
+                .map(|n| format!("{}/{n}", boot::DEFAULT_GRUB_D)),
+        );
+        let mut files = Vec::new();
+        for rel in rels {
+            if let Some(bytes) = host.read_if_exists(&rel)? {
+                files.push((rel, bytes));
+            }
+        }
+        Ok(files)
+    }
+
+    /// grub.cfg as the regeneration for `value` will write it, foreseen
+    /// from `snap` ([`crate::domain::regenerated`]); `Err` says why it
+    /// cannot be.
+    fn foresee(&self, snap: &Snapshot, value: Option<&str>) -> Result<FileWrite, String> {
+        let host = &self.base.host;
+        let grub_rel = boot::locate(host).map_err(|e| e.to_string())?;
+        let cfg = snap
+            .file(grub_rel)
+            .ok_or_else(|| format!("/{grub_rel} was not read"))?;
+        if !snap.durable {
+            return Err(format!(
+                "/{grub_rel}'s xen-pciback.hide was edited by hand: the regeneration writes \
+                 what grub-mkconfig's inputs give, so every line that differs from them may change"
+            ));
+        }
+        if let Some(newer) = self.newer_input(grub_rel) {
+            return Err(format!(
+                "/{newer} changed after /{grub_rel} was last generated: the regeneration also \
+                 brings in what changed there"
+            ));
+        }
+        let mut operators = Vec::new();
+        for (rel, bytes) in &snap.files {
+            let Some(bytes) = bytes else { continue };
+            let theirs = match rel.as_str() {
+                r if r == grub_rel || r == boot::PCIPASS_DROPIN => continue,
+                boot::DEFAULT_GRUB => {
+                    grub_dropin::with_block(bytes, None).map_err(|e| e.to_string())?
+                }
+                _ => bytes.clone(),
+            };
+            if grub_dropin::mentions_hide(&theirs) {
+                return Err(format!(
+                    "/{rel} sets xen-pciback.hide itself: where grub-mkconfig puts it beside \
+                     pcipass's is not foreseen"
+                ));
+            }
+            operators.push((format!("/{rel}"), theirs));
+        }
+        let new = crate::domain::regenerated::regenerated(
+            cfg,
+            snap.view.value_text().as_deref(),
+            value,
+            &|| crate::domain::regenerated::linux_args(&operators),
+        )
+        .map_err(|why| format!("/{grub_rel} as grub-mkconfig will write it: {why}"))?;
+        Ok(FileWrite {
+            rel: grub_rel.to_owned(),
+            new: Some(new),
+        })
+    }
+
+    /// An input of the generator changed after grub.cfg was written (its
+    /// defaults, its scripts, a kernel or Xen installed): the next
+    /// regeneration brings that in too. The initramfs images are left out
+    /// (their rebuild after an edit does not change what the generator
+    /// writes).
+    fn newer_input(&self, grub_rel: &str) -> Option<String> {
+        let host = &self.base.host;
+        let written = boot::fingerprint(host, grub_rel).ok()?.mtime_ns;
+        let mut inputs = vec![boot::DEFAULT_GRUB.to_owned()];
+        for (dir, keep) in [
+            (boot::DEFAULT_GRUB_D, (|_: &str| true) as fn(&str) -> bool),
+            ("etc/grub.d", |_| true),
+            ("boot", |n| {
+                n.starts_with("vmlinuz-") || n.starts_with("xen-")
+            }),
+        ] {
+            let names = host
+                .list_dir_if_exists(dir)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            inputs.extend(
+                names
+                    .into_iter()
+                    .filter(|n| keep(n))
+                    .map(|n| format!("{dir}/{n}")),
+            );
+        }
+        inputs
+            .into_iter()
+            .find(|rel| boot::fingerprint(host, rel).is_ok_and(|f| f.mtime_ns > written))
+    }
+
     /// pcipass's file setting `value`, from its bytes `old`: the drop-in
     /// (removed for no list), or `/etc/default/grub` with its block.
     fn ours_with(
@@ -436,15 +548,18 @@ impl BootConfig for GrubMkconfigBootConfig {
         let view = grub_boot_view(&config)?;
         let ours = self.read_ours()?;
         let durable = ours.value == view.value_text() || self.operator_sets_hide();
+        let mut read = vec![
+            (self.place.file().to_owned(), ours.bytes),
+            (files.rel.to_owned(), Some(files.cfg)),
+        ];
+        for (rel, bytes) in self.defaults()? {
+            if !read.iter().any(|(r, _)| *r == rel) {
+                read.push((rel, Some(bytes)));
+            }
+        }
         Ok(Snapshot {
             durable,
-            ..Snapshot::of(
-                config.boot_cmdline()?.bytes,
-                vec![
-                    (self.place.file().to_owned(), ours.bytes),
-                    (files.rel.to_owned(), Some(files.cfg)),
-                ],
-            )
+            ..Snapshot::of(config.boot_cmdline()?.bytes, read)
         })
     }
 
@@ -455,6 +570,10 @@ impl BootConfig for GrubMkconfigBootConfig {
         snap: &Snapshot,
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
+        let (foreseen, unforeseen) = match self.foresee(snap, value) {
+            Ok(grub_cfg) => (vec![grub_cfg], Vec::new()),
+            Err(why) => (Vec::new(), vec![why]),
+        };
         Ok(Changes {
             writes: vec![self.ours_with(snap.file(self.place.file()), value)?],
             generated: self.generated()?,
@@ -462,6 +581,8 @@ impl BootConfig for GrubMkconfigBootConfig {
                 let value = value.map(str::to_owned);
                 Box::new(move |hold| self.run_regenerate(hold, value.as_deref()))
             }],
+            foreseen,
+            unforeseen,
         })
     }
 
@@ -502,6 +623,7 @@ impl BootConfig for GrubMkconfigBootConfig {
                 Box::new(move |hold| self.run_regenerate(hold, hide.as_deref())),
                 console_check(self, value),
             ],
+            ..Changes::default()
         })
     }
 

@@ -32,6 +32,7 @@ pub mod group;
 mod mkconfig;
 mod native;
 mod open;
+mod preview;
 pub mod txn;
 mod xenefi;
 
@@ -44,7 +45,7 @@ pub use exec::ExecBootConfig;
 pub use mkconfig::{DefaultsPlace, GrubMkconfigBootConfig, Regenerate};
 pub use native::{NativeBootConfig, edit_grub, grub_boot_view, load_grub};
 pub use open::{FlowOptions, open};
-pub use txn::{Changes, FileWrite, Snapshot};
+pub use txn::{Changes, Expect, FileChange, FileWrite, Preview, Snapshot};
 pub use xenefi::{XenEfiBootConfig, booted_ramdisk};
 
 /// Why the boot configuration cannot be read or edited.
@@ -140,6 +141,13 @@ pub enum BootConfigError {
     /// compare-and-set lost): the edit is planned again.
     #[error("the boot configuration changed while it was edited")]
     Changed,
+    /// A previewed edit's files changed since the preview (its token no
+    /// longer fits): nothing was written.
+    #[error(
+        "the boot configuration changed since the preview, or the preview was made for another \
+         edit: nothing was written; preview again"
+    )]
+    PreviewStale,
     /// The failure of a group of edits written together, answered to each.
     #[error(transparent)]
     Shared(std::sync::Arc<BootConfigError>),

@@ -30,6 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::early::{EarlyPlan, Rebuild};
+pub use super::preview::{FileChange, Preview};
 use super::{
     BootConfig, BootConfigError, Held, HideCheck, HidePlan, dom0_line_with_hide, plan_edit,
 };
@@ -106,6 +107,13 @@ pub struct Changes<'a> {
     pub generated: Vec<String>,
     /// Steps after the writes (the generator), in order.
     pub steps: Vec<FlowStep<'a>>,
+    /// What the steps leave in the files they rewrite (`generated`), as
+    /// far as the flow can tell before running them: for the dry run
+    /// ([`preview`]). A generated file not listed is left as it is.
+    pub foreseen: Vec<FileWrite>,
+    /// Why some of what the steps rewrite cannot be told before they run
+    /// (the dry run says so).
+    pub unforeseen: Vec<String>,
 }
 
 impl std::fmt::Debug for Changes<'_> {
@@ -114,6 +122,8 @@ impl std::fmt::Debug for Changes<'_> {
             .field("writes", &self.writes)
             .field("generated", &self.generated)
             .field("steps", &self.steps.len())
+            .field("foreseen", &self.foreseen)
+            .field("unforeseen", &self.unforeseen)
             .finish()
     }
 }
@@ -353,32 +363,174 @@ pub fn edit_then(
     early: &EarlyPlanner<'_>,
     last: LastStep<'_>,
 ) -> Result<HideView, BootConfigError> {
+    edit_if(config, plan, check, early, last, None)
+}
+
+/// [`edit_then`] made only if what it starts from is what a [`preview`]
+/// of the same `request` saw (its token, `expect`): the compare-and-swap
+/// of a previewed edit ([`BootConfigError::PreviewStale`] otherwise,
+/// nothing written). `None`: no comparison.
+pub fn edit_if(
+    config: &dyn BootConfig,
+    plan: &mut HidePlan<'_>,
+    check: &HideCheck<'_>,
+    early: &EarlyPlanner<'_>,
+    last: LastStep<'_>,
+    expect: Option<&Expect<'_>>,
+) -> Result<HideView, BootConfigError> {
     attempts(config, &mut |snap, journal, lock| {
-        let value = match plan_edit(&snap.view, plan)? {
+        let prepared = prepare(config, &snap, plan, check, early)?;
+        if let Some(expect) = expect {
+            let seen = preview_of(config, &snap, prepared.as_ref(), expect.request)?;
+            if seen.token != expect.token {
+                return Err(BootConfigError::PreviewStale);
+            }
+        }
+        let Some(prepared) = prepared else {
             // Nothing to write; the last step still runs (an apply-now
             // hide of a function the next boot already hides).
-            HideEdit::Unchanged if snap.durable => {
-                (last.run)()?;
-                return Ok(snap.view);
-            }
-            HideEdit::Unchanged => snap.view.value_text(),
-            HideEdit::Set(value) => Some(value),
-            HideEdit::Delete => None,
+            (last.run)()?;
+            return Ok(snap.view);
         };
-        let line = dom0_line_with_hide(&snap.line, value.as_deref())?;
-        let after = HideView::from_cmdline(&line);
-        check(&snap.view, &after)?;
-        let changes = config.plan(&snap, value.as_deref())?;
-        let early_plan = early(&snap.view, &after)?;
         run(
             config,
             journal,
             lock,
-            value.as_deref(),
-            changes,
-            early_plan.as_ref(),
+            prepared.value.as_deref(),
+            prepared.changes,
+            prepared.early.as_ref(),
             last,
+            expect.is_some(),
         )
+    })
+}
+
+/// What a previewed edit must still start from: the request the preview
+/// was made for and the token it gave.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The request, as the caller describes it to [`preview`].
+    pub request: &'a str,
+    /// The preview's [`Preview::token`].
+    pub token: &'a str,
+}
+
+/// An edit planned from a snapshot, every check made, nothing written.
+struct Prepared<'a> {
+    /// The hide value the next boot gets.
+    value: Option<String>,
+    /// The view it gives.
+    after: HideView,
+    /// The flow's files and steps.
+    changes: Changes<'a>,
+    /// The early-load step.
+    early: Option<EarlyPlan>,
+}
+
+/// Step 3 of the module documentation: the plan from `snap` and every
+/// check before writing; `None` when there is nothing to write.
+fn prepare<'a>(
+    config: &'a dyn BootConfig,
+    snap: &Snapshot,
+    plan: &mut HidePlan<'_>,
+    check: &HideCheck<'_>,
+    early: &EarlyPlanner<'_>,
+) -> Result<Option<Prepared<'a>>, BootConfigError> {
+    let value = match plan_edit(&snap.view, plan)? {
+        HideEdit::Unchanged if snap.durable => return Ok(None),
+        HideEdit::Unchanged => snap.view.value_text(),
+        HideEdit::Set(value) => Some(value),
+        HideEdit::Delete => None,
+    };
+    let line = dom0_line_with_hide(&snap.line, value.as_deref())?;
+    let after = HideView::from_cmdline(&line);
+    check(&snap.view, &after)?;
+    let changes = config.plan(snap, value.as_deref())?;
+    let early = early(&snap.view, &after)?;
+    Ok(Some(Prepared {
+        value,
+        after,
+        changes,
+        early,
+    }))
+}
+
+/// What the edit `plan` would do now, planned and checked as [`edit`]
+/// plans and checks it (a refusal is the edit's refusal), with nothing
+/// written and no lock taken: the dry run. `request` says what the edit
+/// is for (which functions, which way); it is part of the token, so that
+/// the token fits only the same request ([`edit_if`]).
+pub fn preview(
+    config: &dyn BootConfig,
+    plan: &mut HidePlan<'_>,
+    check: &HideCheck<'_>,
+    early: &EarlyPlanner<'_>,
+    request: &str,
+) -> Result<Preview, BootConfigError> {
+    let snap = config.snapshot()?;
+    let prepared = prepare(config, &snap, plan, check, early)?;
+    let mut seen = preview_of(config, &snap, prepared.as_ref(), request)?;
+    let host = &config.base().host;
+    if let Some(file) = config.locked_file()?
+        && host.exists(&journal_beside(&file))
+    {
+        seen.unforeseen.push(format!(
+            "an edit is in progress or was cut short (/{}): it is finished or undone before \
+             any other edit, so preview again",
+            journal_beside(&file)
+        ));
+    }
+    Ok(seen)
+}
+
+/// The preview of `prepared` (`None`: nothing to write) from `snap`.
+fn preview_of(
+    config: &dyn BootConfig,
+    snap: &Snapshot,
+    prepared: Option<&Prepared<'_>>,
+    request: &str,
+) -> Result<Preview, BootConfigError> {
+    let host = &config.base().host;
+    let Some(prepared) = prepared else {
+        return Ok(Preview {
+            value: snap.view.value_text(),
+            after: snap.view.clone(),
+            files: Vec::new(),
+            unforeseen: Vec::new(),
+            rebuild: None,
+            token: super::preview::token(request, snap, &[]),
+        });
+    };
+    let changes = &prepared.changes;
+    let mut planned: Vec<&FileWrite> = changes.writes.iter().collect();
+    planned.extend(&changes.foreseen);
+    if let Some(early) = &prepared.early {
+        planned.extend(&early.writes);
+    }
+    let mut files: Vec<FileChange> = Vec::new();
+    for write in planned {
+        let before = match snap.files.iter().find(|(rel, _)| *rel == write.rel) {
+            Some((_, bytes)) => bytes.clone(),
+            None => host.read_if_exists(&write.rel)?,
+        };
+        match files.iter_mut().find(|f| f.rel == write.rel) {
+            Some(file) => file.after.clone_from(&write.new),
+            None => files.push(FileChange {
+                rel: write.rel.clone(),
+                before,
+                after: write.new.clone(),
+            }),
+        }
+    }
+    let token = super::preview::token(request, snap, &files);
+    files.retain(|f| f.before != f.after);
+    Ok(Preview {
+        value: prepared.value.clone(),
+        after: prepared.after.clone(),
+        files,
+        unforeseen: changes.unforeseen.clone(),
+        rebuild: prepared.early.as_ref().and_then(|e| e.rebuild.clone()),
+        token,
     })
 }
 
@@ -415,6 +567,7 @@ pub fn edit_console(
             changes,
             None,
             LastStep::NONE,
+            false,
         )
         .map(drop)
     })
@@ -459,7 +612,10 @@ fn attempts<T>(config: &dyn BootConfig, body: &mut Attempt<'_, T>) -> Result<T, 
     ))
 }
 
-/// Steps 4 to 6 of the module documentation.
+/// Steps 4 to 6 of the module documentation. `as_foreseen`: the files the
+/// steps rewrite must then hold what the flow foresaw (a previewed edit
+/// makes exactly what its preview showed, or nothing).
+#[allow(clippy::too_many_arguments)]
 fn run(
     config: &dyn BootConfig,
     journal: Option<&str>,
@@ -468,6 +624,7 @@ fn run(
     changes: Changes<'_>,
     early: Option<&EarlyPlan>,
     last: LastStep<'_>,
+    as_foreseen: bool,
 ) -> Result<HideView, BootConfigError> {
     let host = &config.base().host;
     let mut rels: Vec<String> = changes.writes.iter().map(|w| w.rel.clone()).collect();
@@ -519,6 +676,18 @@ fn run(
             step(hold)?;
         }
         let view = config.verify(value)?;
+        if as_foreseen {
+            for foreseen in &changes.foreseen {
+                if host.read_if_exists(&foreseen.rel)? != foreseen.new {
+                    tracing::warn!(
+                        file = %foreseen.rel,
+                        "the regenerated file differs from what the preview showed (an input of \
+                         the generator changed since); the previewed edit is undone"
+                    );
+                    return Err(BootConfigError::PreviewStale);
+                }
+            }
+        }
         boot::fault_point("txn-after-steps");
         if let Some(early) = early {
             write_all(host, &early.writes)?;

@@ -353,12 +353,14 @@ fn debian_boot(dir: &Path) -> Result<(), MockError> {
     let files: [(String, &[u8]); 8] = [
         ("etc/default/grub".into(), DEBIAN_DEFAULT_GRUB),
         ("etc/default/grub.d/xen.cfg".into(), DEBIAN_XEN_CFG),
-        ("boot/grub/grub.cfg".into(), DEBIAN_GRUB_CFG),
         (format!("boot/vmlinuz-{kernel}"), b""),
         (format!("boot/initrd.img-{kernel}"), b""),
         (format!("boot/config-{kernel}"), b"CONFIG_XEN_DOM0=y\n"),
         ("boot/xen-4.17-amd64.gz".into(), &xen),
         ("proc/cmdline".into(), cmdline.as_bytes()),
+        // Last, as update-grub runs after the packages it reads: grub.cfg
+        // is not older than any of its inputs.
+        ("boot/grub/grub.cfg".into(), DEBIAN_GRUB_CFG),
     ];
     for (rel, bytes) in &files {
         put(dir, rel, bytes)?;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::{Dom0AccessEngine, judge};
 use crate::domain::bootcfg::group::Queued;
-use crate::domain::bootcfg::{BootConfigError, hidden_natives, plan_pciback_early, txn};
+use crate::domain::bootcfg::{
+    BootConfigError, EarlyPlan, Preview, hidden_natives, plan_pciback_early, txn,
+};
 use crate::domain::hide::{self, HideEdit, HideParseError, HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
 
@@ -30,26 +32,47 @@ impl Dom0AccessEngine {
     /// one transaction with `last` as its last step, all or nothing (one
     /// function refused refuses the set, and nothing is written). The
     /// answer is each function's status, in the order of `addrs`.
+    ///
+    /// With `token` (from [`Dom0AccessEngine::preview_set`] of the same
+    /// functions and direction) the edit is made only if every file the
+    /// preview read is as it was then, and it then writes exactly what the
+    /// preview showed ([`txn::edit_if`]).
     pub fn edit_set(
         &self,
         addrs: &[PciAddress],
         hide: bool,
         last: txn::LastStep<'_>,
+        token: Option<&str>,
     ) -> Result<Vec<Dom0Access>, BootConfigError> {
-        let wants: Vec<Want> = addrs
-            .iter()
-            .map(|a| {
-                if hide {
-                    Want::Hide(*a)
-                } else {
-                    Want::GiveBack(*a)
-                }
-            })
-            .collect();
+        let wants = wants_of(addrs, hide);
         let tree = self.read_tree()?;
         let running = self.running_view()?;
-        let written = self.write(&tree, &wants, last)?;
+        let request = request_of(addrs, hide);
+        let expect = token.map(|token| txn::Expect {
+            request: &request,
+            token,
+        });
+        let written = self.write(&tree, &wants, last, expect.as_ref())?;
         judge(&running, &written, &tree, addrs, &|a| self.driver(a))
+    }
+
+    /// What [`Dom0AccessEngine::edit_set`] of `addrs` would do now, with
+    /// every check it makes, nothing written: the dry run, and the token
+    /// that makes the edit a compare-and-swap.
+    pub fn preview_set(
+        &self,
+        addrs: &[PciAddress],
+        hide: bool,
+    ) -> Result<Preview, BootConfigError> {
+        let wants = wants_of(addrs, hide);
+        let tree = self.read_tree()?;
+        txn::preview(
+            self.boot.as_ref(),
+            &mut |current| compose(current, &wants, &tree),
+            &|before, after| self.safety_check(before, after),
+            &self.early_planner(&tree, &wants),
+            &request_of(addrs, hide),
+        )
     }
 
     fn submit(&self, want: Want) -> Result<Dom0Access, BootConfigError> {
@@ -109,7 +132,7 @@ impl Dom0AccessEngine {
             return answers;
         }
         let wants: Vec<Want> = admitted.iter().map(|q| q.request).collect();
-        match self.write(&tree, &wants, last) {
+        match self.write(&tree, &wants, last, None) {
             Ok(written) => answers.extend(admitted.iter().map(|q| {
                 let addr = q.request.addr();
                 let status =
@@ -129,9 +152,28 @@ impl Dom0AccessEngine {
         tree: &Topology,
         wants: &[Want],
         last: txn::LastStep<'_>,
+        expect: Option<&txn::Expect<'_>>,
     ) -> Result<HideView, BootConfigError> {
+        txn::edit_if(
+            self.boot.as_ref(),
+            &mut |current| compose(current, wants, tree),
+            &|before, after| self.safety_check(before, after),
+            &self.early_planner(tree, wants),
+            last,
+            expect,
+        )
+    }
+
+    /// The early-load step of `wants`: xen-pciback before the native
+    /// drivers of the functions the edit newly hides (nothing for an edit
+    /// that only gives back).
+    fn early_planner<'a>(
+        &'a self,
+        tree: &'a Topology,
+        wants: &[Want],
+    ) -> impl Fn(&HideView, &HideView) -> Result<Option<EarlyPlan>, BootConfigError> + 'a {
         let hides = wants.iter().any(|w| matches!(w, Want::Hide(_)));
-        let early = |before: &HideView, after: &HideView| {
+        move |before: &HideView, after: &HideView| {
             if !hides {
                 return Ok(None);
             }
@@ -141,14 +183,7 @@ impl Dom0AccessEngine {
             plan_pciback_early(&self.host, &self.initramfs, &natives, &|| {
                 self.boot.initramfs_copies()
             })
-        };
-        txn::edit_then(
-            self.boot.as_ref(),
-            &mut |current| compose(current, wants, tree),
-            &|before, after| self.safety_check(before, after),
-            &early,
-            last,
-        )
+        }
     }
 
     /// Why a hide of `addr` alone would be refused now (the boot disks,
@@ -203,6 +238,25 @@ impl Want {
             Want::Hide(a) | Want::GiveBack(a) => a,
         }
     }
+}
+
+/// The edits of `addrs`, one way.
+fn wants_of(addrs: &[PciAddress], hide: bool) -> Vec<Want> {
+    let want = if hide { Want::Hide } else { Want::GiveBack };
+    addrs.iter().map(|a| want(*a)).collect()
+}
+
+/// The request a preview's token is bound to: the direction and the
+/// functions, sorted (a set).
+fn request_of(addrs: &[PciAddress], hide: bool) -> String {
+    let mut functions: Vec<String> = addrs.iter().map(PciAddress::to_string).collect();
+    functions.sort();
+    functions.dedup();
+    format!(
+        "{} {}",
+        if hide { "hide" } else { "give back" },
+        functions.join(",")
+    )
 }
 
 /// A caller's answer.
