@@ -15,6 +15,7 @@ unit as the package installs it).
 """
 
 import argparse
+import base64
 import os
 import pathlib
 import re
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -535,6 +537,50 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
         check(listed.strip() != "0", "the rebuilt initramfs lost xen-pciback")
         return f"{pkgs[-1].name} reinstalled; hide and initramfs kept"
 
+    def files_now(rels):
+        """The bytes of each host file of `rels` (None: absent)."""
+        found = {}
+        for rel in rels:
+            out = vm.run(f"if [ -e /{rel} ]; then base64 -w0 /{rel}; else echo -n ABSENT; fi")
+            out = out.strip()
+            found[rel] = None if out == "ABSENT" else base64.b64decode(out)
+        return found
+
+    def previewed_round_trip():
+        """host.preview_dom0_access's diff against what the real update-grub
+        regenerates: the hand-hidden audio function given back, then hidden
+        again, each with the preview's token; the diff, applied by GNU patch
+        to copies of the files, must be what the edit leaves, byte for byte."""
+        said = []
+        for enabled in (True, False):
+            refs = [dom0.pci(HDA)]
+            p = dom0.x.host.preview_dom0_access(dom0.host(), refs, enabled)
+            check(p["exact"] == "true", f"the preview is not exact: {p['unforeseen']!r}")
+            rels = sorted({m for pair in re.findall(r"^--- a/(\S+)$|^\+\+\+ b/(\S+)$", p["diff"], re.M)
+                           for m in pair if m})
+            check("boot/grub/grub.cfg" in rels, f"grub.cfg not in the diff: {rels}")
+            before = files_now(rels)
+            with tempfile.TemporaryDirectory() as tmp:
+                for rel, data in before.items():
+                    if data is not None:
+                        os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+                        with open(os.path.join(tmp, rel), "wb") as f:
+                            f.write(data)
+                subprocess.run(["patch", "-p1", "-s", "-f", "-d", tmp], input=p["diff"].encode(),
+                               check=True)
+                expected = {rel: (open(os.path.join(tmp, rel), "rb").read()
+                                  if os.path.exists(os.path.join(tmp, rel)) else None)
+                            for rel in rels}
+            t = time.monotonic()
+            answer = dom0.x.host.apply_dom0_access_preview(dom0.host(), refs, enabled, False, p["token"])
+            took = time.monotonic() - t
+            after = files_now(rels)
+            for rel in rels:
+                check(after[rel] == expected[rel], f"/{rel} is not what the preview showed")
+            said.append(f"{'give back' if enabled else 'hide'} {HDA}: {answer[refs[0]]}, "
+                        f"{len(rels)} files as previewed ({took:.0f} s)")
+        return "; ".join(said)
+
     def assigned_give_back():
         """A give-back of the USB controller while xenstore says domain 7
         has it, in the nodes libxl writes for a PCI passthrough (the real
@@ -728,6 +774,8 @@ def lab_steps(report, vm, dom0, deb, debs_dir, edits=True):
     report.step("hand edit with the packaged xen-cmdline followed", hand_edit)
     report.step("update-grub by hand keeps the hide", update_grub_by_hand, critical=False)
     report.step("a kernel package reinstall keeps the hide", kernel_reinstall, critical=False)
+    report.step("previewed edits: the diff is what the real update-grub writes",
+                previewed_round_trip, critical=False)
     report.step("host display in XenCenter's order, the console VGA hidden with it off",
                 display_in_xencenters_order, critical=False)
     report.step("host.reboot", reboot_step(report, vm, dom0, "after disable"))
