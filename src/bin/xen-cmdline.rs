@@ -274,6 +274,9 @@ fn edit_of(op: Op, target: Target, arg: &str) -> Edit<'_> {
         };
     }
     match op {
+        // host-display's `--set-dom0 "console=hvc0 console=tty0"`: one
+        // setting of several words of the same key, where the key was.
+        Op::Set if arg.contains(' ') => Edit::SetWords { key, words: arg },
         Op::Set => match arg.split_once('=') {
             Some((key, value)) => Edit::Set {
                 key,

@@ -10,6 +10,12 @@
 //! at all x86 uses `vga` (`OPT_CONSOLE_STR`). xapi's `host-display`
 //! decides the status by whether `vga` is in the value, and keeps a
 //! serial port the default entry writes to.
+//!
+//! On an entry without a serial port `host-display` edits dom0's console
+//! too: `xen-cmdline --delete-dom0 console=tty0` to turn the display off
+//! (dom0's kernel no longer writes to the VGA text console), and
+//! `--set-dom0 "console=hvc0 console=tty0"` to turn it on
+//! ([`Dom0Console`]).
 
 /// The key of Xen's console argument.
 pub const XEN_CONSOLE_KEY: &str = "console";
@@ -181,9 +187,188 @@ pub fn with_console(args: &[u8], value: &str) -> Vec<u8> {
     out
 }
 
+/// What the display edit does to dom0's console arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dom0Console {
+    /// Nothing (a serial entry: dom0's console stays as the operator has
+    /// it).
+    Keep,
+    /// Every `console` argument becomes `console=hvc0 console=tty0`: Xen's
+    /// console and the VGA text console, the last (`/dev/console`) tty0.
+    Show,
+    /// `console=tty0` goes; the other consoles stay.
+    Hide,
+}
+
+/// The dom0 console words [`Dom0Console::Show`] writes, in order.
+pub const DOM0_SHOW: [&str; 2] = ["console=hvc0", "console=tty0"];
+
+/// [`DOM0_SHOW`] as one argument of `xen-cmdline --set-dom0`, as
+/// host-display passes it.
+pub const DOM0_SHOW_LINE: &str = "console=hvc0 console=tty0";
+
+/// The dom0 console word [`Dom0Console::Hide`] removes.
+pub const DOM0_VGA: &str = "console=tty0";
+
+/// The dom0 console edit of turning the display on (`enable`) or off,
+/// with Xen's current `console` value: none while Xen writes to a serial
+/// port (as `host-display` does on its serial entry).
+pub fn dom0_console(enable: bool, console: Option<&str>) -> Dom0Console {
+    match (serial_port(console), enable) {
+        (Some(_), _) => Dom0Console::Keep,
+        (None, true) => Dom0Console::Show,
+        (None, false) => Dom0Console::Hide,
+    }
+}
+
+/// Whether dom0's arguments `args` are as `how` leaves them: for `Show`
+/// its last consoles are [`DOM0_SHOW`], for `Hide` it has no
+/// [`DOM0_VGA`].
+pub fn dom0_console_done(args: &[u8], how: Dom0Console) -> bool {
+    let consoles: Vec<&[u8]> = words(args).filter(|w| is_console(w)).collect();
+    match how {
+        Dom0Console::Keep => true,
+        // The last two (tty0 is /dev/console): a console the operator
+        // gives every entry may come before them.
+        Dom0Console::Show => consoles.ends_with(&DOM0_SHOW.map(str::as_bytes)),
+        Dom0Console::Hide => !consoles.contains(&DOM0_VGA.as_bytes()),
+    }
+}
+
+/// dom0's blank-separated arguments as `how` leaves them: for `Show` every
+/// `console` argument removed and [`DOM0_SHOW`] put where the last one was
+/// (at the end when there was none), as `xen-cmdline --set-dom0` places a
+/// setting; for `Hide` every `console=tty0` removed (with the blanks
+/// before it). Every other argument and blank is kept.
+pub fn dom0_console_args(args: &[u8], how: Dom0Console) -> Vec<u8> {
+    let drop = |w: &[u8]| match how {
+        Dom0Console::Keep => false,
+        Dom0Console::Show => is_console(w),
+        Dom0Console::Hide => w == DOM0_VGA.as_bytes(),
+    };
+    let pieces = pieces(args);
+    let last = pieces.iter().rposition(|(_, w)| drop(w));
+    let show = DOM0_SHOW_LINE;
+    let mut out = Vec::with_capacity(args.len() + show.len() + 1);
+    for (n, (space, word)) in pieces.iter().enumerate() {
+        if !drop(word) {
+            out.extend_from_slice(space);
+            out.extend_from_slice(word);
+        } else if how == Dom0Console::Show && Some(n) == last {
+            out.extend_from_slice(space);
+            out.extend_from_slice(show.as_bytes());
+        }
+    }
+    if how == Dom0Console::Show && last.is_none() {
+        if !out.is_empty() && !out.ends_with(b" ") {
+            out.push(b' ');
+        }
+        out.extend_from_slice(show.as_bytes());
+    }
+    // What follows the last word (a line's trailing blanks) stays.
+    let trailing = args.len() - args.trim_ascii_end().len();
+    if trailing > 0 && !out.ends_with(&args[args.len() - trailing..]) {
+        out.extend_from_slice(&args[args.len() - trailing..]);
+    }
+    out
+}
+
+fn is_console(word: &[u8]) -> bool {
+    word == b"console" || word.starts_with(b"console=")
+}
+
+fn words(args: &[u8]) -> impl Iterator<Item = &[u8]> {
+    args.split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+}
+
+/// Each word with the blanks before it.
+fn pieces(args: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = args;
+    loop {
+        let blanks = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        if blanks == rest.len() {
+            return out;
+        }
+        let (space, tail) = rest.split_at(blanks);
+        let len = tail
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(tail.len());
+        let (word, tail) = tail.split_at(len);
+        out.push((space, word));
+        rest = tail;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dom0s_console_is_edited_as_host_display_edits_it_on_a_non_serial_entry() {
+        use Dom0Console::*;
+        let xcpng = "root=LABEL=root ro nolvm hpet=disable console=hvc0 console=tty0 quiet vga=785";
+        for (args, how, want) in [
+            (
+                xcpng,
+                Hide,
+                "root=LABEL=root ro nolvm hpet=disable console=hvc0 quiet vga=785",
+            ),
+            (xcpng, Show, xcpng),
+            (
+                "root=LABEL=root ro nolvm hpet=disable console=hvc0 quiet vga=785",
+                Show,
+                "root=LABEL=root ro nolvm hpet=disable console=hvc0 console=tty0 quiet vga=785",
+            ),
+            (
+                "root=/dev/sda1 ro quiet",
+                Show,
+                "root=/dev/sda1 ro quiet console=hvc0 console=tty0",
+            ),
+            ("root=/dev/sda1 ro quiet", Hide, "root=/dev/sda1 ro quiet"),
+            (
+                "console=tty0 a console=ttyS0 console=tty0",
+                Hide,
+                " a console=ttyS0",
+            ),
+            (
+                "a console=ttyS0 b console=tty1 c",
+                Show,
+                "a b console=hvc0 console=tty0 c",
+            ),
+            ("a console=tty0x", Hide, "a console=tty0x"),
+            ("a  b ", Show, "a  b console=hvc0 console=tty0 "),
+            (xcpng, Keep, xcpng),
+        ] {
+            let got = dom0_console_args(args.as_bytes(), how);
+            assert_eq!(String::from_utf8_lossy(&got), want, "{args:?} {how:?}");
+            assert!(dom0_console_done(&got, how), "{want:?}");
+            assert_eq!(
+                dom0_console_args(&got, how),
+                got,
+                "not idempotent: {want:?}"
+            );
+        }
+        assert!(!dom0_console_done(xcpng.as_bytes(), Hide));
+        assert!(!dom0_console_done(b"console=tty0 console=hvc0", Show));
+        assert!(dom0_console_done(
+            b"console=ttyS0 a console=hvc0 console=tty0",
+            Show
+        ));
+        for (enable, console, want) in [
+            (true, None, Show),
+            (false, Some("vga"), Hide),
+            (true, Some("com1"), Keep),
+            (false, Some("com2,vga"), Keep),
+        ] {
+            assert_eq!(dom0_console(enable, console), want);
+        }
+    }
 
     /// xapi's table, every value and both calls.
     #[test]

@@ -243,13 +243,33 @@ fn console_of(line: &str) -> Option<&str> {
     crate::domain::display::is_plain_value(rest).then_some(rest)
 }
 
-/// The whole display drop-in for `value`.
-pub fn display_dropin_text(value: &str) -> Result<String, DropinError> {
+/// The variable `20_linux_xen` uses for `GRUB_CMDLINE_LINUX_DEFAULT` in
+/// the normal Xen entries when set: the display edit's dom0 console.
+pub const XEN_REPLACE_DEFAULT_VAR: &str = "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT";
+
+/// The display's assignments: Xen's console `value`, and with `dom0` the
+/// dom0 arguments of the normal Xen entries (in place of
+/// `GRUB_CMDLINE_LINUX_DEFAULT`), a literal.
+fn display_assignments(value: &str, dom0: Option<&str>) -> Result<String, DropinError> {
+    let mut text = console_assignment(value)?;
+    if let Some(args) = dom0 {
+        if args.contains(['"', '$', '`', '\\', '\n']) {
+            return Err(DropinError::UnsafeValue(args.to_owned()));
+        }
+        text.push_str(&format!("{XEN_REPLACE_DEFAULT_VAR}=\"{args}\"\n"));
+    }
+    Ok(text)
+}
+
+/// The whole display drop-in for `value` (and `dom0`, see
+/// [`display_assignments`]).
+pub fn display_dropin_text(value: &str, dom0: Option<&str>) -> Result<String, DropinError> {
     Ok(format!(
-        "# Written by pcipass: Xen's console for the host display (host.display).\n\
+        "# Written by pcipass: Xen's console for the host display (host.display),\n\
+         # and dom0's console in the Xen entries where it changes.\n\
          # Change it through pcipass (host.enable_display, host.disable_display).\n\
          {}",
-        console_assignment(value)?
+        display_assignments(value, dom0)?
     ))
 }
 
@@ -268,24 +288,50 @@ pub fn display_dropin_value(text: &[u8]) -> Result<String, DropinError> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'));
-    match (lines.next().and_then(console_of), lines.next()) {
-        (Some(value), None) => Ok(value.to_owned()),
+    let value = lines.next().and_then(console_of).ok_or_else(foreign)?;
+    let dom0_line = |l: &str| {
+        l.strip_prefix(XEN_REPLACE_DEFAULT_VAR)
+            .and_then(|r| r.strip_prefix("=\""))
+            .and_then(|r| r.strip_suffix('"'))
+            .is_some_and(|args| !args.contains(['"', '$', '`', '\\']))
+    };
+    match (lines.next(), lines.next()) {
+        (None, _) => Ok(value.to_owned()),
+        (Some(l), None) if dom0_line(l) => Ok(value.to_owned()),
         _ => Err(foreign()),
     }
 }
 
 /// `/etc/default/grub` with pcipass's display block set to `value`
 /// (added at the end when there is none). Every byte outside it is kept.
-pub fn with_display_block(text: &[u8], value: &str) -> Result<Vec<u8>, DropinError> {
+pub fn with_display_block(
+    text: &[u8],
+    value: &str,
+    dom0: Option<&str>,
+) -> Result<Vec<u8>, DropinError> {
     let text = std::str::from_utf8(text).map_err(|_| {
         DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
     })?;
     let block = format!(
         "{DISPLAY_BLOCK_BEGIN}\n{}{DISPLAY_BLOCK_END}\n",
-        console_assignment(value)?
+        display_assignments(value, dom0)?
     );
     let range = marked_range(text, DISPLAY_BLOCK_BEGIN, DISPLAY_BLOCK_END)?;
     Ok(spliced(text, range, &block).into_bytes())
+}
+
+/// `/etc/default/grub` without pcipass's blocks (the hide list's and the
+/// display's): the operator's own lines.
+pub fn without_blocks(text: &[u8]) -> Result<Vec<u8>, DropinError> {
+    let text = with_block(text, None)?;
+    let text = std::str::from_utf8(&text).map_err(|_| {
+        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
+    })?;
+    let range = marked_range(text, DISPLAY_BLOCK_BEGIN, DISPLAY_BLOCK_END)?;
+    Ok(match range {
+        Some(_) => spliced(text, range, "").into_bytes(),
+        None => text.as_bytes().to_vec(),
+    })
 }
 
 /// True when shell text mentions the hide key outside a comment line: a
@@ -334,10 +380,15 @@ mod tests {
     #[test]
     fn the_display_drop_in_and_block_round_trip() {
         for value in ["vga", "com1,vga", "none", "com2"] {
-            let text = display_dropin_text(value).unwrap();
+            let text = display_dropin_text(value, None).unwrap();
+            assert_eq!(display_dropin_value(text.as_bytes()).unwrap(), value);
+            let text = display_dropin_text(value, Some("quiet console=hvc0 console=tty0")).unwrap();
+            assert!(text.ends_with(
+                "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT=\"quiet console=hvc0 console=tty0\"\n"
+            ));
             assert_eq!(display_dropin_value(text.as_bytes()).unwrap(), value);
             let grub = b"GRUB_DEFAULT=0\nGRUB_CMDLINE_XEN=\"dom0_mem=2G\"";
-            let edited = with_display_block(grub, value).unwrap();
+            let edited = with_display_block(grub, value, None).unwrap();
             assert!(
                 edited.starts_with(grub),
                 "{}",
@@ -345,9 +396,12 @@ mod tests {
             );
             // Set again: the block replaced, not repeated; the hide block
             // beside it is another block.
-            let again =
-                with_display_block(&with_block(&edited, Some("(0000:01:00.0)")).unwrap(), "vga")
-                    .unwrap();
+            let again = with_display_block(
+                &with_block(&edited, Some("(0000:01:00.0)")).unwrap(),
+                "vga",
+                Some("quiet"),
+            )
+            .unwrap();
             let again = String::from_utf8(again).unwrap();
             assert_eq!(again.matches(DISPLAY_BLOCK_BEGIN).count(), 1, "{again}");
             assert!(again.contains("console=vga\""), "{again}");
@@ -357,9 +411,15 @@ mod tests {
             );
         }
         for bad in ["", "vga com1", "$(reboot)", "vga\""] {
-            assert!(display_dropin_text(bad).is_err(), "{bad:?}");
+            assert!(display_dropin_text(bad, None).is_err(), "{bad:?}");
         }
-        let by_hand = format!("{}GRUB_TIMEOUT=1\n", display_dropin_text("vga").unwrap());
+        for bad in ["$(reboot)", "a\"b", "a`b`", "a\\b"] {
+            assert!(display_dropin_text("vga", Some(bad)).is_err(), "{bad:?}");
+        }
+        let by_hand = format!(
+            "{}GRUB_TIMEOUT=1\n",
+            display_dropin_text("vga", None).unwrap()
+        );
         assert!(display_dropin_value(by_hand.as_bytes()).is_err());
     }
 

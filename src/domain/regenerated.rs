@@ -28,6 +28,10 @@ use crate::domain::hide::HIDE_KEY;
 const XEN_REPLACE: &str = "GRUB_CMDLINE_LINUX_XEN_REPLACE";
 /// The kernel arguments of every Linux entry.
 const LINUX: &str = "GRUB_CMDLINE_LINUX";
+/// The kernel arguments of the normal (not recovery) Linux entries.
+const LINUX_DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
+/// The variable `20_linux_xen` uses for `GRUB_CMDLINE_LINUX_DEFAULT` when set.
+const XEN_REPLACE_DEFAULT: &str = "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT";
 
 /// grub.cfg `cfg` (generated, with the hide value `old`) as the generator
 /// will write it with `new`; `linux` gives `L` when it is needed (from no
@@ -144,6 +148,18 @@ fn edited_args(
 /// Other lines (Debian's own `grub.d/xen.cfg` has `echo`, `if` blocks and
 /// `grub_warn`) do not change `L` and are passed over.
 pub fn linux_args(files: &[(String, Vec<u8>)]) -> Result<String, String> {
+    args_var(files, LINUX, XEN_REPLACE)
+}
+
+/// `D` as `20_linux_xen` sees it for the normal entries: the operator's
+/// `GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT` when not empty, else
+/// `GRUB_CMDLINE_LINUX_DEFAULT`, read as [`linux_args`] reads `L`.
+pub fn linux_default_args(files: &[(String, Vec<u8>)]) -> Result<String, String> {
+    args_var(files, LINUX_DEFAULT, XEN_REPLACE_DEFAULT)
+}
+
+/// The value of `base`, or of `replace` when that is set and not empty.
+fn args_var(files: &[(String, Vec<u8>)], base: &str, replace_var: &str) -> Result<String, String> {
     let mut linux = String::new();
     let mut replace = String::new();
     for (name, bytes) in files {
@@ -165,7 +181,7 @@ pub fn linux_args(files: &[(String, Vec<u8>)]) -> Result<String, String> {
             ) {
                 return Err(unknown(&format!("`{first}` may set any variable")));
             }
-            let named = names(line, LINUX) || names(line, XEN_REPLACE);
+            let named = names(line, base) || names(line, replace_var);
             match first {
                 "if" | "case" | "for" | "while" | "until" => depth += 1,
                 "fi" | "esac" | "done" => depth = depth.saturating_sub(1),
@@ -186,10 +202,12 @@ pub fn linux_args(files: &[(String, Vec<u8>)]) -> Result<String, String> {
             };
             let literal =
                 literal(value).ok_or_else(|| unknown(&format!("{var} is not set to a literal")))?;
-            match var {
-                LINUX => linux = literal,
-                XEN_REPLACE => replace = literal,
-                _ => return Err(unknown(&format!("{var} is set from {LINUX}"))),
+            if var == base {
+                linux = literal;
+            } else if var == replace_var {
+                replace = literal;
+            } else {
+                return Err(unknown(&format!("{var} is set from {base}")));
             }
         }
     }
@@ -365,6 +383,34 @@ mod tests {
             .enumerate()
             .map(|(i, t)| (format!("f{i}"), t.as_bytes().to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn d_is_read_as_l_is_with_its_own_two_names() {
+        let debian = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
+        for (texts, want) in [
+            (vec![debian], Ok("quiet")),
+            (
+                vec![
+                    debian,
+                    "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT=\"quiet loglevel=3\"\n",
+                ],
+                Ok("quiet loglevel=3"),
+            ),
+            (
+                vec!["GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT x\"\n"],
+                Err("f0 line 1"),
+            ),
+        ] {
+            let got = linux_default_args(&files(&texts));
+            match want {
+                Ok(d) => assert_eq!(got.as_deref(), Ok(d), "{texts:?}"),
+                Err(at) => assert!(
+                    got.as_ref().is_err_and(|e| e.starts_with(at)),
+                    "{texts:?}: {got:?}"
+                ),
+            }
+        }
     }
 
     #[test]

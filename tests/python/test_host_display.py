@@ -48,6 +48,21 @@ def _xen_consoles(d):
     return [re.findall(r"(?<!\S)console=(\S+)", l)[-1:] for l in lines]
 
 
+def _dom0_consoles(d):
+    """The console= arguments of the default entry's dom0 kernel line (the
+    first vmlinuz module of grub.cfg, xen.cfg's kernel=), in order."""
+    text = (d.root / PROFILES[d.profile]).read_text()
+    if d.profile == "xen-efi":
+        line = next(l for l in text.splitlines() if l.startswith("kernel="))
+    else:
+        line = next(l for l in text.splitlines() if re.match(r"\s*module2?\s+\S*vmlinuz", l))
+    return re.findall(r"(?<!\S)console=(\S+)", line)
+
+
+def _running_consoles(d):
+    return re.findall(r"(?<!\S)console=(\S+)", (d.root / "proc/cmdline").read_text())
+
+
 def _vga_pgpu(s):
     return next(ref for ref, p in s.xenapi.PGPU.get_all_records().items()
                 if p["is_system_display_device"])
@@ -92,6 +107,8 @@ def test_xencenters_integrated_gpu_sequence_gives_xapis_values(host):
     assert s.xenapi.host.get_display(h) == "disable_on_reboot"
     default = _xen_consoles(host)[0]
     assert default and "vga" not in default[0], _xen_consoles(host)
+    # dom0's VGA text console goes too, as host-display deletes it.
+    assert "tty0" not in _dom0_consoles(host), _dom0_consoles(host)
     assert _async(s, s.xenapi.Async.PGPU.disable_dom0_access, vga) == "disable_on_reboot"
     # Asked again: nothing to do, xapi's answer.
     assert s.xenapi.host.disable_display(h) == "disable_on_reboot"
@@ -100,6 +117,7 @@ def test_xencenters_integrated_gpu_sequence_gives_xapis_values(host):
     h, vga = s.xenapi.host.get_all()[0], _vga_pgpu(s)
     assert s.xenapi.host.get_display(h) == "disabled"
     assert s.xenapi.PGPU.get_dom0_access(vga) == "disabled"
+    assert "tty0" not in _running_consoles(host), _running_consoles(host)
 
     # And back: the GPU to dom0, then the display.
     assert s.xenapi.PGPU.enable_dom0_access(vga) == "enable_on_reboot"
@@ -107,10 +125,13 @@ def test_xencenters_integrated_gpu_sequence_gives_xapis_values(host):
     assert s.xenapi.host.enable_display(h) == "enable_on_reboot"
     default = _xen_consoles(host)[0]
     assert default and "vga" in default[0], _xen_consoles(host)
+    # dom0 writes to Xen's console and, last, the VGA text console.
+    assert _dom0_consoles(host)[-2:] == ["hvc0", "tty0"], _dom0_consoles(host)
     s = _reboot(host, s)
     h, vga = s.xenapi.host.get_all()[0], _vga_pgpu(s)
     assert s.xenapi.host.get_display(h) == "enabled"
     assert s.xenapi.PGPU.get_dom0_access(vga) == "enabled"
+    assert _running_consoles(host)[-2:] == ["hvc0", "tty0"], _running_consoles(host)
 
 
 def test_a_display_change_taken_back_before_the_reboot(host):
@@ -134,13 +155,67 @@ def test_a_serial_console_is_kept(daemon):
     stays: com1,vga <-> com1, as host-display does on XCP-ng's serial
     entry."""
     daemon.xen_cmdline("--set-xen", "console=com2,vga")
+    daemon.xen_cmdline("--set-dom0", "console=hvc0 console=tty0")
     daemon.restart()
     s = daemon.session("admin")
     h = s.xenapi.host.get_all()[0]
+    dom0 = daemon.xen_cmdline("--get-dom0", "console").stdout.split()
+    assert dom0 == ["console=hvc0", "console=tty0"]
     assert s.xenapi.host.disable_display(h) == "disable_on_reboot"
     assert daemon.xen_cmdline("--get-xen", "console").stdout.split() == ["console=com2"]
+    # dom0's console is the operator's on a serial entry.
+    assert daemon.xen_cmdline("--get-dom0", "console").stdout.split() == dom0
     assert s.xenapi.host.enable_display(h) == "enabled"
     assert daemon.xen_cmdline("--get-xen", "console").stdout.split() == ["console=com2,vga"]
+    assert daemon.xen_cmdline("--get-dom0", "console").stdout.split() == dom0
+
+
+def test_the_exec_backend_edits_dom0s_console_as_host_display(tmp_path):
+    """Through a xen-cmdline program, the calls host-display makes:
+    --delete-dom0 console=tty0, then --set-dom0 "console=hvc0 console=tty0"."""
+    from conftest import _started
+    d = _started(tmp_path, "exec")
+    try:
+        d.xen_cmdline("--set-dom0", "console=hvc0 console=tty0")
+        d.restart()
+        s = d.session("admin")
+        h = s.xenapi.host.get_all()[0]
+        assert s.xenapi.host.disable_display(h) == "disable_on_reboot"
+        assert d.xen_cmdline("--get-dom0", "console").stdout.split() == ["console=hvc0"]
+        assert s.xenapi.host.enable_display(h) == "enabled"
+        assert d.xen_cmdline("--get-dom0", "console").stdout.split() == ["console=hvc0", "console=tty0"]
+    finally:
+        d.cleanup()
+
+
+def test_on_debian_dom0s_console_comes_from_the_display_drop_in(tmp_path):
+    """grub-mkconfig: the display drop-in gives the Xen entries dom0's
+    console in GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT (the operator's
+    GRUB_CMDLINE_LINUX_DEFAULT as host-display would edit it); a
+    console=tty0 in GRUB_CMDLINE_LINUX, which every entry gets, is refused
+    rather than left."""
+    d = profile_started(tmp_path, "debian")
+    d.profile = "debian"
+    try:
+        s = d.session("admin")
+        h = s.xenapi.host.get_all()[0]
+        dropin = d.root / "etc/default/grub.d/zz-pcipass-display.cfg"
+        assert s.xenapi.host.disable_display(h) == "disable_on_reboot"
+        # Debian's default has no console=tty0: nothing to take out.
+        assert "XEN_REPLACE_DEFAULT" not in dropin.read_text()
+        assert s.xenapi.host.enable_display(h) == "enabled"
+        assert 'GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="quiet console=hvc0 console=tty0"' in dropin.read_text()
+        assert _dom0_consoles(d) == ["hvc0", "tty0"]
+        # The operator's GRUB_CMDLINE_LINUX with console=tty0: refused.
+        grub = d.root / "etc/default/grub"
+        grub.write_text(grub.read_text().replace('GRUB_CMDLINE_LINUX=""', 'GRUB_CMDLINE_LINUX="console=tty0"'))
+        before = dropin.read_bytes()
+        details = failure(s.xenapi.host.disable_display, h)
+        assert details[0] == "BOOT_CONFIG_UNAVAILABLE" and "GRUB_CMDLINE_LINUX" in details[1], details
+        assert dropin.read_bytes() == before
+        assert s.xenapi.host.get_display(h) == "enabled"
+    finally:
+        d.cleanup()
 
 
 def test_the_cli_turns_the_display_off_and_on(daemon):

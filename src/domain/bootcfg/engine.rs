@@ -406,7 +406,10 @@ impl Dom0AccessEngine {
     /// transaction of its own.
     pub fn set_display(&self, enable: bool) -> Result<(), BootConfigError> {
         txn::edit_console(self.boot.as_ref(), &|current| {
-            display::console_value(enable, current)
+            (
+                display::console_value(enable, current),
+                display::dom0_console(enable, current),
+            )
         })
     }
 

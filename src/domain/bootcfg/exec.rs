@@ -10,7 +10,7 @@ use super::{
     BootConfig, BootConfigError, FlowBase, Held, console_check, expect_value, grub_fingerprint,
     one_line,
 };
-use crate::domain::display::XEN_CONSOLE_KEY;
+use crate::domain::display::{self, Dom0Console, XEN_CONSOLE_KEY};
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::host::boot::{self, BootFingerprint};
 use crate::host::{HostRoot, exec};
@@ -163,6 +163,17 @@ impl BootConfig for ExecBootConfig {
         expect_value(self.boot_view()?, value, "xen-cmdline")
     }
 
+    /// The console arguments `xen-cmdline --get-dom0 console` prints (the
+    /// rest of dom0's line does not matter to the display).
+    fn dom0_args(&self) -> Result<Vec<u8>, BootConfigError> {
+        let out = self.run(&["--get-dom0", XEN_CONSOLE_KEY])?;
+        Ok(out
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .into_bytes())
+    }
+
     /// The last line `xen-cmdline --get-xen console` prints.
     fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
         let out = self.run(&["--get-xen", XEN_CONSOLE_KEY])?;
@@ -175,18 +186,34 @@ impl BootConfig for ExecBootConfig {
 
     /// One run of `xen-cmdline --set-xen console=VALUE`, as xapi's
     /// host-display runs it; grub.cfg put back when it does not read back.
+    ///
+    /// Then dom0's console as host-display edits it: `--delete-dom0
+    /// console=tty0`, or `--set-dom0 "console=hvc0 console=tty0"`.
     fn plan_console<'a>(
         &'a self,
         _snap: &Snapshot,
         value: &str,
+        dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError> {
         let setting = format!("{XEN_CONSOLE_KEY}={value}");
-        let step = move |_: Held<'_>| self.run(&["--set-xen", &setting]).map(drop);
+        let step = move |_: Held<'_>| {
+            self.run(&["--set-xen", &setting])?;
+            match dom0 {
+                Dom0Console::Keep => {}
+                Dom0Console::Show => {
+                    self.run(&["--set-dom0", display::DOM0_SHOW_LINE])?;
+                }
+                Dom0Console::Hide => {
+                    self.run(&["--delete-dom0", display::DOM0_VGA])?;
+                }
+            }
+            Ok(())
+        };
         let generated = boot::grub_fingerprint(&self.base.host)
             .map(|(rel, _)| vec![rel.to_owned()])
             .unwrap_or_default();
         Ok(Changes {
-            steps: vec![Box::new(step), console_check(self, value)],
+            steps: vec![Box::new(step), console_check(self, value, dom0)],
             generated,
             ..Changes::default()
         })

@@ -19,6 +19,7 @@ use super::{
     BootConfig, BootConfigError, FlowBase, Held, NextBoot, console_check, grub_boot_view,
     grub_fingerprint, grub_locked_file, grub_xen_console, load_grub, regenerate,
 };
+use crate::domain::display::{self, Dom0Console};
 use crate::domain::grub::GrubConfig;
 use crate::domain::grub_dropin;
 use crate::domain::hide::HideView;
@@ -280,23 +281,15 @@ impl GrubMkconfigBootConfig {
                  brings in what changed there"
             ));
         }
-        let mut operators = Vec::new();
-        for (rel, bytes) in &snap.files {
-            let Some(bytes) = bytes else { continue };
-            let theirs = match rel.as_str() {
-                r if r == grub_rel || r == boot::PCIPASS_DROPIN => continue,
-                boot::DEFAULT_GRUB => {
-                    grub_dropin::with_block(bytes, None).map_err(|e| e.to_string())?
-                }
-                _ => bytes.clone(),
-            };
-            if grub_dropin::mentions_hide(&theirs) {
-                return Err(format!(
-                    "/{rel} sets xen-pciback.hide itself: where grub-mkconfig puts it beside \
-                     pcipass's is not foreseen"
-                ));
-            }
-            operators.push((format!("/{rel}"), theirs));
+        let operators = operator_defaults(snap).map_err(|e| e.to_string())?;
+        if let Some((rel, _)) = operators
+            .iter()
+            .find(|(_, text)| grub_dropin::mentions_hide(text))
+        {
+            return Err(format!(
+                "{rel} sets xen-pciback.hide itself: where grub-mkconfig puts it beside \
+                 pcipass's is not foreseen"
+            ));
         }
         let new = crate::domain::regenerated::regenerated(
             cfg,
@@ -489,6 +482,55 @@ impl GrubMkconfigBootConfig {
     }
 }
 
+/// The defaults files of `snap` as the operator wrote them, in the order
+/// grub-mkconfig sources them (`/`-rooted name, bytes): pcipass's drop-ins
+/// left out, its blocks cut from `/etc/default/grub`.
+fn operator_defaults(snap: &Snapshot) -> Result<Vec<(String, Vec<u8>)>, BootConfigError> {
+    let mut operators = Vec::new();
+    for (rel, bytes) in &snap.files {
+        let Some(bytes) = bytes else { continue };
+        let theirs = match rel.as_str() {
+            boot::DEFAULT_GRUB => grub_dropin::without_blocks(bytes)?,
+            boot::PCIPASS_DROPIN | boot::PCIPASS_DISPLAY_DROPIN => continue,
+            r if r.starts_with(boot::DEFAULT_GRUB_D) => bytes.clone(),
+            _ => continue,
+        };
+        operators.push((format!("/{rel}"), theirs));
+    }
+    Ok(operators)
+}
+
+/// The dom0 arguments the display drop-in gives the normal Xen entries
+/// for `dom0` (in place of `GRUB_CMDLINE_LINUX_DEFAULT`), `None` when the
+/// operator's own are already right; refused when they cannot be read, or
+/// when `console=tty0` comes from `GRUB_CMDLINE_LINUX`, which the drop-in
+/// cannot take out.
+fn dom0_default_for(snap: &Snapshot, dom0: Dom0Console) -> Result<Option<String>, BootConfigError> {
+    if dom0 == Dom0Console::Keep {
+        return Ok(None);
+    }
+    let operators = operator_defaults(snap)?;
+    let unknown = |why: String| {
+        BootConfigError::EditsRefused(format!(
+            "dom0's console arguments in /etc/default/grub cannot be read ({why}), so the \
+             display edit cannot set them; set GRUB_CMDLINE_LINUX_DEFAULT to a literal"
+        ))
+    };
+    if dom0 == Dom0Console::Hide {
+        let linux = crate::domain::regenerated::linux_args(&operators).map_err(unknown)?;
+        if linux.split_whitespace().any(|w| w == display::DOM0_VGA) {
+            return Err(BootConfigError::EditsRefused(format!(
+                "{} is set in GRUB_CMDLINE_LINUX, which every entry gets; remove it there to \
+                 turn the display off",
+                display::DOM0_VGA
+            )));
+        }
+    }
+    let default = crate::domain::regenerated::linux_default_args(&operators).map_err(unknown)?;
+    let new = display::dom0_console_args(default.as_bytes(), dom0);
+    Ok((new != default.as_bytes()).then(|| String::from_utf8_lossy(&new).into_owned()))
+}
+
 /// Titles of the Xen entries of `config` whose dom0 line does not give
 /// exactly `value`.
 fn xen_entries_without(config: &GrubConfig, value: Option<&str>) -> Vec<String> {
@@ -597,21 +639,30 @@ impl BootConfig for GrubMkconfigBootConfig {
 
     /// pcipass's display drop-in (or its block in `/etc/default/grub`),
     /// then grub.cfg regenerated with the hide list as it is.
+    ///
+    /// dom0's console in the normal Xen entries: the drop-in sets
+    /// `GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT` to the operator's
+    /// `GRUB_CMDLINE_LINUX_DEFAULT` as host-display would edit it.
     fn plan_console<'a>(
         &'a self,
         snap: &Snapshot,
         value: &str,
+        dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError> {
+        let dom0_default = dom0_default_for(snap, dom0)?;
         let write = match self.place {
             DefaultsPlace::DropIn => FileWrite {
                 rel: boot::PCIPASS_DISPLAY_DROPIN.to_owned(),
-                new: Some(grub_dropin::display_dropin_text(value)?.into_bytes()),
+                new: Some(
+                    grub_dropin::display_dropin_text(value, dom0_default.as_deref())?.into_bytes(),
+                ),
             },
             DefaultsPlace::DefaultGrub => FileWrite {
                 rel: boot::DEFAULT_GRUB.to_owned(),
                 new: Some(grub_dropin::with_display_block(
                     snap.file(boot::DEFAULT_GRUB).unwrap_or_default(),
                     value,
+                    dom0_default.as_deref(),
                 )?),
             },
         };
@@ -621,7 +672,7 @@ impl BootConfig for GrubMkconfigBootConfig {
             generated: self.generated()?,
             steps: vec![
                 Box::new(move |hold| self.run_regenerate(hold, hide.as_deref())),
-                console_check(self, value),
+                console_check(self, value, dom0),
             ],
             ..Changes::default()
         })

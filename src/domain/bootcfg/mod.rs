@@ -19,9 +19,10 @@
 
 use std::sync::Mutex;
 
+use crate::domain::PciAddress;
+use crate::domain::display::{self, Dom0Console};
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HideEdit, HideParseError, HideView};
-use crate::domain::{PciAddress, display};
 use crate::host::boot::BootFingerprint;
 use crate::host::{HostError, HostRoot, boot};
 
@@ -364,14 +365,22 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     /// such argument), for the host display ([`crate::domain::display`]).
     fn xen_console(&self) -> Result<Option<String>, BootConfigError>;
 
-    /// What makes the next boot's last Xen `console=` be `value`, every
-    /// other argument and the hide list as they are, planned from `snap`;
-    /// the last step of the changes reads it back.
+    /// What makes the next boot's last Xen `console=` be `value` and its
+    /// dom0 console arguments as `dom0` says, every other argument and the
+    /// hide list as they are, planned from `snap`; the last step of the
+    /// changes reads both back.
     fn plan_console<'a>(
         &'a self,
         snap: &Snapshot,
         value: &str,
+        dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError>;
+
+    /// The dom0 command line the next boot gives (for its console
+    /// arguments).
+    fn dom0_args(&self) -> Result<Vec<u8>, BootConfigError> {
+        Ok(self.next_boot()?.cmdline)
+    }
 
     /// The initramfs copies the next boot loads instead of the images the
     /// initramfs builder writes ([`InitramfsCopy`]), refreshed after a
@@ -382,15 +391,33 @@ pub trait BootConfig: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The step that ends a console edit: the next boot must give `value`.
-pub(super) fn console_check<'a>(config: &'a dyn BootConfig, value: &str) -> txn::FlowStep<'a> {
+/// The step that ends a console edit: the next boot must give Xen's
+/// console `value` and dom0's console arguments as `dom0` leaves them.
+pub(super) fn console_check<'a>(
+    config: &'a dyn BootConfig,
+    value: &str,
+    dom0: Dom0Console,
+) -> txn::FlowStep<'a> {
     let value = value.to_owned();
-    Box::new(move |_| match config.xen_console()? {
-        Some(got) if got == value => Ok(()),
-        got => Err(BootConfigError::Verify(format!(
-            "the next boot would give Xen console={}, not {value}",
-            got.as_deref().unwrap_or("(none)")
-        ))),
+    Box::new(move |_| {
+        match config.xen_console()? {
+            Some(got) if got == value => {}
+            got => {
+                return Err(BootConfigError::Verify(format!(
+                    "the next boot would give Xen console={}, not {value}",
+                    got.as_deref().unwrap_or("(none)")
+                )));
+            }
+        }
+        let args = config.dom0_args()?;
+        if !display::dom0_console_done(&args, dom0) {
+            return Err(BootConfigError::Verify(format!(
+                "the next boot's dom0 console arguments are not as the display edit leaves them \
+                 ({dom0:?}): {}",
+                one_line(&String::from_utf8_lossy(&args))
+            )));
+        }
+        Ok(())
     })
 }
 

@@ -6,7 +6,7 @@ use super::{
     BootConfig, BootConfigError, FlowBase, NextBoot, console_check, expect_value, grub_fingerprint,
     grub_locked_file, grub_xen_console,
 };
-use crate::domain::display::XEN_CONSOLE_KEY;
+use crate::domain::display::{self, Dom0Console, XEN_CONSOLE_KEY};
 use crate::domain::grub::{DefaultSource, Edit, GrubConfig, GrubEnv, Matching, Target};
 use crate::domain::hide::{HIDE_KEY, HideEdit, HideView};
 use crate::host::boot::BootFingerprint;
@@ -218,13 +218,18 @@ impl BootConfig for NativeBootConfig {
 
     /// The Xen line of every entry XCP-ng's tool edits, as
     /// `xen-cmdline --set-xen console=VALUE` does.
+    ///
+    /// dom0's console on the same entries, as host-display's
+    /// `xen-cmdline --delete-dom0 console=tty0` or `--set-dom0
+    /// "console=hvc0 console=tty0"` does.
     fn plan_console<'a>(
         &'a self,
         snap: &Snapshot,
         value: &str,
+        dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError> {
         let (rel, config) = self.snapshot_config(snap)?;
-        let text = config.edited(
+        let mut text = config.edited(
             Target::Xen,
             &Edit::Set {
                 key: XEN_CONSOLE_KEY,
@@ -232,12 +237,29 @@ impl BootConfig for NativeBootConfig {
                 matching: Matching::Exact,
             },
         )?;
+        let dom0_edit = match dom0 {
+            Dom0Console::Keep => None,
+            Dom0Console::Show => Some(Edit::SetWords {
+                key: XEN_CONSOLE_KEY,
+                words: display::DOM0_SHOW_LINE,
+            }),
+            Dom0Console::Hide => Some(Edit::Delete {
+                key: display::DOM0_VGA,
+                matching: Matching::Exact,
+            }),
+        };
+        if let Some(edit) = dom0_edit {
+            let env = snap
+                .file(GRUBENV_KEY)
+                .map_or_else(GrubEnv::absent, GrubEnv::parse);
+            text = GrubConfig::parse(&text, &env)?.edited(Target::Dom0, &edit)?;
+        }
         Ok(Changes {
             writes: vec![FileWrite {
                 rel,
                 new: Some(text),
             }],
-            steps: vec![console_check(self, value)],
+            steps: vec![console_check(self, value, dom0)],
             ..Changes::default()
         })
     }

@@ -34,6 +34,7 @@ pub use super::preview::{FileChange, Preview};
 use super::{
     BootConfig, BootConfigError, Held, HideCheck, HidePlan, dom0_line_with_hide, plan_edit,
 };
+use crate::domain::display::Dom0Console;
 use crate::domain::hide::{HideEdit, HideView};
 use crate::host::{HostRoot, boot};
 
@@ -541,7 +542,7 @@ fn preview_of(
 /// regeneration would change it too).
 pub fn edit_console(
     config: &dyn BootConfig,
-    want: &dyn Fn(Option<&str>) -> String,
+    want: &dyn Fn(Option<&str>) -> (String, Dom0Console),
 ) -> Result<(), BootConfigError> {
     attempts(config, &mut |snap, journal, lock| {
         if !snap.durable {
@@ -553,11 +554,13 @@ pub fn edit_console(
             ));
         }
         let current = config.xen_console()?;
-        let value = want(current.as_deref());
-        if current.as_deref() == Some(value.as_str()) {
+        let (value, dom0) = want(current.as_deref());
+        if current.as_deref() == Some(value.as_str())
+            && crate::domain::display::dom0_console_done(&config.dom0_args()?, dom0)
+        {
             return Ok(());
         }
-        let changes = config.plan_console(&snap, &value)?;
+        let changes = config.plan_console(&snap, &value, dom0)?;
         let hide = snap.view.value_text();
         run(
             config,

@@ -14,7 +14,7 @@ use super::{
     BootConfig, BootConfigError, FlowBase, InitramfsCopy, NextBoot, console_check,
     dom0_line_with_hide, expect_value,
 };
-use crate::domain::display;
+use crate::domain::display::{self, Dom0Console};
 use crate::domain::grub::{GrubError, XEN_DOM0_CMDLINE_MAX};
 use crate::domain::hide::{HIDE_KEY, HideView};
 use crate::domain::{kernel, xen_efi};
@@ -117,22 +117,31 @@ impl BootConfig for XenEfiBootConfig {
 
     /// The booted section's `options=` (Xen's own part) with its console
     /// set; the kextra and every other byte kept.
+    /// dom0's console among the `kernel=` line's arguments, as
+    /// host-display edits it.
     fn plan_console<'a>(
         &'a self,
         snap: &Snapshot,
         value: &str,
+        dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError> {
         let text = snap.file(&self.cfg).unwrap_or_default();
         let options = xen_efi::xen_options(text)?
             .and_then(|r| text.get(r))
             .unwrap_or_default();
-        let new_text = xen_efi::replace_xen_options(text, &display::with_console(options, value))?;
+        let mut new_text =
+            xen_efi::replace_xen_options(text, &display::with_console(options, value))?;
+        if dom0 != Dom0Console::Keep {
+            let args = xen_efi::dom0_args(&new_text)?;
+            new_text =
+                xen_efi::replace_dom0_args(&new_text, &display::dom0_console_args(&args, dom0))?;
+        }
         Ok(Changes {
             writes: vec![FileWrite {
                 rel: self.cfg.clone(),
                 new: Some(new_text),
             }],
-            steps: vec![console_check(self, value)],
+            steps: vec![console_check(self, value, dom0)],
             ..Changes::default()
         })
     }

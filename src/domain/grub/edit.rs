@@ -114,6 +114,33 @@ impl GrubConfig {
                     None => changes.push(Change::insert(append_point(line), &new)),
                 }
             }
+            Edit::SetWords { key, words } => {
+                cmdline::check_key(key)?;
+                let mut new = Vec::new();
+                for word in words.split_ascii_whitespace() {
+                    let (name, value) = match word.split_once('=') {
+                        Some((name, value)) => (name, Some(value)),
+                        None => (word, None),
+                    };
+                    if name != key {
+                        // Words of several keys in one setting: the name
+                        // that is not the key's is refused as a name.
+                        return Err(cmdline::CmdlineError::BadKey(word.to_owned()).into());
+                    }
+                    if !new.is_empty() {
+                        new.push(b' ');
+                    }
+                    new.extend(setting(key, value)?);
+                }
+                let hits: Vec<&Word> = line.words.iter().filter(|w| exact_match(w, key)).collect();
+                match hits.split_last() {
+                    Some((last, before)) => {
+                        changes.extend(before.iter().map(|w| Change::remove(line, w)));
+                        changes.push(Change::replace(last, new));
+                    }
+                    None => changes.push(Change::insert(append_point(line), &new)),
+                }
+            }
             Edit::Delete {
                 key,
                 matching: Matching::Exact,
@@ -210,6 +237,15 @@ pub enum Edit<'a> {
         value: Option<&'a str>,
         /// How occurrences are found.
         matching: Matching,
+    },
+    /// Set `key` to several arguments at once (each `key=...`), where its
+    /// last occurrence was, every other occurrence removed: what
+    /// `xen-cmdline --set-dom0 "console=hvc0 console=tty0"` does.
+    SetWords {
+        /// Parameter name.
+        key: &'a str,
+        /// The arguments, blank-separated, each `key` or `key=value`.
+        words: &'a str,
     },
     /// Remove every occurrence of `key`.
     Delete {

@@ -571,3 +571,44 @@ fn debian_xen_rm_opts_after_double_dash_is_read_and_edited() {
         Err(GrubError::Unsupported { .. })
     ));
 }
+
+/// host-display's dom0 edits: `--set-dom0 "console=hvc0 console=tty0"`
+/// puts both where the last console was, once; `--delete-dom0
+/// console=tty0` removes that word only.
+#[test]
+fn dom0_console_words_are_set_and_removed_as_host_display_does() {
+    let show = Edit::SetWords {
+        key: "console",
+        words: "console=hvc0 console=tty0",
+    };
+    let config = parse(&fixture("grub/xcpng-grub.cfg"));
+    let shown = parse(&config.edited(Target::Dom0, &show).unwrap());
+    assert!(
+        dom0(&shown).contains(" console=hvc0 console=tty0 quiet "),
+        "{}",
+        dom0(&shown)
+    );
+    assert_eq!(dom0(&shown).matches("console=").count(), 2);
+    // Again: the same text.
+    assert_eq!(
+        shown.edited(Target::Dom0, &show).unwrap(),
+        config.edited(Target::Dom0, &show).unwrap()
+    );
+    let hide = Edit::Delete {
+        key: "console=tty0",
+        matching: Matching::Exact,
+    };
+    let hidden = parse(&shown.edited(Target::Dom0, &hide).unwrap());
+    assert!(!dom0(&hidden).contains("console=tty0"), "{}", dom0(&hidden));
+    assert!(
+        dom0(&hidden).contains(" console=hvc0 quiet "),
+        "{}",
+        dom0(&hidden)
+    );
+    // Words of another key in the setting are refused, nothing edited.
+    let mixed = Edit::SetWords {
+        key: "console",
+        words: "console=hvc0 quiet",
+    };
+    assert!(config.edited(Target::Dom0, &mixed).is_err());
+}
