@@ -105,6 +105,13 @@ pub enum ApiError {
     /// A previewed edit whose files changed since the preview (or whose
     /// token is another edit's): `[]`.
     Dom0AccessPreviewStale,
+    /// Hiding a function the host's platform uses: `[device, class]`.
+    PciIsHostPlatformDevice {
+        /// The function's address.
+        device: String,
+        /// What it is (`SMBus controller`).
+        class: String,
+    },
     /// Hiding the system display device while the host display is on:
     /// `[device]`.
     PciIsHostDisplay(String),
@@ -179,6 +186,7 @@ impl ApiError {
             ApiError::PciCarriesDom0Console { .. } => "PCI_CARRIES_DOM0_CONSOLE",
             ApiError::PciIsHostDisplay(_) => "PCI_IS_HOST_DISPLAY",
             ApiError::Dom0AccessPreviewStale => "DOM0_ACCESS_PREVIEW_STALE",
+            ApiError::PciIsHostPlatformDevice { .. } => "PCI_IS_HOST_PLATFORM_DEVICE",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
             ApiError::OperationNotAllowed(_) => "OPERATION_NOT_ALLOWED",
@@ -213,6 +221,7 @@ impl ApiError {
         "PCI_CARRIES_DOM0_CONSOLE",
         "PCI_IS_HOST_DISPLAY",
         "DOM0_ACCESS_PREVIEW_STALE",
+        "PCI_IS_HOST_PLATFORM_DEVICE",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
         "HOST_NOT_DISABLED",
@@ -284,6 +293,9 @@ impl ApiError {
                 vec![device.clone(), console.clone()]
             }
             ApiError::PciIsHostDisplay(device) => vec![device.clone()],
+            ApiError::PciIsHostPlatformDevice { device, class } => {
+                vec![device.clone(), class.clone()]
+            }
             ApiError::PciApplyNowFailed {
                 device,
                 step,
@@ -365,6 +377,10 @@ impl From<crate::domain::service::BootErrorKind> for ApiError {
             }
             BootErrorKind::HostDisplay { function } => ApiError::PciIsHostDisplay(function),
             BootErrorKind::PreviewStale => ApiError::Dom0AccessPreviewStale,
+            BootErrorKind::HostPlatform { function, what } => ApiError::PciIsHostPlatformDevice {
+                device: function,
+                class: what,
+            },
             BootErrorKind::Dom0Console { function, console } => ApiError::PciCarriesDom0Console {
                 device: function,
                 console,

@@ -24,6 +24,7 @@ pub mod mock_boot;
 pub mod netdev;
 pub mod pciback;
 pub mod pciids;
+pub mod platform;
 pub mod readiness;
 pub mod regenerated;
 pub mod service;

@@ -113,6 +113,13 @@ pub enum BootErrorKind {
     /// A previewed edit's files changed since its preview, or the token
     /// is another edit's: nothing was written.
     PreviewStale,
+    /// The edit would hide a function the host's platform uses.
+    HostPlatform {
+        /// The function.
+        function: String,
+        /// What it is.
+        what: String,
+    },
     /// The current hide value does not parse: edits are refused.
     HideListMalformed {
         /// The whole value.
@@ -165,6 +172,10 @@ impl BootErrorKind {
                 block_device: block_device.clone(),
             },
             BootConfigError::PreviewStale => BootErrorKind::PreviewStale,
+            BootConfigError::HostPlatform { what, function } => BootErrorKind::HostPlatform {
+                function: function.to_string(),
+                what: (*what).to_owned(),
+            },
             BootConfigError::HostDisplay { function } => BootErrorKind::HostDisplay {
                 function: function.to_string(),
             },

@@ -36,6 +36,14 @@ fn basename(target: &str) -> String {
     target.rsplit('/').next().unwrap_or(target).to_owned()
 }
 
+/// The function's `class` attribute, as text (`0x0c0500`).
+pub fn class_text(host: &HostRoot, name: &str) -> Result<String, HostError> {
+    Ok(host
+        .read_to_string(&format!("sys/bus/pci/devices/{name}/class"))?
+        .trim()
+        .to_owned())
+}
+
 /// The function's reset methods: the kernel's `reset_method` list (Linux
 /// 5.15 on; absent when it has none), else `["reset"]` when an older
 /// kernel gives it a `reset` file; empty when it has neither.

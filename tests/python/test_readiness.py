@@ -4,7 +4,7 @@ host by changing the one fact that decides it, the facts it reports
 the slot and of the Xen device group, a hide's refusal, an assignment to a
 domain), and `pcipass pci-readiness`."""
 
-from conftest import pci_ref
+from conftest import failure, pci_ref
 from test_cli import out
 
 USB = "0000:00:14.0"
@@ -103,3 +103,24 @@ def test_the_cli_prints_the_verdict_first(daemon):
     assert lines[0] == "verdict: needs_reboot", lines
     assert lines[1].startswith("reasons: dom0 has it"), lines
     assert "iommu: active" in lines, lines
+
+
+def test_a_function_the_platform_uses_is_never_hidden(daemon):
+    """An SMBus controller (the host's memory SPD and sensors; here the
+    USB controller's sysfs class rewritten to 0x0c0500, as a real SMBus
+    function reads): every hide is refused naming what it is, the
+    readiness report says so, and nothing is written."""
+    usb = "0000:00:14.0"
+    (daemon.root / f"sys/bus/pci/devices/{usb}/class").write_text("0x0c0500\n")
+    s = daemon.session("admin")
+    grub = daemon.root / "boot/grub/grub.cfg"
+    before = grub.read_bytes()
+    want = ["PCI_IS_HOST_PLATFORM_DEVICE", usb, "SMBus controller"]
+    assert failure(s.xenapi.PCI.disable_dom0_access, pci_ref(s, usb)) == want
+    host = s.xenapi.host.get_all()[0]
+    assert failure(s.xenapi.host.disable_dom0_access_of, host, [pci_ref(s, usb)], False) == want
+    assert failure(s.xenapi.host.preview_dom0_access, host, [pci_ref(s, usb)], False) == want
+    assert grub.read_bytes() == before
+    report = _ready(s, usb)
+    assert report["verdict"] == "blocked", report
+    assert "SMBus controller" in report["hide_refused"], report

@@ -13,7 +13,7 @@ use super::{BootConfig, BootConfigError, InitramfsUpdate};
 use crate::domain::bootdev::{self, BootDisk};
 use crate::domain::hide::{HideView, Topology};
 use crate::domain::{Dom0Access, PciAddress};
-use crate::domain::{display, netdev};
+use crate::domain::{display, netdev, platform};
 use crate::host::boot::{self, BootFingerprint, Fingerprint};
 use crate::host::watch::ChangeWatch;
 use crate::host::{HostRoot, procfs, sysfs};
@@ -318,6 +318,7 @@ impl Dom0AccessEngine {
                 function,
             });
         }
+        self.refuse_platform(&tree, before, after)?;
         self.refuse_host_display(before, after)?;
         let network = netdev::carrying_dom0(&self.host).map_err(|e| {
             BootConfigError::SafetyUnknown(format!("dom0's network interfaces unknown: {e}"))
@@ -339,6 +340,35 @@ impl Dom0AccessEngine {
                 interface: (*interface).clone(),
                 function: *function,
             });
+        }
+        Ok(())
+    }
+
+    /// Refuse an edit that newly hides a function the platform itself
+    /// uses ([`platform::platform_class`]); a class that cannot be read
+    /// refuses too.
+    fn refuse_platform(
+        &self,
+        tree: &Topology,
+        before: &HideView,
+        after: &HideView,
+    ) -> Result<(), BootConfigError> {
+        for function in tree
+            .functions()
+            .filter(|f| after.hides_in(tree, f) && !before.hides_in(tree, f))
+        {
+            let text = sysfs::class_text(&self.host, &function.to_string()).map_err(|e| {
+                BootConfigError::SafetyUnknown(format!("the class of {function} unknown: {e}"))
+            })?;
+            let class = platform::parse_class(&text).ok_or_else(|| {
+                BootConfigError::SafetyUnknown(format!("the class of {function} is {text:?}"))
+            })?;
+            if let Some(what) = platform::platform_class(class) {
+                return Err(BootConfigError::HostPlatform {
+                    what,
+                    function: *function,
+                });
+            }
         }
         Ok(())
     }

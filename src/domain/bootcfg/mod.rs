@@ -96,6 +96,18 @@ pub enum BootConfigError {
         /// The PCI function.
         function: PciAddress,
     },
+    /// The edit would hide a function the platform itself uses (a host
+    /// or ISA bridge, the SMBus, ...), which no VM can drive.
+    #[error(
+        "the edit would hide {function}, a {what}: the host's platform uses it and no VM can \
+         drive it"
+    )]
+    HostPlatform {
+        /// What it is (`SMBus controller`).
+        what: &'static str,
+        /// The PCI function.
+        function: PciAddress,
+    },
     /// A move now would take the function dom0's console is on.
     #[error("{function} carries dom0's console ({console}) now")]
     Dom0Console {
