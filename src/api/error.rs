@@ -102,6 +102,9 @@ pub enum ApiError {
         /// The interface it carries.
         interface: String,
     },
+    /// A login refused unchecked: its source failed too often lately, or
+    /// too many logins wait: `[retry_after_seconds]`.
+    SessionAuthenticationThrottled(u64),
     /// A previewed edit whose files changed since the preview (or whose
     /// token is another edit's): `[]`.
     Dom0AccessPreviewStale,
@@ -186,6 +189,7 @@ impl ApiError {
             ApiError::PciCarriesDom0Console { .. } => "PCI_CARRIES_DOM0_CONSOLE",
             ApiError::PciIsHostDisplay(_) => "PCI_IS_HOST_DISPLAY",
             ApiError::Dom0AccessPreviewStale => "DOM0_ACCESS_PREVIEW_STALE",
+            ApiError::SessionAuthenticationThrottled(_) => "SESSION_AUTHENTICATION_THROTTLED",
             ApiError::PciIsHostPlatformDevice { .. } => "PCI_IS_HOST_PLATFORM_DEVICE",
             ApiError::PciApplyNowFailed { .. } => "PCI_APPLY_NOW_FAILED",
             ApiError::HostNotDisabled => "HOST_NOT_DISABLED",
@@ -221,6 +225,7 @@ impl ApiError {
         "PCI_CARRIES_DOM0_CONSOLE",
         "PCI_IS_HOST_DISPLAY",
         "DOM0_ACCESS_PREVIEW_STALE",
+        "SESSION_AUTHENTICATION_THROTTLED",
         "PCI_IS_HOST_PLATFORM_DEVICE",
         "PCI_ASSIGNED_TO_DOMAIN",
         "PCI_APPLY_NOW_FAILED",
@@ -293,6 +298,7 @@ impl ApiError {
                 vec![device.clone(), console.clone()]
             }
             ApiError::PciIsHostDisplay(device) => vec![device.clone()],
+            ApiError::SessionAuthenticationThrottled(secs) => vec![secs.to_string()],
             ApiError::PciIsHostPlatformDevice { device, class } => {
                 vec![device.clone(), class.clone()]
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::api::context::{Auth, Caller, Context, Origin};
 use crate::api::handler::{Handler, HandlerFuture};
+use crate::api::login_throttle::{Pool, Source};
 use crate::api::session_table::create_session;
 use crate::api::{ApiError, Role, Value};
 use crate::store::Change;
@@ -38,23 +39,35 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 "local-root",
             )
         } else {
-            let keys = throttle_keys(&user, &caller.origin);
-            let refused = || ApiError::SessionAuthenticationFailed {
-                user: user.clone(),
-                message: "Authentication failure".into(),
-            };
-            let Some(admission) = ctx.login_throttle.admit(&keys) else {
-                // A flood would write a line per attempt: one a second is
-                // enough to say it happens, with how many were refused.
-                if let Some(refused_since) = ctx.login_throttle.refusal_to_report() {
-                    tracing::warn!(
-                        user = %user,
-                        origin = ?caller.origin,
-                        refused_since,
-                        "login refused unchecked: too many logins wait for this user or address"
-                    );
+            // A name no account has, refused before anything is kept.
+            if user.len() > MAX_USER_NAME {
+                tracing::warn!(
+                    origin = ?caller.origin,
+                    length = user.len(),
+                    "login refused unchecked: the user name is longer than any account's"
+                );
+                return Err(ApiError::SessionAuthenticationFailed {
+                    user: user.chars().take(64).collect(),
+                    message: "Authentication failure".into(),
+                });
+            }
+            let from = throttle_source(&caller.origin);
+            let mut admission = match ctx.login_throttle.admit(&from) {
+                Ok(admission) => admission,
+                Err((refusal, log)) => {
+                    if log {
+                        tracing::warn!(
+                            source = %from,
+                            user = %user,
+                            ?refusal,
+                            "login refused unchecked: this source failed too often lately, or \
+                             too many of its logins wait (logged once per source every 10 s)"
+                        );
+                    }
+                    return Err(ApiError::SessionAuthenticationThrottled(
+                        refusal.retry_after_secs(),
+                    ));
                 }
-                return Err(refused());
             };
             let state_dir = ctx.config.state_dir.clone();
             let (u, p) = (user.clone(), password);
@@ -63,9 +76,13 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             let source = auth.source();
             // xapi: root authenticated by PAM is the local superuser.
             let pam_root = matches!(auth, Auth::Pam { .. }) && user == "root";
+            let pool = match auth {
+                Auth::Users => Pool::Hash,
+                Auth::Pam { .. } => Pool::Pam,
+            };
             let verdict = ctx
                 .login_throttle
-                .check(&admission, move |scratch| match auth {
+                .check(&mut admission, pool, move |scratch| match auth {
                     Auth::Users => check_password(&state_dir, &u, &p, scratch),
                     Auth::Pam {
                         service,
@@ -75,13 +92,18 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                 .await;
             drop(admission);
             let verified = match verdict {
-                Some(Verdict::Accepted(role)) => Some(role),
-                Some(Verdict::Refused) => None,
-                None => {
+                Ok(Verdict::Accepted(role)) => Some(role),
+                Ok(Verdict::Refused) => None,
+                Err(Some(refusal)) => {
+                    return Err(ApiError::SessionAuthenticationThrottled(
+                        refusal.retry_after_secs(),
+                    ));
+                }
+                Err(None) => {
                     tracing::error!(user = %user, "the password check could not run");
                     None
                 }
-                Some(Verdict::PamRefused(why)) => {
+                Ok(Verdict::PamRefused(why)) => {
                     tracing::warn!(
                         user = %user,
                         origin = ?caller.origin,
@@ -89,7 +111,7 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
                     );
                     None
                 }
-                Some(Verdict::Unavailable(cause)) => {
+                Ok(Verdict::Unavailable(cause)) => {
                     // Not the client's fault: say why, or an operator sees
                     // only failed logins while everyone is locked out.
                     tracing::error!(
@@ -103,11 +125,11 @@ fn login_with_password(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> H
             };
             match verified {
                 Some(role) => {
-                    ctx.login_throttle.succeeded(&keys);
+                    ctx.login_throttle.succeeded(&from);
                     (role, pam_root, user.clone(), source)
                 }
                 None => {
-                    ctx.login_throttle.failed(&keys);
+                    ctx.login_throttle.failed(&from);
                     tracing::warn!(user = %user, origin = ?caller.origin, "login failed");
                     return Err(ApiError::SessionAuthenticationFailed {
                         user,
@@ -170,13 +192,17 @@ fn check_pam(service: &str, role_groups: &[(String, Role)], user: &str, password
     }
 }
 
-fn throttle_keys(user: &str, origin: &Origin) -> Vec<String> {
-    let mut keys = vec![format!("user:{user}")];
-    if let Origin::Network(addr) = origin {
-        let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
-        keys.push(format!("addr:{ip}"));
+/// The longest user name a login is checked for (Linux's own limit is 32;
+/// an LDAP or users-file name is rarely longer than 64).
+const MAX_USER_NAME: usize = 256;
+
+/// Where a login comes from, for the throttle.
+fn throttle_source(origin: &Origin) -> Source {
+    match origin {
+        Origin::Network(addr) => Source::of_address(addr),
+        Origin::Local(Some(uid)) => Source::Uid(*uid),
+        Origin::Local(None) | Origin::Internal => Source::Unknown,
     }
-    keys
 }
 
 fn logout(ctx: Arc<Context>, caller: Caller, _args: Vec<Value>) -> HandlerFuture {

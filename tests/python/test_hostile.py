@@ -228,14 +228,19 @@ def test_a_login_flood_checks_few_passwords_and_stays_small(tmp_path):
             t.start()
         for t in threads:
             t.join()
-        assert replies.count("SESSION_AUTHENTICATION_FAILED") > 0.9 * len(replies)
-        assert set(replies) <= {"SESSION_AUTHENTICATION_FAILED", "connection refused"}
+        refused = {"SESSION_AUTHENTICATION_FAILED", "SESSION_AUTHENTICATION_THROTTLED"}
+        assert sum(replies.count(r) for r in refused) > 0.9 * len(replies)
+        assert set(replies) <= refused | {"connection refused"}
+        assert "SESSION_AUTHENTICATION_THROTTLED" in replies
         log = (d.workdir / "pcipassd.log").read_text()
         checked = log.count("login failed")
+        # Logged once per source every 10 s, not once per refusal.
         unchecked = log.count("login refused unchecked")
-        # The gate's schedule: a burst of at most 4 waiting per key, then
-        # attempts spaced 100 ms * 2^failures (5 s at most), and the 4 still
-        # queued when the clients stop: far from the 150 clients' demand.
+        assert unchecked <= 2, unchecked
+        # The gate's schedule: one check at a time for the source, spaced
+        # 100 ms * 2^failures (5 s at most) after its first failure, and at
+        # most 4 still waiting when the clients stop: far from the 150
+        # clients' demand.
         assert checked <= 16, (checked, unchecked, len(replies))
         print(f"flood: {len(replies)} attempts, {checked} passwords checked, "
               f"peak RSS +{peak_rss_kib(d) - before} KiB")
@@ -247,6 +252,117 @@ def test_a_login_flood_checks_few_passwords_and_stays_small(tmp_path):
         assert raw_login(d, "bystander", "bystander-secret", "127.0.0.6").startswith("OpaqueRef:")
     finally:
         d.cleanup()
+
+
+def _flood(d, sources, per_source, user_of, stop_after):
+    """Threads logging in with wrong passwords, `per_source` from each of
+    `sources`, for `stop_after` seconds; returns a function that stops
+    them and the replies they got."""
+    import threading
+    stop = time.time() + stop_after
+    replies = []
+
+    def attacker(source):
+        n = 0
+        while time.time() < stop:
+            n += 1
+            try:
+                replies.append(raw_login(d, user_of(source, n), "wrong", source)[0])
+            except OSError:
+                replies.append("connection refused")
+
+    threads = [threading.Thread(target=attacker, args=(src,)) for src in sources
+               for _ in range(per_source)]
+    for t in threads:
+        t.start()
+
+    def finish():
+        for t in threads:
+            t.join()
+        return replies
+    return finish
+
+
+def _timed_login(d, user, source):
+    started_at = time.monotonic()
+    reply = raw_login(d, user, d.passwords[user], source)
+    return reply, time.monotonic() - started_at
+
+
+def test_guessing_a_users_password_does_not_lock_the_user_out(tmp_path):
+    """8 connections from one address guess oper's password (the users
+    file): oper's right password from another address is let in at once,
+    every time, and the guessing address is slowed, then refused as
+    throttled: the source is throttled, never the account."""
+    d = started(tmp_path, "--max-connections-per-address", "64")
+    try:
+        d.add_user("oper", "pool-operator")
+        finish = _flood(d, ["127.0.0.20"], 8, lambda _s, _n: "oper", 12)
+        time.sleep(2)
+        took = []
+        for n in range(6):
+            reply, secs = _timed_login(d, "oper", f"127.0.1.{n + 1}")
+            assert reply.startswith("OpaqueRef:"), reply
+            took.append(secs)
+            time.sleep(1)
+        replies = finish()
+        assert max(took) < 5, took
+        assert "SESSION_AUTHENTICATION_THROTTLED" in replies
+        print(f"oper's logins during the guessing took {[round(t, 2) for t in took]} s; "
+              f"{len(replies)} guesses, {replies.count('SESSION_AUTHENTICATION_FAILED')} checked")
+    finally:
+        d.cleanup()
+
+
+def test_random_names_from_many_addresses_do_not_lock_out_a_fresh_address(tmp_path):
+    """70 addresses x 4 connections with random user names (the users
+    file): a right password from an address that has not been failing gets
+    in within 5 s, and the throttle's memory stays bounded."""
+    import random
+    d = started(tmp_path)
+    try:
+        sources = [f"127.0.2.{n + 1}" for n in range(70)]
+        finish = _flood(d, sources, 4, lambda s, n: f"u{random.getrandbits(64):x}", 10)
+        time.sleep(3)
+        reply, secs = _timed_login(d, "admin", "127.0.3.1")
+        replies = finish()
+        assert reply.startswith("OpaqueRef:"), reply
+        assert secs < 5, secs
+        print(f"a fresh address got in after {secs:.2f} s during {len(replies)} attempts")
+    finally:
+        d.cleanup()
+
+
+def test_huge_user_names_are_refused_before_anything_is_kept(tmp_path):
+    """1 MiB user names from 40 addresses: refused unchecked (the name is
+    longer than any account's), and the daemon's memory does not keep
+    them."""
+    import concurrent.futures
+    d = started(tmp_path, "--max-body-bytes", str(4 * 1024 * 1024))
+    try:
+        name = "n" * (1024 * 1024)
+        before = rss_kib(d)
+
+        def one(n):
+            return raw_login(d, name, "wrong", f"127.0.4.{n % 40 + 1}")[0]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(one, range(120)))
+        assert set(replies) == {"SESSION_AUTHENTICATION_FAILED"}, set(replies)
+        time.sleep(1)
+        grown = rss_kib(d) - before
+        assert grown < 128 * 1024, f"resident memory grew by {grown} KiB"
+        assert "longer than any account" in (d.workdir / "pcipassd.log").read_text()
+        assert raw_login(d, "admin", d.passwords["admin"], "127.0.4.200").startswith("OpaqueRef:")
+    finally:
+        d.cleanup()
+
+
+def rss_kib(daemon):
+    for line in open(f"/proc/{daemon.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def test_a_user_name_cannot_forge_a_log_line(tmp_path):

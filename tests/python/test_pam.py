@@ -7,6 +7,7 @@ under CI=true, where it fails instead.
 """
 
 import os
+import time
 import shutil
 import subprocess
 from pathlib import Path
@@ -144,3 +145,30 @@ def test_expired_account_is_refused(pam_daemon):
 def test_local_root_needs_no_password(pam_daemon):
     s = pam_daemon.local_session()
     assert s.xenapi.session.get_record(s._session)["is_local_superuser"] is True
+
+
+def test_a_pam_guessing_flood_does_not_keep_others_out(accounts, tmp_path):
+    """8 addresses x 4 connections guess pcipass-t-op's password through
+    PAM (each failure sleeps in PAM's fail delay, about 2 s, on its
+    thread): the same user's right password from an address that has not
+    been failing gets in within 5 s, every time."""
+    from test_hostile import _flood, _timed_login
+    d = Daemon(tmp_path, extra_args=["--auth", "pam", "--role-group", f"{GROUP}=pool-operator"])
+    d.passwords = {u: p for u, (p, _) in USERS.items()}
+    d.start()
+    try:
+        sources = [f"127.0.5.{n + 1}" for n in range(8)]
+        finish = _flood(d, sources, 4, lambda _s, _n: "pcipass-t-op", 15)
+        time.sleep(3)
+        took = []
+        for n in range(3):
+            reply, secs = _timed_login(d, "pcipass-t-op", f"127.0.6.{n + 1}")
+            assert reply.startswith("OpaqueRef:"), reply
+            took.append(secs)
+            time.sleep(2)
+        replies = finish()
+        assert max(took) < 5, took
+        print(f"right PAM logins during the flood took {[round(t, 2) for t in took]} s; "
+              f"{len(replies)} guesses")
+    finally:
+        d.cleanup()
