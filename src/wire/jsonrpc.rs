@@ -52,6 +52,54 @@ pub enum JsonRpcError {
     /// Nested deeper than the limit.
     #[error("the request is nested too deeply")]
     TooDeep,
+    /// A batch (an array of requests).
+    #[error("batches are not supported: send one call per request")]
+    Batch,
+    /// A member given twice (which one counts would be a guess).
+    #[error("the request has the member {0:?} twice")]
+    Duplicate(String),
+}
+
+impl JsonRpcError {
+    /// The JSON-RPC 2.0 error code the specification names for it:
+    /// -32700 (parse error) for a body that is not JSON, -32600 (invalid
+    /// request) for anything else.
+    pub fn code(&self) -> i64 {
+        match self {
+            JsonRpcError::Malformed => -32700,
+            _ => -32600,
+        }
+    }
+}
+
+/// The top-level member names of a JSON object, in order, duplicates kept
+/// (serde_json's map keeps only the last of a name).
+fn member_names(body: &[u8]) -> Option<Vec<String>> {
+    struct Names(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Names {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Names, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Names;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Names, A::Error> {
+                    let mut names = Vec::new();
+                    while let Some(name) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        names.push(name);
+                    }
+                    Ok(Names(names))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_slice::<Names>(body).ok().map(|n| n.0)
 }
 
 /// Deepest nesting accepted in parameters.
@@ -257,9 +305,16 @@ pub fn write_json(value: &Value, out: &mut impl Sink) {
 pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
     // serde_json's own recursion limit (128) guards the parse itself.
     let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Malformed)?;
-    let Json::Object(mut object) = json else {
-        return Err(JsonRpcError::NoMethod);
+    let mut object = match json {
+        Json::Object(object) => object,
+        Json::Array(_) => return Err(JsonRpcError::Batch),
+        _ => return Err(JsonRpcError::NoMethod),
     };
+    let mut names = member_names(body).unwrap_or_default();
+    names.sort();
+    if let Some(pair) = names.windows(2).find(|p| p[0] == p[1]) {
+        return Err(JsonRpcError::Duplicate(pair[0].clone()));
+    }
     let version = match object.remove("jsonrpc") {
         None => Version::V1,
         Some(Json::String(v)) if v == "2.0" => Version::V2,
@@ -332,18 +387,22 @@ pub fn write_failure(version: Version, id: &Json, description: &[String]) -> Vec
     serde_json::to_vec(&reply).unwrap_or_default()
 }
 
-/// The reply to a body that is not a request at all: a 2.0 error with id
-/// 0 (xapi answers such requests with HTTP 500; a JSON reply is kinder to
-/// clients and carries the reason).
+/// The reply to a body that is not a request: the JSON-RPC 2.0 error the
+/// specification names (-32700 parse error, -32600 invalid request) with
+/// id null, as it requires when the id cannot be told, the reason in
+/// `data` (xapi answers such requests with HTTP 500; a JSON reply is
+/// kinder to clients and carries the reason).
 pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
-    write_failure(
-        Version::V2,
-        &Json::Number(0.into()),
-        &[
-            "INTERNAL_ERROR".into(),
-            format!("JSON-RPC request: {error}"),
-        ],
-    )
+    let message = match error.code() {
+        -32700 => "Parse error",
+        _ => "Invalid Request",
+    };
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": {"code": error.code(), "message": message, "data": [format!("JSON-RPC request: {error}")]},
+        "id": null,
+    });
+    serde_json::to_vec(&reply).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -434,6 +493,42 @@ mod tests {
             Err(JsonRpcError::BadId)
         );
         assert_eq!(parse_request(b"{\"id\":1,"), Err(JsonRpcError::Malformed));
+        // 2^64 is no integer serde_json keeps: refused, not answered as 0.
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"m"}"#),
+            Err(JsonRpcError::BadId)
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"m"}"#)
+                .unwrap()
+                .id
+                .to_string(),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            parse_request(br#"[{"jsonrpc":"2.0","id":1,"method":"m"}]"#),
+            Err(JsonRpcError::Batch)
+        );
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"session.logout","method":"m"}"#),
+            Err(JsonRpcError::Duplicate("method".into()))
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_no_request_gets_the_specifications_error_with_id_null() {
+        for (body, code) in [
+            (&b"{"[..], -32700),
+            (br#"[{"jsonrpc":"2.0","id":1,"method":"m"}]"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":null,"method":"m"}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#, -32600),
+        ] {
+            let error = parse_request(body).unwrap_err();
+            let reply: Json = serde_json::from_slice(&write_parse_failure(&error)).unwrap();
+            assert_eq!(reply["error"]["code"], code, "{error}");
+            assert_eq!(reply["id"], Json::Null);
+            assert_eq!(reply["jsonrpc"], "2.0");
+        }
     }
 
     #[test]
