@@ -85,7 +85,7 @@ async fn invoke_async(
     }
     // Count, types and session are checked now; role and work fail into the task.
     let (method, mut caller, args) = prepare_unchecked_role(ctx, method, params, origin)?;
-    let task_ref = task::create_for_async(ctx, &caller, &format!("Async.{}", method.wire_name))?;
+    let task_ref = task::create_for_async(ctx, &caller, &method.wire_name, &args)?;
     caller.task = Some(task_ref.clone());
     let ctx = ctx.clone();
     let task_for_run = task_ref.clone();

@@ -23,6 +23,7 @@ fn new_task(
     caller: &Caller,
     label: &str,
     description: &str,
+    call: String,
 ) -> Result<String, ApiError> {
     quota::check_written("label", &Value::str(label))?;
     quota::check_written("description", &Value::str(description))?;
@@ -40,6 +41,7 @@ fn new_task(
             ("allowed_operations", Value::strings(["cancel"])),
             ("owner", Value::str(&caller.user)),
             ("finished_unix", Value::Int(0)),
+            ("call", Value::String(call)),
         ],
     );
     changes.push(Change::Create(task));
@@ -81,9 +83,169 @@ fn make_room(ctx: &Context, user: &str) -> Result<Vec<Change>, ApiError> {
         .collect())
 }
 
-/// Create the task of an `Async.` call.
-pub fn create_for_async(ctx: &Context, caller: &Caller, name: &str) -> Result<String, ApiError> {
-    new_task(ctx, caller, name, "")
+/// The longest recorded call: a set of many PCIs fits, a flood of
+/// arguments is not kept (the task then fails at the next start).
+const CALL_MAX: usize = 64 * 1024;
+
+/// Create the task of an `Async.` call of `method` with `args` (after the
+/// session, which is never recorded).
+pub fn create_for_async(
+    ctx: &Context,
+    caller: &Caller,
+    method: &str,
+    args: &[Value],
+) -> Result<String, ApiError> {
+    let call = serde_json::to_string(&(method, args))
+        .ok()
+        .filter(|c| c.len() <= CALL_MAX)
+        .unwrap_or_default();
+    new_task(ctx, caller, &format!("Async.{method}"), "", call)
+}
+
+/// At start: finish every task a previous run left `pending` (stopped or
+/// killed with the task in flight), as its work turned out. An edit of
+/// dom0 access or of the host display is `success` when its effect is in
+/// the boot configuration now (the edit transaction is all or nothing, and
+/// the start has finished or undone any edit cut short), with the answer
+/// the call would have given; else, and for every other call, `failure`.
+/// A task being cancelled is `cancelled`. Returns how many were finished.
+pub fn finish_interrupted(ctx: &Context) -> usize {
+    let left: Vec<Arc<crate::store::Object>> = ctx
+        .store
+        .all("task")
+        .into_iter()
+        .filter(|t| matches!(t.get_str("status"), "pending" | "cancelling"))
+        .collect();
+    for task in &left {
+        let outcome = if task.get_str("status") == "cancelling" {
+            Err(ApiError::TaskCancelled(task.reference.clone()))
+        } else {
+            let call: Option<(String, Vec<Value>)> =
+                serde_json::from_str(task.get_str("call")).ok();
+            match call {
+                Some((method, args)) => effect_of(ctx, &method, &args),
+                None => Err(stopped()),
+            }
+        };
+        let status = match &outcome {
+            Ok(_) => "success",
+            Err(ApiError::TaskCancelled(_)) => "cancelled",
+            Err(_) => "failure",
+        };
+        tracing::info!(
+            task = %task.get_str("uuid"),
+            call = %task.get_str("name_label"),
+            status,
+            "a task a previous run left unfinished is finished"
+        );
+        force_complete(ctx, &task.reference, outcome);
+    }
+    left.len()
+}
+
+/// The failure of a task whose work a stop cut short.
+fn stopped() -> ApiError {
+    ApiError::Internal(
+        "pcipassd stopped before the task finished; its work was not done (an edit of the boot \
+         configuration cut short is undone at start)"
+            .into(),
+    )
+}
+
+/// What `method` (an edit) left, read from the host now: its answer when
+/// its effect is there, else the failure of a call a stop cut short.
+fn effect_of(ctx: &Context, method: &str, args: &[Value]) -> Result<Value, ApiError> {
+    let one = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or_default();
+    let pci_of = |class: &str, reference: &str| -> Result<Arc<crate::store::Object>, ApiError> {
+        let object = ctx.object(class, reference)?;
+        match class {
+            "PGPU" => ctx.object("PCI", object.get_str("PCI")),
+            _ => Ok(object),
+        }
+    };
+    let (pcis, hide, now, as_map) = match method {
+        "PCI.disable_dom0_access" | "PGPU.disable_dom0_access" => (
+            vec![pci_of(method.split('.').next().unwrap_or(""), one(0))?],
+            true,
+            false,
+            false,
+        ),
+        "PCI.enable_dom0_access" | "PGPU.enable_dom0_access" => (
+            vec![pci_of(method.split('.').next().unwrap_or(""), one(0))?],
+            false,
+            false,
+            false,
+        ),
+        "PCI.disable_dom0_access_now" => (vec![pci_of("PCI", one(0))?], true, true, false),
+        "PCI.enable_dom0_access_now" => (vec![pci_of("PCI", one(0))?], false, true, false),
+        "host.disable_dom0_access_of"
+        | "host.enable_dom0_access_of"
+        | "host.apply_dom0_access_preview" => {
+            let refs = match args.get(1) {
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let pcis = refs
+                .into_iter()
+                .map(|r| ctx.object("PCI", r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let hide = match method {
+                "host.apply_dom0_access_preview" => !matches!(args.get(2), Some(Value::Bool(true))),
+                m => m == "host.disable_dom0_access_of",
+            };
+            let now_at = if method == "host.apply_dom0_access_preview" {
+                3
+            } else {
+                2
+            };
+            (
+                pcis,
+                hide,
+                matches!(args.get(now_at), Some(Value::Bool(true))),
+                true,
+            )
+        }
+        _ => return Err(stopped()),
+    };
+    let (refs, addrs) = crate::api::pci::distinct(&pcis)?;
+    let statuses = ctx.host.statuses(&addrs)?;
+    let done = statuses.iter().all(|s| {
+        use crate::domain::Dom0Access::*;
+        match (hide, now) {
+            (true, false) => matches!(s, DisableOnReboot | Disabled),
+            (true, true) => matches!(s, Disabled),
+            (false, false) => matches!(s, EnableOnReboot | Enabled),
+            (false, true) => matches!(s, Enabled),
+        }
+    });
+    if !done {
+        return Err(stopped());
+    }
+    Ok(if as_map {
+        Value::Struct(
+            refs.into_iter()
+                .zip(&statuses)
+                .map(|(r, s)| (r, Value::str(s.as_str())))
+                .collect(),
+        )
+    } else {
+        Value::str(statuses.first().map_or("", |s| s.as_str()))
+    })
+}
+
+/// [`complete`] for a task in any unfinished state (a cancelling one too).
+fn force_complete(ctx: &Context, reference: &str, outcome: Result<Value, ApiError>) {
+    if let Some(task) = ctx.store.get_of("task", reference)
+        && task.get_str("status") == "cancelling"
+        && let Err(e) = ctx.apply(vec![Change::Update {
+            reference: reference.to_owned(),
+            fields: vec![("status".into(), Value::str("pending"))],
+        }])
+    {
+        tracing::warn!("task {reference} not completed: {e}");
+        return;
+    }
+    complete(ctx, reference, outcome);
 }
 
 fn unix_now() -> i64 {
@@ -152,6 +314,7 @@ fn create(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture 
             &caller,
             &arg(&args, 0),
             &arg(&args, 1),
+            String::new(),
         )?))
     })
 }

@@ -129,6 +129,14 @@ pub fn build_context(settings: &Settings) -> Result<Arc<Context>, DaemonError> {
     }
     sync::synchronise(&ctx).map_err(state_at(&db))?;
     host::record_agent_start(&ctx).map_err(state_at(&db))?;
+    // Tasks a stop left in flight: finished as their work turned out.
+    let finished = crate::api::task::finish_interrupted(&ctx);
+    if finished > 0 {
+        tracing::info!(
+            finished,
+            "tasks left unfinished by the previous run are finished"
+        );
+    }
     // What changed in the boot configuration while pcipassd did not run.
     crate::api::audit::outside(&ctx, "start");
     // Hardware drift shows at start: another card at a hidden address.

@@ -101,6 +101,32 @@ def test_hostile_json_gets_an_answer(daemon, body):
     assert len(daemon.session("admin").xenapi.PCI.get_all()) >= 10
 
 
+@pytest.mark.parametrize("body,code", [
+    (b'[{"jsonrpc":"2.0","id":1,"method":"session.logout","params":["x"]}]', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"session.logout","method":"pool.get_all","params":["x"]}', -32600),
+    (b'{"jsonrpc":"2.0","id":null,"method":"pool.get_all","params":["x"]}', -32600),
+    (b'{"jsonrpc":"2.0","id":18446744073709551616,"method":"pool.get_all","params":["x"]}', -32600),
+    (b'{"jsonrpc":"2.0",', -32700),
+])
+def test_what_is_no_single_request_gets_the_specifications_error(daemon, body, code):
+    """A batch, a member given twice (the method!), an id that is null or
+    no integer JSON keeps: never run, never answered with another id; the
+    JSON-RPC 2.0 error the specification names, with id null."""
+    import json
+    status, reply = _raw(daemon.url, body, "application/json", "/jsonrpc")
+    assert status == 200
+    reply = json.loads(reply)
+    assert reply["id"] is None and reply["error"]["code"] == code, reply
+
+
+def test_ids_are_echoed_exactly(daemon):
+    import json
+    for id_ in ['"a\\u00e9"', "18446744073709551615", "-9223372036854775808", "0"]:
+        body = b'{"jsonrpc":"2.0","id":' + id_.encode() + b',"method":"pool.get_all","params":["x"]}'
+        status, reply = _raw(daemon.url, body, "application/json", "/jsonrpc")
+        assert json.loads(reply)["id"] == json.loads(id_), reply
+
+
 def test_idle_connections_and_non_readers_do_not_starve_others(tmp_path):
     d = Daemon(tmp_path, extra_args=["--max-connections", "64", "--header-timeout", "1"])
     d.add_user("admin", "pool-admin")
@@ -130,5 +156,83 @@ def test_idle_connections_and_non_readers_do_not_starve_others(tmp_path):
         for c in idle:
             c.close()
         greedy.close()
+    finally:
+        d.cleanup()
+
+
+def _pci_refs(s):
+    return {rec["pci_id"]: ref for ref, rec in s.xenapi.PCI.get_all_records().items()}
+
+
+def test_tasks_a_crash_left_pending_are_finished_at_the_next_start(tmp_path, monkeypatch):
+    """Six Async edits in flight when pcipassd dies mid-edit (the
+    transaction's fault point after its writes aborts the process, as a
+    kill -9 would): at the next start the edit is undone and no task is
+    pending. A task whose effect is in the boot configuration (its
+    function was hidden already) is success with the answer the call
+    gives; the others are failure, saying why."""
+    d = Daemon(tmp_path)
+    try:
+        d.add_user("admin", "pool-admin")
+        d.start()
+        s = d.session("admin")
+        refs = _pci_refs(s)
+        already = "0000:00:14.0"
+        assert s.xenapi.PCI.disable_dom0_access(refs[already]) == "disable_on_reboot"
+        d.stop()
+        monkeypatch.setenv("PCIPASS_FAULT", "txn-after-writes")
+        d.start()
+        s = d.session("admin")
+        wanted = [already, "0000:01:00.0", "0000:01:00.1", "0000:03:00.0", "0000:03:00.1", "0000:03:02.0"]
+        tasks = {pci: s.xenapi.Async.PCI.disable_dom0_access(refs[pci]) for pci in wanted}
+        d.proc.wait(timeout=60)
+        assert d.proc.returncode != 0
+        monkeypatch.delenv("PCIPASS_FAULT")
+        d.proc = None
+        d.start()
+        s = d.session("admin")
+        for pci, task in tasks.items():
+            record = s.xenapi.task.get_record(task)
+            status = s.xenapi.PCI.get_dom0_access_status(refs[pci])
+            assert record["status"] != "pending", (pci, record)
+            if pci == already:
+                assert record["status"] == "success", (pci, record)
+                assert "disable_on_reboot" in record["result"], record
+            else:
+                assert record["status"] == "failure", (pci, record)
+                assert status == "enabled", (pci, status)
+                assert "stopped before the task finished" in " ".join(record["error_info"]), record
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "tasks left unfinished by the previous run are finished" in log
+    finally:
+        d.cleanup()
+
+
+def test_no_task_stays_pending_after_a_kill_9(tmp_path):
+    """Async edits and reads killed at an arbitrary moment: after the next
+    start none is pending, and every edit reported success has its effect
+    in the boot configuration, every failure has none."""
+    import signal
+    d = Daemon(tmp_path)
+    try:
+        d.add_user("admin", "pool-admin")
+        d.start()
+        s = d.session("admin")
+        refs = _pci_refs(s)
+        wanted = ["0000:00:14.0", "0000:01:00.0", "0000:01:00.1", "0000:03:00.0", "0000:03:00.1", "0000:03:02.0"]
+        tasks = {pci: s.xenapi.Async.PCI.disable_dom0_access(refs[pci]) for pci in wanted}
+        reads = [s.xenapi.Async.PCI.get_passthrough_readiness(refs[p]) for p in wanted[:3]]
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(timeout=60)
+        d.proc = None
+        d.start()
+        s = d.session("admin")
+        for pci, task in tasks.items():
+            record = s.xenapi.task.get_record(task)
+            status = s.xenapi.PCI.get_dom0_access_status(refs[pci])
+            assert record["status"] in ("success", "failure"), (pci, record)
+            assert (record["status"] == "success") == (status == "disable_on_reboot"), (pci, record, status)
+        for task in reads:
+            assert s.xenapi.task.get_status(task) in ("success", "failure")
     finally:
         d.cleanup()
