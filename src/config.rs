@@ -214,7 +214,10 @@ pub struct Settings {
     pub max_connections: Option<usize>,
 
     /// Most TCP connections one client address may hold; further ones are
-    /// closed at once. [default: 128]
+    /// answered 503 (Retry-After: 1) and closed, logged once per address
+    /// every 10 s. A management server or a NAT is one address: Xen
+    /// Orchestra's connector opens up to 20 call connections and one event
+    /// connection per pool it manages. [default: 512]
     #[arg(long, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
 

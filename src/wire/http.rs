@@ -76,7 +76,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
-            max_connections_per_address: 128,
+            max_connections_per_address: 512,
             max_unix_connections: 64,
             write_timeout: Duration::from_secs(30),
         }
@@ -414,7 +414,27 @@ pub async fn serve(
             let shared = shared.clone();
             move |(stream, addr): (tokio::net::TcpStream, SocketAddr), permit| {
                 let Some(slot) = shared.addresses.take(addr.ip()) else {
-                    tracing::debug!(%addr, "refused: the address holds its connection limit");
+                    if let Some(count) = shared.addresses.refused(addr.ip()) {
+                        tracing::warn!(
+                            address = %addr.ip(),
+                            limit = shared.addresses.limit(),
+                            refused_since = count,
+                            "connection refused: the address holds --max-connections-per-address \
+                             (logged once per address every 10 s)"
+                        );
+                    }
+                    // Said, not reset: a client sees why and when to retry.
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut stream = stream;
+                        let busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+                                     Content-Length: 0\r\nConnection: close\r\n\r\n";
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            stream.write_all(busy),
+                        )
+                        .await;
+                    });
                     return;
                 };
                 let hold = (permit, Some(slot));

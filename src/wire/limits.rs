@@ -119,6 +119,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<IO> {
 pub struct AddressSlots {
     limit: usize,
     held: Mutex<HashMap<IpAddr, usize>>,
+    /// Per address: connections refused since the last log line, and when
+    /// that line was written (bounded: cleared when it grows large).
+    refused: Mutex<HashMap<IpAddr, (u64, Option<std::time::Instant>)>>,
 }
 
 /// One connection's place in [`AddressSlots`]; freed when dropped.
@@ -134,7 +137,33 @@ impl AddressSlots {
         Arc::new(AddressSlots {
             limit: limit.max(1),
             held: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Count a connection of `address` refused at the limit; `Some(n)`
+    /// (refused since the last line, this one included) at most once per
+    /// address every 10 s, when it should be logged.
+    pub fn refused(&self, address: IpAddr) -> Option<u64> {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.len() > 4096 {
+            refused.clear();
+        }
+        let entry = refused.entry(address).or_insert((0, None));
+        entry.0 += 1;
+        if entry
+            .1
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(10))
+        {
+            return None;
+        }
+        entry.1 = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut entry.0))
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// A slot for a new connection from `address`, unless it already holds
@@ -224,6 +253,10 @@ mod tests {
         drop(first);
         assert_eq!(slots.held_by(a), 1);
         assert!(slots.take(a).is_some());
+        // Refusals are logged once per address every 10 s, with a count.
+        assert_eq!(slots.refused(a), Some(1));
+        assert_eq!(slots.refused(a), None);
+        assert_eq!(slots.refused(b), Some(1));
     }
 
     #[tokio::test(start_paused = true)]
