@@ -366,6 +366,12 @@ impl From<crate::store::StoreError> for ApiError {
             },
             // The operator must act (restart): say so to the client too.
             e @ crate::store::StoreError::DatabaseGone { .. } => ApiError::Internal(e.to_string()),
+            // Said without the path (clients get none); the log has it.
+            crate::store::StoreError::Full { .. } => ApiError::Internal(
+                "the file system of pcipassd's state directory is full: the change was not made \
+                 (logins still work); make room there"
+                    .into(),
+            ),
             _ => ApiError::Internal("database error".into()),
         }
     }

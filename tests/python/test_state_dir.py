@@ -109,3 +109,89 @@ def test_replaced_database_refuses_writes(daemon):
     pool = s.xenapi.pool.get_all()[0]
     s.xenapi.pool.add_to_other_config(pool, "after-restart", "1")
     assert s.xenapi.pool.get_other_config(pool)["after-restart"] == "1"
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 16 MiB tmpfs for the state directory (root only)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("root is needed to mount a small file system")
+        pytest.skip("root is needed to mount a small file system")
+    mount = tmp_path / "statefs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(mount):
+    """Fill the file system; the file that does it, to remove for room."""
+    filler = mount / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _pcis(s):
+    return {r["pci_id"]: ref for ref, r in s.xenapi.PCI.get_all_records().items()}
+
+
+def test_a_full_state_file_system_at_start_still_serves(tmp_path, small_fs):
+    """pcipassd starts on a full state file system (before, it did not: no
+    Unix socket, so root could not get in either): root gets in on the Unix
+    socket, users log in over TCP, reads and edits of the boot
+    configuration (on another file system) work, and the log says the
+    database is served from memory."""
+    from conftest import Daemon
+    d = Daemon(tmp_path, extra_args=[])
+    d.state = small_fs / "state"
+    d.add_user("admin", "pool-admin")
+    d.start()
+    d.stop()
+    filler = _fill(small_fs)
+    try:
+        d.start()
+        root = d.local_session()
+        assert len(root.xenapi.PCI.get_all()) >= 10
+        s = d.session("admin")
+        assert s.xenapi.PCI.disable_dom0_access(_pcis(s)["0000:00:14.0"]) == "disable_on_reboot"
+        assert "serves from a copy of its database in memory" in (d.workdir / "pcipassd.log").read_text()
+    finally:
+        d.cleanup()
+        filler.unlink()
+
+
+def test_a_state_file_system_that_fills_while_running(tmp_path, small_fs):
+    """While running: logins and logouts still work (sessions kept in
+    memory), a change that needs the disk is refused with a clear error
+    naming the state directory's file system, and once there is room
+    again changes are written."""
+    from conftest import Daemon
+    import XenAPI
+    d = Daemon(tmp_path, extra_args=[])
+    d.state = small_fs / "state"
+    d.add_user("admin", "pool-admin")
+    d.start()
+    try:
+        s = d.session("admin")
+        host = s.xenapi.host.get_all()[0]
+        filler = _fill(small_fs)
+        t = d.session("admin")
+        assert len(t.xenapi.PCI.get_all()) >= 10
+        t.xenapi.session.logout()
+        details = failure(s.xenapi.host.set_name_label, host, "renamed")
+        assert details[0] == "INTERNAL_ERROR" and "state directory is full" in details[1], details
+        assert s.xenapi.host.get_name_label(host) != "renamed"
+        assert d.local_session().xenapi.PCI.get_all()
+        filler.unlink()
+        s.xenapi.host.set_name_label(host, "renamed")
+        d.restart()
+        assert d.session("admin").xenapi.host.get_name_label(host) == "renamed"
+    finally:
+        d.cleanup()

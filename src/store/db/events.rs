@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
-use super::{Change, Event, Object, Operation, Store, StoreError};
+use super::{Change, Event, Object, Operation, Store, StoreError, full};
 
 /// How many events the log keeps for `event.from` / `event.next`.
 const EVENT_LOG_CAPACITY: usize = 65_536;
@@ -120,37 +120,56 @@ impl Store {
         let last_generation = first_generation + staged.len() as u64 - 1;
         // A deleted or replaced file would swallow this write unseen.
         self.check_file()?;
-        let transaction = connection.transaction()?;
-        {
-            let mut upsert = transaction.prepare_cached(
-                "INSERT INTO objects (ref, class, uuid, record) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (ref) DO UPDATE SET record = excluded.record",
-            )?;
-            let mut delete = transaction.prepare_cached("DELETE FROM objects WHERE ref = ?1")?;
-            for (reference, state) in &pending {
-                match state {
-                    Some(object) => {
-                        let record = serde_json::to_string(&object.fields).map_err(|e| {
-                            StoreError::Corrupt {
-                                reference: reference.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                        upsert.execute(params![reference, object.class, object.uuid, record])?;
-                    }
-                    None => {
-                        delete.execute(params![reference])?;
-                    }
+        match persist(&mut connection, &pending, last_generation) {
+            Ok(()) => {
+                self.full_logged
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(StoreError::Sqlite(e)) if self.is_full(&e) => {
+                let runtime = staged
+                    .iter()
+                    .all(|(_, class, _, _)| full::RUNTIME_CLASSES.contains(&class.as_str()));
+                let path = self.path().unwrap_or_default();
+                if !runtime {
+                    return Err(StoreError::Full { path });
+                }
+                if !self
+                    .full_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(
+                        database = %path.display(),
+                        "the state file system is full: sessions and tasks are kept in memory \
+                         only, every other change is refused until there is room"
+                    );
                 }
             }
-            transaction.execute(
-                "INSERT INTO meta (key, value) VALUES ('generation', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![last_generation.to_string()],
-            )?;
+            Err(e) => return Err(e),
         }
-        transaction.commit()?;
+        drop(connection);
+        self.publish(pending, staged, first_generation, last_generation)
+    }
 
+    /// Whether `error` means the database's file system is full.
+    fn is_full(&self, error: &rusqlite::Error) -> bool {
+        self.path().is_some_and(|p| full::is_full(error, &p))
+    }
+
+    /// The database file (or the one this store copies in memory).
+    fn path(&self) -> Option<std::path::PathBuf> {
+        self.in_memory_copy_of
+            .clone()
+            .or_else(|| self.file.as_ref().map(|f| f.path().to_owned()))
+    }
+
+    /// The committed changes into memory and the event log.
+    fn publish(
+        &self,
+        pending: HashMap<String, Option<Arc<Object>>>,
+        staged: Vec<(Operation, String, String, Arc<Object>)>,
+        first_generation: u64,
+        last_generation: u64,
+    ) -> Result<u64, StoreError> {
         let mut memory = self.memory.write().map_err(|_| StoreError::Poisoned)?;
         for (reference, state) in pending {
             memory.remove(&reference);
@@ -181,4 +200,42 @@ impl Store {
         self.generation_tx.send_replace(last_generation);
         Ok(last_generation)
     }
+}
+
+/// Write `pending` and the generation in one SQLite transaction.
+fn persist(
+    connection: &mut rusqlite::Connection,
+    pending: &HashMap<String, Option<Arc<Object>>>,
+    last_generation: u64,
+) -> Result<(), StoreError> {
+    let transaction = connection.transaction()?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO objects (ref, class, uuid, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (ref) DO UPDATE SET record = excluded.record",
+        )?;
+        let mut delete = transaction.prepare_cached("DELETE FROM objects WHERE ref = ?1")?;
+        for (reference, state) in pending {
+            match state {
+                Some(object) => {
+                    let record =
+                        serde_json::to_string(&object.fields).map_err(|e| StoreError::Corrupt {
+                            reference: reference.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    upsert.execute(params![reference, object.class, object.uuid, record])?;
+                }
+                None => {
+                    delete.execute(params![reference])?;
+                }
+            }
+        }
+        transaction.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![last_generation.to_string()],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(())
 }

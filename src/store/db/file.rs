@@ -20,6 +20,11 @@ pub(super) struct DbFile {
 }
 
 impl DbFile {
+    /// The database file's path.
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Remember the identity of the file at `path`.
     pub(super) fn new(path: &Path) -> std::io::Result<DbFile> {
         let meta = std::fs::metadata(path)?;

@@ -11,6 +11,7 @@
 mod audit;
 mod events;
 mod file;
+mod full;
 mod meta;
 mod object;
 mod schema;
@@ -55,6 +56,17 @@ pub enum StoreError {
     /// The in-memory state was poisoned by a panic in another thread.
     #[error("store lock poisoned")]
     Poisoned,
+    /// The file system holding the database is full: the change was not
+    /// made.
+    #[error(
+        "the file system holding {} is full: the change was not made (logins still work; make \
+         room there)",
+        path.display()
+    )]
+    Full {
+        /// The database file's path.
+        path: std::path::PathBuf,
+    },
     /// The database file was deleted or replaced under the running daemon:
     /// writes are refused, since nobody would read them again.
     #[error(
@@ -112,6 +124,11 @@ pub struct Store {
     generation_tx: tokio::sync::watch::Sender<u64>,
     /// The database file's identity at open; `None` for in-memory stores.
     file: Option<file::DbFile>,
+    /// The database file this store is an in-memory copy of, made because
+    /// its file system was full at start ([`full`]).
+    in_memory_copy_of: Option<std::path::PathBuf>,
+    /// Whether a full file system was logged since it last had room.
+    full_logged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {

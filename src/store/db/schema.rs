@@ -33,8 +33,19 @@ const MIGRATIONS: &[&str] = &[
 impl Store {
     /// Open (creating or migrating) the database at `path` and load it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let connection = Connection::open(path)?;
-        let mut store = Store::from_connection(connection)?;
+        let opened = Connection::open(path)
+            .map_err(StoreError::from)
+            .and_then(Store::from_connection);
+        let mut store = match opened {
+            Ok(store) => store,
+            // A full file system: SQLite cannot even make its WAL files.
+            // Serve from a copy in memory rather than not at all (root
+            // must get in to make room).
+            Err(StoreError::Sqlite(e)) if super::full::is_full(&e, path) => {
+                return Store::open_in_memory_copy(path);
+            }
+            Err(e) => return Err(e),
+        };
         store.file = Some(
             super::file::DbFile::new(path).map_err(|e| StoreError::Corrupt {
                 reference: path.display().to_string(),
@@ -57,54 +68,115 @@ impl Store {
         Store::from_connection(Connection::open_in_memory()?)
     }
 
+    /// The store of a database on a full file system: its objects read
+    /// from the file as it is (read-only, `immutable`: no WAL file is
+    /// made), served from a database in memory. Nothing reaches the file
+    /// until a restart finds room.
+    fn open_in_memory_copy(path: &Path) -> Result<Store, StoreError> {
+        let loaded = if path.exists() {
+            let uri = format!("file:{}?immutable=1", path.display());
+            let file = Connection::open_with_flags(
+                uri,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            Some(load(&file)?)
+        } else {
+            None
+        };
+        let mut memory_db = Connection::open_in_memory()?;
+        memory_db.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut memory_db)?;
+        let memory = match loaded {
+            Some(memory) => {
+                let transaction = memory_db.transaction()?;
+                for object in memory.objects.values() {
+                    let record =
+                        serde_json::to_string(&object.fields).map_err(|e| StoreError::Corrupt {
+                            reference: object.reference.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    transaction.execute(
+                        "INSERT INTO objects (ref, class, uuid, record) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![object.reference, object.class, object.uuid, record],
+                    )?;
+                }
+                transaction.commit()?;
+                memory
+            }
+            None => Memory::default(),
+        };
+        tracing::error!(
+            database = %path.display(),
+            "the state file system is full: pcipassd serves from a copy of its database in \
+             memory; sessions, tasks and every change of its own objects are lost at the next \
+             start. Make room on that file system and restart pcipassd"
+        );
+        let (generation_tx, _) = tokio::sync::watch::channel(memory.generation);
+        Ok(Store {
+            connection: Mutex::new(memory_db),
+            memory: RwLock::new(memory),
+            generation_tx,
+            file: None,
+            in_memory_copy_of: Some(path.to_owned()),
+            full_logged: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
     fn from_connection(mut connection: Connection) -> Result<Store, StoreError> {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut connection)?;
-        let mut memory = Memory::default();
-        {
-            let mut statement =
-                connection.prepare("SELECT ref, class, uuid, record FROM objects")?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (reference, class, uuid, record) = row?;
-                let fields: Vec<(String, Value)> =
-                    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
-                        reference: reference.clone(),
-                        reason: e.to_string(),
-                    })?;
-                memory.insert(Arc::new(Object {
-                    class,
-                    reference,
-                    uuid,
-                    fields,
-                }));
-            }
-        }
-        memory.generation = connection
-            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0);
+        let memory = load(&connection)?;
         let (generation_tx, _) = tokio::sync::watch::channel(memory.generation);
         Ok(Store {
             connection: Mutex::new(connection),
             memory: RwLock::new(memory),
             generation_tx,
             file: None,
+            in_memory_copy_of: None,
+            full_logged: std::sync::atomic::AtomicBool::new(false),
         })
     }
+}
+
+/// The objects and the generation of a database.
+fn load(connection: &Connection) -> Result<Memory, StoreError> {
+    let mut memory = Memory::default();
+    {
+        let mut statement = connection.prepare("SELECT ref, class, uuid, record FROM objects")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (reference, class, uuid, record) = row?;
+            let fields: Vec<(String, Value)> =
+                serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+                    reference: reference.clone(),
+                    reason: e.to_string(),
+                })?;
+            memory.insert(Arc::new(Object {
+                class,
+                reference,
+                uuid,
+                fields,
+            }));
+        }
+    }
+    memory.generation = connection
+        .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
+    Ok(memory)
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
