@@ -262,7 +262,7 @@ fn display_assignments(value: &str, dom0: Option<&str>) -> Result<String, Dropin
 }
 
 /// The whole display drop-in for `value` (and `dom0`, see
-/// [`display_assignments`]).
+/// `display_assignments`).
 pub fn display_dropin_text(value: &str, dom0: Option<&str>) -> Result<String, DropinError> {
     Ok(format!(
         "# Written by pcipass: Xen's console for the host display (host.display),\n\
