@@ -84,6 +84,8 @@ pub struct Context {
     pub host_lock: tokio::sync::Mutex<()>,
     /// Failed-login throttle.
     pub login_throttle: crate::api::login_throttle::LoginThrottle,
+    /// Each user's budget of writes that make events ([`crate::api::quota::WRITES_PER_SECOND`]).
+    pub write_budget: crate::api::quota::Budget,
     /// Sessions registered for `event.next`.
     pub event_registrations: crate::api::event::Registrations,
     /// The latest `get_all_records` answer of each class whose records
@@ -125,6 +127,9 @@ impl Context {
             pool_ref,
             host_lock: tokio::sync::Mutex::new(()),
             login_throttle: crate::api::login_throttle::LoginThrottle::default(),
+            write_budget: crate::api::quota::Budget::per_second(
+                crate::api::quota::WRITES_PER_SECOND,
+            ),
             event_registrations: crate::api::event::Registrations::default(),
             record_snapshots: Default::default(),
             task_result_encoder,

@@ -115,6 +115,14 @@ pub fn all_records(ctx: &Context, class: &'static Class) -> (u64, Snapshot) {
     (generation, snapshot)
 }
 
+/// One write of `caller` from its budget (local root has no limit).
+pub fn take_write(ctx: &Context, caller: &Caller) -> Result<(), ApiError> {
+    if matches!(caller.origin, crate::api::context::Origin::Local(Some(0))) {
+        return Ok(());
+    }
+    ctx.write_budget.take_write(&caller.user)
+}
+
 fn checked_object(
     ctx: &Context,
     caller: &Caller,
@@ -200,6 +208,7 @@ pub fn implicit(
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
             let value = args.into_iter().nth(1).unwrap_or(Value::Nil);
             quota::check_written(field, &value)?;
+            take_write(ctx, caller)?;
             update(ctx, &object, field, value)
         }
         MethodKind::AddToMap(field) => {
@@ -220,10 +229,12 @@ pub fn implicit(
             members.push((key, value));
             let map = Value::Struct(members);
             quota::check_written(field, &map)?;
+            take_write(ctx, caller)?;
             update(ctx, &object, field, map)
         }
         MethodKind::RemoveFromMap(field) => {
             let object = checked_object(ctx, caller, class_name, arg_str(&args, 0))?;
+            take_write(ctx, caller)?;
             let key = arg_str(&args, 1);
             let mut members = map_members(&object, field);
             members.retain(|(k, _)| k != key);

@@ -88,23 +88,49 @@ pub fn check_written(field: &str, value: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// A token bucket per user for `event.inject`'s writes.
-#[derive(Debug, Default)]
-pub struct InjectBudget {
+/// Writes of its objects' fields (`set_`, `add_to_`, `remove_from_`) and
+/// `task.create`s per user and second, sustained (with a burst of twice as
+/// many): each makes an event, and the event log (65 536) is shared, so
+/// one user must not roll the others' event windows (at this rate one
+/// user takes more than 20 minutes to roll it, and clients read theirs
+/// every few seconds). Local root is not limited.
+pub const WRITES_PER_SECOND: f64 = 50.0;
+
+/// A token bucket per user, `rate` a second with a burst of twice as many.
+#[derive(Debug)]
+pub struct Budget {
+    rate: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
-impl InjectBudget {
-    /// May `user` write one more injected event now? Takes it if so.
+/// `event.inject`'s budget.
+pub type InjectBudget = Budget;
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget::per_second(INJECTS_PER_SECOND)
+    }
+}
+
+impl Budget {
+    /// `rate` a second per user.
+    pub fn per_second(rate: f64) -> Budget {
+        Budget {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// May `user` write once more now? Takes it if so.
     pub fn take(&self, user: &str) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > 10_000 {
             buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
         }
-        let burst = 2.0 * INJECTS_PER_SECOND;
+        let burst = 2.0 * self.rate;
         let (tokens, at) = buckets.entry(user.to_owned()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * INJECTS_PER_SECOND).min(burst);
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -112,6 +138,19 @@ impl InjectBudget {
         } else {
             false
         }
+    }
+
+    /// [`Budget::take`] as a XenAPI answer for a write by `user`:
+    /// `OPERATION_NOT_ALLOWED` saying the rate when over it.
+    pub fn take_write(&self, user: &str) -> Result<(), ApiError> {
+        if self.take(user) {
+            return Ok(());
+        }
+        Err(ApiError::OperationNotAllowed(format!(
+            "too many writes by {user}: at most {} a second (each makes an event every client \
+             reads); retry in a second",
+            self.rate
+        )))
     }
 }
 
@@ -152,5 +191,10 @@ mod tests {
         assert!((0..burst).all(|_| budget.take("reader")));
         assert!(!budget.take("reader"));
         assert!(budget.take("other"), "another user has a budget of its own");
+        let writes = Budget::per_second(WRITES_PER_SECOND);
+        let burst = (2.0 * WRITES_PER_SECOND) as usize;
+        assert!((0..burst).all(|_| writes.take_write("reader").is_ok()));
+        let err = writes.take_write("reader").unwrap_err();
+        assert_eq!(err.code(), "OPERATION_NOT_ALLOWED");
     }
 }

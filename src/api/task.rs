@@ -309,6 +309,10 @@ fn arg(args: &[Value], i: usize) -> String {
 
 fn create(ctx: Arc<Context>, caller: Caller, args: Vec<Value>) -> HandlerFuture {
     Box::pin(async move {
+        // A value too big is said as such, without spending the budget.
+        quota::check_written("label", &Value::str(arg(&args, 0)))?;
+        quota::check_written("description", &Value::str(arg(&args, 1)))?;
+        crate::api::objects::take_write(&ctx, &caller)?;
         Ok(Value::String(new_task(
             &ctx,
             &caller,

@@ -514,6 +514,49 @@ def test_an_error_does_not_echo_megabytes(tmp_path):
         d.cleanup()
 
 
+def _paced(call, *args):
+    """`call`, waiting out the user's write budget when it is spent."""
+    while True:
+        try:
+            return call(*args)
+        except XenAPI.Failure as f:
+            if f.details[0] != "OPERATION_NOT_ALLOWED" or "too many writes" not in f.details[1]:
+                raise
+            time.sleep(0.05)
+
+
+def test_one_users_writes_cannot_roll_anothers_event_window(tmp_path):
+    """A read-only user writes its own task's other_config as fast as it
+    can for 4 s: it is held to its budget (OPERATION_NOT_ALLOWED beyond
+    it), and another user's event.from token, taken before, still works
+    afterwards (no EVENTS_LOST)."""
+    d = started(tmp_path)
+    try:
+        d.add_user("reader", "read-only")
+        r = d.session("reader")
+        s = d.session("admin")
+        token = s.xenapi.event.__getattr__("from")(["pci"], "", 0.1)["token"]
+        task = r.xenapi.task.create("t", "d")
+        made = refused = 0
+        started_at = time.monotonic()
+        while time.monotonic() - started_at < 4:
+            try:
+                r.xenapi.task.set_other_config(task, {"k": str(made)})
+                made += 1
+            except XenAPI.Failure as f:
+                assert f.details[0] == "OPERATION_NOT_ALLOWED", f.details
+                refused += 1
+        elapsed = time.monotonic() - started_at
+        assert refused > 0
+        # The budget: a burst of 100, then 50 a second.
+        assert made <= 100 + 50 * elapsed + 10, (made, elapsed)
+        reply = s.xenapi.event.__getattr__("from")(["pci"], token, 0.1)
+        assert "token" in reply
+        print(f"{made} writes in {elapsed:.1f} s, {refused} refused")
+    finally:
+        d.cleanup()
+
+
 def test_a_read_only_account_cannot_grow_the_state(tmp_path):
     """Quotas with the lowest role: tasks, map and value sizes, event
     registrations; every refusal a XenAPI error."""
@@ -526,7 +569,7 @@ def test_a_read_only_account_cannot_grow_the_state(tmp_path):
         details = None
         for _ in range(300):
             try:
-                created.append(r.xenapi.task.create("t", "d"))
+                created.append(_paced(r.xenapi.task.create, "t", "d"))
             except XenAPI.Failure as f:
                 details = f.details
                 break
@@ -535,7 +578,7 @@ def test_a_read_only_account_cannot_grow_the_state(tmp_path):
         task = created[0]
         assert failure(r.xenapi.task.add_to_other_config, task, "k", "x" * (1 << 20))[0] == "INVALID_VALUE"
         for i in range(512):
-            r.xenapi.task.add_to_other_config(task, f"k{i}", "v")
+            _paced(r.xenapi.task.add_to_other_config, task, f"k{i}", "v")
         assert failure(r.xenapi.task.add_to_other_config, task, "one-more", "v")[0] == "INVALID_VALUE"
         assert failure(r.xenapi.task.create, "x" * (1 << 20), "")[0] == "INVALID_VALUE"
         assert failure(r.xenapi.event.register, [f"c{i}" for i in range(100)])[0] == "INVALID_VALUE"
