@@ -213,6 +213,13 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Bytes of large request bodies (over 64 KiB) all connections may
+    /// hold at once (at least one of --max-body-bytes); a request whose
+    /// body would go over it is answered 503 with Retry-After: 1 before
+    /// its body is read. [default: 50331648 (48 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub body_budget_bytes: Option<usize>,
+
     /// Most TCP connections one client address may hold; further ones are
     /// answered 503 (Retry-After: 1) and closed, logged once per address
     /// every 10 s. A management server or a NAT is one address: Xen
@@ -342,6 +349,7 @@ impl Settings {
             check_config: self.check_config || base.check_config,
             config: self.config,
             max_body_bytes: pick(self.max_body_bytes, base.max_body_bytes),
+            body_budget_bytes: pick(self.body_budget_bytes, base.body_budget_bytes),
             header_timeout: pick(self.header_timeout, base.header_timeout),
             body_timeout: pick(self.body_timeout, base.body_timeout),
             max_connections: pick(self.max_connections, base.max_connections),

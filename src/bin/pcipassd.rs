@@ -3,7 +3,40 @@
 use clap::Parser;
 use pcipass::config::Settings;
 
+/// glibc's allocator settings pcipassd runs with: every allocation over
+/// 128 KiB is its own mapping, given back to the system when freed (the
+/// default threshold grows with the largest block freed, so a flood of
+/// large request bodies would stay resident), the heap is trimmed above
+/// 128 KiB free, and at most four arenas.
+const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=4";
+
+/// glibc reads its tunables only when a program starts: unless they are
+/// set (by the unit, or by this), run this program again with them, same
+/// pid, same arguments and descriptors. Returns only when that cannot be
+/// done (then pcipassd runs with glibc's defaults).
+fn with_malloc_tunables() {
+    use std::os::unix::process::CommandExt;
+    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if current.contains("glibc.malloc.mmap_threshold") {
+        return;
+    }
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let tunables = if current.is_empty() {
+        MALLOC_TUNABLES.to_owned()
+    } else {
+        format!("{current}:{MALLOC_TUNABLES}")
+    };
+    let error = std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", tunables)
+        .exec();
+    eprintln!("pcipassd: running with glibc's allocator defaults: cannot re-execute: {error}");
+}
+
 fn main() -> std::process::ExitCode {
+    with_malloc_tunables();
     init_logging();
     let settings = match Settings::load(Settings::parse()) {
         Ok(s) => s,

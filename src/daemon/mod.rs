@@ -87,18 +87,30 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let unix = settings.unix_sockets();
     let before: Vec<_> = unix.iter().map(|p| demo::file_identity(p)).collect();
     let fingerprint = tls.as_ref().map(|t| t.fingerprint.clone());
+    // The defaults live in one place, `HttpConfig::default`.
+    let defaults = HttpConfig::default();
     let http_config = HttpConfig {
         tls: tls.map(|t| t.config),
         listen: listen.clone(),
         unix: unix.clone(),
         unix_group: settings.unix_group.clone(),
-        max_body_bytes: settings.max_body_bytes.unwrap_or(16 * 1024 * 1024),
-        header_timeout: Settings::seconds(settings.header_timeout, 10),
-        body_timeout: Settings::seconds(settings.body_timeout, 30),
-        max_connections: settings.max_connections.unwrap_or(1024),
-        max_connections_per_address: settings.max_connections_per_address.unwrap_or(128),
-        max_unix_connections: settings.max_unix_connections.unwrap_or(64),
-        write_timeout: Settings::seconds(settings.write_timeout, 30),
+        max_body_bytes: settings.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        header_timeout: Settings::seconds(
+            settings.header_timeout,
+            defaults.header_timeout.as_secs(),
+        ),
+        body_timeout: Settings::seconds(settings.body_timeout, defaults.body_timeout.as_secs()),
+        max_connections: settings.max_connections.unwrap_or(defaults.max_connections),
+        max_connections_per_address: settings
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
+        max_unix_connections: settings
+            .max_unix_connections
+            .unwrap_or(defaults.max_unix_connections),
+        write_timeout: Settings::seconds(settings.write_timeout, defaults.write_timeout.as_secs()),
+        body_budget_bytes: settings
+            .body_budget_bytes
+            .unwrap_or(defaults.body_budget_bytes),
     };
     background::spawn_background(
         ctx.clone(),

@@ -63,7 +63,18 @@ pub struct HttpConfig {
     /// Time an answer may stay unread (its write blocked) before the
     /// connection is closed.
     pub write_timeout: Duration,
+    /// Bytes of large request bodies (over [`SMALL_BODY`]) held at once by
+    /// all connections together; a request whose body would exceed it is
+    /// answered 503 (Retry-After: 1) before its body is read.
+    pub body_budget_bytes: usize,
 }
+
+/// A body this small is never held back by the body budget: a login or a
+/// call, whatever else arrives.
+pub const SMALL_BODY: usize = 64 * 1024;
+
+/// The unit the body budget counts in.
+const BUDGET_UNIT: usize = 4096;
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
@@ -79,6 +90,7 @@ impl Default for HttpConfig {
             max_connections_per_address: 512,
             max_unix_connections: 64,
             write_timeout: Duration::from_secs(30),
+            body_budget_bytes: 48 * 1024 * 1024,
         }
     }
 }
@@ -170,6 +182,7 @@ async fn route(
     peer: Peer,
     config: Arc<HttpConfig>,
     handler: Arc<dyn RpcHandler>,
+    budget: Arc<Semaphore>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     let path = request.uri().path().to_owned();
     match *request.method() {
@@ -183,18 +196,40 @@ async fn route(
             ));
         }
     }
-    let too_large = request
+    let length = request
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > config.max_body_bytes as u64);
-    if too_large {
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > config.max_body_bytes as u64) {
         return Ok(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n",
         ));
     }
+    // A large body (or one of unknown length, which may be as large as
+    // allowed) takes its size from the budget all connections share, or
+    // waits for nothing: it is answered at once, before a byte is read.
+    let need = length.map_or(config.max_body_bytes, |n| n as usize);
+    let _held = if need > SMALL_BODY {
+        let units = need.div_ceil(BUDGET_UNIT).min(u32::MAX as usize) as u32;
+        match budget.clone().try_acquire_many_owned(units) {
+            Ok(held) => Some(held),
+            Err(_) => {
+                let mut busy = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many large request bodies at once; retry\n",
+                );
+                busy.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return Ok(busy);
+            }
+        }
+    } else {
+        None
+    };
     let body = Limited::new(request.into_body(), config.max_body_bytes);
     let body = match tokio::time::timeout(config.body_timeout, body.collect()).await {
         Err(_) => {
@@ -240,6 +275,9 @@ struct Shared {
     permits: Arc<Semaphore>,
     unix_permits: Arc<Semaphore>,
     addresses: Arc<AddressSlots>,
+    /// The large request bodies all connections may hold at once
+    /// ([`HttpConfig::body_budget_bytes`], in units of 4 KiB).
+    bodies: Arc<Semaphore>,
     graceful: GracefulShutdown,
 }
 
@@ -254,8 +292,15 @@ impl Shared {
     {
         let io = WriteTimeout::new(io, self.config.write_timeout);
         let (config, handler) = (self.config.clone(), self.handler.clone());
+        let bodies = self.bodies.clone();
         let service = service_fn(move |request| {
-            route(request, peer.clone(), config.clone(), handler.clone())
+            route(
+                request,
+                peer.clone(),
+                config.clone(),
+                handler.clone(),
+                bodies.clone(),
+            )
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -379,6 +424,14 @@ pub async fn serve(
         permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
         unix_permits: Arc::new(Semaphore::new(config.max_unix_connections.max(1))),
         addresses: AddressSlots::new(config.max_connections_per_address),
+        // At least one body of the largest size fits.
+        bodies: Arc::new(Semaphore::new(
+            config
+                .body_budget_bytes
+                .max(config.max_body_bytes)
+                .div_ceil(BUDGET_UNIT)
+                .min(Semaphore::MAX_PERMITS),
+        )),
         graceful: GracefulShutdown::new(),
     });
     let mut tcp = Vec::new();
