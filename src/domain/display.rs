@@ -151,40 +151,7 @@ pub fn console_in(args: &[u8]) -> Option<String> {
 /// none); every other argument and the blanks between them kept.
 pub fn with_console(args: &[u8], value: &str) -> Vec<u8> {
     let setting = format!("{XEN_CONSOLE_KEY}={value}").into_bytes();
-    let is_console = |w: &[u8]| w == b"console" || w.starts_with(b"console=");
-    let mut out = Vec::with_capacity(args.len() + setting.len() + 1);
-    let mut placed = false;
-    let mut rest = args;
-    while !rest.is_empty() {
-        let blanks = rest
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
-        let (space, tail) = rest.split_at(blanks);
-        let len = tail
-            .iter()
-            .position(u8::is_ascii_whitespace)
-            .unwrap_or(tail.len());
-        let (word, tail) = tail.split_at(len);
-        rest = tail;
-        if is_console(word) {
-            if !placed {
-                out.extend_from_slice(space);
-                out.extend_from_slice(&setting);
-                placed = true;
-            }
-            continue;
-        }
-        out.extend_from_slice(space);
-        out.extend_from_slice(word);
-    }
-    if !placed {
-        if !out.is_empty() && !out.ends_with(b" ") {
-            out.push(b' ');
-        }
-        out.extend_from_slice(&setting);
-    }
-    out
+    replace_words(args, &is_console, Some((&setting, Place::First)))
 }
 
 /// What the display edit does to dom0's console arguments.
@@ -241,35 +208,61 @@ pub fn dom0_console_done(args: &[u8], how: Dom0Console) -> bool {
 /// setting; for `Hide` every `console=tty0` removed (with the blanks
 /// before it). Every other argument and blank is kept.
 pub fn dom0_console_args(args: &[u8], how: Dom0Console) -> Vec<u8> {
-    let drop = |w: &[u8]| match how {
-        Dom0Console::Keep => false,
-        Dom0Console::Show => is_console(w),
-        Dom0Console::Hide => w == DOM0_VGA.as_bytes(),
+    match how {
+        Dom0Console::Keep => args.to_vec(),
+        Dom0Console::Show => replace_words(
+            args,
+            &is_console,
+            Some((DOM0_SHOW_LINE.as_bytes(), Place::Last)),
+        ),
+        Dom0Console::Hide => replace_words(args, &|w| w == DOM0_VGA.as_bytes(), None),
+    }
+}
+
+/// Which of the words removed gives its place to the new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    First,
+    Last,
+}
+
+/// Blank-separated `args` without the words `drop` picks (each with the
+/// blanks before it), and `insert` where the `Place` one of them was, or
+/// after the last word when none was; every other word and blank kept,
+/// trailing blanks too.
+fn replace_words(
+    args: &[u8],
+    drop: &dyn Fn(&[u8]) -> bool,
+    insert: Option<(&[u8], Place)>,
+) -> Vec<u8> {
+    let (pieces, trailing) = pieces(args);
+    let dropped: Vec<usize> = (0..pieces.len()).filter(|&n| drop(pieces[n].1)).collect();
+    let at = match insert {
+        Some((_, Place::First)) => dropped.first().copied(),
+        Some((_, Place::Last)) => dropped.last().copied(),
+        None => None,
     };
-    let pieces = pieces(args);
-    let last = pieces.iter().rposition(|(_, w)| drop(w));
-    let show = DOM0_SHOW_LINE;
-    let mut out = Vec::with_capacity(args.len() + show.len() + 1);
+    let mut out = Vec::with_capacity(args.len() + insert.map_or(0, |(w, _)| w.len() + 1));
     for (n, (space, word)) in pieces.iter().enumerate() {
         if !drop(word) {
             out.extend_from_slice(space);
             out.extend_from_slice(word);
-        } else if how == Dom0Console::Show && Some(n) == last {
+        } else if Some(n) == at
+            && let Some((new, _)) = insert
+        {
             out.extend_from_slice(space);
-            out.extend_from_slice(show.as_bytes());
+            out.extend_from_slice(new);
         }
     }
-    if how == Dom0Console::Show && last.is_none() {
-        if !out.is_empty() && !out.ends_with(b" ") {
+    if at.is_none()
+        && let Some((new, _)) = insert
+    {
+        if !out.is_empty() {
             out.push(b' ');
         }
-        out.extend_from_slice(show.as_bytes());
+        out.extend_from_slice(new);
     }
-    // What follows the last word (a line's trailing blanks) stays.
-    let trailing = args.len() - args.trim_ascii_end().len();
-    if trailing > 0 && !out.ends_with(&args[args.len() - trailing..]) {
-        out.extend_from_slice(&args[args.len() - trailing..]);
-    }
+    out.extend_from_slice(trailing);
     out
 }
 
@@ -282,8 +275,11 @@ fn words(args: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|w| !w.is_empty())
 }
 
-/// Each word with the blanks before it.
-fn pieces(args: &[u8]) -> Vec<(&[u8], &[u8])> {
+/// A word and the blanks before it.
+type Piece<'a> = (&'a [u8], &'a [u8]);
+
+/// Each word with the blanks before it, and the blanks after the last.
+fn pieces(args: &[u8]) -> (Vec<Piece<'_>>, &[u8]) {
     let mut out = Vec::new();
     let mut rest = args;
     loop {
@@ -292,7 +288,7 @@ fn pieces(args: &[u8]) -> Vec<(&[u8], &[u8])> {
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(rest.len());
         if blanks == rest.len() {
-            return out;
+            return (out, rest);
         }
         let (space, tail) = rest.split_at(blanks);
         let len = tail

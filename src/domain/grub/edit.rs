@@ -104,15 +104,7 @@ impl GrubConfig {
                 matching: Matching::Exact,
             } => {
                 cmdline::check_key(key)?;
-                let new = setting(key, value)?;
-                let hits: Vec<&Word> = line.words.iter().filter(|w| exact_match(w, key)).collect();
-                match hits.split_last() {
-                    Some((last, before)) => {
-                        changes.extend(before.iter().map(|w| Change::remove(line, w)));
-                        changes.push(Change::replace(last, new));
-                    }
-                    None => changes.push(Change::insert(append_point(line), &new)),
-                }
+                changes.extend(set_where_last(line, key, setting(key, value)?));
             }
             Edit::SetWords { key, words } => {
                 cmdline::check_key(key)?;
@@ -132,14 +124,7 @@ impl GrubConfig {
                     }
                     new.extend(setting(key, value)?);
                 }
-                let hits: Vec<&Word> = line.words.iter().filter(|w| exact_match(w, key)).collect();
-                match hits.split_last() {
-                    Some((last, before)) => {
-                        changes.extend(before.iter().map(|w| Change::remove(line, w)));
-                        changes.push(Change::replace(last, new));
-                    }
-                    None => changes.push(Change::insert(append_point(line), &new)),
-                }
+                changes.extend(set_where_last(line, key, new));
             }
             Edit::Delete {
                 key,
@@ -265,6 +250,21 @@ pub(super) fn setting(key: &str, value: Option<&str>) -> Result<Vec<u8>, GrubErr
         }
         None => key.as_bytes().to_vec(),
     })
+}
+
+/// `new` in place of the last argument of `line` that is `key` (every
+/// other one removed), or appended when there is none: `xen-cmdline`'s
+/// set.
+fn set_where_last(line: &BootLine, key: &str, new: Vec<u8>) -> Vec<Change> {
+    let hits: Vec<&Word> = line.words.iter().filter(|w| exact_match(w, key)).collect();
+    match hits.split_last() {
+        Some((last, before)) => {
+            let mut changes: Vec<Change> = before.iter().map(|w| Change::remove(line, w)).collect();
+            changes.push(Change::replace(last, new));
+            changes
+        }
+        None => vec![Change::insert(append_point(line), &new)],
+    }
 }
 
 /// `xen-cmdline`'s match: the argument is `KEY` or starts with `KEY=`.
