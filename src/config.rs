@@ -213,6 +213,15 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// TCP connections that have not finished a request yet (slow
+    /// headers, a slow body, a slow TLS handshake) served at once; a new
+    /// connection past it closes the slowest of them (fewest bytes a
+    /// second), so that a client sending a whole request promptly is
+    /// served whatever slow senders hold. Closures are logged at most
+    /// every 10 s. At most --max-connections - 1. [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_unproven_connections: Option<usize>,
+
     /// Bytes of large request bodies (over 64 KiB) all connections may
     /// hold at once (at least one of --max-body-bytes); a request whose
     /// body would go over it is answered 503 with Retry-After: 1 before
@@ -350,6 +359,10 @@ impl Settings {
             config: self.config,
             max_body_bytes: pick(self.max_body_bytes, base.max_body_bytes),
             body_budget_bytes: pick(self.body_budget_bytes, base.body_budget_bytes),
+            max_unproven_connections: pick(
+                self.max_unproven_connections,
+                base.max_unproven_connections,
+            ),
             header_timeout: pick(self.header_timeout, base.header_timeout),
             body_timeout: pick(self.body_timeout, base.body_timeout),
             max_connections: pick(self.max_connections, base.max_connections),

@@ -111,6 +111,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         body_budget_bytes: settings
             .body_budget_bytes
             .unwrap_or(defaults.body_budget_bytes),
+        max_unproven_connections: settings
+            .max_unproven_connections
+            .unwrap_or(defaults.max_unproven_connections),
     };
     background::spawn_background(
         ctx.clone(),

@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::body::ReplyBody;
 use crate::wire::limits::{AddressSlot, AddressSlots, WriteTimeout, fit_to_open_files};
+use crate::wire::unproven::{CountRead, Ticket, Unproven};
 
 /// Listener and limit settings.
 #[derive(Debug, Clone)]
@@ -63,6 +64,9 @@ pub struct HttpConfig {
     /// Time an answer may stay unread (its write blocked) before the
     /// connection is closed.
     pub write_timeout: Duration,
+    /// TCP connections that have not finished a request yet, at most; a
+    /// new one past it closes the slowest of them ([`Unproven`]).
+    pub max_unproven_connections: usize,
     /// Bytes of large request bodies (over [`SMALL_BODY`]) held at once by
     /// all connections together; a request whose body would exceed it is
     /// answered 503 (Retry-After: 1) before its body is read.
@@ -91,6 +95,7 @@ impl Default for HttpConfig {
             max_unix_connections: 64,
             write_timeout: Duration::from_secs(30),
             body_budget_bytes: 48 * 1024 * 1024,
+            max_unproven_connections: 256,
         }
     }
 }
@@ -183,6 +188,7 @@ async fn route(
     config: Arc<HttpConfig>,
     handler: Arc<dyn RpcHandler>,
     budget: Arc<Semaphore>,
+    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     let path = request.uri().path().to_owned();
     match *request.method() {
@@ -247,6 +253,10 @@ async fn route(
         Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST, "request body unreadable\n")),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    // A whole request arrived: the connection is an established client.
+    if let Some(ticket) = &ticket {
+        ticket.proven();
+    }
     let protocol = if path == "/jsonrpc" {
         Protocol::JsonRpc
     } else {
@@ -278,6 +288,8 @@ struct Shared {
     /// The large request bodies all connections may hold at once
     /// ([`HttpConfig::body_budget_bytes`], in units of 4 KiB).
     bodies: Arc<Semaphore>,
+    /// TCP connections that have not finished a request yet.
+    unproven: Arc<Unproven>,
     graceful: GracefulShutdown,
 }
 
@@ -286,11 +298,16 @@ struct Shared {
 type Hold = (Option<OwnedSemaphorePermit>, Option<AddressSlot>);
 
 impl Shared {
-    fn serve<IO>(&self, io: IO, peer: Peer, hold: Hold)
+    fn serve<IO>(&self, io: IO, peer: Peer, hold: Hold, ticket: Option<Ticket>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let io = WriteTimeout::new(io, self.config.write_timeout);
+        let ticket = ticket.map(Arc::new);
+        let counted = ticket
+            .as_ref()
+            .map_or_else(Default::default, |t| t.bytes.clone());
+        let closed = ticket.as_ref().map(|t| t.close.clone());
+        let io = WriteTimeout::new(CountRead::new(io, counted), self.config.write_timeout);
         let (config, handler) = (self.config.clone(), self.handler.clone());
         let bodies = self.bodies.clone();
         let service = service_fn(move |request| {
@@ -300,6 +317,7 @@ impl Shared {
                 config.clone(),
                 handler.clone(),
                 bodies.clone(),
+                ticket.clone(),
             )
         });
         let connection = http1::Builder::new()
@@ -309,8 +327,19 @@ impl Shared {
             .serve_connection(TokioIo::new(io), service);
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended: {e}");
+            let closed = async {
+                match closed {
+                    Some(closed) => closed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                () = closed => tracing::debug!("closed to make room: no request finished"),
             }
             drop(hold);
         });
@@ -432,6 +461,12 @@ pub async fn serve(
                 .div_ceil(BUDGET_UNIT)
                 .min(Semaphore::MAX_PERMITS),
         )),
+        unproven: Unproven::new(
+            config
+                .max_unproven_connections
+                .min(config.max_connections.saturating_sub(1))
+                .max(1),
+        ),
         graceful: GracefulShutdown::new(),
     });
     let mut tcp = Vec::new();
@@ -491,15 +526,26 @@ pub async fn serve(
                     return;
                 };
                 let hold = (permit, Some(slot));
+                let ticket = shared.unproven.admit();
                 let _ = stream.set_nodelay(true);
                 match &acceptor {
-                    None => shared.serve(stream, Peer::Tcp(addr), hold),
+                    None => shared.serve(stream, Peer::Tcp(addr), hold, Some(ticket)),
                     Some(acceptor) => {
                         let (acceptor, shared) = (acceptor.clone(), shared.clone());
                         let limit = shared.config.header_timeout;
                         tokio::spawn(async move {
-                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => shared.serve(tls, Peer::Tcp(addr), hold),
+                            // A handshake that never ends is closed to
+                            // make room like a slow request.
+                            let close = ticket.close.clone();
+                            let handshake = tokio::time::timeout(limit, acceptor.accept(stream));
+                            let handshake = tokio::select! {
+                                done = handshake => done,
+                                () = close.notified() => return,
+                            };
+                            match handshake {
+                                Ok(Ok(tls)) => {
+                                    shared.serve(tls, Peer::Tcp(addr), hold, Some(ticket));
+                                }
                                 Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                             }
@@ -535,7 +581,7 @@ pub async fn serve(
                     uid,
                     pid: cred.and_then(|c| c.pid()),
                 };
-                shared.serve(stream, peer, (permit, None));
+                shared.serve(stream, peer, (permit, None), None);
             }
         };
         accepters.spawn(accept_loop(

@@ -7,4 +7,5 @@ pub mod http;
 pub mod jsonrpc;
 pub mod limits;
 pub mod tls;
+pub mod unproven;
 pub mod xmlrpc;
