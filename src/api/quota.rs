@@ -28,6 +28,22 @@ pub const KEY_BYTES: usize = 1024;
 /// Bytes of a string written by a client (a map value, a name, a label).
 pub const STRING_BYTES: usize = 64 * 1024;
 
+/// Bytes of a whole map or set written by a client (its keys and values
+/// together): with [`TASKS_PER_USER`], what one user can make the
+/// database keep is bounded (a task's `other_config` at most 256 KiB, its
+/// label and description 64 KiB each: at most 384 MiB for 1000 tasks).
+pub const VALUE_BYTES: usize = 256 * 1024;
+
+/// The bytes of the strings in `value` (keys too).
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Struct(members) => members.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        _ => 0,
+    }
+}
+
 /// Entries of an event registration (`event.register`'s classes).
 pub const REGISTRATION_ENTRIES: usize = 64;
 
@@ -55,6 +71,15 @@ fn check_string(field: &str, s: &str) -> Result<(), ApiError> {
 /// Check a value a client writes into `field`: strings, and the entries,
 /// keys and values of maps and sets, within the bounds above.
 pub fn check_written(field: &str, value: &Value) -> Result<(), ApiError> {
+    if matches!(value, Value::Struct(_) | Value::Array(_)) && text_bytes(value) > VALUE_BYTES {
+        return Err(too_big(
+            field,
+            format!(
+                "a value of {} bytes in all (at most {VALUE_BYTES})",
+                text_bytes(value)
+            ),
+        ));
+    }
     match value {
         Value::String(s) => check_string(field, s),
         Value::Struct(members) => {
@@ -180,6 +205,13 @@ mod tests {
         assert!(check_written("other_config", &long_key).is_err());
         let deep = Value::Struct(vec![("k".into(), huge)]);
         assert!(check_written("other_config", &deep).is_err());
+        // Many entries, each within bounds, but too much together.
+        let bulky = Value::Struct(
+            (0..8)
+                .map(|i| (i.to_string(), Value::str("v".repeat(STRING_BYTES - 8))))
+                .collect(),
+        );
+        assert!(check_written("other_config", &bulky).is_err());
         let tags = Value::strings((0..=SET_ITEMS).map(|i| i.to_string()));
         assert!(check_written("tags", &tags).is_err());
     }

@@ -12,7 +12,7 @@ import time
 import pytest
 import XenAPI
 
-from conftest import Daemon
+from conftest import Daemon, failure
 
 
 def started(tmp_path, *args):
@@ -700,6 +700,30 @@ def test_one_users_writes_cannot_roll_anothers_event_window(tmp_path):
         reply = s.xenapi.event.__getattr__("from")(["pci"], token, 0.1)
         assert "token" in reply
         print(f"{made} writes in {elapsed:.1f} s, {refused} refused")
+    finally:
+        d.cleanup()
+
+
+def test_big_writes_within_the_quota_keep_memory_flat(tmp_path):
+    """A read-only user rewrites its task's other_config at the quota's
+    size (256 KiB in all) 300 times: the event log keeps no copy of the
+    record per write, so the daemon's peak resident memory stays under
+    256 MiB (before: 2.77 GiB after 294 writes, growing with each)."""
+    d = started(tmp_path)
+    try:
+        d.add_user("reader", "read-only")
+        r = d.session("reader")
+        task = r.xenapi.task.create("t", "d")
+        value = {f"k{i}": f"{i}" * (60 * 1024) for i in range(4)}
+        assert failure(r.xenapi.task.set_other_config, task,
+                       dict(value, k4="x" * (60 * 1024)))[0] == "INVALID_VALUE"
+        before = rss_kib(d)
+        for n in range(300):
+            value["k0"] = str(n) * (60 * 1024 // len(str(n)))
+            _paced(r.xenapi.task.set_other_config, task, value)
+        peak = peak_rss_kib(d)
+        print(f"300 writes of 240 KiB: RSS {before} KiB before, peak {peak} KiB")
+        assert peak < 256 * 1024, peak
     finally:
         d.cleanup()
 

@@ -37,7 +37,15 @@ impl Store {
                 .log
                 .iter()
                 .filter(|e| e.id > since)
-                .cloned()
+                .map(|e| {
+                    let mut event = e.clone();
+                    if event.operation != Operation::Del
+                        && let Some(now) = memory.objects.get(&event.reference)
+                    {
+                        event.snapshot = now.clone();
+                    }
+                    event
+                })
                 .collect(),
         )
     }
@@ -177,7 +185,20 @@ impl Store {
                 memory.insert(object);
             }
         }
-        for (id, (operation, class, reference, snapshot)) in (first_generation..).zip(staged) {
+        for (id, (operation, class, reference, object)) in (first_generation..).zip(staged) {
+            // An add or a change keeps no copy of the record: a reader gets
+            // the object as it is when it reads ([`Store::events_since`]).
+            // Every window a reader asks for runs to the newest event, so a
+            // later event of the object is in it too and wins (events are
+            // coalesced per object, the newest state winning): no reader
+            // needs the record as it was. So an event costs a few bytes,
+            // not the size of its record, and the log's memory is not write
+            // size times event count. A deletion keeps the record as it was
+            // (who may see it is decided from it).
+            let snapshot = match operation {
+                Operation::Del => object,
+                Operation::Add | Operation::Mod => unresolved(),
+            };
             match memory.class_generations.get_mut(&class) {
                 Some(generation) => *generation = id,
                 None => {
@@ -200,6 +221,22 @@ impl Store {
         self.generation_tx.send_replace(last_generation);
         Ok(last_generation)
     }
+}
+
+/// The record an add or change event carries in the log until it is read
+/// (one shared empty object).
+fn unresolved() -> Arc<Object> {
+    static EMPTY: std::sync::OnceLock<Arc<Object>> = std::sync::OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            Arc::new(Object {
+                class: String::new(),
+                reference: String::new(),
+                uuid: String::new(),
+                fields: Vec::new(),
+            })
+        })
+        .clone()
 }
 
 /// Write `pending` and the generation in one SQLite transaction.

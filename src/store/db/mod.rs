@@ -220,6 +220,36 @@ mod tests {
     }
 
     #[test]
+    fn an_event_holds_no_copy_of_its_record() {
+        let store = Store::open_in_memory().unwrap();
+        store.apply(vec![Change::Create(pci("a", "x"))]).unwrap();
+        let first = store.get("OpaqueRef:a").unwrap();
+        for n in 0..50 {
+            store
+                .apply(vec![Change::Update {
+                    reference: "OpaqueRef:a".into(),
+                    fields: vec![("pci_id".into(), Value::String(format!("x{n}")))],
+                }])
+                .unwrap();
+        }
+        // Nothing but this test holds the first version any more: 51
+        // events, one record in memory.
+        assert_eq!(Arc::strong_count(&first), 1);
+        // Every add or change is read as the object is now (a reader's
+        // window always holds the newest event, which wins).
+        let events = store.events_since(0).unwrap();
+        assert_eq!(events.len(), 51);
+        assert!(events.iter().all(|e| e.snapshot.get_str("pci_id") == "x49"));
+        // A deletion keeps the record as it was.
+        store
+            .apply(vec![Change::Delete("OpaqueRef:a".into())])
+            .unwrap();
+        let last = store.events_since(51).unwrap();
+        assert_eq!(last[0].operation, Operation::Del);
+        assert_eq!(last[0].snapshot.get_str("pci_id"), "x49");
+    }
+
+    #[test]
     fn unchanged_update_makes_no_event() {
         let store = Store::open_in_memory().unwrap();
         store.apply(vec![Change::Create(pci("a", "x"))]).unwrap();
