@@ -77,6 +77,13 @@ pub struct HttpConfig {
 /// call, whatever else arrives.
 pub const SMALL_BODY: usize = 64 * 1024;
 
+/// The least a connection must send on average, in bytes a second, once
+/// it is [`RATE_AFTER`] old and has not finished a request.
+pub const MIN_RATE: u64 = 64;
+
+/// When [`MIN_RATE`] starts to apply to a connection.
+pub const RATE_AFTER: Duration = Duration::from_secs(5);
+
 /// The unit the body budget counts in.
 const BUDGET_UNIT: usize = 4096;
 
@@ -469,6 +476,19 @@ pub async fn serve(
         ),
         graceful: GracefulShutdown::new(),
     });
+    // The minimum data rate of a request, whatever the pressure: a
+    // connection that has sent less than MIN_RATE bytes a second on
+    // average after RATE_AFTER without finishing a request is closed.
+    {
+        let unproven = shared.unproven.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                unproven.sweep(RATE_AFTER, MIN_RATE);
+            }
+        });
+    }
     let mut tcp = Vec::new();
     for addr in &config.listen {
         let listener = TcpListener::bind(addr)

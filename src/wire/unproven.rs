@@ -124,6 +124,48 @@ impl Unproven {
         }
     }
 
+    /// Close every unproven connection older than `after` that has sent
+    /// less than `min_rate` bytes a second on average since it was
+    /// accepted (a minimum data rate, whatever the pressure); returns how
+    /// many were closed.
+    pub fn sweep(&self, after: Duration, min_rate: u64) -> usize {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let slow: Vec<u64> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                let age = now.duration_since(e.started);
+                age >= after
+                    && (e.bytes.load(Ordering::Relaxed) as f64)
+                        < min_rate as f64 * age.as_secs_f64()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &slow {
+            if let Some(entry) = state.entries.remove(id) {
+                entry.close.notify_one();
+            }
+        }
+        if !slow.is_empty() {
+            state.evicted += slow.len() as u64;
+            if state
+                .logged
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+            {
+                tracing::warn!(
+                    closed = state.evicted,
+                    min_rate,
+                    "connections sending a request slower than the minimum rate were closed \
+                     (logged at most every 10 s)"
+                );
+                state.evicted = 0;
+                state.logged = Some(now);
+            }
+        }
+        slow.len()
+    }
+
     /// How many connections are unproven now.
     pub fn len(&self) -> usize {
         self.lock().entries.len()
@@ -194,6 +236,22 @@ mod tests {
         ] {
             assert_eq!(slowest(&seen), want, "{seen:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_under_the_minimum_rate_is_closed() {
+        let registry = Unproven::new(10);
+        let slow = registry.admit();
+        let fast = registry.admit();
+        fast.bytes.store(1 << 20, Ordering::Relaxed);
+        // Too young for the rule: nothing is closed.
+        assert_eq!(registry.sweep(Duration::from_secs(3600), 64), 0);
+        // Old enough (any age): the one under 64 B/s goes, the other stays.
+        assert_eq!(registry.sweep(Duration::ZERO, 64), 1);
+        tokio::time::timeout(Duration::from_secs(5), slow.close.notified())
+            .await
+            .expect("the slow one told to close");
+        assert_eq!(registry.len(), 1);
     }
 
     #[tokio::test]

@@ -565,6 +565,39 @@ def test_slow_bodies_from_many_addresses_do_not_keep_a_client_out(tmp_path):
         d.cleanup()
 
 
+def test_a_request_slower_than_the_minimum_rate_is_closed(tmp_path):
+    """One connection sending its body a byte every 2 s, with nothing else
+    going on: closed by the minimum data rate (64 B/s after 5 s), long
+    before the 30 s body timeout would; a connection that sent a whole
+    request meanwhile is not touched."""
+    d = started(tmp_path)
+    try:
+        port = tcp_port(d)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n<")
+        started_at = time.monotonic()
+        closed_after = None
+        while time.monotonic() - started_at < 25:
+            try:
+                slow.sendall(b"x")
+            except OSError:
+                closed_after = time.monotonic() - started_at
+                break
+            slow.settimeout(2)
+            try:
+                if slow.recv(1) == b"":
+                    closed_after = time.monotonic() - started_at
+                    break
+            except TimeoutError:
+                pass
+        assert closed_after is not None, "still open after 25 s"
+        assert "slower than the minimum rate" in (d.workdir / "pcipassd.log").read_text()
+        assert raw_login(d, "admin", d.passwords["admin"], "127.0.0.1").startswith("OpaqueRef:")
+        print(f"closed after {closed_after:.1f} s")
+    finally:
+        d.cleanup()
+
+
 def rss_kib(daemon):
     for line in open(f"/proc/{daemon.proc.pid}/status"):
         if line.startswith("VmRSS:"):
