@@ -142,6 +142,21 @@ pub async fn connect(addr: SocketAddr) -> http1::SendRequest<Full<Bytes>> {
     sender
 }
 
+/// [`connect`] from the local address `source` (a loopback address of
+/// 127.0.0.0/8: another client, as the daemon counts them).
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+) -> http1::SendRequest<Full<Bytes>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 async fn send(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     body: &[u8],

