@@ -266,11 +266,16 @@ pub(super) fn regenerate(
         status,
         stderr: one_line(&tail(stderr, 400)),
     };
+    let started = std::time::Instant::now();
     let out = crate::host::exec::run_holding(program, args, limit, hold.map(boot::BootLock::file))
         .map_err(|e| failed(format!("cannot run: {e}"), ""))?;
     match out.code {
         Some(0) => {
-            tracing::info!(command = %argv.join(" "), "{what} regenerated");
+            tracing::info!(
+                command = %argv.join(" "),
+                seconds = started.elapsed().as_secs(),
+                "{what} regenerated"
+            );
             Ok(())
         }
         Some(code) => Err(failed(format!("exit code {code}"), &out.stderr)),
