@@ -85,9 +85,7 @@ pub fn dropin_text(value: &str) -> Result<String, DropinError> {
 pub fn dropin_value(text: &[u8]) -> Result<String, DropinError> {
     let foreign = || {
         DropinError::Foreign(
-            "pcipass's drop-in was changed by hand: it no longer holds only the one \
-             assignment pcipass writes"
-                .into(),
+            "changed by hand: it no longer holds only the one assignment pcipass writes".into(),
         )
     };
     let text = std::str::from_utf8(text).map_err(|_| foreign())?;
@@ -116,31 +114,36 @@ fn marked_range(
     begin: &str,
     end: &str,
 ) -> Result<Option<std::ops::Range<usize>>, DropinError> {
-    let foreign = |what: &str| Err(DropinError::Foreign(format!("/etc/default/grub {what}")));
+    let which = if begin == BLOCK_BEGIN {
+        "pcipass's block"
+    } else {
+        "pcipass's display block"
+    };
+    let foreign = |what: &str| Err(DropinError::Foreign(format!("{which} {what}")));
     let (mut start, mut found) = (None, None);
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\n', '\r']);
         let marker = bare == begin || bare == end;
         if marker && found.is_some() {
-            return foreign("holds pcipass's block more than once");
+            return foreign("appears more than once");
         }
         match (bare == begin, start) {
             (true, None) => start = Some(offset),
-            (true, Some(_)) => return foreign("starts pcipass's block twice"),
+            (true, Some(_)) => return foreign("starts twice"),
             (false, Some(s)) if bare == end => {
                 found = Some(s..offset + line.len());
                 start = None;
             }
             (false, None) if bare == end => {
-                return foreign("has the end of pcipass's block without its start");
+                return foreign("ends without a start");
             }
             _ => {}
         }
         offset += line.len();
     }
     if start.is_some() {
-        return foreign("has the start of pcipass's block without its end");
+        return foreign("starts without an end");
     }
     Ok(found)
 }
@@ -148,9 +151,8 @@ fn marked_range(
 /// The hide value of pcipass's block in `/etc/default/grub`, `None` when
 /// there is no block.
 pub fn block_value(text: &[u8]) -> Result<Option<String>, DropinError> {
-    let text = std::str::from_utf8(text).map_err(|_| {
-        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
-    })?;
+    let text = std::str::from_utf8(text)
+        .map_err(|_| DropinError::Foreign("not UTF-8 around pcipass's blocks".into()))?;
     let Some(range) = block_range(text)? else {
         return Ok(None);
     };
@@ -161,11 +163,11 @@ pub fn block_value(text: &[u8]) -> Result<Option<String>, DropinError> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     match lines.as_slice() {
-        [line] => value_of(line).map(|v| Some(v.to_owned())).ok_or_else(|| {
-            DropinError::Foreign("pcipass's block in /etc/default/grub was changed by hand".into())
-        }),
+        [line] => value_of(line)
+            .map(|v| Some(v.to_owned()))
+            .ok_or_else(|| DropinError::Foreign("pcipass's block was changed by hand".into())),
         _ => Err(DropinError::Foreign(
-            "pcipass's block in /etc/default/grub was changed by hand".into(),
+            "pcipass's block was changed by hand".into(),
         )),
     }
 }
@@ -174,9 +176,8 @@ pub fn block_value(text: &[u8]) -> Result<Option<String>, DropinError> {
 /// end when there is none) or removed (`None`). Every byte outside the
 /// block is kept.
 pub fn with_block(text: &[u8], value: Option<&str>) -> Result<Vec<u8>, DropinError> {
-    let text = std::str::from_utf8(text).map_err(|_| {
-        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
-    })?;
+    let text = std::str::from_utf8(text)
+        .map_err(|_| DropinError::Foreign("not UTF-8 around pcipass's blocks".into()))?;
     let block = match value {
         Some(v) => format!(
             "{BLOCK_BEGIN}\n\
@@ -278,9 +279,7 @@ pub fn display_dropin_text(value: &str, dom0: Option<&str>) -> Result<String, Dr
 pub fn display_dropin_value(text: &[u8]) -> Result<String, DropinError> {
     let foreign = || {
         DropinError::Foreign(
-            "pcipass's display drop-in was changed by hand: it no longer holds only the one \
-             assignment pcipass writes"
-                .into(),
+            "changed by hand: it no longer holds only the one assignment pcipass writes".into(),
         )
     };
     let text = std::str::from_utf8(text).map_err(|_| foreign())?;
@@ -309,9 +308,8 @@ pub fn with_display_block(
     value: &str,
     dom0: Option<&str>,
 ) -> Result<Vec<u8>, DropinError> {
-    let text = std::str::from_utf8(text).map_err(|_| {
-        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
-    })?;
+    let text = std::str::from_utf8(text)
+        .map_err(|_| DropinError::Foreign("not UTF-8 around pcipass's blocks".into()))?;
     let block = format!(
         "{DISPLAY_BLOCK_BEGIN}\n{}{DISPLAY_BLOCK_END}\n",
         display_assignments(value, dom0)?
@@ -324,9 +322,8 @@ pub fn with_display_block(
 /// display's): the operator's own lines.
 pub fn without_blocks(text: &[u8]) -> Result<Vec<u8>, DropinError> {
     let text = with_block(text, None)?;
-    let text = std::str::from_utf8(&text).map_err(|_| {
-        DropinError::Foreign("/etc/default/grub is not UTF-8 around pcipass's block".into())
-    })?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| DropinError::Foreign("not UTF-8 around pcipass's blocks".into()))?;
     let range = marked_range(text, DISPLAY_BLOCK_BEGIN, DISPLAY_BLOCK_END)?;
     Ok(match range {
         Some(_) => spliced(text, range, "").into_bytes(),

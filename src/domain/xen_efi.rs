@@ -52,21 +52,21 @@ use std::ops::Range;
 pub enum XenEfiError {
     /// The file does not end with a line end, so Xen ignores its last line
     /// (`pre_parse` prints "No newline at end of config file").
-    #[error("xen.cfg does not end with a newline; Xen would ignore its last line")]
+    #[error("the file does not end with a newline; Xen would ignore its last line")]
     UnterminatedLastLine,
     /// `[global]` `default=` names a section that no header opens.
-    #[error("default section [{0}] named in [global] does not exist in xen.cfg")]
+    #[error("default section [{0}] named in [global] does not exist")]
     MissingSection(String),
     /// The booted section (or, without `default=`, the whole file) has no
     /// `kernel=` entry; Xen stops with "No Dom0 kernel image specified."
-    #[error("no kernel= line in {0} of xen.cfg; Xen would not boot dom0")]
+    #[error("no kernel= line in {0}; Xen would not boot dom0")]
     MissingKernel(String),
     /// The booted section has no `kernel=` but `[global]` has `chain=`, so
     /// Xen reads another configuration file that is not at hand here.
     #[error("no kernel= line in {0}; Xen would follow chain= to another file")]
     Chained(String),
     /// The `kernel=` value is empty, so there is no dom0 image name.
-    #[error("kernel= line of {0} in xen.cfg names no file")]
+    #[error("kernel= line of {0} names no file")]
     EmptyKernelFile(String),
     /// The new dom0 arguments hold a byte Xen would not read back as part of
     /// the same `kernel=` value.

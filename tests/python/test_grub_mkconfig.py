@@ -243,6 +243,22 @@ def test_a_hand_edit_of_the_generated_file_is_read_and_warned_about(tmp_path, ma
     assert f"({USB})({GPU})" in (d.root / "etc/default/grub.d/zz-pcipass.cfg").read_text()
 
 
+def test_a_hand_changed_drop_in_is_refused_naming_the_drop_in(tmp_path, made):
+    """pcipass does not rewrite a drop-in of its own that someone changed:
+    the refusal names that file, the one to look at, not another."""
+    d = debian(tmp_path)
+    made.append(d.start())
+    s = d.session("admin")
+    assert s.xenapi.PCI.disable_dom0_access(_pcis(s)[USB]) == "disable_on_reboot"
+    dropin = d.root / "etc/default/grub.d/zz-pcipass.cfg"
+    dropin.write_text(dropin.read_text() + 'GRUB_TIMEOUT=3\n')
+    details = failure(s.xenapi.PCI.disable_dom0_access, _pcis(s)[GPU])
+    assert details[0] == "BOOT_CONFIG_UNAVAILABLE", details
+    reason = " ".join(details[1:])
+    assert "/etc/default/grub.d/zz-pcipass.cfg: changed by hand" in reason, details
+    assert "GRUB_TIMEOUT=3" in dropin.read_text()
+
+
 def test_with_debians_real_generator_in_the_root_the_edit_goes_to_the_drop_in(tmp_path, made):
     """Debian's real /usr/sbin/grub-mkconfig spells the drop-in directory
     `${sysconfdir}/default/grub.d/*.cfg` (issue 22: pcipass looked for the

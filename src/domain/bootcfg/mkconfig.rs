@@ -203,8 +203,12 @@ impl GrubMkconfigBootConfig {
             Err(e) => return Err(e.into()),
         };
         let value = match self.place {
-            DefaultsPlace::DropIn => Some(grub_dropin::dropin_value(&bytes)?),
-            DefaultsPlace::DefaultGrub => grub_dropin::block_value(&bytes)?,
+            DefaultsPlace::DropIn => {
+                Some(grub_dropin::dropin_value(&bytes).map_err(BootConfigError::dropin(rel))?)
+            }
+            DefaultsPlace::DefaultGrub => {
+                grub_dropin::block_value(&bytes).map_err(BootConfigError::dropin(rel))?
+            }
         };
         Ok(Ours {
             bytes: Some(bytes),
@@ -344,11 +348,15 @@ impl GrubMkconfigBootConfig {
         old: Option<&[u8]>,
         value: Option<&str>,
     ) -> Result<FileWrite, BootConfigError> {
+        let rel = self.place.file();
+        let bad = BootConfigError::dropin(rel);
         let new = match (self.place, value) {
-            (DefaultsPlace::DropIn, Some(v)) => Some(grub_dropin::dropin_text(v)?.into_bytes()),
+            (DefaultsPlace::DropIn, Some(v)) => {
+                Some(grub_dropin::dropin_text(v).map_err(bad)?.into_bytes())
+            }
             (DefaultsPlace::DropIn, None) => None,
             (DefaultsPlace::DefaultGrub, _) => {
-                Some(grub_dropin::with_block(old.unwrap_or_default(), value)?)
+                Some(grub_dropin::with_block(old.unwrap_or_default(), value).map_err(bad)?)
             }
         };
         Ok(FileWrite {
@@ -490,7 +498,8 @@ fn operator_defaults(snap: &Snapshot) -> Result<Vec<(String, Vec<u8>)>, BootConf
     for (rel, bytes) in &snap.files {
         let Some(bytes) = bytes else { continue };
         let theirs = match rel.as_str() {
-            boot::DEFAULT_GRUB => grub_dropin::without_blocks(bytes)?,
+            boot::DEFAULT_GRUB => grub_dropin::without_blocks(bytes)
+                .map_err(BootConfigError::dropin(boot::DEFAULT_GRUB))?,
             boot::PCIPASS_DROPIN | boot::PCIPASS_DISPLAY_DROPIN => continue,
             r if r.starts_with(boot::DEFAULT_GRUB_D) => bytes.clone(),
             _ => continue,
@@ -654,16 +663,21 @@ impl BootConfig for GrubMkconfigBootConfig {
             DefaultsPlace::DropIn => FileWrite {
                 rel: boot::PCIPASS_DISPLAY_DROPIN.to_owned(),
                 new: Some(
-                    grub_dropin::display_dropin_text(value, dom0_default.as_deref())?.into_bytes(),
+                    grub_dropin::display_dropin_text(value, dom0_default.as_deref())
+                        .map_err(BootConfigError::dropin(boot::PCIPASS_DISPLAY_DROPIN))?
+                        .into_bytes(),
                 ),
             },
             DefaultsPlace::DefaultGrub => FileWrite {
                 rel: boot::DEFAULT_GRUB.to_owned(),
-                new: Some(grub_dropin::with_display_block(
-                    snap.file(boot::DEFAULT_GRUB).unwrap_or_default(),
-                    value,
-                    dom0_default.as_deref(),
-                )?),
+                new: Some(
+                    grub_dropin::with_display_block(
+                        snap.file(boot::DEFAULT_GRUB).unwrap_or_default(),
+                        value,
+                        dom0_default.as_deref(),
+                    )
+                    .map_err(BootConfigError::dropin(boot::DEFAULT_GRUB))?,
+                ),
             },
         };
         let hide = snap.view.value_text();

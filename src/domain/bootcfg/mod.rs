@@ -126,12 +126,22 @@ pub enum BootConfigError {
     /// The written file would not read back as the intended hide list.
     #[error("the edited boot configuration would not read back as intended: {0}")]
     Verify(String),
-    /// xen.cfg cannot be read as Xen reads it, or edited so.
-    #[error(transparent)]
-    XenEfi(#[from] crate::domain::xen_efi::XenEfiError),
+    /// A xen.cfg cannot be read as Xen reads it, or edited so.
+    #[error("/{file}: {source}")]
+    XenEfi {
+        /// The file, host-relative.
+        file: String,
+        /// What is wrong with it.
+        source: crate::domain::xen_efi::XenEfiError,
+    },
     /// pcipass's part of the GRUB defaults cannot be read or written.
-    #[error(transparent)]
-    Dropin(#[from] crate::domain::grub_dropin::DropinError),
+    #[error("/{file}: {source}")]
+    Dropin {
+        /// The file, host-relative.
+        file: String,
+        /// What is wrong with it.
+        source: crate::domain::grub_dropin::DropinError,
+    },
     /// The command that regenerates grub.cfg or the initramfs failed;
     /// its input was put back.
     #[error(
@@ -182,6 +192,24 @@ pub enum BootConfigError {
 }
 
 impl BootConfigError {
+    /// What keeps the xen.cfg at `file` (host-relative) from being read
+    /// or edited.
+    pub fn xen_efi(file: &str) -> impl Fn(crate::domain::xen_efi::XenEfiError) -> Self + '_ {
+        move |source| BootConfigError::XenEfi {
+            file: file.to_owned(),
+            source,
+        }
+    }
+
+    /// What keeps pcipass's part of the GRUB defaults in `file`
+    /// (host-relative) from being read or written.
+    pub fn dropin(file: &str) -> impl Fn(crate::domain::grub_dropin::DropinError) -> Self + '_ {
+        move |source| BootConfigError::Dropin {
+            file: file.to_owned(),
+            source,
+        }
+    }
+
     /// A reason fit for a client: no paths, no raw newlines.
     pub fn client_reason(&self) -> String {
         let reason = match self {

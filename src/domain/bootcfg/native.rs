@@ -208,8 +208,8 @@ impl BootConfig for NativeBootConfig {
     }
 
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
-        let (_, config) = load_grub(&self.base.host)?;
-        expect_value(grub_boot_view(&config)?, value, "grub.cfg")
+        let (files, config) = load_grub(&self.base.host)?;
+        expect_value(grub_boot_view(&config)?, value, &format!("/{}", files.rel))
     }
 
     fn xen_console(&self) -> Result<Option<String>, BootConfigError> {

@@ -559,6 +559,30 @@ fn xen_efi_refuses_when_the_esp_kernel_is_unknown() {
     assert!(!dir.path().join(MODPROBE_DROPIN).exists());
 }
 
+/// A config Xen would misread is refused naming that file: here the
+/// removable-media path's `BOOTX64.cfg`, not some `xen.cfg`.
+#[test]
+fn a_xen_cfg_xen_would_misread_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::host::mock::create(dir.path(), crate::host::mock::Profile::XenEfi).unwrap();
+    let host = HostRoot::new(dir.path());
+    let rel = "boot/efi/EFI/BOOT/BOOTX64.cfg";
+    let text = std::fs::read_to_string(dir.path().join("boot/efi/EFI/xen/xen.cfg")).unwrap();
+    std::fs::create_dir_all(dir.path().join("boot/efi/EFI/BOOT")).unwrap();
+    std::fs::write(dir.path().join(rel), text.trim_end()).unwrap();
+    let engine = Dom0AccessEngine::new(
+        Box::new(XenEfiBootConfig::new(host.clone(), rel)),
+        host.clone(),
+    )
+    .with_initramfs(InitramfsUpdate::Mock);
+    let err = engine.disable(&a("0000:03:00.0")).unwrap_err().to_string();
+    assert!(
+        err.contains("/boot/efi/EFI/BOOT/BOOTX64.cfg: the file does not end with a newline"),
+        "{err}"
+    );
+    assert!(!err.contains("xen.cfg"), "{err}");
+}
+
 /// A hand edit of xen.cfg moves the engine's fingerprint (so the change
 /// token moves and PGPU events follow), and a cached status read sees it
 /// at once: xen.cfg is what the watch follows on this flow.

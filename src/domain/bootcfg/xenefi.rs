@@ -40,7 +40,7 @@ impl XenEfiBootConfig {
     /// The file and the command line dom0's kernel gets from it.
     fn args(&self) -> Result<(Vec<u8>, Vec<u8>), BootConfigError> {
         let text = self.base.host.read(&self.cfg)?;
-        let args = xen_efi::dom0_cmdline(&text)?;
+        let args = xen_efi::dom0_cmdline(&text).map_err(BootConfigError::xen_efi(&self.cfg))?;
         Ok((text, args))
     }
 }
@@ -73,18 +73,21 @@ impl BootConfig for XenEfiBootConfig {
         value: Option<&str>,
     ) -> Result<Changes<'a>, BootConfigError> {
         let text = snap.file(&self.cfg).unwrap_or_default();
-        let args = xen_efi::dom0_args(text)?;
+        let args = xen_efi::dom0_args(text).map_err(BootConfigError::xen_efi(&self.cfg))?;
         let new_args = dom0_line_with_hide(&args, value)?;
-        let mut new_text = xen_efi::replace_dom0_args(text, &new_args)?;
+        let mut new_text = xen_efi::replace_dom0_args(text, &new_args)
+            .map_err(BootConfigError::xen_efi(&self.cfg))?;
         let ends_params = kernel::args(&args).iter().any(kernel::is_end_of_params);
-        if let Some(rest) = xen_efi::kextra(&new_text)?
+        if let Some(rest) =
+            xen_efi::kextra(&new_text).map_err(BootConfigError::xen_efi(&self.cfg))?
             && !ends_params
         {
             let old = new_text.get(rest).unwrap_or_default();
             let new_rest = kernel::with_param(old, HIDE_KEY.as_bytes(), None);
-            new_text = xen_efi::replace_kextra(&new_text, &new_rest)?;
+            new_text = xen_efi::replace_kextra(&new_text, &new_rest)
+                .map_err(BootConfigError::xen_efi(&self.cfg))?;
         }
-        let line = xen_efi::dom0_cmdline(&new_text)?;
+        let line = xen_efi::dom0_cmdline(&new_text).map_err(BootConfigError::xen_efi(&self.cfg))?;
         if line.len() > XEN_DOM0_CMDLINE_MAX {
             return Err(GrubError::TooLong {
                 what: "the dom0 command line",
@@ -110,7 +113,8 @@ impl BootConfig for XenEfiBootConfig {
     /// From the booted section's `options=`.
     fn xen_console(&self) -> Result<Option<String>, BootConfigError> {
         let text = self.base.host.read(&self.cfg)?;
-        Ok(xen_efi::xen_options(&text)?
+        Ok(xen_efi::xen_options(&text)
+            .map_err(BootConfigError::xen_efi(&self.cfg))?
             .and_then(|r| text.get(r))
             .and_then(display::console_in))
     }
@@ -126,15 +130,19 @@ impl BootConfig for XenEfiBootConfig {
         dom0: Dom0Console,
     ) -> Result<Changes<'a>, BootConfigError> {
         let text = snap.file(&self.cfg).unwrap_or_default();
-        let options = xen_efi::xen_options(text)?
+        let options = xen_efi::xen_options(text)
+            .map_err(BootConfigError::xen_efi(&self.cfg))?
             .and_then(|r| text.get(r))
             .unwrap_or_default();
         let mut new_text =
-            xen_efi::replace_xen_options(text, &display::with_console(options, value))?;
+            xen_efi::replace_xen_options(text, &display::with_console(options, value))
+                .map_err(BootConfigError::xen_efi(&self.cfg))?;
         if dom0 != Dom0Console::Keep {
-            let args = xen_efi::dom0_args(&new_text)?;
+            let args =
+                xen_efi::dom0_args(&new_text).map_err(BootConfigError::xen_efi(&self.cfg))?;
             new_text =
-                xen_efi::replace_dom0_args(&new_text, &display::dom0_console_args(&args, dom0))?;
+                xen_efi::replace_dom0_args(&new_text, &display::dom0_console_args(&args, dom0))
+                    .map_err(BootConfigError::xen_efi(&self.cfg))?;
         }
         Ok(Changes {
             writes: vec![FileWrite {
@@ -147,7 +155,7 @@ impl BootConfig for XenEfiBootConfig {
     }
 
     fn verify(&self, value: Option<&str>) -> Result<HideView, BootConfigError> {
-        expect_value(self.boot_view()?, value, "xen.cfg")
+        expect_value(self.boot_view()?, value, &format!("/{}", self.cfg))
     }
 
     /// The booted section's dom0 line (`kernel=`'s arguments, then what
@@ -183,7 +191,10 @@ impl BootConfig for XenEfiBootConfig {
             return Ok(Vec::new());
         };
         let text = self.base.host.read(&self.cfg)?;
-        let kernel = beside_loader(&self.cfg, &xen_efi::kernel_file(&text)?)?;
+        let kernel = beside_loader(
+            &self.cfg,
+            &xen_efi::kernel_file(&text).map_err(BootConfigError::xen_efi(&self.cfg))?,
+        )?;
         let image = self.base.host.read(&kernel)?;
         let refuse = |why: String| {
             BootConfigError::EditsRefused(format!(
@@ -224,7 +235,8 @@ impl BootConfig for XenEfiBootConfig {
 /// `None` without one.
 pub fn booted_ramdisk(host: &HostRoot, cfg: &str) -> Result<Option<String>, BootConfigError> {
     let text = host.read(cfg)?;
-    xen_efi::ramdisk(&text)?
+    xen_efi::ramdisk(&text)
+        .map_err(BootConfigError::xen_efi(cfg))?
         .map(|name| beside_loader(cfg, &name))
         .transpose()
 }
