@@ -120,11 +120,22 @@ pub fn encode_task_result(value: &Value) -> String {
 /// (root's call on the Unix socket among them).
 const PARSE_OFF_REACTOR_FROM: usize = 64 * 1024;
 
-/// `parse(body)`, on the blocking pool when the body is large.
+/// How many large bodies are decoded at once. A decoded value costs far
+/// more than its text (about a kilobyte for a `<value>` of 15 bytes):
+/// the decodes in flight, not the bodies read, are what a crowd of large
+/// requests makes the daemon hold, so they wait for one of these.
+const LARGE_DECODES: usize = 2;
+
+/// `parse(body)`, on the blocking pool when the body is large (at most
+/// [`LARGE_DECODES`] at once).
 async fn off_reactor<T: Send + 'static>(body: &Bytes, parse: fn(&[u8]) -> T) -> T {
+    static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LARGE_DECODES);
     if body.len() < PARSE_OFF_REACTOR_FROM {
         return parse(body);
     }
+    // The semaphore is never closed: a failure would be a bug, and the
+    // parse then runs unthrottled rather than not at all.
+    let _turn = DECODING.acquire().await.ok();
     let owned = body.clone();
     match tokio::task::spawn_blocking(move || parse(&owned)).await {
         Ok(parsed) => parsed,

@@ -58,6 +58,38 @@ pub enum JsonRpcError {
     /// A member given twice (which one counts would be a guess).
     #[error("the request has the member {0:?} twice")]
     Duplicate(String),
+    /// More values than [`crate::wire::MAX_VALUES`].
+    #[error("the request holds more than {} values", crate::wire::MAX_VALUES)]
+    TooManyValues,
+}
+
+/// Whether the JSON text `body` holds more than `limit` values, counted
+/// before anything is decoded: every array or object opened and every
+/// `,` outside strings (each starts another element or member).
+fn over_values(body: &[u8], limit: usize) -> bool {
+    let (mut seen, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                seen += 1;
+                if seen > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 impl JsonRpcError {
@@ -303,6 +335,9 @@ pub fn write_json(value: &Value, out: &mut impl Sink) {
 
 /// Parse a request body.
 pub fn parse_request(body: &[u8]) -> Result<JsonCall, JsonRpcError> {
+    if over_values(body, crate::wire::MAX_VALUES) {
+        return Err(JsonRpcError::TooManyValues);
+    }
     // serde_json's own recursion limit (128) guards the parse itself.
     let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Malformed)?;
     let mut object = match json {
@@ -408,6 +443,38 @@ pub fn write_parse_failure(error: &JsonRpcError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_counted_outside_strings_before_decoding() {
+        // (body, limit, refused)
+        for (body, limit, refused) in [
+            (&br#"{"a":1}"#[..], 1, false),
+            (br#"{"a":1,"b":2}"#, 1, true),
+            (br#"["a,b,c"]"#, 1, false),
+            (br#"["a\",[,,"]"#, 1, false),
+            (br#"[[],[]]"#, 4, false),
+            (br#"[[],[],[]]"#, 4, true),
+        ] {
+            assert_eq!(
+                over_values(body, limit),
+                refused,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let call = |n: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":[{}]}}"#,
+                vec!["0"; n].join(",")
+            )
+        };
+        let max = crate::wire::MAX_VALUES;
+        assert!(parse_request(call(max / 2).as_bytes()).is_ok());
+        assert_eq!(
+            parse_request(call(max + 1).as_bytes()).unwrap_err(),
+            JsonRpcError::TooManyValues
+        );
+    }
     use crate::value::samples::rows_batch;
 
     #[test]

@@ -9,3 +9,12 @@ pub mod limits;
 pub mod tls;
 pub mod unproven;
 pub mod xmlrpc;
+
+/// The most values (scalars, arrays, structs and their members) one
+/// request may hold. Decoding costs about a kilobyte a value, whatever
+/// its text, and the allocator keeps much of it afterwards: 2 MB bodies
+/// of 60 000 tiny strings left the daemon 50 MiB larger for good. No
+/// XenAPI call needs more than a few thousand (a map holds 512 keys,
+/// `event.register` 64 classes); the codecs count before they decode and
+/// refuse a request over this.
+pub const MAX_VALUES: usize = 16_384;

@@ -30,6 +30,26 @@ pub enum XmlRpcError {
     /// `methodName` is missing or empty.
     #[error("the request has no methodName")]
     NoMethodName,
+    /// More values than [`crate::wire::MAX_VALUES`].
+    #[error("the request holds more than {} values", crate::wire::MAX_VALUES)]
+    TooManyValues,
+}
+
+/// Whether `body` opens more than `limit` `<value>` elements (counted in
+/// the text, before anything is decoded; a `<value` in a comment counts
+/// too, which only errs on the side of refusing).
+fn over_values(body: &[u8], limit: usize) -> bool {
+    const OPEN: &[u8] = b"<value";
+    let mut seen = 0;
+    let mut rest = body;
+    while let Some(at) = rest.windows(OPEN.len()).position(|w| w == OPEN) {
+        seen += 1;
+        if seen > limit {
+            return true;
+        }
+        rest = &rest[at + OPEN.len()..];
+    }
+    false
 }
 
 /// Stand-in for an empty struct member name, which dxr refuses.
@@ -77,6 +97,9 @@ fn convert(value: dxr::Value) -> Value {
 
 /// Parse a request body.
 pub fn parse_call(body: &[u8]) -> Result<Call, XmlRpcError> {
+    if over_values(body, crate::wire::MAX_VALUES) {
+        return Err(XmlRpcError::TooManyValues);
+    }
     let text = std::str::from_utf8(body).map_err(|_| XmlRpcError::InvalidUtf8)?;
     let text = text.trim_start_matches('\u{feff}');
     let call = dxr::MethodCall::from_xml(&smooth(text)).map_err(|_| XmlRpcError::Malformed)?;
@@ -318,6 +341,33 @@ pub fn write_bare(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_counted_before_decoding() {
+        let call = |n: usize| {
+            format!(
+                "<methodCall><methodName>m</methodName><params><param><value><array><data>{}\
+                 </data></array></value></param></params></methodCall>",
+                "<value>x</value>".repeat(n)
+            )
+        };
+        // (values in the array, limit, refused): the array's own <value> counts.
+        for (n, limit, refused) in [(0, 1, false), (1, 2, false), (2, 2, true), (3, 10, false)] {
+            assert_eq!(
+                over_values(call(n).as_bytes(), limit),
+                refused,
+                "{n} {limit}"
+            );
+        }
+        assert!(!over_values(b"", 0));
+        assert!(over_values(b"<value/>", 0));
+        let max = crate::wire::MAX_VALUES;
+        assert!(parse_call(call(max - 1).as_bytes()).is_ok());
+        assert_eq!(
+            parse_call(call(max).as_bytes()),
+            Err(XmlRpcError::TooManyValues)
+        );
+    }
     use crate::value::samples::rows_batch;
 
     #[test]
