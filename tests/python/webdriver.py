@@ -121,6 +121,8 @@ class Browser:
             caps = {"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "pageLoadStrategy": "normal",
+                # The console, for CSP refusals and script errors.
+                "goog:loggingPrefs": {"browser": "ALL"},
                 "goog:chromeOptions": {
                     "binary": CHROMIUM,
                     "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -220,6 +222,14 @@ class Browser:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(self._cmd("GET", "/screenshot")))
         return path
+
+    def browser_log(self):
+        """The console messages since the last call (chromedriver's log
+        extension): dicts with level, message, timestamp."""
+        try:
+            return self._cmd("POST", "/se/log", {"type": "browser"})
+        except WebDriverError:
+            return []
 
     def cookies(self):
         return self._cmd("GET", "/cookie")
