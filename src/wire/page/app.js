@@ -266,12 +266,13 @@ function refresh() {
     refreshAgain = true;
     return refreshing;
   }
+  if (!state.csrf) return Promise.resolve(); // logged out: nothing to read
   refreshing = (async () => {
     do {
       refreshAgain = false;
       const gen = state.gen;
       try {
-        await load(gen);
+        if (state.csrf) await load(gen);
       } catch (e) {
         if (gen === state.gen && e.code !== 'SESSION_INVALID') sayError('Reading the host failed', e);
       }
@@ -452,12 +453,23 @@ async function preview(refs, enabled, opener) {
   $('#preview-what').textContent = enabled
     ? `Give ${names} back to dom0.`
     : `Hide ${names} from dom0 (for passthrough to a VM).`;
-  $('#preview-diff').textContent = p.diff || '(the boot configuration does not change)';
+  showDiff(p.diff || '(the boot configuration does not change)');
   const notes = $('#preview-notes');
   notes.replaceChildren(...previewNotes(p, enabled).map((t) => el('li', '', t)));
   $('#apply-next-boot').disabled = false;
   $('#apply-now').disabled = false;
   openDialog($('#preview'), opener, '#preview-cancel');
+}
+
+/** The diff, one span a line so app.css can colour what is added and
+ *  removed (text only: the pre's text stays the diff, byte for byte). */
+function showDiff(diff) {
+  const lines = diff.split(/(?<=\n)/);
+  $('#preview-diff').replaceChildren(...lines.map((line) => {
+    const kind = /^(\+\+\+|---) /.test(line) ? 'file' : line[0] === '+' ? 'add'
+      : line[0] === '-' ? 'del' : line.startsWith('@@') ? 'hunk' : '';
+    return el('span', kind, line);
+  }));
 }
 
 function previewNotes(p, enabled) {
