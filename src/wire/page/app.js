@@ -131,14 +131,14 @@ const hiddenish = (status) => status === 'disabled' || status === 'disable_on_re
 function focusKey(node) {
   if (!node || node === document.body) return null;
   const tr = node.closest && node.closest('tr[data-pci]');
-  if (tr && node.tagName === 'BUTTON') return { pci: tr.dataset.pci, cls: node.classList[0] };
+  if (tr && node.tagName === 'BUTTON') return { node, pci: tr.dataset.pci, cls: node.classList[0] };
   return { node };
 }
 
 function refocus(key) {
   if (!key) return;
   let target = key.node;
-  if (key.pci) {
+  if (key.pci && !target.isConnected) {
     target = document.querySelector(`tr[data-pci="${CSS.escape(key.pci)}"] button.${CSS.escape(key.cls)}`)
       || document.querySelector(`tr[data-pci="${CSS.escape(key.pci)}"] button`);
   }
@@ -313,9 +313,16 @@ function renderPcis() {
   const tbody = $('#pcis tbody');
   const refs = Object.keys(state.pcis).sort((a, b) => pciId(a).localeCompare(pciId(b)));
   const rows = refs.map((ref) => pciRow(ref));
-  tbody.replaceChildren(...rows);
+  // Keep every row that did not change (its buttons stay the same nodes,
+  // so a click or the focus is not lost to a refresh).
+  const old = [...tbody.querySelectorAll('tr[data-pci]')];
+  if (old.length === rows.length && old.every((tr, i) => tr.dataset.pci === rows[i].dataset.pci)) {
+    old.forEach((tr, i) => { if (!tr.isEqualNode(rows[i])) tr.replaceWith(rows[i]); });
+  } else {
+    tbody.replaceChildren(...rows);
+  }
   if (!rows.length) emptyRow(tbody, 9, 'No PCI functions.');
-  if (focus && focus.pci) refocus(focus);
+  if (focus && focus.pci && !focus.node.isConnected) refocus(focus);
 }
 
 function pciRow(ref) {
