@@ -133,6 +133,23 @@ pub fn check(ctx: &Context, reference: &str, origin: Origin) -> Result<Caller, A
     })
 }
 
+/// Who a session is, for the page on the host: its user and the
+/// messages its role may call, as lowercase `class.message` names (the
+/// spelling of xapi's RBAC permissions), so the page offers only what
+/// the API would allow. `None` for a session that is not (or no longer)
+/// valid.
+pub fn whoami(ctx: &Context, reference: &str, origin: Origin) -> Option<(String, Vec<String>)> {
+    let caller = check(ctx, reference, origin).ok()?;
+    let mut permissions: Vec<String> = crate::idl::datamodel()
+        .methods()
+        .filter(|m| m.session && caller.role.allows(m.role))
+        .map(|m| m.wire_name.to_ascii_lowercase())
+        .collect();
+    permissions.sort();
+    permissions.dedup();
+    Some((caller.user, permissions))
+}
+
 /// Drop every session (a host reboot does this).
 pub fn invalidate_all(ctx: &Context) -> Result<usize, ApiError> {
     let sessions = ctx.store.all("session");

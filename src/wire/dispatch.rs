@@ -74,10 +74,7 @@ impl Dispatcher {
             }
             _ => {}
         }
-        let origin = match peer {
-            Peer::Tcp(addr) => Origin::Network(addr.to_string()),
-            Peer::Unix { uid, .. } => Origin::Local(*uid),
-        };
+        let origin = origin_of(peer);
         let started = std::time::Instant::now();
         let result = invoke(&self.ctx, method, params, origin).await;
         match &result {
@@ -144,7 +141,19 @@ async fn off_reactor<T: Send + 'static>(body: &Bytes, parse: fn(&[u8]) -> T) -> 
     }
 }
 
+/// Where a call comes from, as the API layer names it.
+fn origin_of(peer: &Peer) -> Origin {
+    match peer {
+        Peer::Tcp(addr) => Origin::Network(addr.to_string()),
+        Peer::Unix { uid, .. } => Origin::Local(*uid),
+    }
+}
+
 impl RpcHandler for Dispatcher {
+    fn whoami(&self, session: &str, peer: &Peer) -> Option<(String, Vec<String>)> {
+        crate::api::session_table::whoami(&self.ctx, session, origin_of(peer))
+    }
+
     fn handle(
         &self,
         request: RpcRequest,

@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::body::ReplyBody;
 use crate::wire::limits::{AddressSlot, AddressSlots, WriteTimeout, fit_to_open_files};
+use crate::wire::page;
 use crate::wire::unproven::{CountRead, Ticket, Unproven};
 
 /// Listener and limit settings.
@@ -164,6 +165,11 @@ pub trait RpcHandler: Send + Sync + 'static {
     /// Answer one request.
     fn handle(&self, request: RpcRequest)
     -> Pin<Box<dyn Future<Output = RpcResponse> + Send + '_>>;
+
+    /// The user of `session` and the messages it may call (lowercase
+    /// `class.message`), for the page on the host; `None` when the
+    /// session is not valid.
+    fn whoami(&self, session: &str, peer: &Peer) -> Option<(String, Vec<String>)>;
 }
 
 /// Why the server could not run.
@@ -189,33 +195,21 @@ fn plain(status: StatusCode, body: &'static str) -> Response<ReplyBody> {
     response
 }
 
-async fn route(
-    request: Request<Incoming>,
-    peer: Peer,
-    config: Arc<HttpConfig>,
-    handler: Arc<dyn RpcHandler>,
-    budget: Arc<Semaphore>,
-    ticket: Option<Arc<Ticket>>,
-) -> Result<Response<ReplyBody>, Infallible> {
-    let path = request.uri().path().to_owned();
-    match *request.method() {
-        Method::GET if path == "/health" => return Ok(plain(StatusCode::OK, "ok")),
-        Method::POST => {}
-        Method::GET => return Ok(plain(StatusCode::NOT_FOUND, "not found\n")),
-        _ => {
-            return Ok(plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n",
-            ));
-        }
-    }
-    let length = request
-        .headers()
+/// A request's whole body, within the bounds: its size (413), the shared
+/// budget of large bodies (503 at once, before a byte is read), the body
+/// timeout (408). `Err` is the reply that refuses it.
+async fn read_body(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    config: &HttpConfig,
+    budget: &Arc<Semaphore>,
+) -> Result<Bytes, Response<ReplyBody>> {
+    let length = headers
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|n| n > config.max_body_bytes as u64) {
-        return Ok(plain(
+        return Err(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n",
         ));
@@ -237,32 +231,89 @@ async fn route(
                     hyper::header::RETRY_AFTER,
                     hyper::header::HeaderValue::from_static("1"),
                 );
-                return Ok(busy);
+                return Err(busy);
             }
         }
     } else {
         None
     };
-    let body = Limited::new(request.into_body(), config.max_body_bytes);
-    let body = match tokio::time::timeout(config.body_timeout, body.collect()).await {
-        Err(_) => {
+    let body = Limited::new(body, config.max_body_bytes);
+    match tokio::time::timeout(config.body_timeout, body.collect()).await {
+        Err(_) => Err(plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time\n",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        )),
+        Ok(Err(_)) => Err(plain(StatusCode::BAD_REQUEST, "request body unreadable\n")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn route(
+    request: Request<Incoming>,
+    peer: Peer,
+    config: Arc<HttpConfig>,
+    handler: Arc<dyn RpcHandler>,
+    budget: Arc<Semaphore>,
+    ticket: Option<Arc<Ticket>>,
+) -> Result<Response<ReplyBody>, Infallible> {
+    let path = request.uri().path().to_owned();
+    // A browser's request from another site changes nothing, whatever its
+    // path: refused before its body is read.
+    if let Some(why) = page::cross_site(request.method(), request.headers()) {
+        // Any page a user opens can make their browser send these: one
+        // line a second at most, with the count of the others.
+        static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        static UNLOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if LOGGED.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
+            let before = UNLOGGED.swap(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(path, peer = ?peer, unlogged_before = before, "{}", why.trim_end());
+        } else {
+            UNLOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return Ok(plain(StatusCode::FORBIDDEN, why));
+    }
+    match *request.method() {
+        Method::GET if path == "/health" => return Ok(plain(StatusCode::OK, "ok")),
+        Method::GET if path == "/ui/session" => {}
+        Method::GET => {
+            return Ok(
+                page::asset(&path).unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"))
+            );
+        }
+        Method::POST => {}
+        _ => {
             return Ok(plain(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time\n",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
             ));
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large\n",
-            ));
-        }
-        Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST, "request body unreadable\n")),
-        Ok(Ok(collected)) => collected.to_bytes(),
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&parts.headers, body, &config, &budget).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
     };
     // A whole request arrived: the connection is an established client.
     if let Some(ticket) = &ticket {
         ticket.proven();
+    }
+    if path.starts_with("/ui/") {
+        let tls = config.tls.is_some() && matches!(peer, Peer::Tcp(_));
+        let request = page::PageRequest {
+            path: &path,
+            headers: &parts.headers,
+            body,
+            peer,
+            tls,
+        };
+        return Ok(page::endpoint(request, handler.as_ref()).await);
     }
     let protocol = if path == "/jsonrpc" {
         Protocol::JsonRpc

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod http;
 pub mod jsonrpc;
 pub mod limits;
+pub mod page;
 pub mod tls;
 pub mod unproven;
 pub mod xmlrpc;

@@ -656,7 +656,9 @@ def test_failed_calls_cannot_flood_the_log(tmp_path):
 
 def test_no_web_page_may_call_the_api(tmp_path):
     """No CORS: a page of another origin gets no Access-Control header, and
-    its preflight is refused."""
+    its preflight is refused; its POST is refused (403) before anything is
+    called, whatever the path, as is one the browser marks cross-site.
+    Clients that are no browser (no Origin) are not affected."""
     import http.client
     d = started(tmp_path)
     try:
@@ -667,12 +669,27 @@ def test_no_web_page_may_call_the_api(tmp_path):
         reply.read()
         assert reply.status == 405
         assert reply.getheader("Access-Control-Allow-Origin") is None
-        conn.request("POST", "/jsonrpc", body='{"jsonrpc":"2.0","id":1,"method":"pool.get_all","params":["x"]}',
-                     headers={"Origin": "https://evil.example", "Content-Type": "application/json"})
+        call = '{"jsonrpc":"2.0","id":1,"method":"pool.get_all","params":["x"]}'
+        for path, headers in [
+            ("/jsonrpc", {"Origin": "https://evil.example"}),
+            ("/", {"Origin": "null"}),
+            ("/ui/login", {"Origin": "https://evil.example"}),
+            ("/jsonrpc", {"Sec-Fetch-Site": "cross-site"}),
+        ]:
+            # A refusal before the body is read may close the connection.
+            conn = http.client.HTTPConnection("127.0.0.1", tcp_port(d), timeout=10)
+            conn.request("POST", path, body=call, headers={**headers, "Content-Type": "application/json"})
+            reply = conn.getresponse()
+            reply.read()
+            assert reply.status == 403, (path, headers)
+            assert reply.getheader("Access-Control-Allow-Origin") is None
+        conn = http.client.HTTPConnection("127.0.0.1", tcp_port(d), timeout=10)
+        conn.request("POST", "/jsonrpc", body=call, headers={"Content-Type": "application/json"})
         reply = conn.getresponse()
-        reply.read()
         assert reply.status == 200
-        assert reply.getheader("Access-Control-Allow-Origin") is None
+        assert b"SESSION_INVALID" in reply.read()
+        log = (d.workdir / "pcipassd.log").read_text()
+        assert "refused: a request from another origin" in log
     finally:
         d.cleanup()
 
