@@ -912,6 +912,12 @@ def xcpng_steps(report, vm, dom0):
 
     report.begin("xcp-ng, Xen Orchestra's flow")
     report.step("XCP-ng's static grub.cfg, pcipassd on the xcp-ng flow", switch)
+    # Imported here: page.py imports tests/python/webdriver.py.
+    from page import page_step
+    report.step(
+        "the page on the host in Chromium: login, dry run, hide, give back, a hand edit live",
+        page_step(vm, dom0, check), critical=False,
+    )
     report.step(
         "XO hides the NIC: PCI call, host.disable, host.evacuate, Async.host.reboot, "
         "agent_start_time wait, disabled",
@@ -928,11 +934,10 @@ def xcpng_steps(report, vm, dom0):
     report.step("after the reboot: the NIC enabled", check_states(vm, dom0, states, {}), critical=False)
 
 
-# What `--cases` picks from, in the order the cases run. grub-mkconfig
-# and xcp-ng share one VM booted through SeaBIOS and GRUB (the boot, the
-# package's set-up and the login run once, for either); xen-efi boots a
-# VM of its own through OVMF once that one is powered off, so that a run
-# never has two VMs on a machine of two cores.
+# What `--cases` picks from. grub-mkconfig and xcp-ng share one VM booted
+# through SeaBIOS and GRUB (the boot, the package's set-up and the login
+# run once, for either; xcp-ng after grub-mkconfig); xen-efi boots a VM of
+# its own through OVMF, at the same time (see main).
 CASES = ("grub-mkconfig", "xcp-ng", "xen-efi")
 
 

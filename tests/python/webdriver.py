@@ -106,7 +106,7 @@ class Element:
 class Browser:
     """One chromedriver process and one headless Chromium session."""
 
-    def __init__(self, width=1280, height=900, log_path=None):
+    def __init__(self, width=1280, height=900, log_path=None, extra_args=()):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.session_id = None
@@ -127,7 +127,7 @@ class Browser:
                     "binary": CHROMIUM,
                     "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                              "--disable-dev-shm-usage", f"--window-size={width},{height}",
-                             "--no-first-run", "--no-default-browser-check"],
+                             "--no-first-run", "--no-default-browser-check", *extra_args],
                 },
             }}}
             value = self._request("POST", "/session", caps, timeout=90)
