@@ -913,11 +913,15 @@ def xcpng_steps(report, vm, dom0):
     report.begin("xcp-ng, Xen Orchestra's flow")
     report.step("XCP-ng's static grub.cfg, pcipassd on the xcp-ng flow", switch)
     # Imported here: page.py imports tests/python/webdriver.py.
-    from page import page_step
-    report.step(
-        "the page on the host in Chromium: login, dry run, hide, give back, a hand edit live",
-        page_step(vm, dom0, check), critical=False,
+    from page import PageRun, page_after_reboot_step, page_hide_step
+    page = PageRun(vm, dom0, check)
+    paged = report.step(
+        "the page on the host in Chromium: login, readiness, dry run, the USB controller "
+        "hidden at the next boot, a hand edit live",
+        page_hide_step(page), critical=False,
     )
+    if paged:
+        states[USB] = "disabled"
     report.step(
         "XO hides the NIC: PCI call, host.disable, host.evacuate, Async.host.reboot, "
         "agent_start_time wait, disabled",
@@ -926,6 +930,11 @@ def xcpng_steps(report, vm, dom0):
     states[NIC] = "disabled"
     report.step("the real GRUB booted XCP-ng's entry", booted_static_entry, critical=False)
     report.step("after the reboot: the NIC disabled", check_states(vm, dom0, states, {}), critical=False)
+    if paged:
+        if report.step("the page after the reboot: the USB controller disabled, given back",
+                       page_after_reboot_step(page), critical=False):
+            states[USB] = "enabled"
+    page.close()
     report.step(
         "XO gives it back: the same, enabled",
         xo_phase(report, vm, dom0, "unhide", "xcp-ng, XO after enable", NATIVE[NIC]),
