@@ -76,7 +76,8 @@ class PageRun:
                           what="the dry run's diff")
         self.snap(f"{button}-preview")
         b.find("button#apply-next-boot").click()
-        b.wait_gone("dialog#preview", timeout=300)
+        # The apply may rebuild the initramfs: minutes under TCG.
+        b.wait_gone("dialog#preview", timeout=900)
         self.wait_status(bdf, want)
         return diff
 
