@@ -296,9 +296,15 @@ async fn route(
         }
     }
     let (parts, body) = request.into_parts();
-    let body = match read_body(&parts.headers, body, &config, &budget).await {
-        Ok(body) => body,
-        Err(refusal) => return Ok(refusal),
+    // A GET (the page's /ui/session) has no body to read or to take a
+    // share of the large-body budget for.
+    let body = if parts.method == Method::GET {
+        Bytes::new()
+    } else {
+        match read_body(&parts.headers, body, &config, &budget).await {
+            Ok(body) => body,
+            Err(refusal) => return Ok(refusal),
+        }
     };
     // A whole request arrived: the connection is an established client.
     if let Some(ticket) = &ticket {
