@@ -46,6 +46,17 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        // SQLite could make its files in what room there was, but the
+        // start's own writes (the host record, agent_start_time) would
+        // fail: served from memory as well.
+        if super::full::no_room(path) {
+            // What this connection read, through its WAL: a copy made
+            // from the file alone (`immutable`) would miss what the WAL
+            // still holds.
+            let loaded = store.memory.into_inner().unwrap_or_else(|p| p.into_inner());
+            drop(store.connection);
+            return Store::serve_from_memory(path, Some(loaded));
+        }
         store.file = Some(
             super::file::DbFile::new(path).map_err(|e| StoreError::Corrupt {
                 reference: path.display().to_string(),
@@ -74,15 +85,38 @@ impl Store {
     /// until a restart finds room.
     fn open_in_memory_copy(path: &Path) -> Result<Store, StoreError> {
         let loaded = if path.exists() {
-            let uri = format!("file:{}?immutable=1", path.display());
-            let file = Connection::open_with_flags(
-                uri,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            Some(load(&file)?)
+            // A WAL left by an earlier run (a checkpoint the full disk
+            // cut short) holds committed pages the file lacks: read
+            // through it when its files are there (read-only needs no
+            // room then); only without one is the file alone the
+            // database (`immutable`, which makes no WAL file).
+            let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+            let shm = std::path::PathBuf::from(format!("{}-shm", path.display()));
+            let read_only = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+            let through_wal = (wal.exists() && shm.exists())
+                .then(|| Connection::open_with_flags(path, read_only).ok())
+                .flatten()
+                .and_then(|file| load(&file).ok());
+            match through_wal {
+                Some(memory) => Some(memory),
+                None => {
+                    let uri = format!("file:{}?immutable=1", path.display());
+                    let file = Connection::open_with_flags(
+                        uri,
+                        read_only | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+                    )?;
+                    Some(load(&file)?)
+                }
+            }
         } else {
             None
         };
+        Store::serve_from_memory(path, loaded)
+    }
+
+    /// The store serving `loaded` (the objects of the database at `path`)
+    /// from a database in memory.
+    fn serve_from_memory(path: &Path, loaded: Option<Memory>) -> Result<Store, StoreError> {
         let mut memory_db = Connection::open_in_memory()?;
         memory_db.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut memory_db)?;
