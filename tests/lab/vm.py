@@ -53,6 +53,10 @@ class Vm:
         # Raw disks after the boot disk, on the next AHCI ports (dom0's
         # sdb, sdc, ...), e.g. an ESP.
         self.drives = list(drives)
+        # vCPUs (TCG threads): 2 for a VM alone; lab.py gives each of two
+        # VMs running at once 1, so that they never ask for more threads
+        # than the machine has cores.
+        self.cpus = 2
         self.key = self.image_dir / "id_ed25519"
         self.password = (self.image_dir / "root-password").read_text().strip()
         self.ssh_port = free_port()
@@ -76,7 +80,7 @@ class Vm:
         argv = [
             "qemu-system-x86_64",
             "-machine", "q35", "-cpu", cpu, "-accel", accel,
-            "-smp", "2", "-m", "2560",
+            "-smp", str(self.cpus), "-m", "2560",
             "-display", "none", "-monitor", "none",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-serial", f"file:{self.serial_log}",
