@@ -208,17 +208,11 @@ pub async fn endpoint(request: PageRequest<'_>, handler: &dyn RpcHandler) -> Res
         "/ui/login" => login(&request, handler).await,
         "/ui/session" => match session_of(request.headers) {
             Some(session) => me(&session, &request, handler, None),
-            None => json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": ["SESSION_INVALID"]}),
-            ),
+            None => session_invalid(),
         },
         "/ui/rpc" | "/ui/logout" => {
             let Some(session) = session_of(request.headers) else {
-                return json(
-                    StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({"error": ["SESSION_INVALID"]}),
-                );
+                return session_invalid();
             };
             let token = request
                 .headers
@@ -247,23 +241,42 @@ pub async fn endpoint(request: PageRequest<'_>, handler: &dyn RpcHandler) -> Res
     }
 }
 
-/// A XenAPI call through the handler, as JSON-RPC 2.0; the decoded reply.
-async fn call(
+/// A XenAPI call through the handler, as JSON-RPC 2.0; the encoded reply.
+async fn dispatch(
     handler: &dyn RpcHandler,
     peer: &Peer,
     method: &str,
     params: Vec<serde_json::Value>,
-) -> serde_json::Value {
+) -> ReplyBody {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let reply = handler
+    handler
         .handle(RpcRequest {
             protocol: Protocol::JsonRpc,
             path: "/jsonrpc".into(),
             peer: peer.clone(),
             body: serde_json::to_vec(&body).unwrap_or_default().into(),
         })
-        .await;
-    serde_json::from_slice(&reply.body.to_vec()).unwrap_or(serde_json::Value::Null)
+        .await
+        .body
+}
+
+/// [`dispatch`], the reply decoded.
+async fn call(
+    handler: &dyn RpcHandler,
+    peer: &Peer,
+    method: &str,
+    params: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let reply = dispatch(handler, peer, method, params).await;
+    serde_json::from_slice(&reply.to_vec()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The answer for a request without a live session.
+fn session_invalid() -> Response<ReplyBody> {
+    json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": ["SESSION_INVALID"]}),
+    )
 }
 
 /// The XenAPI ErrorDescription of a failed JSON-RPC 2.0 reply.
@@ -327,10 +340,7 @@ fn me(
     set: Option<HeaderValue>,
 ) -> Response<ReplyBody> {
     let Some((user, permissions)) = handler.whoami(session, &request.peer) else {
-        let mut response = json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": ["SESSION_INVALID"]}),
-        );
+        let mut response = session_invalid();
         response
             .headers_mut()
             .insert(header::SET_COOKIE, cookie("", request.tls, Some(0)));
@@ -367,17 +377,8 @@ async fn rpc(
     };
     let mut params = vec![serde_json::Value::from(session)];
     params.extend(call.params);
-    let body =
-        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": call.method, "params": params});
-    let answer = handler
-        .handle(RpcRequest {
-            protocol: Protocol::JsonRpc,
-            path: "/jsonrpc".into(),
-            peer: request.peer.clone(),
-            body: serde_json::to_vec(&body).unwrap_or_default().into(),
-        })
-        .await;
-    reply(StatusCode::OK, "application/json", answer.body)
+    let answer = dispatch(handler, &request.peer, &call.method, params).await;
+    reply(StatusCode::OK, "application/json", answer)
 }
 
 #[cfg(test)]
